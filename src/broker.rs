@@ -1,0 +1,352 @@
+//! Start-up and shutdown of a whole broker: lock the data dir, replay the
+//! metadata log, bind the listeners, start one pinned shard per core, and stop
+//! them in order.
+
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use event_listener::Event;
+
+use crate::config::Config;
+use crate::metadata::controller::Controller;
+use crate::metadata::{records, MetadataImage};
+use crate::runtime::shard::{serve_queue, Job, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
+use crate::runtime::{shard_for_partition, CONTROLLER_SHARD};
+use crate::server::listener;
+
+/// State every shard shares: configuration, the metadata image, the shard queues,
+/// and the shutdown signal. Nothing here is locked on the request path.
+pub struct Broker {
+    pub config: Config,
+    pub cluster_id: String,
+    pub metadata: ArcSwap<MetadataImage>,
+    pub shards: Vec<ShardHandle>,
+    pub shutdown: ShutdownSignal,
+    /// The port actually bound (differs from the config when it asked for port 0).
+    pub port: u16,
+}
+
+impl Broker {
+    pub fn image(&self) -> arc_swap::Guard<Arc<MetadataImage>> {
+        self.metadata.load()
+    }
+    pub fn shard_for(&self, topic: &str, partition: i32) -> usize {
+        shard_for_partition(topic, partition, self.shards.len())
+    }
+    pub fn advertised_port(&self) -> i32 {
+        if self.config.advertised_port == 0 {
+            i32::from(self.port)
+        } else {
+            self.config.advertised_port
+        }
+    }
+}
+
+/// Set once, observed by every accept loop and connection.
+#[derive(Default)]
+pub struct ShutdownSignal {
+    stopping: AtomicBool,
+    event: Event,
+}
+
+impl ShutdownSignal {
+    pub fn trigger(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+    pub fn is_triggered(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+    /// Completes when shutdown is triggered.
+    pub async fn wait(&self) {
+        loop {
+            if self.is_triggered() {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.is_triggered() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// A barrier that shards await without blocking their runtime, so that they keep
+/// serving cross-shard work while they wait.
+pub struct AsyncBarrier {
+    remaining: std::sync::atomic::AtomicUsize,
+    event: Event,
+}
+
+impl AsyncBarrier {
+    pub fn new(count: usize) -> AsyncBarrier {
+        AsyncBarrier {
+            remaining: std::sync::atomic::AtomicUsize::new(count),
+            event: Event::new(),
+        }
+    }
+    pub async fn wait(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.event.notify(usize::MAX);
+            return;
+        }
+        loop {
+            let listener = self.event.listen();
+            if self.remaining.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// A running broker: its shard threads and the data-dir lock.
+pub struct RunningBroker {
+    pub broker: Arc<Broker>,
+    pub local_addr: SocketAddr,
+    threads: Vec<JoinHandle<()>>,
+    _lock: DataDirLock,
+}
+
+impl RunningBroker {
+    /// Asks every shard to stop: no new connections, in-flight requests finish,
+    /// logs are flushed and closed.
+    pub fn shutdown(&self) {
+        self.broker.shutdown.trigger();
+    }
+
+    /// Waits for every shard thread to finish.
+    pub fn join(self) {
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error("data dir {0} is in use by another sluice process (lock file held)")]
+    Locked(PathBuf),
+    #[error("metadata log: {0}")]
+    Metadata(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("shard start-up failed: {0}")]
+    Shard(String),
+}
+
+/// Holds an exclusive `flock` on `<data-dir>/.lock` for the broker's lifetime, so
+/// that a second broker on the same data dir is refused.
+struct DataDirLock {
+    _file: fs::File,
+}
+
+impl DataDirLock {
+    fn acquire(data_dir: &Path) -> Result<DataDirLock, StartError> {
+        let path = data_dir.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StartError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
+        let fd = file.as_raw_fd();
+        // SAFETY: `fd` is a valid descriptor owned by `file`, alive for this call.
+        let rc = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(StartError::Locked(data_dir.to_path_buf()));
+        }
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+/// Reads the cluster id kept in the data dir, or stores `configured` / a new one.
+fn load_cluster_id(data_dir: &Path, configured: Option<&str>) -> io::Result<String> {
+    let path = data_dir.join("cluster.id");
+    if let Ok(existing) = fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if let Some(configured) = configured {
+            if configured != existing {
+                tracing::warn!(%existing, %configured, "configured cluster id differs from the one in the data dir; using the configured one");
+                return Ok(configured.to_string());
+            }
+        }
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    let id = configured.map(str::to_string).unwrap_or_else(|| {
+        // Kafka cluster ids are 22-character url-safe base64 of a UUID; any
+        // string works for clients, so a simple hex UUID prefix is enough.
+        uuid::Uuid::new_v4().simple().to_string()[..22].to_string()
+    });
+    fs::write(&path, &id)?;
+    Ok(id)
+}
+
+/// Starts a broker and returns once every shard is serving.
+pub fn start(config: Config) -> Result<RunningBroker, StartError> {
+    let data_dir = config.data_dir.clone();
+    fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let lock = DataDirLock::acquire(&data_dir)?;
+    let cluster_id =
+        load_cluster_id(&data_dir, config.cluster_id.as_deref()).map_err(|source| {
+            StartError::DataDir {
+                path: data_dir.clone(),
+                source,
+            }
+        })?;
+    let image =
+        records::replay(&data_dir, &config).map_err(|e| StartError::Metadata(e.to_string()))?;
+    tracing::info!(topics = image.topics.len(), "metadata log replayed");
+
+    let shard_count = config.cores;
+    let listeners = listener::bind_reuseport(config.listen, shard_count).map_err(|source| {
+        StartError::Listen {
+            addr: config.listen,
+            source,
+        }
+    })?;
+    let local_addr = listeners[0]
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+
+    let mut receivers = Vec::with_capacity(shard_count);
+    let mut handles = Vec::with_capacity(shard_count);
+    for id in 0..shard_count {
+        let (sender, receiver) = async_channel::bounded::<Job>(SHARD_QUEUE_DEPTH);
+        handles.push(ShardHandle { id, sender });
+        receivers.push(receiver);
+    }
+    let broker = Arc::new(Broker {
+        config,
+        cluster_id,
+        metadata: ArcSwap::from_pointee(image),
+        shards: handles,
+        shutdown: ShutdownSignal::default(),
+        port: local_addr.port(),
+    });
+
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // Shards meet twice: once when all have opened their logs (start-up is then
+    // complete), once when all have drained their connections (logs may close).
+    let started = Arc::new(Barrier::new(shard_count + 1));
+    let drained = Arc::new(AsyncBarrier::new(shard_count));
+    let (error_tx, error_rx) = std::sync::mpsc::channel::<String>();
+    let mut threads = Vec::with_capacity(shard_count);
+    for (id, (receiver, listener)) in receivers.into_iter().zip(listeners).enumerate() {
+        let broker = broker.clone();
+        let started = started.clone();
+        let drained = drained.clone();
+        let error_tx = error_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                let result = run_shard(
+                    id,
+                    id % cpus,
+                    broker,
+                    receiver,
+                    listener,
+                    &started,
+                    &drained,
+                );
+                if let Err(error) = result {
+                    let _ = error_tx.send(format!("shard {id}: {error}"));
+                }
+            })
+            .map_err(|e| StartError::Shard(e.to_string()))?;
+        threads.push(thread);
+    }
+    drop(error_tx);
+    started.wait();
+    if let Ok(error) = error_rx.try_recv() {
+        broker.shutdown.trigger();
+        return Err(StartError::Shard(error));
+    }
+    Ok(RunningBroker {
+        broker,
+        local_addr,
+        threads,
+        _lock: lock,
+    })
+}
+
+fn run_shard(
+    id: usize,
+    cpu: usize,
+    broker: Arc<Broker>,
+    receiver: async_channel::Receiver<Job>,
+    listener: std::net::TcpListener,
+    started: &Barrier,
+    drained: &AsyncBarrier,
+) -> Result<(), String> {
+    let runtime = compio::runtime::RuntimeBuilder::new()
+        .thread_affinity([cpu].into_iter().collect())
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            started.wait();
+            return Err(format!("cannot build the runtime: {error}"));
+        }
+    };
+    let driver = runtime.driver_type();
+    if id == 0 {
+        tracing::info!(
+            ?driver,
+            shards = broker.shards.len(),
+            "shards starting (io_uring when the driver says IoUring; polling otherwise)"
+        );
+    }
+    runtime.block_on(async move {
+        let shard = Rc::new(Shard::new(id, broker.clone()));
+        let open_result = crate::storage::open_owned_logs(&shard);
+        if id == CONTROLLER_SHARD {
+            match Controller::open(&shard) {
+                Ok(controller) => *shard.controller.borrow_mut() = Some(Rc::new(controller)),
+                Err(error) => {
+                    started.wait();
+                    return Err(format!("metadata log: {error}"));
+                }
+            }
+        }
+        started.wait();
+        open_result?;
+        let queue = compio::runtime::spawn(serve_queue(shard.clone(), receiver));
+        listener::serve(shard.clone(), listener).await;
+        // Every connection of this shard has finished. Wait for the others, still
+        // serving the queue, since their in-flight requests may need this shard.
+        drained.wait().await;
+        drop(queue);
+        crate::storage::close_owned_logs(&shard);
+        if let Some(controller) = shard.controller.borrow_mut().take() {
+            controller.close();
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,333 @@
+//! Broker configuration: command-line flags, an optional TOML file, and the
+//! broker-level defaults of topic configs.
+//!
+//! Precedence, lowest first: built-in defaults, the `--config` file, flags.
+//! An unknown key in the file or an invalid value stops start-up with a message
+//! that names the setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::metadata::topic_config::{TopicConfig, TopicConfigError};
+
+/// Command-line flags. Every setting can also be given in the TOML file under
+/// the same name with `_` instead of `-`.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a Kafka-compatible, thread-per-core event streaming broker"
+)]
+pub struct Cli {
+    /// Address to listen on for Kafka clients [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// host:port that clients are told to connect to (Metadata, FindCoordinator)
+    /// [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_listener: Option<String>,
+    /// Directory holding the logs and internal state; created if missing [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of shards (pinned threads, one per core) [default: all cores].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+    /// TOML configuration file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This broker's node id [default: 1].
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Cluster id reported to clients [default: generated once and kept in the data dir].
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Create a topic when a client produces to or asks metadata for an unknown one [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of an auto-created topic, and of CreateTopics asking for -1 [default: 1].
+    #[arg(long, value_name = "N")]
+    pub num_partitions: Option<i32>,
+    /// Largest request frame accepted, in bytes [default: 104857600].
+    #[arg(long, value_name = "BYTES")]
+    pub socket_request_max_bytes: Option<u32>,
+    /// Log level filter (e.g. info, debug, sluice=trace); RUST_LOG also works [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Broker default of a topic config, as Kafka names it, e.g.
+    /// `--topic-default retention.ms=3600000`. Accepted keys: retention.ms,
+    /// retention.bytes, segment.bytes, segment.ms, cleanup.policy,
+    /// max.message.bytes, message.timestamp.type, min.insync.replicas,
+    /// flush.messages, flush.ms.
+    #[arg(long = "topic-default", value_name = "KEY=VALUE")]
+    pub topic_defaults: Vec<String>,
+}
+
+/// The TOML file. Unknown keys are refused so that a typo is not silently ignored.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    advertised_listener: Option<String>,
+    data_dir: Option<PathBuf>,
+    cores: Option<usize>,
+    node_id: Option<i32>,
+    cluster_id: Option<String>,
+    auto_create_topics: Option<bool>,
+    num_partitions: Option<i32>,
+    socket_request_max_bytes: Option<u32>,
+    log_level: Option<String>,
+    /// `[topic_defaults]` table: `"retention.ms" = 3600000`.
+    topic_defaults: Option<BTreeMap<String, toml::Value>>,
+}
+
+/// The resolved configuration the broker runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub node_id: i32,
+    /// None: read from or generated into the data dir at start-up.
+    pub cluster_id: Option<String>,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub socket_request_max_bytes: u32,
+    pub log_level: String,
+    /// Topic config defaults at broker level (source DEFAULT or broker overrides).
+    pub topic_defaults: TopicConfig,
+    /// Keys the operator set at broker level, reported as source STATIC_BROKER_CONFIG.
+    pub topic_default_overrides: BTreeMap<String, String>,
+}
+
+/// Kafka's default request size limit (`socket.request.max.bytes`).
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting `{name}`: {message}")]
+    Invalid { name: String, message: String },
+}
+
+fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Resolves flags over the optional file over the defaults.
+    pub fn resolve(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+
+        let listen_text = cli
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("`{listen_text}` is not HOST:PORT with a numeric host"),
+            )
+        })?;
+        let (advertised_host, advertised_port) =
+            match cli.advertised_listener.or(file.advertised_listener) {
+                Some(text) => parse_host_port(&text).ok_or_else(|| {
+                    invalid("advertised-listener", format!("`{text}` is not HOST:PORT"))
+                })?,
+                None => (listen.ip().to_string(), i32::from(listen.port())),
+            };
+        let cores_available = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let cores = cli.cores.or(file.cores).unwrap_or(cores_available);
+        if cores == 0 || cores > 1024 {
+            return Err(invalid(
+                "cores",
+                format!("{cores} is not between 1 and 1024"),
+            ));
+        }
+        let node_id = cli.node_id.or(file.node_id).unwrap_or(1);
+        if node_id < 0 {
+            return Err(invalid("node-id", "must not be negative"));
+        }
+        let num_partitions = cli.num_partitions.or(file.num_partitions).unwrap_or(1);
+        if !(1..=crate::metadata::PARTITIONS_PER_TOPIC_MAX).contains(&num_partitions) {
+            return Err(invalid(
+                "num-partitions",
+                format!("{num_partitions} is out of range"),
+            ));
+        }
+        let socket_request_max_bytes = cli
+            .socket_request_max_bytes
+            .or(file.socket_request_max_bytes)
+            .unwrap_or(SOCKET_REQUEST_MAX_BYTES_DEFAULT);
+        if socket_request_max_bytes < 1024 {
+            return Err(invalid("socket-request-max-bytes", "must be at least 1024"));
+        }
+        let cluster_id = cli.cluster_id.or(file.cluster_id);
+        if let Some(id) = &cluster_id {
+            if id.is_empty() || id.len() > 64 {
+                return Err(invalid("cluster-id", "must be 1 to 64 characters"));
+            }
+        }
+
+        let mut topic_default_overrides = BTreeMap::new();
+        for (key, value) in file.topic_defaults.unwrap_or_default() {
+            let text = match value {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            topic_default_overrides.insert(key, text);
+        }
+        for pair in cli.topic_defaults {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid("topic-default", format!("`{pair}` is not KEY=VALUE")))?;
+            topic_default_overrides.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        let topic_defaults = TopicConfig::default()
+            .with_overrides(&topic_default_overrides)
+            .map_err(|TopicConfigError { key, message }| {
+                invalid(&format!("topic-default {key}"), message)
+            })?;
+
+        Ok(Config {
+            listen,
+            advertised_host,
+            advertised_port,
+            data_dir: cli
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            cores,
+            node_id,
+            cluster_id,
+            auto_create_topics: cli
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(true),
+            num_partitions,
+            socket_request_max_bytes,
+            log_level: cli
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_string()),
+            topic_defaults,
+            topic_default_overrides,
+        })
+    }
+
+    /// A configuration for tests and embedding: defaults, with the given listener and data dir.
+    pub fn for_tests(listen: SocketAddr, data_dir: PathBuf, cores: usize) -> Config {
+        let cli = Cli {
+            listen: Some(listen.to_string()),
+            data_dir: Some(data_dir),
+            cores: Some(cores),
+            ..Cli::default()
+        };
+        Config::resolve(cli).expect("test configuration is valid")
+    }
+}
+
+fn parse_host_port(text: &str) -> Option<(String, i32)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() {
+        return None;
+    }
+    Some((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        i32::from(port),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let config = Config::resolve(Cli::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert!(config.auto_create_topics);
+        assert_eq!(config.topic_defaults.max_message_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn unknown_file_key_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nbogus_key = 3\n").unwrap();
+        let err = Config::resolve(Cli {
+            config: Some(path),
+            ..Cli::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("bogus_key"), "{err}");
+    }
+
+    #[test]
+    fn invalid_topic_default_names_the_setting() {
+        let cli = Cli {
+            topic_defaults: vec!["retention.ms=soon".into()],
+            ..Cli::default()
+        };
+        let err = Config::resolve(cli).unwrap_err();
+        assert!(err.to_string().contains("retention.ms"), "{err}");
+        let cli = Cli {
+            topic_defaults: vec!["no.such.config=1".into()],
+            ..Cli::default()
+        };
+        let err = Config::resolve(cli).unwrap_err();
+        assert!(err.to_string().contains("no.such.config"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "num_partitions = 3\ncores = 1\n[topic_defaults]\n\"retention.ms\" = 1000\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path),
+            num_partitions: Some(5),
+            ..Cli::default()
+        };
+        let config = Config::resolve(cli).unwrap();
+        assert_eq!(config.num_partitions, 5);
+        assert_eq!(config.cores, 1);
+        assert_eq!(config.topic_defaults.retention_ms, 1000);
+    }
+}

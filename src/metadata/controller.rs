@@ -1,0 +1,357 @@
+//! The metadata controller: the single writer of cluster metadata. Runs on shard
+//! 0; handlers on any shard reach it with `run_on(CONTROLLER_SHARD, …)`.
+//!
+//! Every change follows the same steps, one change at a time (`lock`):
+//! validate → prepare the partition logs on their owning shards → append the
+//! change to the metadata log and sync it → publish the new image. A change is
+//! therefore visible to clients only once it is durable, and a partition is in
+//! the image only once its log exists.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::metadata::records::{MetadataRecord, PRODUCER_ID_BLOCK};
+use crate::metadata::topic_config::TopicConfig;
+use crate::metadata::{
+    validate_topic_name, PartitionShared, TopicMeta, METADATA_LOG_DIR, PARTITIONS_PER_TOPIC_MAX,
+};
+use crate::protocol::batch::validate_records;
+use crate::protocol::errors::ErrorCode;
+use crate::runtime::Shard;
+use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
+
+/// An error to report to the client: a Kafka error code and a message.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub struct Controller {
+    shard: Rc<Shard>,
+    log: LogRef,
+    /// One change at a time.
+    lock: async_lock::Mutex<()>,
+    /// Producer ids handed out so far, and the end of the recorded block.
+    next_producer_id: Cell<i64>,
+    producer_id_block_end: Cell<i64>,
+}
+
+impl Controller {
+    /// Opens the metadata log (recovering its tail) on shard 0.
+    pub fn open(shard: &Rc<Shard>) -> Result<Controller, String> {
+        let dir = shard.broker.config.data_dir.join(METADATA_LOG_DIR);
+        let mut config = TopicConfig::default();
+        config.segment_bytes = 64 << 20;
+        let log = PartitionLog::open(
+            Arc::from("__sluice_metadata"),
+            0,
+            dir,
+            config,
+            Arc::new(PartitionShared::default()),
+        )
+        .map_err(|e| e.to_string())?;
+        let next = shard.broker.image().next_producer_id;
+        Ok(Controller {
+            shard: shard.clone(),
+            log: Rc::new(RefCell::new(log)),
+            lock: async_lock::Mutex::new(()),
+            next_producer_id: Cell::new(next),
+            producer_id_block_end: Cell::new(next),
+        })
+    }
+
+    pub fn close(&self) {
+        if let Err(error) = self.log.borrow_mut().close() {
+            tracing::warn!(%error, "closing the metadata log");
+        }
+    }
+
+    /// Appends `record` to the metadata log and waits until it is durable.
+    async fn persist(&self, record: &MetadataRecord) -> Result<(), ApiError> {
+        let batch = record.to_batch(now_ms());
+        let validated = validate_records(&batch, usize::MAX).map_err(|e| {
+            ApiError::new(
+                ErrorCode::UnknownServerError,
+                format!("metadata record: {e}"),
+            )
+        })?;
+        log::append(&self.log, &self.shard.commit, batch, &validated, true)
+            .await
+            .map_err(|e| {
+                ApiError::new(ErrorCode::KafkaStorageError, format!("metadata log: {e}"))
+            })?;
+        Ok(())
+    }
+
+    fn publish(&self, record: MetadataRecord) -> Result<(), ApiError> {
+        let mut image = (**self.shard.broker.image()).clone();
+        record
+            .apply(&mut image, &self.shard.broker.config)
+            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e))?;
+        self.shard.broker.metadata.store(Arc::new(image));
+        Ok(())
+    }
+
+    /// Validates a topic creation without doing it.
+    pub fn check_create(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, ApiError> {
+        validate_topic_name(name)
+            .map_err(|m| ApiError::new(ErrorCode::InvalidTopicException, m))?;
+        if self.shard.broker.image().topic(name).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!("number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"),
+            ));
+        }
+        self.shard
+            .broker
+            .config
+            .topic_defaults
+            .with_overrides(configs)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: String,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<TopicMeta>, ApiError> {
+        let _guard = self.lock.lock().await;
+        let topic_config = self.check_create(&name, partitions, &configs)?;
+        let id = Uuid::new_v4();
+        let shared: Vec<Arc<PartitionShared>> = (0..partitions)
+            .map(|_| Arc::new(PartitionShared::default()))
+            .collect();
+        let topic = Arc::new(TopicMeta {
+            name: Arc::from(name.as_str()),
+            id,
+            partitions: shared,
+            overrides: configs.clone(),
+            config: topic_config,
+        });
+        if validate_only {
+            return Ok(topic);
+        }
+        self.open_partitions(&topic, 0).await?;
+        let record = MetadataRecord::CreateTopic {
+            name: name.clone(),
+            id,
+            partitions,
+            configs,
+        };
+        self.persist(&record).await?;
+        // Publish the very TopicMeta whose PartitionShared the logs were opened with.
+        let image = self.shard.broker.image().with_topic(topic.clone());
+        self.shard.broker.metadata.store(Arc::new(image));
+        tracing::info!(topic = %name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// Creates (empty) the logs of `topic`'s partitions from `first` on, each on its shard.
+    async fn open_partitions(&self, topic: &Arc<TopicMeta>, first: i32) -> Result<(), ApiError> {
+        let data_dir = self.shard.broker.config.data_dir.clone();
+        let mut opens = Vec::new();
+        for partition in first..topic.partition_count() {
+            let owner = self.shard.broker.shard_for(&topic.name, partition);
+            let name = topic.name.clone();
+            let id = topic.id;
+            let config = topic.config.clone();
+            let shared = topic.partitions[partition as usize].clone();
+            let dir = PartitionLog::dir_for(&data_dir, &name, partition);
+            opens.push(self.shard.run_on(owner, move |shard| async move {
+                // A leftover directory (a topic of this name deleted before a crash) is not this topic's data.
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
+                }
+                let log = PartitionLog::open(name, partition, dir, config, shared)
+                    .map_err(|e| e.to_string())?;
+                shard
+                    .logs
+                    .borrow_mut()
+                    .insert((id, partition), Rc::new(RefCell::new(log)));
+                Ok::<(), String>(())
+            }));
+        }
+        for result in futures_util::future::join_all(opens).await {
+            result.map_err(|e| {
+                ApiError::new(
+                    ErrorCode::KafkaStorageError,
+                    format!("creating partition log: {e}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_topic(&self, topic: Arc<TopicMeta>) -> Result<(), ApiError> {
+        let _guard = self.lock.lock().await;
+        let image = self.shard.broker.image();
+        if !image.topic(&topic.name).is_some_and(|t| t.id == topic.id) {
+            return Err(ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{}' does not exist", topic.name),
+            ));
+        }
+        drop(image);
+        let record = MetadataRecord::DeleteTopic {
+            name: topic.name.to_string(),
+            id: topic.id,
+        };
+        self.persist(&record).await?;
+        self.publish(record)?;
+        let mut removals = Vec::new();
+        for partition in 0..topic.partition_count() {
+            let owner = self.shard.broker.shard_for(&topic.name, partition);
+            let id = topic.id;
+            removals.push(self.shard.run_on(owner, move |shard| async move {
+                let log = shard.logs.borrow_mut().remove(&(id, partition));
+                if let Some(log) = log {
+                    if let Err(error) = log.borrow_mut().delete_files() {
+                        tracing::warn!(%error, partition, "removing the files of a deleted partition");
+                    }
+                }
+            }));
+        }
+        futures_util::future::join_all(removals).await;
+        tracing::info!(topic = %topic.name, "topic deleted");
+        Ok(())
+    }
+
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let _guard = self.lock.lock().await;
+        let Some(old) = self.shard.broker.image().topic(name).cloned() else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
+        };
+        if count <= old.partition_count() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "topic has {} partitions; the new count must be larger",
+                    old.partition_count()
+                ),
+            ));
+        }
+        if count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut shared = old.partitions.clone();
+        shared.extend((old.partition_count()..count).map(|_| Arc::new(PartitionShared::default())));
+        let topic = Arc::new(TopicMeta {
+            name: old.name.clone(),
+            id: old.id,
+            partitions: shared,
+            overrides: old.overrides.clone(),
+            config: old.config.clone(),
+        });
+        self.open_partitions(&topic, old.partition_count()).await?;
+        self.persist(&MetadataRecord::SetPartitionCount {
+            name: name.to_string(),
+            partitions: count,
+        })
+        .await?;
+        let image = self.shard.broker.image().with_topic(topic);
+        self.shard.broker.metadata.store(Arc::new(image));
+        Ok(())
+    }
+
+    /// Replaces the topic-level overrides of `name` with `configs`.
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let _guard = self.lock.lock().await;
+        let Some(old) = self.shard.broker.image().topic(name).cloned() else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
+        };
+        let topic_config = self
+            .shard
+            .broker
+            .config
+            .topic_defaults
+            .with_overrides(&configs)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        let record = MetadataRecord::SetTopicConfigs {
+            name: name.to_string(),
+            configs,
+        };
+        self.persist(&record).await?;
+        self.publish(record)?;
+        let mut updates = Vec::new();
+        for partition in 0..old.partition_count() {
+            let owner = self.shard.broker.shard_for(name, partition);
+            let id = old.id;
+            let config = topic_config.clone();
+            updates.push(self.shard.run_on(owner, move |shard| async move {
+                if let Some(log) = shard.log(&(id, partition)) {
+                    log.borrow_mut().set_config(config);
+                }
+            }));
+        }
+        futures_util::future::join_all(updates).await;
+        Ok(())
+    }
+
+    /// Hands out a new producer id; records a new block first when needed, so an
+    /// id is never handed out twice, even across restarts.
+    pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        let _guard = self.lock.lock().await;
+        let id = self.next_producer_id.get();
+        if id >= self.producer_id_block_end.get() {
+            let end = id + PRODUCER_ID_BLOCK;
+            let record = MetadataRecord::ProducerIdBlock { end };
+            self.persist(&record).await?;
+            self.publish(record)?;
+            self.producer_id_block_end.set(end);
+        }
+        self.next_producer_id.set(id + 1);
+        Ok(id)
+    }
+}

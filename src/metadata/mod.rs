@@ -1,0 +1,183 @@
+//! Topics, partitions and their configs: the cluster metadata.
+//!
+//! The current state is an immutable [`MetadataImage`] behind an `ArcSwap`: every
+//! shard reads it without a lock (one atomic load per request). Changes (create or
+//! delete a topic, add partitions, alter configs, allocate producer ids) are made
+//! by the controller (`controller.rs`), which runs on shard 0, writes each change
+//! as a record to the internal metadata log (`__sluice_metadata-0`, kept by the
+//! storage engine like any partition), and then publishes a new image.
+//!
+//! Each partition has a [`PartitionShared`]: the few facts about it that other
+//! shards need without asking its owner (watermarks, "new data" notifications).
+
+pub mod controller;
+pub mod records;
+pub mod topic_config;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use event_listener::Event;
+use uuid::Uuid;
+
+use crate::metadata::topic_config::TopicConfig;
+
+/// Upper bound on partitions per topic: each partition holds open files and
+/// per-shard state; this keeps a single request from exhausting descriptors.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_LEN_MAX: usize = 249;
+/// Directory of the internal metadata log under the data dir.
+pub const METADATA_LOG_DIR: &str = "__sluice_metadata-0";
+
+/// What every shard may know about a partition without asking its owner.
+/// Written only by the owning shard.
+#[derive(Debug)]
+pub struct PartitionShared {
+    /// Offset after the last batch whose write completed (readable by consumers).
+    high_watermark: AtomicI64,
+    log_start_offset: AtomicI64,
+    /// True when the partition's storage failed (corruption at start-up, an
+    /// fsync error): requests get KAFKA_STORAGE_ERROR.
+    offline: AtomicBool,
+    /// Notified when the high watermark moves, to wake long-polling fetches.
+    data_arrived: Event,
+}
+
+impl Default for PartitionShared {
+    fn default() -> Self {
+        PartitionShared {
+            high_watermark: AtomicI64::new(0),
+            log_start_offset: AtomicI64::new(0),
+            offline: AtomicBool::new(false),
+            data_arrived: Event::new(),
+        }
+    }
+}
+
+impl PartitionShared {
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
+    }
+    pub fn set_offline(&self) {
+        self.offline.store(true, Ordering::Release);
+        self.data_arrived.notify(usize::MAX);
+    }
+    pub fn set_log_start_offset(&self, offset: i64) {
+        self.log_start_offset.store(offset, Ordering::Release);
+    }
+    pub fn set_high_watermark(&self, offset: i64) {
+        self.high_watermark.store(offset, Ordering::Release);
+        self.data_arrived.notify(usize::MAX);
+    }
+    /// A listener to await for the next high-watermark move. Register it before
+    /// re-checking the watermark, so that no notification is missed.
+    pub fn listen(&self) -> event_listener::EventListener {
+        self.data_arrived.listen()
+    }
+}
+
+/// One topic as the metadata image knows it.
+#[derive(Debug)]
+pub struct TopicMeta {
+    pub name: Arc<str>,
+    pub id: Uuid,
+    /// Indexed by partition number.
+    pub partitions: Vec<Arc<PartitionShared>>,
+    /// Topic-level config overrides as the user gave them.
+    pub overrides: BTreeMap<String, String>,
+    /// Effective config: broker defaults overlaid by `overrides`.
+    pub config: TopicConfig,
+}
+
+impl TopicMeta {
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.len() as i32
+    }
+    pub fn partition(&self, index: i32) -> Option<&Arc<PartitionShared>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+}
+
+/// An immutable snapshot of the cluster metadata.
+#[derive(Debug, Default, Clone)]
+pub struct MetadataImage {
+    pub topics: BTreeMap<Arc<str>, Arc<TopicMeta>>,
+    pub topics_by_id: HashMap<Uuid, Arc<TopicMeta>>,
+    /// First producer id not yet handed out.
+    pub next_producer_id: i64,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topics.get(name)
+    }
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
+        self.topics_by_id.get(id)
+    }
+    pub fn with_topic(&self, topic: Arc<TopicMeta>) -> MetadataImage {
+        let mut image = self.clone();
+        if let Some(old) = image.topics.insert(topic.name.clone(), topic.clone()) {
+            image.topics_by_id.remove(&old.id);
+        }
+        image.topics_by_id.insert(topic.id, topic);
+        image
+    }
+    pub fn without_topic(&self, name: &str) -> MetadataImage {
+        let mut image = self.clone();
+        if let Some(old) = image.topics.remove(name) {
+            image.topics_by_id.remove(&old.id);
+        }
+        image
+    }
+}
+
+/// Kafka's topic name rules: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("topic name cannot be '.' or '..'".into());
+    }
+    if name.len() > TOPIC_NAME_LEN_MAX {
+        return Err(format!(
+            "topic name is longer than {TOPIC_NAME_LEN_MAX} characters"
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name contains '{bad}'; only [a-zA-Z0-9._-] are allowed"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_eu-west").is_ok());
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name(".").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name("naïve").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! A shard: one thread, one compio runtime, the logs of the partitions it owns.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::metadata::controller::Controller;
+use crate::storage::commit::GroupCommit;
+use crate::storage::log::LogRef;
+
+/// Work sent to a shard: a closure run on that shard, which returns a local future.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// Depth of each shard's cross-shard queue. A full queue makes senders wait,
+/// which is the back-pressure between shards.
+pub const SHARD_QUEUE_DEPTH: usize = 4096;
+
+/// The sending end of a shard's queue; cloned into every shard.
+#[derive(Clone)]
+pub struct ShardHandle {
+    pub id: usize,
+    pub(crate) sender: async_channel::Sender<Job>,
+}
+
+/// Identifies a partition on its shard: the topic id (so that a topic deleted and
+/// re-created under the same name is a different log) and the partition number.
+pub type PartitionKey = (Uuid, i32);
+
+/// The state of one shard. Lives on its own thread only (`Rc`).
+pub struct Shard {
+    pub id: usize,
+    pub broker: Arc<Broker>,
+    /// The logs of the partitions this shard owns.
+    pub logs: RefCell<HashMap<PartitionKey, LogRef>>,
+    /// Group commit for every log of this shard.
+    pub commit: Rc<GroupCommit>,
+    /// The metadata controller; only on shard 0.
+    pub controller: RefCell<Option<Rc<Controller>>>,
+}
+
+impl Shard {
+    pub fn new(id: usize, broker: Arc<Broker>) -> Shard {
+        Shard {
+            id,
+            broker,
+            logs: RefCell::new(HashMap::new()),
+            commit: Rc::new(GroupCommit::default()),
+            controller: RefCell::new(None),
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.broker.shards.len()
+    }
+
+    pub fn log(&self, key: &PartitionKey) -> Option<LogRef> {
+        self.logs.borrow().get(key).cloned()
+    }
+
+    pub fn controller(&self) -> Rc<Controller> {
+        self.controller
+            .borrow()
+            .clone()
+            .expect("the controller runs on shard 0")
+    }
+
+    /// Runs `f` on shard `target` and returns its result. The work runs as a task
+    /// of its own on the target shard (this one included), so cancelling the caller
+    /// (a client disconnecting) never stops storage work halfway.
+    pub async fn run_on<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> R
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        if target == self.id {
+            let fut = f(self.clone());
+            compio::runtime::spawn(async move {
+                let _ = tx.send(fut.await);
+            })
+            .detach();
+        } else {
+            let job: Job = Box::new(move |shard| {
+                Box::pin(async move {
+                    let _ = tx.send(f(shard).await);
+                })
+            });
+            let handle = &self.broker.shards[target];
+            if handle.sender.send(job).await.is_err() {
+                panic!(
+                    "shard {target} stopped while shard {} still sends to it",
+                    self.id
+                );
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| panic!("shard {target} dropped a job without answering"))
+    }
+}
+
+/// Runs the jobs other shards send to this one, each as its own task, until
+/// every sender is gone.
+pub async fn serve_queue(shard: Rc<Shard>, receiver: async_channel::Receiver<Job>) {
+    while let Ok(job) = receiver.recv().await {
+        compio::runtime::spawn(job(shard.clone())).detach();
+    }
+}

@@ -1,0 +1,198 @@
+//! One client connection: a read loop that cuts frames and starts a task per
+//! request, and a write loop that sends responses in request order.
+//!
+//! Limits per connection (why: a client must not make the broker buffer without
+//! bound): at most `IN_FLIGHT_REQUESTS_MAX` requests and `IN_FLIGHT_BYTES_MAX`
+//! request bytes are being handled at once; past that the read loop stops reading
+//! and TCP pushes back on the client. A single frame larger than the byte budget
+//! (up to `socket.request.max.bytes`) is still admitted when nothing else is in
+//! flight, so any legal request makes progress.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::BufResult;
+use event_listener::Event;
+use futures_util::future::{select, Either};
+
+use crate::protocol::frame;
+use crate::runtime::Shard;
+use crate::server::dispatch::{self, Reply};
+use crate::server::handlers::fetch::FetchSessions;
+
+/// Requests of one connection being handled at once. Kafka handles one at a
+/// time per connection; pipelining a few more keeps a shard busy without letting
+/// one client hog it.
+pub const IN_FLIGHT_REQUESTS_MAX: usize = 64;
+/// Request bytes of one connection being handled at once.
+pub const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
+/// Size of each socket read when no frame length asks for more.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// A connection; lives on one shard.
+pub struct Connection {
+    pub shard: Rc<Shard>,
+    stream: compio::net::TcpStream,
+    pub peer: SocketAddr,
+    in_flight_bytes: Cell<usize>,
+    budget_freed: Event,
+    /// Set when the connection must close (a malformed request, a write error).
+    closing: Cell<bool>,
+    /// KIP-227 fetch sessions opened on this connection.
+    pub fetch_sessions: RefCell<FetchSessions>,
+}
+
+/// A request being handled: its task and its size against the byte budget.
+struct InFlight {
+    task: compio::runtime::JoinHandle<Reply>,
+    bytes: usize,
+    correlation_id: i32,
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: compio::net::TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let conn = Rc::new(Connection {
+        shard,
+        stream,
+        peer,
+        in_flight_bytes: Cell::new(0),
+        budget_freed: Event::new(),
+        closing: Cell::new(false),
+        fetch_sessions: RefCell::new(FetchSessions::default()),
+    });
+    tracing::debug!(%peer, shard = conn.shard.id, "connection opened");
+    let (tx, rx) = async_channel::bounded::<InFlight>(IN_FLIGHT_REQUESTS_MAX);
+    let writer = compio::runtime::spawn(write_loop(conn.clone(), rx));
+    read_loop(&conn, tx).await;
+    let _ = writer.await;
+    tracing::debug!(%peer, "connection closed");
+}
+
+impl Connection {
+    /// Closes both directions so that a pending read returns at once.
+    fn shut_down(&self) {
+        self.closing.set(true);
+        // SAFETY: the descriptor belongs to `self.stream`, which outlives this call;
+        // shutdown(2) does not close or invalidate it.
+        unsafe {
+            libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+
+    async fn wait_for_budget(&self, frame_bytes: usize) {
+        loop {
+            let in_flight = self.in_flight_bytes.get();
+            if in_flight == 0
+                || in_flight + frame_bytes <= IN_FLIGHT_BYTES_MAX
+                || self.closing.get()
+            {
+                return;
+            }
+            let listener = self.budget_freed.listen();
+            if self.in_flight_bytes.get() != in_flight {
+                continue;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Reads until `buf` holds at least `wanted` bytes. False on EOF, error or shutdown.
+async fn fill(conn: &Connection, buf: &mut BytesMut, wanted: usize) -> bool {
+    while buf.len() < wanted {
+        if conn.closing.get() {
+            return false;
+        }
+        let mut owned = std::mem::take(buf);
+        owned.reserve((wanted - owned.len()).max(READ_CHUNK_BYTES));
+        let mut stream = &conn.stream;
+        let read = std::pin::pin!(stream.read(owned));
+        let stop = std::pin::pin!(conn.shard.broker.shutdown.wait());
+        match select(read, stop).await {
+            Either::Left((BufResult(Ok(0), _), _)) => return false,
+            Either::Left((BufResult(Ok(_), filled), _)) => *buf = filled,
+            Either::Left((BufResult(Err(error), _), _)) => {
+                tracing::debug!(peer = %conn.peer, %error, "read failed");
+                return false;
+            }
+            // Shutdown: stop reading; what is in flight still completes.
+            Either::Right(_) => return false,
+        }
+    }
+    true
+}
+
+async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
+    let max_frame = conn.shard.broker.config.socket_request_max_bytes;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        if !fill(conn, &mut buf, 4).await {
+            return;
+        }
+        let length = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let length = match frame::check_length(length, max_frame) {
+            Ok(length) => length,
+            Err(error) => {
+                tracing::warn!(peer = %conn.peer, %error, "closing connection");
+                conn.shut_down();
+                return;
+            }
+        };
+        if !fill(conn, &mut buf, 4 + length).await {
+            return;
+        }
+        buf.advance(4);
+        let request: Bytes = buf.split_to(length).freeze();
+        conn.wait_for_budget(length).await;
+        conn.in_flight_bytes
+            .set(conn.in_flight_bytes.get() + length);
+        let correlation_id = frame::peek_header(&request).map_or(-1, |h| h.correlation_id);
+        let task = compio::runtime::spawn(dispatch::handle(conn.clone(), request));
+        if tx
+            .send(InFlight {
+                task,
+                bytes: length,
+                correlation_id,
+            })
+            .await
+            .is_err()
+        {
+            return; // the writer stopped: the connection is closing
+        }
+        if conn.closing.get() {
+            return;
+        }
+    }
+}
+
+async fn write_loop(conn: Rc<Connection>, rx: async_channel::Receiver<InFlight>) {
+    while let Ok(in_flight) = rx.recv().await {
+        let reply = in_flight.task.await;
+        conn.in_flight_bytes
+            .set(conn.in_flight_bytes.get() - in_flight.bytes);
+        conn.budget_freed.notify(usize::MAX);
+        let reply = reply.unwrap_or_else(|error| {
+            tracing::error!(peer = %conn.peer, correlation_id = in_flight.correlation_id, ?error, "request handler failed; closing connection");
+            Reply::Close
+        });
+        match reply {
+            Reply::Frame(bytes) => {
+                let mut stream = &conn.stream;
+                if let BufResult(Err(error), _) = stream.write_all(bytes).await {
+                    tracing::debug!(peer = %conn.peer, %error, "write failed");
+                    conn.shut_down();
+                    return;
+                }
+            }
+            Reply::Nothing => {}
+            Reply::Close => {
+                conn.shut_down();
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Request dispatch: version checks against the registry, header and body
+//! decoding, the call to the API's handler, response encoding.
+//!
+//! A request we cannot serve is answered with the protocol's error where the
+//! protocol has one (ApiVersions newer than ours gets UNSUPPORTED_VERSION with
+//! our ranges; Produce v0-2 gets UNSUPPORTED_VERSION per partition). Where it has
+//! none (an unknown API key, a version outside every range, a body that does not
+//! decode) the connection is closed, as Kafka does.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::protocol::frame::{self, HeaderPrefix};
+use crate::protocol::versions::{self, PRODUCE_MIN_SERVED};
+use crate::server::connection::Connection;
+use crate::server::handlers;
+
+/// What the write loop does with a handled request.
+pub enum Reply {
+    /// Send this complete response frame.
+    Frame(Bytes),
+    /// Send nothing (Produce with acks=0).
+    Nothing,
+    /// Close the connection.
+    Close,
+}
+
+/// Context of one request for its handler.
+pub struct RequestContext {
+    pub conn: Rc<Connection>,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+pub async fn handle(conn: Rc<Connection>, mut request: Bytes) -> Reply {
+    let Some(prefix) = frame::peek_header(&request) else {
+        return close(&conn, None, "request shorter than its header");
+    };
+    let (Ok(api_key), Some(support)) = (
+        ApiKey::try_from(prefix.api_key),
+        versions::supported(prefix.api_key),
+    ) else {
+        return close(&conn, Some(prefix), "unsupported API key");
+    };
+    let version = prefix.api_version;
+    if api_key == ApiKey::ApiVersions && version > support.max {
+        // KIP-511: answer a too-new ApiVersions with v0 and our ranges, so the
+        // client can retry with a version we speak.
+        return encode(
+            &conn,
+            api_key,
+            0,
+            prefix.correlation_id,
+            &handlers::api_versions::unsupported_version(),
+        );
+    }
+    if version < support.min || version > support.max {
+        return close(&conn, Some(prefix), "unsupported API version");
+    }
+    if api_key == ApiKey::Produce && version < PRODUCE_MIN_SERVED {
+        return match handlers::produce::legacy_unsupported(&request, version) {
+            Some(frame) => Reply::Frame(frame),
+            None => Reply::Nothing,
+        };
+    }
+    let header = match frame::decode_header(api_key, version, &mut request) {
+        Ok(header) => header,
+        Err(_) => return close(&conn, Some(prefix), "malformed request header"),
+    };
+    let ctx = RequestContext {
+        conn: conn.clone(),
+        api_version: version,
+        correlation_id: prefix.correlation_id,
+        client_id: header.client_id.map(|s| s.to_string()),
+    };
+
+    /// Decodes the body as `$req`, runs `$handler`, encodes its response.
+    macro_rules! serve {
+        ($handler:path) => {{
+            match Decodable::decode(&mut request, version) {
+                Ok(body) => {
+                    let response = $handler(&ctx, body).await;
+                    encode(&conn, api_key, version, prefix.correlation_id, &response)
+                }
+                Err(_) => close(&conn, Some(prefix), "malformed request body"),
+            }
+        }};
+    }
+
+    match api_key {
+        ApiKey::Produce => match Decodable::decode(&mut request, version) {
+            Ok(body) => match handlers::produce::handle(&ctx, body).await {
+                Some(response) => encode(&conn, api_key, version, prefix.correlation_id, &response),
+                None => Reply::Nothing,
+            },
+            Err(_) => close(&conn, Some(prefix), "malformed request body"),
+        },
+        ApiKey::Fetch => serve!(handlers::fetch::handle),
+        ApiKey::ListOffsets => serve!(handlers::list_offsets::handle),
+        ApiKey::Metadata => serve!(handlers::metadata::handle),
+        ApiKey::FindCoordinator => serve!(handlers::find_coordinator::handle),
+        ApiKey::ApiVersions => serve!(handlers::api_versions::handle),
+        ApiKey::CreateTopics => serve!(handlers::create_topics::handle),
+        ApiKey::DeleteTopics => serve!(handlers::delete_topics::handle),
+        ApiKey::DeleteRecords => serve!(handlers::delete_records::handle),
+        ApiKey::InitProducerId => serve!(handlers::init_producer_id::handle),
+        ApiKey::DescribeConfigs => serve!(handlers::describe_configs::handle),
+        ApiKey::AlterConfigs => serve!(handlers::alter_configs::handle),
+        ApiKey::IncrementalAlterConfigs => serve!(handlers::incremental_alter_configs::handle),
+        ApiKey::CreatePartitions => serve!(handlers::create_partitions::handle),
+        ApiKey::DescribeCluster => serve!(handlers::describe_cluster::handle),
+        _ => close(
+            &conn,
+            Some(prefix),
+            "API listed as supported has no handler",
+        ),
+    }
+}
+
+fn encode<M: Encodable>(
+    conn: &Connection,
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &M,
+) -> Reply {
+    match frame::encode_response(api_key, version, correlation_id, body) {
+        Ok(bytes) => Reply::Frame(bytes),
+        Err(error) => {
+            tracing::error!(peer = %conn.peer, ?api_key, version, %error, "cannot encode response; closing connection");
+            Reply::Close
+        }
+    }
+}
+
+fn close(conn: &Connection, prefix: Option<HeaderPrefix>, reason: &str) -> Reply {
+    tracing::warn!(peer = %conn.peer, ?prefix, reason, "closing connection");
+    Reply::Close
+}

@@ -1,0 +1,74 @@
+//! DeleteTopics, by name (v1-5) or by id (v6).
+
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+use uuid::Uuid;
+
+use crate::protocol::errors::ErrorCode;
+use crate::runtime::CONTROLLER_SHARD;
+use crate::server::dispatch::RequestContext;
+use crate::server::handlers::{str_bytes, topic_name};
+
+pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<String>, Uuid)> = if ctx.api_version >= 6 {
+        request
+            .topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect()
+    };
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let image = ctx.conn.shard.broker.image();
+        let topic = match (&name, id.is_nil()) {
+            (_, false) => image
+                .topic_by_id(&id)
+                .cloned()
+                .ok_or(ErrorCode::UnknownTopicId),
+            (Some(name), true) => image
+                .topic(name)
+                .cloned()
+                .ok_or(ErrorCode::UnknownTopicOrPartition),
+            (None, true) => Err(ErrorCode::InvalidRequest),
+        };
+        drop(image);
+        let result = DeletableTopicResult::default()
+            .with_name(name.as_deref().map(topic_name))
+            .with_topic_id(id);
+        let outcome = match topic {
+            Err(code) => Err((code, None)),
+            Ok(topic) => {
+                let (topic_id, found_name) = (topic.id, topic.name.to_string());
+                ctx.conn
+                    .shard
+                    .run_on(CONTROLLER_SHARD, move |shard| async move {
+                        shard.controller().delete_topic(topic).await
+                    })
+                    .await
+                    .map(|_| (topic_id, found_name))
+                    .map_err(|e| (e.code, Some(e.message)))
+            }
+        };
+        responses.push(match outcome {
+            Ok((topic_id, found_name)) if ctx.api_version >= 6 => result
+                .with_topic_id(topic_id)
+                .with_name(Some(topic_name(&found_name))),
+            Ok(_) => result,
+            Err((code, message)) => {
+                let result = result.with_error_code(code.code());
+                if ctx.api_version >= 5 {
+                    result.with_error_message(message.map(str_bytes))
+                } else {
+                    result
+                }
+            }
+        });
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}

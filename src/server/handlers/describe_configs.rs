@@ -1,0 +1,123 @@
+//! DescribeConfigs: every config of a topic with its value and source (topic
+//! override, broker setting, or default), as Kafka reports them; and the
+//! broker's own settings.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+
+use crate::broker::Broker;
+use crate::metadata::topic_config::CONFIG_DEFS;
+use crate::protocol::errors::ErrorCode;
+use crate::server::dispatch::RequestContext;
+use crate::server::handlers::str_bytes;
+
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+/// Config sources as Kafka numbers them.
+pub const SOURCE_TOPIC: i8 = 1;
+pub const SOURCE_STATIC_BROKER: i8 = 4;
+pub const SOURCE_DEFAULT: i8 = 5;
+
+/// Where the effective value of topic config `name` comes from.
+pub fn config_source(
+    broker: &Broker,
+    topic_overrides: Option<&BTreeMap<String, String>>,
+    name: &str,
+) -> i8 {
+    if topic_overrides.is_some_and(|o| o.contains_key(name)) {
+        SOURCE_TOPIC
+    } else if broker.config.topic_default_overrides.contains_key(name) {
+        SOURCE_STATIC_BROKER
+    } else {
+        SOURCE_DEFAULT
+    }
+}
+
+pub async fn handle(
+    ctx: &RequestContext,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let broker = &ctx.conn.shard.broker;
+    let mut results = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let wanted = |name: &str| {
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+        };
+        let result = DescribeConfigsResult::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let entry = |name: &str, value: String, source: i8| {
+            DescribeConfigsResourceResult::default()
+                .with_name(str_bytes(name))
+                .with_value(Some(str_bytes(value)))
+                .with_config_source(source)
+                .with_read_only(false)
+                .with_is_sensitive(false)
+        };
+        match resource.resource_type {
+            RESOURCE_TOPIC => {
+                let Some(topic) = broker
+                    .image()
+                    .topic(resource.resource_name.as_str())
+                    .cloned()
+                else {
+                    results.push(result.with_error_code(ErrorCode::UnknownTopicOrPartition.code()));
+                    continue;
+                };
+                let configs = CONFIG_DEFS
+                    .iter()
+                    .filter(|def| wanted(def.name))
+                    .map(|def| {
+                        entry(
+                            def.name,
+                            topic.config.show(def),
+                            config_source(broker, Some(&topic.overrides), def.name),
+                        )
+                    })
+                    .collect();
+                results.push(result.with_configs(configs));
+            }
+            RESOURCE_BROKER => {
+                let config = &broker.config;
+                let mut settings = vec![
+                    ("node.id", config.node_id.to_string()),
+                    ("num.partitions", config.num_partitions.to_string()),
+                    (
+                        "auto.create.topics.enable",
+                        config.auto_create_topics.to_string(),
+                    ),
+                    (
+                        "socket.request.max.bytes",
+                        config.socket_request_max_bytes.to_string(),
+                    ),
+                    ("log.dirs", config.data_dir.display().to_string()),
+                ];
+                for def in CONFIG_DEFS {
+                    settings.push((def.name, config.topic_defaults.show(def)));
+                }
+                let configs = settings
+                    .into_iter()
+                    .filter(|(name, _)| wanted(name))
+                    .map(|(name, value)| entry(name, value, SOURCE_STATIC_BROKER))
+                    .collect();
+                results.push(result.with_configs(configs));
+            }
+            _ => results.push(
+                result
+                    .with_error_code(ErrorCode::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(
+                        "only topic and broker resources are supported",
+                    ))),
+            ),
+        }
+    }
+    DescribeConfigsResponse::default().with_results(results)
+}

@@ -1,0 +1,165 @@
+//! Metadata: brokers (this one), topics and partitions. Unknown topics are
+//! created when the client allows it and `auto_create_topics` is on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+
+use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::protocol::errors::ErrorCode;
+use crate::runtime::CONTROLLER_SHARD;
+use crate::server::dispatch::RequestContext;
+use crate::server::handlers::{str_bytes, topic_name};
+
+pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
+    let broker = ctx.conn.shard.broker.clone();
+    let node_id = BrokerId(broker.config.node_id);
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let all_topics = match &request.topics {
+        None => true,
+        Some(topics) => topics.is_empty() && ctx.api_version == 0,
+    };
+    let may_create = broker.config.auto_create_topics
+        && (ctx.api_version < 4 || request.allow_auto_topic_creation);
+
+    let mut topics = Vec::new();
+    if all_topics {
+        for topic in broker.image().topics.values() {
+            topics.push(describe_topic(topic, node_id, ctx.api_version));
+        }
+    } else {
+        for wanted in request.topics.unwrap_or_default() {
+            let response = match (&wanted.name, wanted.topic_id.is_nil()) {
+                (Some(name), _) => find_or_create(ctx, name.0.as_str(), may_create).await,
+                (None, false) => match broker.image().topic_by_id(&wanted.topic_id) {
+                    Some(topic) => describe_topic(topic, node_id, ctx.api_version),
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(wanted.topic_id)
+                        .with_error_code(ErrorCode::UnknownTopicId.code()),
+                },
+                (None, true) => MetadataResponseTopic::default()
+                    .with_error_code(ErrorCode::InvalidRequest.code()),
+            };
+            topics.push(response);
+        }
+    }
+    let host = str_bytes(broker.config.advertised_host.clone());
+    let mut response = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(node_id)
+            .with_host(host)
+            .with_port(broker.advertised_port())])
+        .with_topics(topics);
+    // Fields newer than the request's version must stay at their defaults.
+    if ctx.api_version >= 1 {
+        response.controller_id = node_id;
+    }
+    if ctx.api_version >= 2 {
+        response.cluster_id = Some(str_bytes(broker.cluster_id.clone()));
+    }
+    response
+}
+
+async fn find_or_create(
+    ctx: &RequestContext,
+    name: &str,
+    may_create: bool,
+) -> MetadataResponseTopic {
+    let broker = &ctx.conn.shard.broker;
+    let node_id = BrokerId(broker.config.node_id);
+    if let Some(topic) = broker.image().topic(name) {
+        return describe_topic(topic, node_id, ctx.api_version);
+    }
+    let error = |code: ErrorCode| {
+        MetadataResponseTopic::default()
+            .with_name(Some(topic_name(name)))
+            .with_error_code(code.code())
+    };
+    if validate_topic_name(name).is_err() {
+        return error(ErrorCode::InvalidTopicException);
+    }
+    if !may_create {
+        return error(ErrorCode::UnknownTopicOrPartition);
+    }
+    match auto_create(ctx, name).await {
+        Ok(topic) => describe_topic(&topic, node_id, ctx.api_version),
+        Err(code) => error(code),
+    }
+}
+
+/// Creates `name` with the broker's default partition count; a concurrent
+/// creation of the same topic counts as success.
+pub(crate) async fn auto_create(
+    ctx: &RequestContext,
+    name: &str,
+) -> Result<Arc<TopicMeta>, ErrorCode> {
+    let partitions = ctx.conn.shard.broker.config.num_partitions;
+    let owned = name.to_string();
+    let result = ctx
+        .conn
+        .shard
+        .run_on(CONTROLLER_SHARD, move |shard| async move {
+            shard
+                .controller()
+                .create_topic(owned, partitions, BTreeMap::new(), false)
+                .await
+                .map_err(|e| e.code.code())
+        })
+        .await;
+    match result {
+        Ok(topic) => Ok(topic),
+        Err(code) if code == ErrorCode::TopicAlreadyExists.code() => ctx
+            .conn
+            .shard
+            .broker
+            .image()
+            .topic(name)
+            .cloned()
+            .ok_or(ErrorCode::UnknownTopicOrPartition),
+        Err(code) => Err(ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError)),
+    }
+}
+
+pub(crate) fn describe_topic(
+    topic: &TopicMeta,
+    node_id: BrokerId,
+    version: i16,
+) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, shared)| {
+            let offline = shared.is_offline();
+            let mut partition = MetadataResponsePartition::default()
+                .with_partition_index(index as i32)
+                .with_error_code(if offline {
+                    ErrorCode::KafkaStorageError.code()
+                } else {
+                    0
+                })
+                .with_leader_id(node_id)
+                .with_replica_nodes(vec![node_id])
+                .with_isr_nodes(if offline { vec![] } else { vec![node_id] });
+            if version >= 5 && offline {
+                partition.offline_replicas = vec![node_id];
+            }
+            if version >= 7 {
+                partition.leader_epoch = 0;
+            }
+            partition
+        })
+        .collect();
+    let response = MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_partitions(partitions);
+    if version >= 10 {
+        response.with_topic_id(topic.id)
+    } else {
+        response
+    }
+}

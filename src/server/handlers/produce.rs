@@ -1,0 +1,216 @@
+//! Produce: validate each partition's batch on this (the connection's) shard,
+//! append it on the owning shard, gather the outcomes in request order.
+//!
+//! Validation (lengths, magic, CRC32C, record framing, `max.message.bytes`)
+//! happens here so that CRC work spreads over the shards that accept
+//! connections; the owner only assigns offsets, checks producer sequences and
+//! writes. Batches are written from the request buffer they arrived in: only
+//! the 61-byte header is copied to patch the base offset.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use crate::protocol::batch::{self, peek_magic};
+use crate::protocol::errors::ErrorCode;
+use crate::server::dispatch::RequestContext;
+use crate::server::handlers::{resolve_topic, str_bytes};
+use crate::storage::log;
+
+pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let wants_ack = acks != 0;
+    let request_error = if !matches!(acks, -1..=1) {
+        Some(ErrorCode::InvalidRequiredAcks)
+    } else if request.transactional_id.is_some() {
+        Some(ErrorCode::TransactionalIdAuthorizationFailed)
+    } else {
+        None
+    };
+    let shard = &ctx.conn.shard;
+
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    for topic_data in request.topic_data {
+        let topic = match request_error {
+            Some(code) => Err(code),
+            None => resolve_topic(ctx, topic_data.name.0.as_str(), &topic_data.topic_id),
+        };
+        let mut appends = Vec::with_capacity(topic_data.partition_data.len());
+        for partition_data in topic_data.partition_data {
+            let index = partition_data.index;
+            let topic = topic.clone();
+            let version = ctx.api_version;
+            appends.push(
+                async move {
+                    let topic = topic.map_err(|code| (code, None))?;
+                    if topic.partition(index).is_none() {
+                        return Err((ErrorCode::UnknownTopicOrPartition, None));
+                    }
+                    let records = partition_data.records.unwrap_or_default();
+                    let max_batch_bytes = topic.config.max_message_bytes.max(0) as usize;
+                    let validated =
+                        batch::validate_records(&records, max_batch_bytes).map_err(|e| {
+                            let code = match peek_magic(&records) {
+                                Ok(0 | 1) => ErrorCode::UnsupportedForMessageFormat,
+                                _ => ErrorCode::try_from_code(e.kafka_error_code())
+                                    .unwrap_or(ErrorCode::CorruptMessage),
+                            };
+                            (code, Some(e.to_string()))
+                        })?;
+                    let key = (topic.id, index);
+                    let owner = shard.broker.shard_for(&topic.name, index);
+                    shard
+                        .run_on(owner, move |owner| async move {
+                            let Some(log) = owner.log(&key) else {
+                                return Err((ErrorCode::UnknownTopicOrPartition, None));
+                            };
+                            log::append(&log, &owner.commit, records, &validated, wants_ack)
+                                .await
+                                .map_err(|e| (e.error_code(), Some(e.to_string())))
+                        })
+                        .await
+                }
+                .map_result(index, version),
+            );
+        }
+        let partitions = futures_util::future::join_all(appends).await;
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_topic_id(topic_data.topic_id)
+                .with_partition_responses(partitions),
+        );
+    }
+    if !wants_ack {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(topics))
+}
+
+type AppendResult = Result<log::AppendOutcome, (ErrorCode, Option<String>)>;
+
+/// Turns a partition's append result into its response entry.
+trait MapResult {
+    fn map_result(
+        self,
+        index: i32,
+        version: i16,
+    ) -> impl std::future::Future<Output = PartitionProduceResponse>;
+}
+
+impl<F: std::future::Future<Output = AppendResult>> MapResult for F {
+    async fn map_result(self, index: i32, version: i16) -> PartitionProduceResponse {
+        let mut response = PartitionProduceResponse::default().with_index(index);
+        match self.await {
+            Ok(outcome) => {
+                response.base_offset = outcome.base_offset;
+                response.log_append_time_ms = outcome.log_append_time_ms;
+                if version >= 5 {
+                    response.log_start_offset = outcome.log_start_offset;
+                }
+            }
+            Err((code, message)) => {
+                response.error_code = code.code();
+                response.base_offset = -1;
+                response.log_append_time_ms = -1;
+                if version >= 8 {
+                    response.error_message = message.map(str_bytes);
+                }
+            }
+        }
+        response
+    }
+}
+
+/// Produce v0-2 (message formats v0 and v1) is advertised, because librdkafka
+/// insists on a range starting at 0, but not served: every partition gets
+/// UNSUPPORTED_VERSION. Returns None for acks=0 or a request that does not parse.
+pub fn legacy_unsupported(frame: &Bytes, version: i16) -> Option<Bytes> {
+    let mut buf = frame.clone();
+    // Header v1: api key, version, correlation id, client id.
+    if buf.remaining() < 10 {
+        return None;
+    }
+    buf.advance(4);
+    let correlation_id = buf.get_i32();
+    skip_string(&mut buf)?;
+    if buf.remaining() < 6 {
+        return None;
+    }
+    let acks = buf.get_i16();
+    let _timeout = buf.get_i32();
+    let topic_count = read_count(&mut buf)?;
+    let mut out = BytesMut::with_capacity(64);
+    out.put_i32(0);
+    out.put_i32(correlation_id);
+    out.put_i32(topic_count as i32);
+    for _ in 0..topic_count {
+        let name = read_string(&mut buf)?;
+        out.put_i16(name.len() as i16);
+        out.put_slice(&name);
+        let partition_count = read_count(&mut buf)?;
+        out.put_i32(partition_count as i32);
+        for _ in 0..partition_count {
+            if buf.remaining() < 8 {
+                return None;
+            }
+            let partition = buf.get_i32();
+            let records_len = buf.get_i32();
+            if records_len > 0 {
+                if buf.remaining() < records_len as usize {
+                    return None;
+                }
+                buf.advance(records_len as usize);
+            }
+            out.put_i32(partition);
+            out.put_i16(ErrorCode::UnsupportedVersion.code());
+            out.put_i64(-1); // base offset
+            if version >= 2 {
+                out.put_i64(-1); // log append time
+            }
+        }
+    }
+    if version >= 1 {
+        out.put_i32(0); // throttle time
+    }
+    if acks == 0 {
+        return None;
+    }
+    let length = (out.len() - 4) as i32;
+    out[0..4].copy_from_slice(&length.to_be_bytes());
+    Some(out.freeze())
+}
+
+fn read_count(buf: &mut Bytes) -> Option<usize> {
+    if buf.remaining() < 4 {
+        return None;
+    }
+    let n = buf.get_i32();
+    // Each element takes at least 4 bytes: a count beyond that is a lie.
+    (n >= 0 && (n as usize) <= buf.remaining() / 4).then_some(n as usize)
+}
+
+fn read_string(buf: &mut Bytes) -> Option<Bytes> {
+    if buf.remaining() < 2 {
+        return None;
+    }
+    let len = buf.get_i16();
+    if len < 0 || buf.remaining() < len as usize {
+        return None;
+    }
+    Some(buf.split_to(len as usize))
+}
+
+fn skip_string(buf: &mut Bytes) -> Option<()> {
+    if buf.remaining() < 2 {
+        return None;
+    }
+    let len = buf.get_i16();
+    if len > 0 {
+        if buf.remaining() < len as usize {
+            return None;
+        }
+        buf.advance(len as usize);
+    }
+    Some(())
+}

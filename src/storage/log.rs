@@ -1,0 +1,751 @@
+//! The log of one partition: an ordered list of segments, the last one active.
+//!
+//! Lives on the partition's owning shard and is reached through `LogRef`
+//! (`Rc<RefCell<_>>`). A `RefCell` borrow is never held across an `.await`: each
+//! operation does its bookkeeping synchronously, releases the borrow, awaits the
+//! I/O, and borrows again to finish.
+//!
+//! Appends are *reserved* synchronously (offsets and file positions are decided,
+//! producer sequences checked, the batch header patched) and then written with
+//! io_uring. Several writes to one partition may be in flight; they complete in
+//! any order, and the high watermark only moves past a write once every earlier
+//! write has completed (`in_flight`).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use compio::io::{AsyncReadAtExt, AsyncWriteAtExt};
+
+use crate::metadata::topic_config::{TimestampType, TopicConfig};
+use crate::metadata::PartitionShared;
+use crate::protocol::batch::{self, BatchHeader, BatchIter, ValidatedRecords, BATCH_HEADER_LEN};
+use crate::protocol::errors::ErrorCode;
+use crate::storage::commit::GroupCommit;
+use crate::storage::producer_state::{ProducerStateTable, SequenceCheck, SequenceError};
+use crate::storage::segment::{parse_segment_file_name, OpenError, Segment};
+
+pub type LogRef = Rc<RefCell<PartitionLog>>;
+
+/// A write whose completion is awaited before the high watermark passes it.
+struct InFlightWrite {
+    id: u64,
+    segment_base: i64,
+    end_position: u64,
+    end_offset: i64,
+    done: bool,
+}
+
+pub struct PartitionLog {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    dir: PathBuf,
+    config: TopicConfig,
+    /// Sorted by base offset; never empty; the last one takes appends.
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    /// Offset the next appended batch gets.
+    next_offset: i64,
+    in_flight: VecDeque<InFlightWrite>,
+    next_write_id: u64,
+    producers: ProducerStateTable,
+    shared: Arc<PartitionShared>,
+    /// Set when storage failed; the partition then refuses reads and writes.
+    failure: Option<String>,
+    /// Messages appended since the last sync, for `flush.messages` > 1.
+    unflushed_messages: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    /// The timestamp the broker assigned, or -1 for CreateTime topics.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    #[error("invalid batch: {0}")]
+    InvalidRecord(&'static str),
+}
+
+impl AppendError {
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            AppendError::Storage(_) => ErrorCode::KafkaStorageError,
+            AppendError::Sequence(SequenceError::OutOfOrder) => ErrorCode::OutOfOrderSequenceNumber,
+            AppendError::Sequence(SequenceError::InvalidEpoch) => ErrorCode::InvalidProducerEpoch,
+            AppendError::InvalidRecord(_) => ErrorCode::InvalidRecord,
+        }
+    }
+}
+
+/// Record data of one partition read for a Fetch.
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    /// Whole batches, starting with the one that holds the fetch offset.
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is outside [{log_start_offset}, {high_watermark}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// Reads may skip up to one index interval before the wanted batch; the initial
+/// read covers it so that one read usually suffices.
+const READ_SLACK_BYTES: usize = 8 * 1024;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl PartitionLog {
+    /// Directory of a partition's log under the data dir.
+    pub fn dir_for(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+        data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    /// Opens (recovering) or creates the log in `dir`. Runs on the owning shard at
+    /// start-up or topic creation; its file I/O is synchronous.
+    pub fn open(
+        topic: Arc<str>,
+        partition: i32,
+        dir: PathBuf,
+        config: TopicConfig,
+        shared: Arc<PartitionShared>,
+    ) -> Result<PartitionLog, OpenError> {
+        fs::create_dir_all(&dir)?;
+        let mut bases: Vec<i64> = fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()))
+            .collect();
+        bases.sort_unstable();
+        let now = now_ms();
+        let mut producers = ProducerStateTable::default();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let is_active = i + 1 == bases.len();
+            let path = dir.join(crate::storage::segment::segment_file_name(base, "log"));
+            let segment = Segment::open(
+                &path,
+                base,
+                is_active,
+                config.index_interval_bytes,
+                now,
+                |header| producers.record(header),
+            )?;
+            segments.push(segment);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&dir, 0, now)?);
+        }
+        let log_start_offset = read_log_start_checkpoint(&dir)
+            .unwrap_or(segments[0].base_offset)
+            .max(segments[0].base_offset);
+        let next_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        shared.set_log_start_offset(log_start_offset);
+        shared.set_high_watermark(next_offset);
+        Ok(PartitionLog {
+            topic,
+            partition,
+            dir,
+            config,
+            segments,
+            log_start_offset,
+            next_offset,
+            in_flight: VecDeque::new(),
+            next_write_id: 0,
+            producers,
+            shared,
+            failure: None,
+            unflushed_messages: 0,
+        })
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.shared.high_watermark()
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+    pub fn set_config(&mut self, config: TopicConfig) {
+        self.config = config;
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.reserved_bytes).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn fail(&mut self, reason: String) {
+        tracing::error!(topic = %self.topic, partition = self.partition, %reason, "partition storage failed; taking it offline");
+        self.failure = Some(reason);
+        self.shared.set_offline();
+    }
+
+    fn check_online(&self) -> Result<(), String> {
+        match &self.failure {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Rolls to a new segment if the active one is full or old.
+    fn maybe_roll(&mut self, incoming_bytes: u64, now: i64) -> io::Result<()> {
+        let active = self
+            .segments
+            .last()
+            .expect("a log has at least one segment");
+        let too_big = active.reserved_bytes + incoming_bytes > self.config.segment_bytes;
+        let too_old = now.saturating_sub(active.created_ms) > self.config.segment_ms;
+        if active.is_empty() || !(too_big || too_old) {
+            return Ok(());
+        }
+        active.write_index_files()?;
+        let segment = Segment::create(&self.dir, self.next_offset, now)?;
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// Reserves room for `records` (one validated batch) and patches its header.
+    /// Returns what to write and where, or the outcome of a duplicate.
+    fn reserve(
+        &mut self,
+        records: &Bytes,
+        validated: &ValidatedRecords,
+        now: i64,
+    ) -> Result<Reservation, AppendError> {
+        self.check_online().map_err(AppendError::Storage)?;
+        let header = validated.first;
+        if header.has_producer_id() && header.base_sequence >= 0 {
+            if let SequenceCheck::Duplicate { base_offset } = self.producers.check(&header)? {
+                return Ok(Reservation::Duplicate(AppendOutcome {
+                    base_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: self.log_start_offset,
+                }));
+            }
+        }
+        let len = records.len() as u64;
+        self.maybe_roll(len, now)
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
+
+        let base_offset = self.next_offset;
+        let mut patched = BytesMut::from(&records[..BATCH_HEADER_LEN]);
+        batch::set_base_offset(&mut patched, base_offset);
+        let log_append_time_ms = match self.config.message_timestamp_type {
+            TimestampType::LogAppendTime => {
+                // The CRC covers the timestamps, so patch with the full batch in view.
+                let mut whole = BytesMut::from(&records[..]);
+                batch::set_base_offset(&mut whole, base_offset);
+                batch::set_log_append_time(&mut whole, now);
+                patched = whole.split_to(BATCH_HEADER_LEN);
+                patched.unsplit(whole);
+                now
+            }
+            TimestampType::CreateTime => -1,
+        };
+        let stored_header =
+            BatchHeader::parse(&patched).map_err(|_| AppendError::InvalidRecord("header"))?;
+        let (head, body) = if patched.len() > BATCH_HEADER_LEN {
+            // LogAppendTime: the patched copy holds the whole batch.
+            (patched.freeze(), Bytes::new())
+        } else {
+            (patched.freeze(), records.slice(BATCH_HEADER_LEN..))
+        };
+
+        let index_interval = self.config.index_interval_bytes;
+        let active = self
+            .segments
+            .last_mut()
+            .expect("a log has at least one segment");
+        let position = active.reserved_bytes;
+        active.note_batch(&stored_header, position, index_interval);
+        active.reserved_bytes += len;
+        let segment_base = active.base_offset;
+        let file = active.file.clone();
+        let end_offset = stored_header.last_offset() + 1;
+        self.next_offset = end_offset;
+        self.producers.record(&stored_header);
+        let id = self.next_write_id;
+        self.next_write_id += 1;
+        self.in_flight.push_back(InFlightWrite {
+            id,
+            segment_base,
+            end_position: position + len,
+            end_offset,
+            done: false,
+        });
+        self.unflushed_messages += i64::from(stored_header.record_count);
+        Ok(Reservation::Write(PendingWrite {
+            id,
+            file,
+            position,
+            head,
+            body,
+            outcome: AppendOutcome {
+                base_offset,
+                log_append_time_ms,
+                log_start_offset: self.log_start_offset,
+            },
+        }))
+    }
+
+    /// Marks write `id` complete and advances the high watermark over every
+    /// completed write at the front of the queue.
+    fn complete_write(&mut self, id: u64) {
+        if let Some(w) = self.in_flight.iter_mut().find(|w| w.id == id) {
+            w.done = true;
+        }
+        let mut new_watermark = None;
+        while self.in_flight.front().is_some_and(|w| w.done) {
+            let w = self.in_flight.pop_front().expect("front exists");
+            if let Some(segment) = self
+                .segments
+                .iter_mut()
+                .rev()
+                .find(|s| s.base_offset == w.segment_base)
+            {
+                segment.readable_bytes = segment.readable_bytes.max(w.end_position);
+            }
+            new_watermark = Some(w.end_offset);
+        }
+        if let Some(offset) = new_watermark {
+            self.shared.set_high_watermark(offset);
+        }
+    }
+
+    /// Whether this append must wait for fdatasync before it is acknowledged, and
+    /// resets the unflushed count when a sync is due.
+    fn take_sync_due(&mut self) -> bool {
+        if self.config.sync_every_append() || self.unflushed_messages >= self.config.flush_messages
+        {
+            self.unflushed_messages = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Writes the current index files (clean shutdown).
+    pub fn close(&mut self) -> io::Result<()> {
+        if let Some(active) = self.segments.last() {
+            active.write_index_files()?;
+        }
+        Ok(())
+    }
+
+    /// Finds where to start reading `offset`: (segment index, file position, readable end).
+    fn locate(&self, offset: i64) -> Option<(usize, u64, u64)> {
+        let count = self.segments.partition_point(|s| s.base_offset <= offset);
+        if count == 0 {
+            return None;
+        }
+        let i = count - 1;
+        let segment = &self.segments[i];
+        let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
+        let position = u64::from(segment.index.lookup(relative).position);
+        Some((i, position, segment.readable_bytes))
+    }
+
+    /// Offset of the first batch whose max timestamp is >= `timestamp_ms`, with
+    /// that batch's position, or None if every batch is older.
+    fn locate_timestamp(&self, timestamp_ms: i64) -> Option<(Rc<compio::fs::File>, u64, u64, i64)> {
+        let segment = self
+            .segments
+            .iter()
+            .find(|s| s.max_timestamp_ms >= timestamp_ms)?;
+        let relative = segment.time_index.lookup(timestamp_ms);
+        let position = u64::from(segment.index.lookup(relative).position);
+        Some((
+            segment.file.clone(),
+            position,
+            segment.readable_bytes,
+            segment.base_offset,
+        ))
+    }
+
+    /// (max timestamp, offset) over the whole log, for ListOffsets MAX_TIMESTAMP.
+    pub fn max_timestamp(&self) -> (i64, i64) {
+        self.segments
+            .iter()
+            .filter(|s| s.max_timestamp_ms >= 0)
+            .max_by_key(|s| s.max_timestamp_ms)
+            .map(|s| (s.max_timestamp_ms, s.offset_of_max_timestamp))
+            .unwrap_or((-1, -1))
+    }
+
+    /// Removes the log's files (topic deletion). The log must not be used afterwards.
+    pub fn delete_files(&mut self) -> io::Result<()> {
+        self.fail("partition deleted".to_string());
+        fs::remove_dir_all(&self.dir)
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (-1: the high
+    /// watermark) and removes the segments entirely below it. Returns the new
+    /// log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, ErrorCode> {
+        if self.failure.is_some() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        let high_watermark = self.high_watermark();
+        let target = if offset == -1 { high_watermark } else { offset };
+        if target < 0 || target > high_watermark {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        if target <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        write_log_start_checkpoint(&self.dir, target).map_err(|error| {
+            tracing::error!(topic = %self.topic, partition = self.partition, %error, "writing the log start checkpoint");
+            ErrorCode::KafkaStorageError
+        })?;
+        self.log_start_offset = target;
+        self.shared.set_log_start_offset(target);
+        while self.segments.len() > 1 && self.segments[1].base_offset <= target {
+            let segment = self.segments.remove(0);
+            // Readers holding the file keep it readable until they finish (Linux unlink semantics).
+            segment.remove_files();
+        }
+        Ok(target)
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.producers.producer_count()
+    }
+}
+
+enum Reservation {
+    Duplicate(AppendOutcome),
+    Write(PendingWrite),
+}
+
+struct PendingWrite {
+    id: u64,
+    file: Rc<compio::fs::File>,
+    position: u64,
+    head: Bytes,
+    body: Bytes,
+    outcome: AppendOutcome,
+}
+
+/// Appends one validated batch; waits for durability when the topic's flush
+/// policy says so and `acks` asked for an acknowledgement.
+pub async fn append(
+    log: &LogRef,
+    commit: &Rc<GroupCommit>,
+    records: Bytes,
+    validated: &ValidatedRecords,
+    wants_ack: bool,
+) -> Result<AppendOutcome, AppendError> {
+    if validated.batch_count != 1 {
+        // Kafka: produce requests of v3 and above carry exactly one batch per partition.
+        return Err(AppendError::InvalidRecord(
+            "exactly one record batch per partition is allowed",
+        ));
+    }
+    let reservation = log.borrow_mut().reserve(&records, validated, now_ms())?;
+    let write = match reservation {
+        Reservation::Duplicate(outcome) => return Ok(outcome),
+        Reservation::Write(write) => write,
+    };
+    let mut file: &compio::fs::File = &write.file;
+    let result = if write.body.is_empty() {
+        file.write_all_at(write.head, write.position).await.0
+    } else {
+        file.write_vectored_all_at([write.head, write.body], write.position)
+            .await
+            .0
+    };
+    if let Err(error) = result {
+        log.borrow_mut().fail(format!("write failed: {error}"));
+        return Err(AppendError::Storage(error.to_string()));
+    }
+    let sync_due = {
+        let mut log = log.borrow_mut();
+        log.complete_write(write.id);
+        log.take_sync_due()
+    };
+    if sync_due {
+        let commit = commit.clone();
+        let file = write.file.clone();
+        let sync = async move { commit.sync(file).await };
+        if wants_ack {
+            if let Err(error) = sync.await {
+                log.borrow_mut().fail(format!("fdatasync failed: {error}"));
+                return Err(AppendError::Storage(error.to_string()));
+            }
+        } else {
+            let log = log.clone();
+            compio::runtime::spawn(async move {
+                if let Err(error) = sync.await {
+                    log.borrow_mut().fail(format!("fdatasync failed: {error}"));
+                }
+            })
+            .detach();
+        }
+    }
+    Ok(write.outcome)
+}
+
+/// Reads whole batches from `offset` on, at most `max_bytes` of them, except that
+/// the first batch is returned whole even if larger (KIP-74) when
+/// `first_may_exceed` is set, so that a consumer always makes progress.
+pub async fn read(
+    log: &LogRef,
+    offset: i64,
+    max_bytes: usize,
+    first_may_exceed: bool,
+) -> Result<ReadOutcome, ReadError> {
+    let (file, mut position, readable_end, high_watermark, log_start_offset, mut segment_index) = {
+        let log = log.borrow();
+        log.check_online().map_err(ReadError::Storage)?;
+        let high_watermark = log.high_watermark();
+        if offset < log.log_start_offset || offset > high_watermark {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset: log.log_start_offset,
+                high_watermark,
+            });
+        }
+        let empty = ReadOutcome {
+            records: Bytes::new(),
+            high_watermark,
+            log_start_offset: log.log_start_offset,
+        };
+        if offset == high_watermark || (max_bytes == 0 && !first_may_exceed) {
+            return Ok(empty);
+        }
+        let Some((i, position, readable)) = log.locate(offset) else {
+            return Ok(empty);
+        };
+        (
+            log.segments[i].file.clone(),
+            position,
+            readable,
+            high_watermark,
+            log.log_start_offset,
+            i,
+        )
+    };
+    let mut file = file;
+    let mut readable_end = readable_end;
+    loop {
+        if position < readable_end {
+            let want =
+                (readable_end - position).min((max_bytes + READ_SLACK_BYTES) as u64) as usize;
+            let buf = read_exact(&file, position, want).await?;
+            if let Some(records) = cut_batches(
+                &file,
+                buf,
+                position,
+                readable_end,
+                offset,
+                max_bytes,
+                first_may_exceed,
+            )
+            .await?
+            {
+                return Ok(ReadOutcome {
+                    records,
+                    high_watermark,
+                    log_start_offset,
+                });
+            }
+        }
+        // Nothing at or after `offset` in this segment: continue in the next one.
+        let log_ref = log.borrow();
+        segment_index += 1;
+        let Some(next) = log_ref.segments.get(segment_index) else {
+            return Ok(ReadOutcome {
+                records: Bytes::new(),
+                high_watermark,
+                log_start_offset,
+            });
+        };
+        file = next.file.clone();
+        position = 0;
+        readable_end = next.readable_bytes;
+    }
+}
+
+async fn read_exact(
+    file: &compio::fs::File,
+    position: u64,
+    len: usize,
+) -> Result<BytesMut, ReadError> {
+    let buf = BytesMut::with_capacity(len);
+    let compio::BufResult(result, buf) = file.read_exact_at(buf, position).await;
+    result.map_err(|e| ReadError::Storage(format!("read at {position}: {e}")))?;
+    Ok(buf)
+}
+
+/// Given `buf` read from `buf_position`, returns the batches that hold `offset`
+/// and after, up to `max_bytes`; None if no batch in the buffer reaches `offset`
+/// and the buffer covered the rest of the segment.
+async fn cut_batches(
+    file: &compio::fs::File,
+    buf: BytesMut,
+    buf_position: u64,
+    readable_end: u64,
+    offset: i64,
+    max_bytes: usize,
+    first_may_exceed: bool,
+) -> Result<Option<Bytes>, ReadError> {
+    let buf = buf.freeze();
+    let mut start: Option<usize> = None;
+    let mut end = 0usize;
+    let mut iter = BatchIter::new(&buf, false);
+    loop {
+        let Some(item) = iter.next() else { break };
+        let (header, range) = item.map_err(|e| {
+            ReadError::Storage(format!(
+                "corrupt batch at {}: {e}",
+                buf_position + iter.valid_len() as u64
+            ))
+        })?;
+        if header.last_offset() < offset {
+            continue;
+        }
+        match start {
+            None => {
+                start = Some(range.start);
+                end = range.end;
+            }
+            Some(s) => {
+                if range.end - s > max_bytes {
+                    break;
+                }
+                end = range.end;
+            }
+        }
+    }
+    if let Some(s) = start {
+        if end - s > max_bytes && !first_may_exceed {
+            return Ok(Some(Bytes::new()));
+        }
+        return Ok(Some(buf.slice(s..end)));
+    }
+    // No complete batch at or past `offset` in the buffer. If a batch starts in the
+    // buffer but did not fit, read it whole.
+    let partial_at = iter.valid_len();
+    if (partial_at as u64) + buf_position < readable_end {
+        let position = buf_position + partial_at as u64;
+        let header_bytes = read_exact(file, position, BATCH_HEADER_LEN).await?;
+        let header = BatchHeader::parse(&header_bytes)
+            .map_err(|e| ReadError::Storage(format!("corrupt batch at {position}: {e}")))?;
+        let len = header.total_len() as u64;
+        if position + len > readable_end {
+            return Err(ReadError::Storage(format!(
+                "batch at {position} runs past the end of the segment"
+            )));
+        }
+        if header.last_offset() >= offset && len as usize > max_bytes && !first_may_exceed {
+            return Ok(Some(Bytes::new()));
+        }
+        let whole = read_exact(file, position, len as usize).await?;
+        return Box::pin(cut_batches(
+            file,
+            whole,
+            position,
+            readable_end,
+            offset,
+            max_bytes,
+            first_may_exceed,
+        ))
+        .await;
+    }
+    Ok(None)
+}
+
+/// Finds the first offset whose record timestamp is >= `timestamp_ms`, with that
+/// timestamp. Scans batch headers from the time index's hint, then the records of
+/// the first batch that qualifies (decompressing if needed).
+pub async fn offset_for_timestamp(
+    log: &LogRef,
+    timestamp_ms: i64,
+) -> Result<Option<(i64, i64)>, ReadError> {
+    let (file, mut position, readable_end) = {
+        let log = log.borrow();
+        log.check_online().map_err(ReadError::Storage)?;
+        match log.locate_timestamp(timestamp_ms) {
+            Some((file, position, readable, _base)) => (file, position, readable),
+            None => return Ok(None),
+        }
+    };
+    while position < readable_end {
+        let header_bytes = read_exact(&file, position, BATCH_HEADER_LEN).await?;
+        let header =
+            BatchHeader::parse(&header_bytes).map_err(|e| ReadError::Storage(e.to_string()))?;
+        let len = header.total_len() as u64;
+        if header.max_timestamp >= timestamp_ms {
+            let whole = read_exact(&file, position, len as usize).await?;
+            let mut bytes = whole.freeze();
+            let records =
+                kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
+                    ReadError::Storage(format!("cannot decode batch at {position}: {e}"))
+                })?;
+            for record in records.records {
+                if record.timestamp >= timestamp_ms {
+                    return Ok(Some((record.offset, record.timestamp)));
+                }
+            }
+            // LogAppendTime batches carry the time in the header only.
+            return Ok(Some((header.base_offset, header.max_timestamp)));
+        }
+        position += len;
+    }
+    Ok(None)
+}
+
+/// Name of the file holding the log start offset when it is above the first segment's base.
+const LOG_START_CHECKPOINT: &str = "log-start-offset";
+
+/// Writes the checkpoint durably: temp file, fsync, rename.
+fn write_log_start_checkpoint(dir: &Path, offset: i64) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{LOG_START_CHECKPOINT}.tmp"));
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(offset.to_string().as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(LOG_START_CHECKPOINT))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
+    fs::read_to_string(dir.join(LOG_START_CHECKPOINT))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

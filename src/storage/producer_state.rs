@@ -1,0 +1,227 @@
+//! Idempotent-producer state of one partition: for each producer id, its epoch and
+//! the last few batches' sequence ranges, so that a retried batch is recognised as a
+//! duplicate (acknowledged with its original offset, not written twice) and a gap in
+//! sequences is refused.
+//!
+//! Rebuilt at start-up from the batch headers in the log (`Segment::open` reports
+//! every batch).
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::protocol::batch::BatchHeader;
+
+/// Kafka lets an idempotent producer have at most 5 batches in flight per
+/// partition, so remembering the last 5 is enough to recognise any retry.
+pub const CACHED_BATCHES_PER_PRODUCER: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BatchSequence {
+    first_sequence: i32,
+    last_sequence: i32,
+    base_offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    /// Oldest first.
+    batches: VecDeque<BatchSequence>,
+}
+
+/// What to do with an incoming batch from an idempotent producer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// New and in order: append it.
+    Append,
+    /// Already in the log at this base offset: acknowledge, do not write.
+    Duplicate { base_offset: i64 },
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    #[error("out of order sequence number")]
+    OutOfOrder,
+    #[error("producer epoch is older than the current one (fenced)")]
+    InvalidEpoch,
+}
+
+#[derive(Debug, Default)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// Kafka's sequence numbers wrap from i32::MAX to 0.
+fn next_sequence(sequence: i32) -> i32 {
+    if sequence == i32::MAX {
+        0
+    } else {
+        sequence + 1
+    }
+}
+
+impl ProducerStateTable {
+    /// Checks `header` (an incoming batch with a producer id) against the state.
+    pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
+        let Some(entry) = self.producers.get(&header.producer_id) else {
+            // First batch we see from this producer: it must start at sequence 0.
+            return if header.base_sequence == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(SequenceError::OutOfOrder)
+            };
+        };
+        if header.producer_epoch < entry.epoch {
+            return Err(SequenceError::InvalidEpoch);
+        }
+        if header.producer_epoch > entry.epoch {
+            // A bumped epoch starts its sequences again at 0.
+            return if header.base_sequence == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(SequenceError::OutOfOrder)
+            };
+        }
+        let last_sequence = header.last_sequence();
+        if let Some(cached) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_sequence == header.base_sequence && b.last_sequence == last_sequence)
+        {
+            return Ok(SequenceCheck::Duplicate {
+                base_offset: cached.base_offset,
+            });
+        }
+        let expected = entry
+            .batches
+            .back()
+            .map_or(0, |b| next_sequence(b.last_sequence));
+        if header.base_sequence == expected {
+            Ok(SequenceCheck::Append)
+        } else {
+            Err(SequenceError::OutOfOrder)
+        }
+    }
+
+    /// Records a batch that is now in the log (its base offset assigned).
+    pub fn record(&mut self, header: &BatchHeader) {
+        if header.producer_id < 0 {
+            return;
+        }
+        let entry = self.producers.entry(header.producer_id).or_default();
+        if header.producer_epoch != entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == CACHED_BATCHES_PER_PRODUCER {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(BatchSequence {
+            first_sequence: header.base_sequence,
+            last_sequence: header.last_sequence(),
+            base_offset: header.base_offset,
+        });
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+        records: i32,
+        base_offset: i64,
+    ) -> BatchHeader {
+        BatchHeader {
+            base_offset,
+            batch_length: 100,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence,
+            record_count: records,
+        }
+    }
+
+    #[test]
+    fn in_order_duplicate_and_gap() {
+        let mut table = ProducerStateTable::default();
+        let first = batch(7, 0, 0, 3, 0);
+        assert_eq!(table.check(&first), Ok(SequenceCheck::Append));
+        table.record(&first);
+        let second = batch(7, 0, 3, 2, 3);
+        assert_eq!(table.check(&second), Ok(SequenceCheck::Append));
+        table.record(&second);
+        // A retry of the first batch is a duplicate, acknowledged at its offset.
+        assert_eq!(
+            table.check(&batch(7, 0, 0, 3, -1)),
+            Ok(SequenceCheck::Duplicate { base_offset: 0 })
+        );
+        // Skipping sequence 5 is refused.
+        assert_eq!(
+            table.check(&batch(7, 0, 6, 1, -1)),
+            Err(SequenceError::OutOfOrder)
+        );
+        // An older epoch is fenced; a newer one restarts at 0.
+        assert_eq!(
+            table.check(&batch(7, -1, 5, 1, -1)),
+            Err(SequenceError::InvalidEpoch)
+        );
+        assert_eq!(
+            table.check(&batch(7, 1, 0, 1, -1)),
+            Ok(SequenceCheck::Append)
+        );
+        assert_eq!(
+            table.check(&batch(7, 1, 5, 1, -1)),
+            Err(SequenceError::OutOfOrder)
+        );
+        // An unknown producer must start at 0.
+        assert_eq!(
+            table.check(&batch(8, 0, 4, 1, -1)),
+            Err(SequenceError::OutOfOrder)
+        );
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered() {
+        let mut table = ProducerStateTable::default();
+        for i in 0..7 {
+            table.record(&batch(1, 0, i, 1, i64::from(i)));
+        }
+        assert_eq!(
+            table.check(&batch(1, 0, 6, 1, -1)),
+            Ok(SequenceCheck::Duplicate { base_offset: 6 })
+        );
+        assert_eq!(
+            table.check(&batch(1, 0, 2, 1, -1)),
+            Ok(SequenceCheck::Duplicate { base_offset: 2 })
+        );
+        // Sequence 1 fell out of the cache: no longer recognised, and not the next one.
+        assert_eq!(
+            table.check(&batch(1, 0, 1, 1, -1)),
+            Err(SequenceError::OutOfOrder)
+        );
+    }
+
+    #[test]
+    fn sequence_wraps_at_i32_max() {
+        let mut table = ProducerStateTable::default();
+        table.record(&batch(1, 0, i32::MAX, 1, 0));
+        assert_eq!(
+            table.check(&batch(1, 0, 0, 1, -1)),
+            Ok(SequenceCheck::Append)
+        );
+    }
+}

@@ -1,0 +1,377 @@
+//! One segment: a `.log` file of record batches exactly as clients sent them
+//! (offsets assigned), named by its base offset, with its sparse indexes.
+//!
+//! Lives on the partition's owning shard; `Rc`, not `Send`.
+
+use std::fs;
+use std::io;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::protocol::batch::{
+    compute_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD,
+};
+use crate::storage::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+
+/// Segment file names carry the base offset zero-padded to 20 digits, as Kafka's do,
+/// so that a directory listing sorts them in offset order.
+pub fn segment_file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+/// Parses `00000000000000001234.log` into 1234.
+pub fn parse_segment_file_name(name: &str) -> Option<i64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// The size of the read buffer used by the start-up scan. Large enough to amortise
+/// syscalls, small enough not to matter for memory.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// A batch seen by the start-up scan.
+#[derive(Debug, Clone, Copy)]
+pub struct ScannedBatch {
+    pub header: BatchHeader,
+    pub position: u64,
+}
+
+/// What a scan of a segment file found.
+#[derive(Debug)]
+pub struct ScanOutcome {
+    /// Bytes from the scan start that form complete, valid batches.
+    pub valid_end: u64,
+    /// A complete batch that failed validation with more data after it: corruption,
+    /// not a torn write. (position, error)
+    pub corruption: Option<(u64, BatchError)>,
+}
+
+/// Reads batches of `file` from `start` to `file_len`, calling `on_batch` for each
+/// valid one. Stops at a torn tail (partial batch) or at the first invalid batch.
+pub fn scan_batches(
+    file: &fs::File,
+    start: u64,
+    file_len: u64,
+    mut on_batch: impl FnMut(ScannedBatch),
+) -> io::Result<ScanOutcome> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_start = start; // file position of buf[0]
+    let mut pos = start;
+    loop {
+        if pos >= file_len {
+            return Ok(ScanOutcome {
+                valid_end: pos,
+                corruption: None,
+            });
+        }
+        // Make sure the header is buffered.
+        let header_end = pos + BATCH_HEADER_LEN as u64;
+        if header_end > file_len {
+            return Ok(ScanOutcome {
+                valid_end: pos,
+                corruption: None,
+            });
+        }
+        if header_end > buf_start + buf.len() as u64 {
+            buf_start = pos;
+            buf = read_chunk(file, pos, SCAN_CHUNK_BYTES.min((file_len - pos) as usize))?;
+        }
+        let offset_in_buf = (pos - buf_start) as usize;
+        let header = match BatchHeader::parse(&buf[offset_in_buf..]) {
+            Ok(h) => h,
+            Err(_) => {
+                return Ok(ScanOutcome {
+                    valid_end: pos,
+                    corruption: None,
+                })
+            }
+        };
+        let total = header.batch_length as i64 + LOG_OVERHEAD as i64;
+        if header.batch_length < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 || header.magic != 2 {
+            return Ok(corrupt_or_torn(pos, total, file_len, BatchError::Truncated));
+        }
+        let end = pos + total as u64;
+        if end > file_len {
+            // A batch announced longer than what is on disk: a torn write.
+            return Ok(ScanOutcome {
+                valid_end: pos,
+                corruption: None,
+            });
+        }
+        if end > buf_start + buf.len() as u64 {
+            buf_start = pos;
+            buf = read_chunk(
+                file,
+                pos,
+                (total as usize).max(SCAN_CHUNK_BYTES.min((file_len - pos) as usize)),
+            )?;
+        }
+        let offset_in_buf = (pos - buf_start) as usize;
+        let batch = &buf[offset_in_buf..offset_in_buf + total as usize];
+        let actual = compute_crc(batch);
+        if actual != header.crc {
+            let error = BatchError::CrcMismatch {
+                expected: header.crc,
+                actual,
+            };
+            return Ok(corrupt_or_torn(pos, total, file_len, error));
+        }
+        on_batch(ScannedBatch {
+            header,
+            position: pos,
+        });
+        pos = end;
+    }
+}
+
+/// An invalid batch that ends the file is a torn write; one followed by more
+/// bytes is corruption in the middle of the log.
+fn corrupt_or_torn(pos: u64, total: i64, file_len: u64, error: BatchError) -> ScanOutcome {
+    let end = pos.saturating_add(total.max(0) as u64);
+    if end >= file_len {
+        ScanOutcome {
+            valid_end: pos,
+            corruption: None,
+        }
+    } else {
+        ScanOutcome {
+            valid_end: pos,
+            corruption: Some((pos, error)),
+        }
+    }
+}
+
+fn read_chunk(file: &fs::File, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// A segment of a partition log.
+pub struct Segment {
+    pub base_offset: i64,
+    pub log_path: PathBuf,
+    /// The open `.log` file, shared with in-flight reads and writes.
+    pub file: Rc<compio::fs::File>,
+    /// Bytes reserved by appends, written or still in flight. The next append goes here.
+    pub reserved_bytes: u64,
+    /// Bytes whose writes have completed, in order; readers never look past this.
+    pub readable_bytes: u64,
+    /// The offset after the last batch in this segment.
+    pub next_offset: i64,
+    pub index: OffsetIndex,
+    pub time_index: TimeIndex,
+    /// Log bytes appended since the last offset index entry.
+    bytes_since_index_entry: u64,
+    pub max_timestamp_ms: i64,
+    /// Last offset of the batch holding `max_timestamp_ms`.
+    pub offset_of_max_timestamp: i64,
+    /// Wall-clock time of the first append, for `segment.ms` rolling.
+    pub created_ms: i64,
+}
+
+impl Segment {
+    /// Creates an empty segment file (truncating any leftover of the same name).
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let log_path = dir.join(segment_file_name(base_offset, "log"));
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log_path)?;
+        let _ = fs::remove_file(dir.join(segment_file_name(base_offset, "index")));
+        let _ = fs::remove_file(dir.join(segment_file_name(base_offset, "timeindex")));
+        Ok(Segment::from_parts(
+            log_path,
+            to_compio(file),
+            base_offset,
+            0,
+            now_ms,
+        ))
+    }
+
+    fn from_parts(
+        log_path: PathBuf,
+        file: compio::fs::File,
+        base_offset: i64,
+        size: u64,
+        now_ms: i64,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            log_path,
+            file: Rc::new(file),
+            reserved_bytes: size,
+            readable_bytes: size,
+            next_offset: base_offset,
+            index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index_entry: 0,
+            max_timestamp_ms: -1,
+            offset_of_max_timestamp: -1,
+            created_ms: now_ms,
+        }
+    }
+
+    /// Opens an existing segment at start-up: scans every batch (lengths, magic,
+    /// CRC32C), rebuilding the in-memory indexes as it goes, truncates a torn tail of
+    /// the active segment, refuses corruption anywhere else, and reports every batch
+    /// to `on_batch` (used to rebuild producer state).
+    ///
+    /// The scan reads the whole segment. Skipping it after a clean shutdown by
+    /// trusting the index files is the next step (the files are already written when
+    /// a segment closes).
+    pub fn open(
+        log_path: &Path,
+        base_offset: i64,
+        is_active: bool,
+        index_interval_bytes: u32,
+        now_ms: i64,
+        mut on_batch: impl FnMut(&BatchHeader),
+    ) -> Result<Segment, OpenError> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(log_path)?;
+        let file_len = file.metadata()?.len();
+        // The compio file gets its own descriptor; the scan below uses the std one.
+        let async_file = to_compio(file.try_clone()?);
+        let mut segment =
+            Segment::from_parts(log_path.to_path_buf(), async_file, base_offset, 0, now_ms);
+        let mut truncated_from = None;
+        let outcome = scan_batches(&file, 0, file_len, |batch| {
+            segment.note_batch(&batch.header, batch.position, index_interval_bytes);
+            on_batch(&batch.header);
+        })?;
+        if let Some((position, error)) = outcome.corruption {
+            return Err(OpenError::Corrupt {
+                path: log_path.to_path_buf(),
+                position,
+                error,
+            });
+        }
+        if outcome.valid_end < file_len {
+            if !is_active {
+                return Err(OpenError::Corrupt {
+                    path: log_path.to_path_buf(),
+                    position: outcome.valid_end,
+                    error: BatchError::Truncated,
+                });
+            }
+            file.set_len(outcome.valid_end)?;
+            file.sync_all()?;
+            truncated_from = Some(file_len);
+        }
+        if let Some(old_len) = truncated_from {
+            tracing::warn!(
+                path = %log_path.display(),
+                from = old_len,
+                to = outcome.valid_end,
+                "truncated a torn write at the tail of the active segment"
+            );
+        }
+        segment.reserved_bytes = outcome.valid_end;
+        segment.readable_bytes = outcome.valid_end;
+        if segment.next_offset == base_offset && segment.reserved_bytes == 0 {
+            segment.created_ms = now_ms;
+        } else if let Ok(meta) = fs::metadata(log_path) {
+            // The file's mtime approximates when the segment was last written; Kafka uses
+            // the largest timestamp in the segment for segment.ms, we use the first
+            // append time which is not persisted, so fall back to mtime on restart.
+            if let Ok(modified) = meta.modified() {
+                if let Ok(d) = modified.duration_since(std::time::UNIX_EPOCH) {
+                    segment.created_ms = d.as_millis() as i64;
+                }
+            }
+        }
+        Ok(segment)
+    }
+
+    /// Accounts for a batch placed at `position`: offsets, timestamps, indexes.
+    pub fn note_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u32) {
+        let relative = (header.base_offset - self.base_offset) as u32;
+        if self.index.is_empty() || self.bytes_since_index_entry >= u64::from(index_interval_bytes)
+        {
+            if self
+                .index
+                .last()
+                .is_none_or(|e| u64::from(e.position) < position)
+            {
+                self.index.push(OffsetEntry {
+                    relative_offset: relative,
+                    position: position as u32,
+                });
+            }
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += header.total_len() as u64;
+        if header.max_timestamp > self.max_timestamp_ms {
+            self.max_timestamp_ms = header.max_timestamp;
+            self.offset_of_max_timestamp = header.last_offset();
+            self.time_index.push(TimeEntry {
+                timestamp_ms: header.max_timestamp,
+                relative_offset: relative,
+            });
+        }
+        self.next_offset = header.last_offset() + 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reserved_bytes == 0
+    }
+
+    /// Removes the segment's files (retention, DeleteRecords, topic deletion).
+    pub fn remove_files(&self) {
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
+        for extension in ["log", "index", "timeindex"] {
+            let _ = fs::remove_file(dir.join(segment_file_name(self.base_offset, extension)));
+        }
+    }
+
+    /// Writes the index files next to the log (called when the segment is closed).
+    pub fn write_index_files(&self) -> io::Result<()> {
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
+        fs::write(
+            dir.join(segment_file_name(self.base_offset, "index")),
+            self.index.encode(),
+        )?;
+        fs::write(
+            dir.join(segment_file_name(self.base_offset, "timeindex")),
+            self.time_index.encode(),
+        )?;
+        Ok(())
+    }
+}
+
+/// Why a segment could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("corrupt batch in {} at byte {position}: {error}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        error: BatchError,
+    },
+}
+
+fn to_compio(file: fs::File) -> compio::fs::File {
+    // SAFETY: `into_raw_fd` hands over sole ownership of a valid, open descriptor,
+    // which the compio file now owns and closes.
+    unsafe { compio::fs::File::from_raw_fd(file.into_raw_fd()) }
+}
