@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::BufResult;
 use event_listener::Event;
 use futures_util::future::{select, Either};
@@ -110,7 +110,8 @@ async fn fill(conn: &Connection, buf: &mut BytesMut, wanted: usize) -> bool {
         let mut owned = std::mem::take(buf);
         owned.reserve((wanted - owned.len()).max(READ_CHUNK_BYTES));
         let mut stream = &conn.stream;
-        let read = std::pin::pin!(stream.read(owned));
+        // `append` reads after the bytes already buffered (`read` would overwrite them).
+        let read = std::pin::pin!(stream.append(owned));
         let stop = std::pin::pin!(conn.shard.broker.shutdown.wait());
         match select(read, stop).await {
             Either::Left((BufResult(Ok(0), _), _)) => return false,

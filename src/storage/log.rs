@@ -407,7 +407,9 @@ impl PartitionLog {
 
     /// Removes the log's files (topic deletion). The log must not be used afterwards.
     pub fn delete_files(&mut self) -> io::Result<()> {
-        self.fail("partition deleted".to_string());
+        // Refuse further use: in-flight requests that still hold the log get
+        // KAFKA_STORAGE_ERROR rather than writing into a deleted directory.
+        self.failure = Some("partition deleted".to_string());
         fs::remove_dir_all(&self.dir)
     }
 

@@ -15,6 +15,15 @@ use crate::runtime::CONTROLLER_SHARD;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::{str_bytes, topic_name};
 
+/// Kafka ACL operation bits (AclOperation codes) allowed on a topic: READ 3,
+/// WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11.
+const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// On the cluster: CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
+/// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
+const CLUSTER_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let broker = ctx.conn.shard.broker.clone();
     let node_id = BrokerId(broker.config.node_id);
@@ -23,6 +32,8 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         None => true,
         Some(topics) => topics.is_empty() && ctx.api_version == 0,
     };
+    let include_topic_operations = request.include_topic_authorized_operations;
+    let include_cluster_operations = request.include_cluster_authorized_operations;
     let may_create = broker.config.auto_create_topics
         && (ctx.api_version < 4 || request.allow_auto_topic_creation);
 
@@ -60,6 +71,15 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     }
     if ctx.api_version >= 2 {
         response.cluster_id = Some(str_bytes(broker.cluster_id.clone()));
+    }
+    // No authorizer: every operation is allowed, and a client that asks is told so.
+    if (8..=10).contains(&ctx.api_version) && include_cluster_operations {
+        response.cluster_authorized_operations = CLUSTER_OPERATIONS;
+    }
+    if ctx.api_version >= 8 && include_topic_operations {
+        for topic in &mut response.topics {
+            topic.topic_authorized_operations = TOPIC_OPERATIONS;
+        }
     }
     response
 }

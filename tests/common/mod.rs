@@ -1,0 +1,132 @@
+//! Test harness: runs the real `sluice` binary on an ephemeral port and a
+//! temporary data dir, and stops it with SIGTERM (clean) or SIGKILL (crash).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A broker process for one test.
+pub struct TestBroker {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    /// Keeps the temporary data dir alive (and removes it at the end).
+    _temp: Option<tempfile::TempDir>,
+    extra_args: Vec<String>,
+    cores: usize,
+}
+
+impl TestBroker {
+    /// Starts a broker with 2 shards on a fresh data dir.
+    pub fn start() -> TestBroker {
+        TestBroker::start_with(&[])
+    }
+
+    /// Starts a broker with extra command-line flags.
+    pub fn start_with(extra_args: &[&str]) -> TestBroker {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().join("data");
+        let mut broker = TestBroker {
+            child: None,
+            addr: String::new(),
+            data_dir,
+            _temp: Some(temp),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            cores: 2,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--cores")
+            .arg(self.cores.to_string())
+            .args(&self.extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn".to_string()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("sluice binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            assert!(
+                Instant::now() < deadline,
+                "broker did not report its address in time"
+            );
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("sluice listening on ") {
+                        break addr.trim().to_string();
+                    }
+                }
+                Some(Err(e)) => panic!("reading broker stdout: {e}"),
+                None => panic!("broker exited before listening: {:?}", child.wait()),
+            }
+        };
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// Stops the broker with SIGTERM and waits; returns its exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: sending a signal to our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("broker did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the broker with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same data dir (on a new port).
+    pub fn restart(&mut self) {
+        assert_eq!(self.stop(), Some(0), "clean shutdown exits 0");
+        self.spawn();
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A unique topic name per test.
+pub fn topic(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
