@@ -54,8 +54,10 @@ impl Controller {
     /// Opens the metadata log (recovering its tail) on shard 0.
     pub fn open(shard: &Rc<Shard>) -> Result<Controller, String> {
         let dir = shard.broker.config.data_dir.join(METADATA_LOG_DIR);
-        let mut config = TopicConfig::default();
-        config.segment_bytes = 64 << 20;
+        let config = TopicConfig {
+            segment_bytes: 64 << 20,
+            ..TopicConfig::default()
+        };
         let log = PartitionLog::open(
             Arc::from("__sluice_metadata"),
             0,
@@ -212,7 +214,7 @@ impl Controller {
     pub async fn delete_topic(&self, topic: Arc<TopicMeta>) -> Result<(), ApiError> {
         let _guard = self.lock.lock().await;
         let image = self.shard.broker.image();
-        if !image.topic(&topic.name).is_some_and(|t| t.id == topic.id) {
+        if image.topic(&topic.name).is_none_or(|t| t.id != topic.id) {
             return Err(ApiError::new(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("topic '{}' does not exist", topic.name),

@@ -119,31 +119,46 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     ConfigDef {
         name: "delete.retention.ms",
         default: "86400000",
-        apply: |c, v| Ok(c.delete_retention_ms = parse_i64(v, 0)?),
+        apply: |c, v| {
+            c.delete_retention_ms = parse_i64(v, 0)?;
+            Ok(())
+        },
         show: |c| c.delete_retention_ms.to_string(),
     },
     ConfigDef {
         name: "flush.messages",
         default: "1",
-        apply: |c, v| Ok(c.flush_messages = parse_i64(v, 1)?),
+        apply: |c, v| {
+            c.flush_messages = parse_i64(v, 1)?;
+            Ok(())
+        },
         show: |c| c.flush_messages.to_string(),
     },
     ConfigDef {
         name: "flush.ms",
         default: "9223372036854775807",
-        apply: |c, v| Ok(c.flush_ms = parse_i64(v, 0)?),
+        apply: |c, v| {
+            c.flush_ms = parse_i64(v, 0)?;
+            Ok(())
+        },
         show: |c| c.flush_ms.to_string(),
     },
     ConfigDef {
         name: "index.interval.bytes",
         default: "4096",
-        apply: |c, v| Ok(c.index_interval_bytes = parse_i32(v, 0)? as u32),
+        apply: |c, v| {
+            c.index_interval_bytes = parse_i32(v, 0)? as u32;
+            Ok(())
+        },
         show: |c| c.index_interval_bytes.to_string(),
     },
     ConfigDef {
         name: "max.message.bytes",
         default: "1048588",
-        apply: |c, v| Ok(c.max_message_bytes = parse_i32(v, 0)?),
+        apply: |c, v| {
+            c.max_message_bytes = parse_i32(v, 0)?;
+            Ok(())
+        },
         show: |c| c.max_message_bytes.to_string(),
     },
     ConfigDef {
@@ -181,25 +196,37 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     ConfigDef {
         name: "min.compaction.lag.ms",
         default: "0",
-        apply: |c, v| Ok(c.min_compaction_lag_ms = parse_i64(v, 0)?),
+        apply: |c, v| {
+            c.min_compaction_lag_ms = parse_i64(v, 0)?;
+            Ok(())
+        },
         show: |c| c.min_compaction_lag_ms.to_string(),
     },
     ConfigDef {
         name: "min.insync.replicas",
         default: "1",
-        apply: |c, v| Ok(c.min_insync_replicas = parse_i32(v, 1)?),
+        apply: |c, v| {
+            c.min_insync_replicas = parse_i32(v, 1)?;
+            Ok(())
+        },
         show: |c| c.min_insync_replicas.to_string(),
     },
     ConfigDef {
         name: "retention.bytes",
         default: "-1",
-        apply: |c, v| Ok(c.retention_bytes = parse_i64(v, -1)?),
+        apply: |c, v| {
+            c.retention_bytes = parse_i64(v, -1)?;
+            Ok(())
+        },
         show: |c| c.retention_bytes.to_string(),
     },
     ConfigDef {
         name: "retention.ms",
         default: "604800000",
-        apply: |c, v| Ok(c.retention_ms = parse_i64(v, -1)?),
+        apply: |c, v| {
+            c.retention_ms = parse_i64(v, -1)?;
+            Ok(())
+        },
         show: |c| c.retention_ms.to_string(),
     },
     ConfigDef {
@@ -218,7 +245,10 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     ConfigDef {
         name: "segment.ms",
         default: "604800000",
-        apply: |c, v| Ok(c.segment_ms = parse_i64(v, 1)?),
+        apply: |c, v| {
+            c.segment_ms = parse_i64(v, 1)?;
+            Ok(())
+        },
         show: |c| c.segment_ms.to_string(),
     },
 ];

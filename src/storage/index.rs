@@ -91,7 +91,7 @@ impl OffsetIndex {
     /// Parses an index file. Returns None if it is malformed: a partial entry, or
     /// entries not strictly increasing, or a position at or past `log_bytes`.
     pub fn decode(bytes: &[u8], log_bytes: u64) -> Option<OffsetIndex> {
-        if bytes.len() % OFFSET_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(OFFSET_ENTRY_BYTES) {
             return None;
         }
         let mut index = OffsetIndex::default();
@@ -162,7 +162,7 @@ impl TimeIndex {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<TimeIndex> {
-        if bytes.len() % TIME_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(TIME_ENTRY_BYTES) {
             return None;
         }
         let mut index = TimeIndex::default();

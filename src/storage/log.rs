@@ -628,8 +628,7 @@ async fn cut_batches(
     let mut start: Option<usize> = None;
     let mut end = 0usize;
     let mut iter = BatchIter::new(&buf, false);
-    loop {
-        let Some(item) = iter.next() else { break };
+    while let Some(item) = iter.next() {
         let (header, range) = item.map_err(|e| {
             ReadError::Storage(format!(
                 "corrupt batch at {}: {e}",

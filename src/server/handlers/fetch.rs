@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::metadata::TopicMeta;
 use crate::protocol::errors::ErrorCode;
+use crate::runtime::shard::PartitionKey;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::topic_name;
 use crate::storage::log::{self, ReadError};
@@ -81,6 +82,10 @@ enum SessionMode {
     /// The next request of an existing session: only changes travel.
     Incremental(i32),
 }
+
+/// A read for an owner shard: (position in the request, partition, fetch offset,
+/// partition max bytes).
+type PlannedRead = (usize, PartitionKey, i64, usize);
 
 /// The result of reading one partition.
 #[derive(Debug, Clone)]
@@ -283,8 +288,7 @@ async fn read_all(
 ) -> Vec<PartitionResult> {
     let shard = &ctx.conn.shard;
     let mut results: Vec<Option<PartitionResult>> = vec![None; resolved.len()];
-    // owner shard -> [(position in request, key, offset, partition max bytes)]
-    let mut plan: BTreeMap<usize, Vec<(usize, (Uuid, i32), i64, usize)>> = BTreeMap::new();
+    let mut plan: BTreeMap<usize, Vec<PlannedRead>> = BTreeMap::new();
     for (i, (wanted, topic)) in resolved.iter().enumerate() {
         match topic {
             Err(code) => results[i] = Some(error_result(*code)),
