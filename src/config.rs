@@ -45,7 +45,8 @@ pub struct Cli {
     /// Cluster id reported to clients [default: generated once and kept in the data dir].
     #[arg(long)]
     pub cluster_id: Option<String>,
-    /// Create a topic when a client produces to or asks metadata for an unknown one [default: true].
+    /// Create a topic when a client asks Metadata for an unknown one and allows
+    /// auto-creation (producers do before their first send) [default: true].
     #[arg(long, value_name = "BOOL")]
     pub auto_create_topics: Option<bool>,
     /// Partitions of an auto-created topic, and of CreateTopics asking for -1 [default: 1].
@@ -58,10 +59,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Broker default of a topic config, as Kafka names it, e.g.
-    /// `--topic-default retention.ms=3600000`. Accepted keys: retention.ms,
-    /// retention.bytes, segment.bytes, segment.ms, cleanup.policy,
-    /// max.message.bytes, message.timestamp.type, min.insync.replicas,
-    /// flush.messages, flush.ms.
+    /// `--topic-default retention.ms=3600000` (repeatable). Accepted keys:
+    /// cleanup.policy, compression.type, delete.retention.ms, flush.messages,
+    /// flush.ms, index.interval.bytes, max.message.bytes, message.timestamp.type,
+    /// min.cleanable.dirty.ratio, min.compaction.lag.ms, min.insync.replicas,
+    /// retention.bytes, retention.ms, segment.bytes, segment.ms.
     #[arg(long = "topic-default", value_name = "KEY=VALUE")]
     pub topic_defaults: Vec<String>,
 }
@@ -309,6 +311,16 @@ mod tests {
         };
         let err = Config::resolve(cli).unwrap_err();
         assert!(err.to_string().contains("no.such.config"), "{err}");
+    }
+
+    /// `--help` lists every topic config key, so the help cannot fall behind the table.
+    #[test]
+    fn help_names_every_topic_config() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for def in crate::metadata::topic_config::CONFIG_DEFS {
+            assert!(help.contains(def.name), "--help does not mention {}", def.name);
+        }
     }
 
     #[test]
