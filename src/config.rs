@@ -319,7 +319,11 @@ mod tests {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
         for def in crate::metadata::topic_config::CONFIG_DEFS {
-            assert!(help.contains(def.name), "--help does not mention {}", def.name);
+            assert!(
+                help.contains(def.name),
+                "--help does not mention {}",
+                def.name
+            );
         }
     }
 

@@ -63,8 +63,9 @@ pub async fn handle(conn: Rc<Connection>, mut request: Bytes) -> Reply {
     }
     if api_key == ApiKey::Produce && version < PRODUCE_MIN_SERVED {
         return match handlers::produce::legacy_unsupported(&request, version) {
-            Some(frame) => Reply::Frame(frame),
-            None => Reply::Nothing,
+            Ok(Some(frame)) => Reply::Frame(frame),
+            Ok(None) => Reply::Nothing,
+            Err(()) => close(&conn, Some(prefix), "malformed request body"),
         };
     }
     let header = match frame::decode_header(api_key, version, &mut request) {

@@ -755,7 +755,10 @@ fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::protocol::batch::validate_records;
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as RecordTimestampType};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType as RecordTimestampType,
+    };
 
     /// One batch of `count` records with timestamps from `first_timestamp`, optionally
     /// from an idempotent producer.
@@ -772,7 +775,11 @@ mod tests {
                 timestamp_type: RecordTimestampType::Creation,
                 offset: i,
                 // The encoder starts a new batch when offset - sequence changes.
-                sequence: if base_sequence >= 0 { base_sequence + i as i32 } else { i as i32 - 1 },
+                sequence: if base_sequence >= 0 {
+                    base_sequence + i as i32
+                } else {
+                    i as i32 - 1
+                },
                 timestamp: first_timestamp + i,
                 key: Some(Bytes::from(format!("key-{i}"))),
                 value: Some(Bytes::from(vec![b'v'; 40])),
@@ -780,25 +787,43 @@ mod tests {
             })
             .collect();
         let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
         RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
         buf.freeze()
     }
 
     fn open(dir: &Path, segment_bytes: u64) -> LogRef {
-        let config = TopicConfig { segment_bytes, ..TopicConfig::default() };
-        let log = PartitionLog::open(Arc::from("t"), 0, dir.to_path_buf(), config, Arc::new(PartitionShared::default()))
-            .expect("log opens");
+        let config = TopicConfig {
+            segment_bytes,
+            ..TopicConfig::default()
+        };
+        let log = PartitionLog::open(
+            Arc::from("t"),
+            0,
+            dir.to_path_buf(),
+            config,
+            Arc::new(PartitionShared::default()),
+        )
+        .expect("log opens");
         Rc::new(RefCell::new(log))
     }
 
-    async fn append_one(log: &LogRef, commit: &Rc<GroupCommit>, records: Bytes) -> Result<AppendOutcome, AppendError> {
+    async fn append_one(
+        log: &LogRef,
+        commit: &Rc<GroupCommit>,
+        records: Bytes,
+    ) -> Result<AppendOutcome, AppendError> {
         let validated = validate_records(&records, usize::MAX).expect("valid batch");
         append(log, commit, records, &validated, true).await
     }
 
     fn run<F: std::future::Future>(f: F) -> F::Output {
-        compio::runtime::Runtime::new().expect("runtime").block_on(f)
+        compio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(f)
     }
 
     #[test]
@@ -808,7 +833,9 @@ mod tests {
             let commit = Rc::new(GroupCommit::default());
             let log = open(dir.path(), 1024);
             for i in 0..100 {
-                let outcome = append_one(&log, &commit, batch(3, 1000 + i * 10, None)).await.unwrap();
+                let outcome = append_one(&log, &commit, batch(3, 1000 + i * 10, None))
+                    .await
+                    .unwrap();
                 assert_eq!(outcome.base_offset, i * 3);
             }
             assert_eq!(log.borrow().high_watermark(), 300);
@@ -818,7 +845,10 @@ mod tests {
             for offset in 0..300 {
                 let read = read(&log, offset, 1 << 20, true).await.unwrap();
                 let header = BatchHeader::parse(&read.records).unwrap();
-                assert!(header.base_offset <= offset && offset <= header.last_offset(), "offset {offset}");
+                assert!(
+                    header.base_offset <= offset && offset <= header.last_offset(),
+                    "offset {offset}"
+                );
                 let mut expected = header.base_offset;
                 for item in BatchIter::new(&read.records, true) {
                     let (h, _) = item.unwrap();
@@ -826,8 +856,15 @@ mod tests {
                     expected = h.last_offset() + 1;
                 }
             }
-            assert!(read(&log, 300, 1024, true).await.unwrap().records.is_empty());
-            assert!(matches!(read(&log, 301, 1024, true).await, Err(ReadError::OffsetOutOfRange { .. })));
+            assert!(read(&log, 300, 1024, true)
+                .await
+                .unwrap()
+                .records
+                .is_empty());
+            assert!(matches!(
+                read(&log, 301, 1024, true).await,
+                Err(ReadError::OffsetOutOfRange { .. })
+            ));
             log.borrow_mut().close().unwrap();
         });
         // Reopen: same end, same data.
@@ -847,9 +884,13 @@ mod tests {
             let commit = Rc::new(GroupCommit::default());
             let log = open(dir.path(), 1 << 20);
             for i in 0..10 {
-                append_one(&log, &commit, batch(5, i * 100, None)).await.unwrap();
+                append_one(&log, &commit, batch(5, i * 100, None))
+                    .await
+                    .unwrap();
             }
-            let one = BatchHeader::parse(&read(&log, 0, 1 << 20, true).await.unwrap().records).unwrap().total_len();
+            let one = BatchHeader::parse(&read(&log, 0, 1 << 20, true).await.unwrap().records)
+                .unwrap()
+                .total_len();
             let two = read(&log, 0, 2 * one + 1, true).await.unwrap();
             assert_eq!(two.records.len(), 2 * one);
             let tiny = read(&log, 0, 10, true).await.unwrap();
@@ -862,7 +903,9 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_and_mid_log_corruption_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let segment_path = dir.path().join(crate::storage::segment::segment_file_name(0, "log"));
+        let segment_path = dir
+            .path()
+            .join(crate::storage::segment::segment_file_name(0, "log"));
         run(async {
             let commit = Rc::new(GroupCommit::default());
             let log = open(dir.path(), 1 << 20);
@@ -880,7 +923,11 @@ mod tests {
             let log = open(dir.path(), 1 << 20);
             assert_eq!(log.borrow().log_end_offset(), 8);
         });
-        assert_eq!(fs::metadata(&segment_path).unwrap().len(), good_len, "torn tail truncated");
+        assert_eq!(
+            fs::metadata(&segment_path).unwrap().len(),
+            good_len,
+            "torn tail truncated"
+        );
         // A flipped byte inside the second batch, with valid batches after it.
         let mut bytes = fs::read(&segment_path).unwrap();
         let first_len = BatchHeader::parse(&bytes).unwrap().total_len();
@@ -906,14 +953,23 @@ mod tests {
         run(async {
             let commit = Rc::new(GroupCommit::default());
             let log = open(dir.path(), 1 << 20);
-            let first = append_one(&log, &commit, batch(3, 0, Some((42, 0, 0)))).await.unwrap();
-            let second = append_one(&log, &commit, batch(2, 0, Some((42, 0, 3)))).await.unwrap();
+            let first = append_one(&log, &commit, batch(3, 0, Some((42, 0, 0))))
+                .await
+                .unwrap();
+            let second = append_one(&log, &commit, batch(2, 0, Some((42, 0, 3))))
+                .await
+                .unwrap();
             assert_eq!((first.base_offset, second.base_offset), (0, 3));
-            let retry = append_one(&log, &commit, batch(3, 0, Some((42, 0, 0)))).await.unwrap();
+            let retry = append_one(&log, &commit, batch(3, 0, Some((42, 0, 0))))
+                .await
+                .unwrap();
             assert_eq!(retry.base_offset, 0, "duplicate acknowledged at its offset");
             assert_eq!(log.borrow().high_watermark(), 5, "and not written again");
             let gap = append_one(&log, &commit, batch(1, 0, Some((42, 0, 9)))).await;
-            assert!(matches!(gap, Err(AppendError::Sequence(SequenceError::OutOfOrder))));
+            assert!(matches!(
+                gap,
+                Err(AppendError::Sequence(SequenceError::OutOfOrder))
+            ));
             log.borrow_mut().close().unwrap();
         });
         // The producer state is rebuilt from the log after a restart.
@@ -921,9 +977,13 @@ mod tests {
             let commit = Rc::new(GroupCommit::default());
             let log = open(dir.path(), 1 << 20);
             assert_eq!(log.borrow().producer_count(), 1);
-            let retry = append_one(&log, &commit, batch(2, 0, Some((42, 0, 3)))).await.unwrap();
+            let retry = append_one(&log, &commit, batch(2, 0, Some((42, 0, 3))))
+                .await
+                .unwrap();
             assert_eq!(retry.base_offset, 3);
-            let next = append_one(&log, &commit, batch(1, 0, Some((42, 0, 5)))).await.unwrap();
+            let next = append_one(&log, &commit, batch(1, 0, Some((42, 0, 5))))
+                .await
+                .unwrap();
             assert_eq!(next.base_offset, 5);
         });
     }
@@ -935,26 +995,50 @@ mod tests {
             let commit = Rc::new(GroupCommit::default());
             let log = open(dir.path(), 1024);
             for i in 0..50 {
-                append_one(&log, &commit, batch(2, 10_000 + i * 100, None)).await.unwrap();
+                append_one(&log, &commit, batch(2, 10_000 + i * 100, None))
+                    .await
+                    .unwrap();
             }
             // Record i of batch b has timestamp 10000 + 100 b + i.
-            assert_eq!(offset_for_timestamp(&log, 10_000).await.unwrap(), Some((0, 10_000)));
-            assert_eq!(offset_for_timestamp(&log, 10_001).await.unwrap(), Some((1, 10_001)));
-            assert_eq!(offset_for_timestamp(&log, 12_050).await.unwrap(), Some((42, 12_100)));
+            assert_eq!(
+                offset_for_timestamp(&log, 10_000).await.unwrap(),
+                Some((0, 10_000))
+            );
+            assert_eq!(
+                offset_for_timestamp(&log, 10_001).await.unwrap(),
+                Some((1, 10_001))
+            );
+            assert_eq!(
+                offset_for_timestamp(&log, 12_050).await.unwrap(),
+                Some((42, 12_100))
+            );
             assert_eq!(offset_for_timestamp(&log, 99_999).await.unwrap(), None);
             assert_eq!(log.borrow().max_timestamp(), (14_901, 99));
 
             let segments_before = log.borrow().segment_count();
             assert_eq!(log.borrow_mut().delete_records_before(60), Ok(60));
-            assert!(log.borrow().segment_count() < segments_before, "whole segments below 60 removed");
-            assert!(matches!(read(&log, 10, 1024, true).await, Err(ReadError::OffsetOutOfRange { .. })));
+            assert!(
+                log.borrow().segment_count() < segments_before,
+                "whole segments below 60 removed"
+            );
+            assert!(matches!(
+                read(&log, 10, 1024, true).await,
+                Err(ReadError::OffsetOutOfRange { .. })
+            ));
             let read = read(&log, 60, 1 << 20, true).await.unwrap();
             assert_eq!(BatchHeader::parse(&read.records).unwrap().base_offset, 60);
-            assert_eq!(log.borrow_mut().delete_records_before(1000), Err(ErrorCode::OffsetOutOfRange));
+            assert_eq!(
+                log.borrow_mut().delete_records_before(1000),
+                Err(ErrorCode::OffsetOutOfRange)
+            );
         });
         run(async {
             let log = open(dir.path(), 1024);
-            assert_eq!(log.borrow().log_start_offset(), 60, "log start offset survives a restart");
+            assert_eq!(
+                log.borrow().log_start_offset(),
+                60,
+                "log start offset survives a restart"
+            );
         });
     }
 }

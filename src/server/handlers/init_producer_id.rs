@@ -19,6 +19,13 @@ pub async fn handle(
     }
     // An idempotent producer re-initialising with its id keeps it and bumps the epoch (KIP-360).
     if request.producer_id.0 >= 0 && request.producer_epoch >= 0 {
+        if request.producer_id.0 >= ctx.conn.shard.broker.image().next_producer_id {
+            // Never handed out by this cluster.
+            return InitProducerIdResponse::default()
+                .with_error_code(ErrorCode::InvalidProducerIdMapping.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+        }
         if request.producer_epoch == i16::MAX {
             // Epoch exhausted: fall through to a new id.
         } else {

@@ -124,41 +124,42 @@ impl<F: std::future::Future<Output = AppendResult>> MapResult for F {
 
 /// Produce v0-2 (message formats v0 and v1) is advertised, because librdkafka
 /// insists on a range starting at 0, but not served: every partition gets
-/// UNSUPPORTED_VERSION. Returns None for acks=0 or a request that does not parse.
-pub fn legacy_unsupported(frame: &Bytes, version: i16) -> Option<Bytes> {
+/// UNSUPPORTED_VERSION. Ok(None) for acks=0 (no response is due); Err for a
+/// request that does not parse (the connection is closed).
+pub fn legacy_unsupported(frame: &Bytes, version: i16) -> Result<Option<Bytes>, ()> {
     let mut buf = frame.clone();
     // Header v1: api key, version, correlation id, client id.
     if buf.remaining() < 10 {
-        return None;
+        return Err(());
     }
     buf.advance(4);
     let correlation_id = buf.get_i32();
-    skip_string(&mut buf)?;
+    skip_string(&mut buf).ok_or(())?;
     if buf.remaining() < 6 {
-        return None;
+        return Err(());
     }
     let acks = buf.get_i16();
     let _timeout = buf.get_i32();
-    let topic_count = read_count(&mut buf)?;
+    let topic_count = read_count(&mut buf).ok_or(())?;
     let mut out = BytesMut::with_capacity(64);
     out.put_i32(0);
     out.put_i32(correlation_id);
     out.put_i32(topic_count as i32);
     for _ in 0..topic_count {
-        let name = read_string(&mut buf)?;
+        let name = read_string(&mut buf).ok_or(())?;
         out.put_i16(name.len() as i16);
         out.put_slice(&name);
-        let partition_count = read_count(&mut buf)?;
+        let partition_count = read_count(&mut buf).ok_or(())?;
         out.put_i32(partition_count as i32);
         for _ in 0..partition_count {
             if buf.remaining() < 8 {
-                return None;
+                return Err(());
             }
             let partition = buf.get_i32();
             let records_len = buf.get_i32();
             if records_len > 0 {
                 if buf.remaining() < records_len as usize {
-                    return None;
+                    return Err(());
                 }
                 buf.advance(records_len as usize);
             }
@@ -170,15 +171,18 @@ pub fn legacy_unsupported(frame: &Bytes, version: i16) -> Option<Bytes> {
             }
         }
     }
+    if buf.has_remaining() {
+        return Err(());
+    }
     if version >= 1 {
         out.put_i32(0); // throttle time
     }
     if acks == 0 {
-        return None;
+        return Ok(None);
     }
     let length = (out.len() - 4) as i32;
     out[0..4].copy_from_slice(&length.to_be_bytes());
-    Some(out.freeze())
+    Ok(Some(out.freeze()))
 }
 
 fn read_count(buf: &mut Bytes) -> Option<usize> {
