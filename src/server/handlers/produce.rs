@@ -122,44 +122,48 @@ impl<F: std::future::Future<Output = AppendResult>> MapResult for F {
     }
 }
 
+/// A legacy Produce request that does not parse.
+#[derive(Debug)]
+pub struct Malformed;
+
 /// Produce v0-2 (message formats v0 and v1) is advertised, because librdkafka
 /// insists on a range starting at 0, but not served: every partition gets
 /// UNSUPPORTED_VERSION. Ok(None) for acks=0 (no response is due); Err for a
 /// request that does not parse (the connection is closed).
-pub fn legacy_unsupported(frame: &Bytes, version: i16) -> Result<Option<Bytes>, ()> {
+pub fn legacy_unsupported(frame: &Bytes, version: i16) -> Result<Option<Bytes>, Malformed> {
     let mut buf = frame.clone();
     // Header v1: api key, version, correlation id, client id.
     if buf.remaining() < 10 {
-        return Err(());
+        return Err(Malformed);
     }
     buf.advance(4);
     let correlation_id = buf.get_i32();
-    skip_string(&mut buf).ok_or(())?;
+    skip_string(&mut buf).ok_or(Malformed)?;
     if buf.remaining() < 6 {
-        return Err(());
+        return Err(Malformed);
     }
     let acks = buf.get_i16();
     let _timeout = buf.get_i32();
-    let topic_count = read_count(&mut buf).ok_or(())?;
+    let topic_count = read_count(&mut buf).ok_or(Malformed)?;
     let mut out = BytesMut::with_capacity(64);
     out.put_i32(0);
     out.put_i32(correlation_id);
     out.put_i32(topic_count as i32);
     for _ in 0..topic_count {
-        let name = read_string(&mut buf).ok_or(())?;
+        let name = read_string(&mut buf).ok_or(Malformed)?;
         out.put_i16(name.len() as i16);
         out.put_slice(&name);
-        let partition_count = read_count(&mut buf).ok_or(())?;
+        let partition_count = read_count(&mut buf).ok_or(Malformed)?;
         out.put_i32(partition_count as i32);
         for _ in 0..partition_count {
             if buf.remaining() < 8 {
-                return Err(());
+                return Err(Malformed);
             }
             let partition = buf.get_i32();
             let records_len = buf.get_i32();
             if records_len > 0 {
                 if buf.remaining() < records_len as usize {
-                    return Err(());
+                    return Err(Malformed);
                 }
                 buf.advance(records_len as usize);
             }
@@ -172,7 +176,7 @@ pub fn legacy_unsupported(frame: &Bytes, version: i16) -> Result<Option<Bytes>, 
         }
     }
     if buf.has_remaining() {
-        return Err(());
+        return Err(Malformed);
     }
     if version >= 1 {
         out.put_i32(0); // throttle time
