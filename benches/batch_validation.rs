@@ -3,38 +3,26 @@
 //!
 //! Run: `cargo bench --bench batch_validation`. Under `cargo test` each case runs once.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use sluice::protocol::batch::validate_records;
+use sluice::protocol::encode;
 
 fn batch(records: usize, value_bytes: usize) -> Bytes {
-    let records: Vec<Record> = (0..records as i64)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from(vec![b'x'; value_bytes])),
-            headers: Default::default(),
+    let records: Vec<_> = (0..records as i64)
+        .map(|i| {
+            let key = Some(Bytes::from(format!("key-{i}")));
+            encode::record(
+                i,
+                1_700_000_000_000 + i,
+                key,
+                Some(Bytes::from(vec![b'x'; value_bytes])),
+                None,
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encode");
-    buf.freeze()
+    encode::encode_batch(&records, Compression::None)
 }
 
 fn validation(c: &mut Criterion) {

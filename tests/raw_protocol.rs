@@ -24,11 +24,10 @@ use kafka_protocol::messages::{
     ProducerId, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sluice::protocol::encode;
 
 use common::TestBroker;
 
@@ -299,32 +298,22 @@ fn put_unsigned_varint(buf: &mut BytesMut, mut value: u32) {
 /// A v2 record batch of `count` records with `value_len`-byte values;
 /// idempotent when `producer` = (id, epoch, base sequence) is given.
 fn batch(count: usize, value_len: usize, producer: Option<(i64, i16, i32)>) -> Bytes {
-    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // offset - sequence must stay constant for the encoder to make one batch.
-            sequence: base_sequence + i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(vec![b'v'; value_len])),
-            headers: Default::default(),
+    let producer =
+        producer.map(
+            |(producer_id, producer_epoch, base_sequence)| encode::ProducerFields {
+                producer_id,
+                producer_epoch,
+                base_sequence,
+            },
+        );
+    let records: Vec<_> = (0..count as i64)
+        .map(|i| {
+            let key = Some(Bytes::from(format!("k{i}")));
+            let value = Some(Bytes::from(vec![b'v'; value_len]));
+            encode::record(i, 1_700_000_000_000 + i, key, value, producer)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    encode::encode_batch(&records, Compression::None)
 }
 
 /// A one-batch record set whose total size (with the 12-byte log overhead) is exactly `size`.

@@ -30,6 +30,9 @@ pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
 /// Directory of the internal metadata log under the data dir.
 pub const METADATA_LOG_DIR: &str = "__sluice_metadata-0";
+/// Topic names with this prefix are reserved for Sluice's internal logs, whose
+/// directories share the data dir with user partitions.
+pub const RESERVED_TOPIC_PREFIX: &str = "__sluice";
 
 /// What every shard may know about a partition without asking its owner.
 /// Written only by the owning shard.
@@ -154,6 +157,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
             "topic name is longer than {TOPIC_NAME_LEN_MAX} characters"
         ));
     }
+    if name.starts_with(RESERVED_TOPIC_PREFIX) {
+        return Err(format!(
+            "topic names starting with '{RESERVED_TOPIC_PREFIX}' are reserved"
+        ));
+    }
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
@@ -179,5 +187,9 @@ mod tests {
         assert!(validate_topic_name("..").is_err());
         assert!(validate_topic_name("a/b").is_err());
         assert!(validate_topic_name("naïve").is_err());
+        assert!(
+            validate_topic_name("__sluice_metadata").is_err(),
+            "would share the metadata log's directory"
+        );
     }
 }

@@ -10,16 +10,15 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::metadata::{MetadataImage, PartitionShared, TopicMeta, METADATA_LOG_DIR};
 use crate::protocol::batch::BatchIter;
+use crate::protocol::encode;
 use crate::storage::segment::parse_segment_file_name;
 
 /// Producer ids are handed out in blocks; a block is recorded before any id in it is used.
@@ -55,29 +54,16 @@ impl MetadataRecord {
     /// Encodes the record as a one-record batch.
     pub fn to_batch(&self, timestamp_ms: i64) -> Bytes {
         let value = serde_json::to_vec(self).expect("metadata records serialize");
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: timestamp_ms,
-            key: None,
-            value: Some(Bytes::from(value)),
-            headers: Default::default(),
-        };
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, [&record], &options)
-            .expect("encoding into memory cannot fail");
-        buf.freeze()
+        encode::encode_batch(
+            &[encode::record(
+                0,
+                timestamp_ms,
+                None,
+                Some(Bytes::from(value)),
+                None,
+            )],
+            Compression::None,
+        )
     }
 
     /// Applies the record to `image`.

@@ -6,6 +6,7 @@
 //! fields included). Only what the hot path needs is written by hand here.
 
 pub mod batch;
+pub mod encode;
 pub mod errors;
 pub mod frame;
 pub mod versions;

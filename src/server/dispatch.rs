@@ -65,7 +65,9 @@ pub async fn handle(conn: Rc<Connection>, mut request: Bytes) -> Reply {
         return match handlers::produce::legacy_unsupported(&request, version) {
             Ok(Some(frame)) => Reply::Frame(frame),
             Ok(None) => Reply::Nothing,
-            Err(handlers::produce::Malformed) => close(&conn, Some(prefix), "malformed request body"),
+            Err(handlers::produce::Malformed) => {
+                close(&conn, Some(prefix), "malformed request body")
+            }
         };
     }
     let header = match frame::decode_header(api_key, version, &mut request) {

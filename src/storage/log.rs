@@ -755,44 +755,33 @@ fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::protocol::batch::validate_records;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType as RecordTimestampType,
-    };
+    use crate::protocol::encode::{self, ProducerFields};
+    use kafka_protocol::records::Compression;
 
     /// One batch of `count` records with timestamps from `first_timestamp`, optionally
-    /// from an idempotent producer.
+    /// from an idempotent producer (id, epoch, base sequence).
     fn batch(count: i64, first_timestamp: i64, producer: Option<(i64, i16, i32)>) -> Bytes {
-        let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id,
-                producer_epoch,
-                timestamp_type: RecordTimestampType::Creation,
-                offset: i,
-                // The encoder starts a new batch when offset - sequence changes.
-                sequence: if base_sequence >= 0 {
-                    base_sequence + i as i32
-                } else {
-                    i as i32 - 1
+        let producer =
+            producer.map(
+                |(producer_id, producer_epoch, base_sequence)| ProducerFields {
+                    producer_id,
+                    producer_epoch,
+                    base_sequence,
                 },
-                timestamp: first_timestamp + i,
-                key: Some(Bytes::from(format!("key-{i}"))),
-                value: Some(Bytes::from(vec![b'v'; 40])),
-                headers: Default::default(),
+            );
+        let records: Vec<_> = (0..count)
+            .map(|i| {
+                let key = Some(Bytes::from(format!("key-{i}")));
+                encode::record(
+                    i,
+                    first_timestamp + i,
+                    key,
+                    Some(Bytes::from(vec![b'v'; 40])),
+                    producer,
+                )
             })
             .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
-        buf.freeze()
+        encode::encode_batch(&records, Compression::None)
     }
 
     fn open(dir: &Path, segment_bytes: u64) -> LogRef {

@@ -133,7 +133,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let has_error = results.iter().any(|r| r.error.is_some());
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || has_error || now >= deadline || listeners.is_empty() {
+        if bytes >= min_bytes || has_error || now >= deadline || listeners.is_empty() {
             break results;
         }
         let wake = futures_util::future::select_all(listeners.into_iter().map(Box::pin));
