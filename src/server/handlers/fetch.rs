@@ -19,6 +19,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use uuid::Uuid;
 
 use crate::metadata::TopicMeta;
+use crate::protocol::batch::BatchIter;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::shard::PartitionKey;
 use crate::server::dispatch::RequestContext;
@@ -311,18 +312,25 @@ async fn read_all(
             }
         }
     }
+    // Each owner reads its partitions in request order, each up to its partition
+    // limit (the first batch whole, in case that partition ends up first), and
+    // stops reading once it alone has `max_bytes`: later partitions could not get
+    // anything in the response anyway.
     let reads = plan.into_iter().map(|(owner, items)| {
         shard.run_on(owner, move |owner| async move {
             let mut out = Vec::with_capacity(items.len());
-            let mut budget = max_bytes;
-            let mut first = true;
+            let mut shard_total = 0usize;
             for (i, key, offset, partition_max) in items {
                 let Some(log) = owner.log(&key) else {
                     out.push((i, error_result(ErrorCode::UnknownTopicOrPartition)));
                     continue;
                 };
-                let limit = partition_max.min(budget);
-                let result = match log::read(&log, offset, limit, first).await {
+                let limit = if shard_total >= max_bytes {
+                    0
+                } else {
+                    partition_max
+                };
+                let result = match log::read(&log, offset, limit, limit > 0).await {
                     Ok(read) => PartitionResult {
                         error: None,
                         records: read.records,
@@ -344,10 +352,7 @@ async fn read_all(
                         error_result(ErrorCode::KafkaStorageError)
                     }
                 };
-                if !result.records.is_empty() {
-                    first = false;
-                    budget = budget.saturating_sub(result.records.len());
-                }
+                shard_total += result.records.len();
                 out.push((i, result));
             }
             out
@@ -358,21 +363,49 @@ async fn read_all(
             results[i] = Some(result);
         }
     }
-    let mut total = 0usize;
+    // Apply the limits in request order, as Kafka does (KIP-74): whole batches
+    // only; each partition gets at most its limit and what is left of
+    // `max_bytes`; only the first batch of the first non-empty partition may
+    // exceed them.
+    let mut remaining = max_bytes;
+    let mut any_data = false;
     results
         .into_iter()
-        .map(|r| {
+        .zip(resolved)
+        .map(|(r, (wanted, _))| {
             let mut r = r.expect("every partition has a result");
             if !r.records.is_empty() {
-                if total > 0 && total + r.records.len() > max_bytes {
-                    r.records = Bytes::new();
-                } else {
-                    total += r.records.len();
+                let limit = (wanted.partition_max_bytes.max(0) as usize).min(remaining);
+                let mut keep = whole_batches_within(&r.records, limit);
+                if keep == 0 && !any_data {
+                    keep = first_batch_len(&r.records);
                 }
+                r.records = r.records.slice(..keep);
+                remaining = remaining.saturating_sub(keep);
+                any_data |= keep > 0;
             }
             r
         })
         .collect()
+}
+
+/// Length of the longest prefix of whole batches in `records` not over `limit`.
+fn whole_batches_within(records: &[u8], limit: usize) -> usize {
+    let mut end = 0;
+    for item in BatchIter::new(records, false) {
+        match item {
+            Ok((_, range)) if range.end <= limit => end = range.end,
+            _ => break,
+        }
+    }
+    end
+}
+
+fn first_batch_len(records: &[u8]) -> usize {
+    match BatchIter::new(records, false).next() {
+        Some(Ok((_, range))) => range.end,
+        _ => 0,
+    }
 }
 
 fn error_result(code: ErrorCode) -> PartitionResult {

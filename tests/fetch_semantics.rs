@@ -1,0 +1,1175 @@
+//! Fetch semantics on the wire (kafka-protocol codec over a plain TcpStream):
+//! long-polling with max_wait_ms / min_bytes, the max_bytes and
+//! partition_max_bytes limits (KIP-74), offset and topic errors, KIP-227 fetch
+//! sessions, and fetching from inside a multi-record batch.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use uuid::Uuid;
+
+use common::TestBroker;
+
+const NONE: i16 = 0;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+const UNKNOWN_TOPIC_ID: i16 = 100;
+
+const MB: i32 = 1 << 20;
+
+// ---------------------------------------------------------------- helpers
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+/// One client connection speaking raw frames.
+struct Conn {
+    stream: TcpStream,
+    next_correlation_id: i32,
+}
+
+impl Conn {
+    fn open(addr: &str) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        // Long enough for the longest long-poll in this file (5 s).
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn {
+            stream,
+            next_correlation_id: 1,
+        }
+    }
+
+    fn call<Q: Encodable, R: Decodable>(&mut self, key: ApiKey, version: i16, body: &Q) -> R {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("fetch-semantics-test")))
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        let length = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&length.to_be_bytes());
+        self.stream.write_all(&buf).expect("send request");
+
+        let mut len = [0u8; 4];
+        self.stream
+            .read_exact(&mut len)
+            .unwrap_or_else(|e| panic!("{key:?} v{version}: read response length: {e}"));
+        let len = i32::from_be_bytes(len);
+        assert!(
+            (4..64 << 20).contains(&len),
+            "implausible response length {len}"
+        );
+        let mut frame = vec![0u8; len as usize];
+        self.stream
+            .read_exact(&mut frame)
+            .expect("read response body");
+        let mut frame = Bytes::from(frame);
+        let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))
+            .unwrap_or_else(|e| panic!("{key:?} v{version} response header: {e}"));
+        assert_eq!(
+            header.correlation_id, correlation_id,
+            "{key:?} v{version}: correlation id"
+        );
+        let body = R::decode(&mut frame, version)
+            .unwrap_or_else(|e| panic!("{key:?} v{version} response body: {e}"));
+        assert_eq!(
+            frame.remaining(),
+            0,
+            "{key:?} v{version} response has trailing bytes"
+        );
+        body
+    }
+}
+
+fn create_topic(conn: &mut Conn, name: &str, partitions: i32) {
+    let mut topic = CreatableTopic::default();
+    topic.name = topic_name(name);
+    topic.num_partitions = partitions;
+    topic.replication_factor = 1;
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![topic])
+        .with_timeout_ms(10_000);
+    let response: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &request);
+    assert_eq!(response.topics.len(), 1);
+    assert_eq!(
+        response.topics[0].error_code, NONE,
+        "create {name}: {:?}",
+        response.topics[0].error_message
+    );
+}
+
+/// The topic id, as Metadata v12 reports it.
+fn topic_id(conn: &mut Conn, name: &str) -> Uuid {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic_name(name)))
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let response: MetadataResponse = conn.call(ApiKey::Metadata, 12, &request);
+    assert_eq!(response.topics.len(), 1);
+    let topic = &response.topics[0];
+    assert_eq!(topic.error_code, NONE, "Metadata v12 for {name}");
+    assert!(
+        !topic.topic_id.is_nil(),
+        "Metadata v12: {name} has a nil topic id"
+    );
+    topic.topic_id
+}
+
+/// A v2 record batch of `count` records with `value_len`-byte values, tagged `tag`.
+fn batch(count: usize, value_len: usize, tag: &str) -> Bytes {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // offset - sequence must stay constant for the encoder to make one batch.
+            sequence: -1 + i as i32,
+            timestamp: now + i as i64,
+            key: Some(Bytes::from(format!("{tag}-{i}"))),
+            value: Some(Bytes::from(vec![b'v'; value_len])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf.freeze()
+}
+
+/// Produce v9 (acks=all) of one batch; returns its base offset.
+fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Bytes) -> i64 {
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])]);
+    let response: ProduceResponse = conn.call(ApiKey::Produce, 9, &request);
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!(
+        p.error_code, NONE,
+        "produce to {topic}/{partition}: {:?}",
+        p.error_message
+    );
+    p.base_offset
+}
+
+/// A batch as found in a Fetch response.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BatchInfo {
+    base_offset: i64,
+    last_offset: i64,
+    /// Bytes on the wire, log overhead (offset + length) included.
+    size: usize,
+    records: i32,
+}
+
+/// Splits a records field into batches; panics unless it is whole v2 batches only.
+fn batches(records: &[u8], what: &str) -> Vec<BatchInfo> {
+    let mut out = Vec::new();
+    let mut rest = records;
+    while !rest.is_empty() {
+        assert!(
+            rest.len() >= 61,
+            "{what}: {} trailing bytes are not a whole batch header (batches so far {out:?})",
+            rest.len()
+        );
+        let base_offset = i64::from_be_bytes(rest[0..8].try_into().unwrap());
+        let length = i32::from_be_bytes(rest[8..12].try_into().unwrap());
+        assert!(length >= 49, "{what}: batch length {length}");
+        let size = 12 + length as usize;
+        assert!(
+            size <= rest.len(),
+            "{what}: batch at offset {base_offset} claims {size} bytes, only {} left (partial batch)",
+            rest.len()
+        );
+        assert_eq!(rest[16], 2, "{what}: magic of batch at {base_offset}");
+        let last_offset_delta = i32::from_be_bytes(rest[23..27].try_into().unwrap());
+        let count = i32::from_be_bytes(rest[57..61].try_into().unwrap());
+        let crc = u32::from_be_bytes(rest[17..21].try_into().unwrap());
+        assert_eq!(
+            crc32c::crc32c(&rest[21..size]),
+            crc,
+            "{what}: CRC of batch at {base_offset}"
+        );
+        out.push(BatchInfo {
+            base_offset,
+            last_offset: base_offset + i64::from(last_offset_delta),
+            size,
+            records: count,
+        });
+        rest = &rest[size..];
+    }
+    out
+}
+
+fn fetch_partition(partition: i32, offset: i64, max_bytes: i32) -> FetchPartition {
+    FetchPartition::default()
+        .with_partition(partition)
+        .with_fetch_offset(offset)
+        .with_partition_max_bytes(max_bytes)
+}
+
+/// A topic entry of a Fetch request: by name below v13, by id from v13.
+fn fetch_topic(version: i16, name: &str, id: Uuid, partitions: Vec<FetchPartition>) -> FetchTopic {
+    let topic = FetchTopic::default().with_partitions(partitions);
+    if version >= 13 {
+        topic.with_topic_id(id)
+    } else {
+        topic.with_topic(topic_name(name))
+    }
+}
+
+/// A sessionless Fetch of (partition, offset, partition max bytes) of one topic.
+fn sessionless(
+    version: i16,
+    name: &str,
+    id: Uuid,
+    parts: &[(i32, i64, i32)],
+    max_wait_ms: i32,
+    min_bytes: i32,
+    max_bytes: i32,
+) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(max_bytes)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![fetch_topic(
+            version,
+            name,
+            id,
+            parts
+                .iter()
+                .map(|&(p, o, m)| fetch_partition(p, o, m))
+                .collect(),
+        )])
+}
+
+fn fetch(conn: &mut Conn, version: i16, request: &FetchRequest) -> FetchResponse {
+    conn.call(ApiKey::Fetch, version, request)
+}
+
+/// All partitions of a response, as (partition, data), in response order.
+fn partitions(response: &FetchResponse) -> Vec<(i32, PartitionData)> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.clone())))
+        .collect()
+}
+
+fn partition(response: &FetchResponse, index: i32, what: &str) -> PartitionData {
+    let found: Vec<_> = partitions(response)
+        .into_iter()
+        .filter(|(i, _)| *i == index)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{what}: partition {index} appears {} times in {response:?}",
+        found.len()
+    );
+    found[0].1.clone()
+}
+
+fn records_of(p: &PartitionData) -> Bytes {
+    p.records.clone().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- tests
+
+/// 1. Long-poll: an empty partition waits max_wait_ms; an append wakes the
+///    waiting fetch early; unmet min_bytes waits the full max_wait then returns
+///    what is there. Fetch v12 (by name) and v16 (by topic id).
+#[test]
+fn long_poll_waits_and_wakes_on_append() {
+    let broker = TestBroker::start();
+    let mut conn = Conn::open(&broker.addr);
+    let name = common::topic("long-poll");
+    create_topic(&mut conn, &name, 1);
+    let id = topic_id(&mut conn, &name);
+
+    // Empty partition: wait ~max_wait, then an empty answer.
+    for version in [12i16, 16] {
+        let request = sessionless(version, &name, id, &[(0, 0, MB)], 400, 1, 50 * MB);
+        let start = Instant::now();
+        let response = fetch(&mut conn, version, &request);
+        let elapsed = start.elapsed();
+        assert_eq!(response.error_code, NONE, "v{version} top-level error");
+        let p = partition(&response, 0, &format!("v{version} empty"));
+        assert_eq!(p.error_code, NONE, "v{version}: partition error");
+        assert!(
+            records_of(&p).is_empty(),
+            "v{version}: records from an empty partition"
+        );
+        assert_eq!(p.high_watermark, 0, "v{version}: high watermark");
+        assert!(
+            elapsed >= Duration::from_millis(300),
+            "v{version}: empty fetch with max_wait_ms=400 returned after {elapsed:?}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(2500),
+            "v{version}: empty fetch with max_wait_ms=400 took {elapsed:?}"
+        );
+        if version >= 13 {
+            assert_eq!(
+                response.responses[0].topic_id, id,
+                "v{version}: topic id echoed"
+            );
+        }
+    }
+
+    // An append 200 ms into a 5 s long-poll wakes it.
+    for (version, offset) in [(12i16, 0i64), (16, 1)] {
+        let addr = broker.addr.clone();
+        let producer_topic = name.clone();
+        let producer = std::thread::spawn(move || {
+            let mut conn = Conn::open(&addr);
+            std::thread::sleep(Duration::from_millis(200));
+            produce(&mut conn, &producer_topic, 0, batch(1, 20, "late"))
+        });
+        let request = sessionless(version, &name, id, &[(0, offset, MB)], 5000, 1, 50 * MB);
+        let start = Instant::now();
+        let response = fetch(&mut conn, version, &request);
+        let elapsed = start.elapsed();
+        let produced_at = producer.join().expect("producer thread");
+        assert_eq!(produced_at, offset, "v{version}: producer's offset");
+        let p = partition(&response, 0, &format!("v{version} woken"));
+        assert_eq!(p.error_code, NONE);
+        let got = batches(&records_of(&p), &format!("v{version} woken"));
+        assert!(
+            !got.is_empty(),
+            "v{version}: long-poll returned no records after {elapsed:?}"
+        );
+        assert_eq!(
+            got[0].base_offset, offset,
+            "v{version}: the appended record"
+        );
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "v{version}: fetch woken by an append after 200 ms took {elapsed:?}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(150),
+            "v{version}: fetch returned before the append ({elapsed:?})"
+        );
+    }
+
+    // min_bytes above what is there: the full max_wait, then what there is.
+    for version in [12i16, 16] {
+        let request = sessionless(version, &name, id, &[(0, 0, MB)], 500, 1_000_000, 50 * MB);
+        let start = Instant::now();
+        let response = fetch(&mut conn, version, &request);
+        let elapsed = start.elapsed();
+        let p = partition(&response, 0, &format!("v{version} min_bytes"));
+        assert_eq!(p.error_code, NONE);
+        let got = batches(&records_of(&p), &format!("v{version} min_bytes"));
+        assert_eq!(
+            got.iter().map(|b| b.base_offset).collect::<Vec<_>>(),
+            vec![0, 1],
+            "v{version}: min_bytes unmet returns both batches there are"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(400),
+            "v{version}: min_bytes=1000000 with max_wait_ms=500 returned after {elapsed:?}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(3000),
+            "v{version}: {elapsed:?}"
+        );
+    }
+    // min_bytes met at once: no waiting.
+    let request = sessionless(12, &name, id, &[(0, 0, MB)], 5000, 1, 50 * MB);
+    let start = Instant::now();
+    let response = fetch(&mut conn, 12, &request);
+    assert!(!records_of(&partition(&response, 0, "immediate")).is_empty());
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "data available but fetch waited {:?}",
+        start.elapsed()
+    );
+}
+
+/// Two partitions of 4 batches of 5 records (~1.1 KB each); returns the
+/// broker, a connection, the topic name and id, and the size of one batch.
+fn two_partitions_of_batches() -> (TestBroker, Conn, String, Uuid, i32) {
+    let broker = TestBroker::start();
+    let mut conn = Conn::open(&broker.addr);
+    let name = common::topic("max-bytes");
+    create_topic(&mut conn, &name, 2);
+    let id = topic_id(&mut conn, &name);
+    for p in 0..2 {
+        for b in 0..4i64 {
+            let base = produce(&mut conn, &name, p, batch(5, 200, &format!("p{p}b{b}")));
+            assert_eq!(base, b * 5);
+        }
+    }
+    // Learn the batch sizes from an unlimited fetch.
+    let all = fetch(
+        &mut conn,
+        12,
+        &sessionless(12, &name, id, &[(0, 0, MB), (1, 0, MB)], 0, 0, 50 * MB),
+    );
+    let mut sizes = Vec::new();
+    for p in 0..2 {
+        let got = batches(&records_of(&partition(&all, p, "unlimited")), "unlimited");
+        assert_eq!(got.len(), 4, "partition {p}: all batches");
+        for (i, b) in got.iter().enumerate() {
+            assert_eq!(b.base_offset, i as i64 * 5);
+            assert_eq!(b.records, 5);
+        }
+        sizes.extend(got.iter().map(|b| b.size));
+    }
+    let batch_size = sizes[0];
+    assert!(sizes.iter().all(|&s| s == batch_size), "{sizes:?}");
+    (broker, conn, name, id, batch_size as i32)
+}
+
+/// Base offsets of the batches of partitions 0 and 1 (whole batches only).
+fn two_summaries(response: &FetchResponse, what: &str) -> (Vec<BatchInfo>, Vec<BatchInfo>) {
+    (
+        batches(
+            &records_of(&partition(response, 0, what)),
+            &format!("{what}, partition 0"),
+        ),
+        batches(
+            &records_of(&partition(response, 1, what)),
+            &format!("{what}, partition 1"),
+        ),
+    )
+}
+
+fn bases(b: &[BatchInfo]) -> Vec<i64> {
+    b.iter().map(|b| b.base_offset).collect()
+}
+
+/// 2a. Limits that hold: partition_max_bytes and max_bytes with whole
+///     batches; KIP-74's first batch even when over max_bytes; and a sweep of
+///     limits where each response is whole batches, makes progress and stays
+///     within the limits (but for the first batch).
+#[test]
+fn max_bytes_limits_whole_batches() {
+    let (_broker, mut conn, name, id, batch_size) = two_partitions_of_batches();
+    for version in [12i16, 16] {
+        // partition_max_bytes of 2.5 batches: two whole batches per partition.
+        let pmb = batch_size * 5 / 2;
+        let what = format!("v{version} partition_max_bytes={pmb} (batch {batch_size})");
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(
+                version,
+                &name,
+                id,
+                &[(0, 0, pmb), (1, 0, pmb)],
+                0,
+                0,
+                50 * MB,
+            ),
+        );
+        let (p0, p1) = two_summaries(&response, &what);
+        assert_eq!((bases(&p0), bases(&p1)), (vec![0, 5], vec![0, 5]), "{what}");
+
+        // partition_max_bytes below one batch: the first partition still gets one.
+        let what = format!("v{version} partition_max_bytes=100 (batch {batch_size})");
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(
+                version,
+                &name,
+                id,
+                &[(0, 0, 100), (1, 0, 100)],
+                0,
+                0,
+                50 * MB,
+            ),
+        );
+        let (p0, _) = two_summaries(&response, &what);
+        assert_eq!(
+            bases(&p0),
+            vec![0],
+            "{what}: first partition gets exactly one batch"
+        );
+
+        // Response max_bytes of 2.5 batches: two batches in all, from partition 0.
+        let what = format!("v{version} max_bytes={pmb} (batch {batch_size})");
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(version, &name, id, &[(0, 0, MB), (1, 0, MB)], 0, 0, pmb),
+        );
+        let (p0, p1) = two_summaries(&response, &what);
+        let total: usize = p0.iter().chain(&p1).map(|b| b.size).sum();
+        assert!(total <= pmb as usize, "{what}: {total} bytes returned");
+        assert_eq!(
+            bases(&p0),
+            vec![0, 5],
+            "{what}: as many whole batches as fit"
+        );
+        assert!(p1.is_empty(), "{what}: {p1:?}");
+
+        // max_bytes below one batch: still the first batch of the first
+        // partition in request order (here partition 1), nothing else.
+        let what = format!("v{version} max_bytes=10, partitions requested as [1, 0]");
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(version, &name, id, &[(1, 0, MB), (0, 0, MB)], 0, 0, 10),
+        );
+        let (p0, p1) = two_summaries(&response, &what);
+        assert_eq!(bases(&p1), vec![0], "{what}: first requested partition");
+        assert!(
+            p0.is_empty(),
+            "{what}: exceeded by a second partition: {p0:?}"
+        );
+    }
+
+    // A sweep of limits.
+    let mut max_bytes = 1;
+    while max_bytes < 16 * batch_size {
+        for pmb in [
+            batch_size - 1,
+            batch_size,
+            batch_size + 1,
+            3 * batch_size,
+            MB,
+        ] {
+            let what =
+                format!("max_bytes={max_bytes} partition_max_bytes={pmb} batch={batch_size}");
+            let response = fetch(
+                &mut conn,
+                12,
+                &sessionless(12, &name, id, &[(0, 3, pmb), (1, 7, pmb)], 0, 0, max_bytes),
+            );
+            let mut total = 0usize;
+            let mut count = 0;
+            for (p, start) in [(0, 3i64), (1, 7)] {
+                let data = partition(&response, p, &what);
+                assert_eq!(data.error_code, NONE, "{what}");
+                let got = batches(&records_of(&data), &what);
+                if let Some(first) = got.first() {
+                    assert!(
+                        first.base_offset <= start && start <= first.last_offset,
+                        "{what}: partition {p} first batch {first:?} does not hold offset {start}"
+                    );
+                }
+                let bytes: usize = got.iter().map(|b| b.size).sum();
+                if got.len() > 1 {
+                    assert!(
+                        bytes <= pmb as usize,
+                        "{what}: partition {p} returned {bytes} bytes"
+                    );
+                }
+                total += bytes;
+                count += got.len();
+            }
+            assert!(count >= 1, "{what}: no progress");
+            if count > 1 {
+                assert!(
+                    total <= max_bytes as usize,
+                    "{what}: {total} bytes in {count} batches"
+                );
+            }
+        }
+        max_bytes += 431;
+    }
+}
+
+/// 2b. KIP-74: only the first non-empty partition of the response may exceed
+///     its partition_max_bytes (by one batch); later partitions' limits are hard.
+#[test]
+fn partition_max_bytes_exemption_is_for_the_first_partition_only() {
+    let (_broker, mut conn, name, id, batch_size) = two_partitions_of_batches();
+    for version in [12i16, 16] {
+        for pmb in [100, batch_size - 1] {
+            let what = format!("Fetch v{version} partition_max_bytes={pmb} < batch {batch_size}");
+            let response = fetch(
+                &mut conn,
+                version,
+                &sessionless(
+                    version,
+                    &name,
+                    id,
+                    &[(0, 0, pmb), (1, 0, pmb)],
+                    0,
+                    0,
+                    50 * MB,
+                ),
+            );
+            let (p0, p1) = two_summaries(&response, &what);
+            assert_eq!(
+                bases(&p0),
+                vec![0],
+                "{what}: first partition gets exactly one batch"
+            );
+            assert!(
+                p1.is_empty(),
+                "{what}: the second partition got {} bytes ({p1:?}) although the exemption \
+                 was used by the first",
+                p1.iter().map(|b| b.size).sum::<usize>()
+            );
+        }
+    }
+}
+
+/// 2c. What the first partition leaves of max_bytes goes to the next one.
+///     Partition 0 has one batch left; partition 1 must get the 2.5 batches
+///     remaining as two whole batches (else a partition with a trickle of new
+///     data starves a backlogged one behind it).
+#[test]
+fn max_bytes_left_over_goes_to_the_next_partition() {
+    let (_broker, mut conn, name, id, batch_size) = two_partitions_of_batches();
+    for version in [12i16, 16] {
+        let mb = batch_size * 7 / 2;
+        let what = format!("Fetch v{version} max_bytes={mb} (3.5 batches of {batch_size}), partition 0 from 15, partition 1 from 0");
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(version, &name, id, &[(0, 15, MB), (1, 0, MB)], 0, 0, mb),
+        );
+        let (p0, p1) = two_summaries(&response, &what);
+        assert_eq!(bases(&p0), vec![15], "{what}: partition 0");
+        assert_eq!(bases(&p1), vec![0, 5], "{what}: partition 1");
+    }
+}
+
+/// 3. Offsets beyond the high watermark, at it, and unknown topics by name and by id.
+#[test]
+fn offset_and_topic_errors() {
+    let broker = TestBroker::start();
+    let mut conn = Conn::open(&broker.addr);
+    let name = common::topic("errors");
+    create_topic(&mut conn, &name, 1);
+    let id = topic_id(&mut conn, &name);
+    produce(&mut conn, &name, 0, batch(3, 10, "e"));
+
+    for version in [12i16, 13, 16] {
+        let what = |s: &str| format!("Fetch v{version}: {s}");
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(version, &name, id, &[(0, 4, MB)], 0, 0, 50 * MB),
+        );
+        let p = partition(&response, 0, &what("offset 4"));
+        assert_eq!(
+            p.error_code,
+            OFFSET_OUT_OF_RANGE,
+            "{}",
+            what("offset 4 > high watermark 3")
+        );
+        assert!(
+            records_of(&p).is_empty(),
+            "{}",
+            what("records with an error")
+        );
+
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(version, &name, id, &[(0, 1000, MB)], 0, 0, 50 * MB),
+        );
+        assert_eq!(
+            partition(&response, 0, &what("offset 1000")).error_code,
+            OFFSET_OUT_OF_RANGE,
+            "{}",
+            what("offset 1000")
+        );
+
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(version, &name, id, &[(0, -5, MB)], 0, 0, 50 * MB),
+        );
+        assert_eq!(
+            partition(&response, 0, &what("offset -5")).error_code,
+            OFFSET_OUT_OF_RANGE,
+            "{}",
+            what("negative offset -5")
+        );
+
+        let start = Instant::now();
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(version, &name, id, &[(0, 3, MB)], 100, 1, 50 * MB),
+        );
+        let p = partition(&response, 0, &what("offset 3"));
+        assert_eq!(
+            p.error_code,
+            NONE,
+            "{}",
+            what("fetch at the high watermark")
+        );
+        assert!(
+            records_of(&p).is_empty(),
+            "{}",
+            what("records at the high watermark")
+        );
+        assert_eq!(p.high_watermark, 3, "{}", what("high watermark"));
+        assert_eq!(p.log_start_offset, 0, "{}", what("log start offset"));
+        assert!(
+            start.elapsed() >= Duration::from_millis(70),
+            "{}",
+            what("no long-poll at hw")
+        );
+
+        // Partition 5 of a 1-partition topic.
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(version, &name, id, &[(5, 0, MB)], 0, 0, 50 * MB),
+        );
+        assert_eq!(
+            partition(&response, 5, &what("partition 5")).error_code,
+            UNKNOWN_TOPIC_OR_PARTITION,
+            "{}",
+            what("partition 5 of 1")
+        );
+    }
+
+    // Unknown topic by name (v12).
+    let unknown = common::topic("no-such-topic");
+    let response = fetch(
+        &mut conn,
+        12,
+        &sessionless(12, &unknown, Uuid::nil(), &[(0, 0, MB)], 0, 0, 50 * MB),
+    );
+    assert_eq!(response.error_code, NONE);
+    assert_eq!(
+        partition(&response, 0, "unknown name").error_code,
+        UNKNOWN_TOPIC_OR_PARTITION,
+        "Fetch v12 of an unknown topic name"
+    );
+    assert_eq!(response.responses[0].topic.0.as_str(), unknown);
+
+    // Unknown topic id (v13+), and it was not created by the attempt.
+    for version in [13i16, 16] {
+        let random = Uuid::new_v4();
+        let response = fetch(
+            &mut conn,
+            version,
+            &sessionless(version, "", random, &[(0, 0, MB)], 0, 0, 50 * MB),
+        );
+        assert_eq!(response.error_code, NONE, "v{version} top-level");
+        assert_eq!(
+            partition(&response, 0, "unknown id").error_code,
+            UNKNOWN_TOPIC_ID,
+            "Fetch v{version} of a random topic id"
+        );
+        assert_eq!(
+            response.responses[0].topic_id, random,
+            "v{version}: id echoed"
+        );
+    }
+}
+
+/// A session request: (partition, offset) entries to add or update, partitions
+/// to forget; topics by name below v13, by id from v13.
+struct Session<'a> {
+    version: i16,
+    name: &'a str,
+    id: Uuid,
+}
+
+impl Session<'_> {
+    fn request(
+        &self,
+        session_id: i32,
+        epoch: i32,
+        parts: &[(i32, i64)],
+        forget: &[i32],
+        max_wait_ms: i32,
+    ) -> FetchRequest {
+        let mut request = FetchRequest::default()
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(50 * MB)
+            .with_session_id(session_id)
+            .with_session_epoch(epoch);
+        if !parts.is_empty() {
+            request.topics = vec![fetch_topic(
+                self.version,
+                self.name,
+                self.id,
+                parts
+                    .iter()
+                    .map(|&(p, o)| fetch_partition(p, o, MB))
+                    .collect(),
+            )];
+        }
+        if !forget.is_empty() {
+            let topic = ForgottenTopic::default().with_partitions(forget.to_vec());
+            request.forgotten_topics_data = vec![if self.version >= 13 {
+                topic.with_topic_id(self.id)
+            } else {
+                topic.with_topic(topic_name(self.name))
+            }];
+        }
+        request
+    }
+}
+
+/// The (partition, base offsets of its batches) pairs of a response.
+fn summary(response: &FetchResponse) -> Vec<(i32, Vec<i64>)> {
+    partitions(response)
+        .into_iter()
+        .map(|(p, data)| {
+            let got = batches(&records_of(&data), "session");
+            (p, got.iter().map(|b| b.base_offset).collect())
+        })
+        .collect()
+}
+
+/// 4. KIP-227 fetch sessions: Fetch v12 (by name) as asked, and v16 (by id).
+#[test]
+fn fetch_sessions() {
+    let broker = TestBroker::start();
+    for version in [12i16, 16] {
+        fetch_sessions_at(&broker, version);
+    }
+}
+
+fn fetch_sessions_at(broker: &TestBroker, version: i16) {
+    let mut conn = Conn::open(&broker.addr);
+    let name = common::topic("sessions");
+    create_topic(&mut conn, &name, 2);
+    let id = topic_id(&mut conn, &name);
+    let s = Session {
+        version,
+        name: &name,
+        id,
+    };
+    let v = format!("Fetch v{version}");
+    produce(&mut conn, &name, 0, batch(1, 10, "a"));
+    produce(&mut conn, &name, 1, batch(1, 10, "b"));
+
+    // A new session: full request, full response.
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(0, 0, &[(0, 0), (1, 0)], &[], 100),
+    );
+    assert_eq!(response.error_code, NONE, "{v} epoch 0");
+    let session = response.session_id;
+    assert_ne!(session, 0, "{v}: epoch 0 must create a session");
+    assert_eq!(
+        summary(&response),
+        vec![(0, vec![0]), (1, vec![0])],
+        "{v}: full response of a new session"
+    );
+
+    // Epoch 1: the client consumed both records and lists the new offsets.
+    let mut epoch = 1;
+    let start = Instant::now();
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, epoch, &[(0, 1), (1, 1)], &[], 200),
+    );
+    assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
+    assert_eq!(
+        response.session_id, session,
+        "{v} epoch {epoch}: session id"
+    );
+    assert_eq!(
+        summary(&response),
+        vec![],
+        "{v} epoch {epoch}: nothing changed, nothing listed"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "{v}: an incremental fetch with no data must still long-poll ({:?})",
+        start.elapsed()
+    );
+
+    // No partitions listed, nothing changed.
+    epoch += 1;
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, epoch, &[], &[], 100),
+    );
+    assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
+    assert_eq!(response.session_id, session);
+    assert_eq!(
+        summary(&response),
+        vec![],
+        "{v} epoch {epoch}: nothing changed"
+    );
+
+    // New data in partition 1 only: just partition 1, with the new record.
+    produce(&mut conn, &name, 1, batch(1, 10, "c"));
+    epoch += 1;
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, epoch, &[], &[], 1000),
+    );
+    assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
+    assert_eq!(
+        summary(&response),
+        vec![(1, vec![1])],
+        "{v} epoch {epoch}: only the changed partition, with its new record"
+    );
+    assert_eq!(partition(&response, 1, &v).high_watermark, 2);
+    // The client advances partition 1 to 2: nothing changed again.
+    epoch += 1;
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, epoch, &[(1, 2)], &[], 100),
+    );
+    assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
+    assert_eq!(
+        summary(&response),
+        vec![],
+        "{v} epoch {epoch}: partition 1 advanced, no news"
+    );
+
+    // An incremental fetch listing nothing long-polls on the session's partitions.
+    let addr = broker.addr.clone();
+    let producer_topic = name.clone();
+    let producer = std::thread::spawn(move || {
+        let mut conn = Conn::open(&addr);
+        std::thread::sleep(Duration::from_millis(200));
+        produce(&mut conn, &producer_topic, 0, batch(1, 10, "late"))
+    });
+    epoch += 1;
+    let start = Instant::now();
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, epoch, &[], &[], 5000),
+    );
+    let elapsed = start.elapsed();
+    assert_eq!(producer.join().unwrap(), 1);
+    assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
+    assert_eq!(
+        summary(&response),
+        vec![(0, vec![1])],
+        "{v} epoch {epoch}: woken by an append to a session partition"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "{v}: session long-poll took {elapsed:?}"
+    );
+    epoch += 1;
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, epoch, &[(0, 2)], &[], 50),
+    );
+    assert_eq!(summary(&response), vec![], "{v} epoch {epoch}");
+
+    // A wrong epoch: INVALID_FETCH_SESSION_EPOCH, top level.
+    for wrong in [epoch, epoch + 2, 0x7fff_0000] {
+        let response = fetch(&mut conn, version, &s.request(session, wrong, &[], &[], 0));
+        assert_eq!(
+            response.error_code,
+            INVALID_FETCH_SESSION_EPOCH,
+            "{v}: epoch {wrong} when {} is expected",
+            epoch + 1
+        );
+        assert!(
+            summary(&response).is_empty(),
+            "{v}: data with a session error"
+        );
+    }
+    // The session itself is untouched by a bad request.
+    epoch += 1;
+    let response = fetch(&mut conn, version, &s.request(session, epoch, &[], &[], 50));
+    assert_eq!(
+        response.error_code, NONE,
+        "{v}: epoch {epoch} after wrong epochs"
+    );
+    assert_eq!(summary(&response), vec![]);
+
+    // An unknown session id.
+    let unknown = if session == 987_654 { 987_655 } else { 987_654 };
+    let response = fetch(&mut conn, version, &s.request(unknown, 1, &[], &[], 0));
+    assert_eq!(
+        response.error_code, FETCH_SESSION_ID_NOT_FOUND,
+        "{v}: session id {unknown} was never handed out"
+    );
+    // That error leaves the real session alone.
+    epoch += 1;
+    let response = fetch(&mut conn, version, &s.request(session, epoch, &[], &[], 0));
+    assert_eq!(
+        response.error_code, NONE,
+        "{v}: epoch {epoch} after an unknown-id error"
+    );
+
+    // Forget partition 0; then new data in both partitions shows only partition 1.
+    epoch += 1;
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, epoch, &[], &[0], 50),
+    );
+    assert_eq!(response.error_code, NONE, "{v} epoch {epoch} (forget 0)");
+    assert_eq!(summary(&response), vec![], "{v} epoch {epoch}");
+    produce(&mut conn, &name, 0, batch(1, 10, "d"));
+    produce(&mut conn, &name, 1, batch(1, 10, "e"));
+    epoch += 1;
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, epoch, &[], &[], 1000),
+    );
+    assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
+    assert_eq!(
+        summary(&response),
+        vec![(1, vec![2])],
+        "{v} epoch {epoch}: partition 0 was forgotten, partition 1 has offset 2"
+    );
+    // Adding partition 0 back in an incremental request includes it.
+    epoch += 1;
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, epoch, &[(0, 2), (1, 3)], &[], 1000),
+    );
+    assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
+    assert_eq!(
+        summary(&response),
+        vec![(0, vec![2])],
+        "{v} epoch {epoch}: partition 0 re-added"
+    );
+
+    // Epoch -1 closes the session (this request itself is served sessionless).
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, -1, &[(0, 0), (1, 0)], &[], 0),
+    );
+    assert_eq!(response.error_code, NONE, "{v}: closing request");
+    assert_eq!(
+        response.session_id, 0,
+        "{v}: closing request answered sessionless"
+    );
+    assert_eq!(
+        summary(&response),
+        vec![(0, vec![0, 1, 2]), (1, vec![0, 1, 2])],
+        "{v}: closing request: full sessionless answer"
+    );
+    let response = fetch(
+        &mut conn,
+        version,
+        &s.request(session, epoch + 1, &[], &[], 0),
+    );
+    assert_eq!(
+        response.error_code, FETCH_SESSION_ID_NOT_FOUND,
+        "{v}: the closed session {session} used again"
+    );
+}
+
+/// 5. Fetching at any offset inside a multi-record batch returns that batch.
+#[test]
+fn fetch_inside_a_batch_returns_the_containing_batch() {
+    let broker = TestBroker::start();
+    let mut conn = Conn::open(&broker.addr);
+    let name = common::topic("inside");
+    create_topic(&mut conn, &name, 1);
+    let id = topic_id(&mut conn, &name);
+    // Batches at offsets 0, 1..=10, 11, 12..=18.
+    assert_eq!(produce(&mut conn, &name, 0, batch(1, 30, "a")), 0);
+    assert_eq!(produce(&mut conn, &name, 0, batch(10, 30, "b")), 1);
+    assert_eq!(produce(&mut conn, &name, 0, batch(1, 30, "c")), 11);
+    assert_eq!(produce(&mut conn, &name, 0, batch(7, 30, "d")), 12);
+    let containing = |offset: i64| -> (i64, i64) {
+        match offset {
+            0 => (0, 0),
+            1..=10 => (1, 10),
+            11 => (11, 11),
+            _ => (12, 18),
+        }
+    };
+    for version in [12i16, 16] {
+        for offset in 0..19i64 {
+            for pmb in [1, MB] {
+                let what = format!("v{version} offset {offset} partition_max_bytes {pmb}");
+                let response = fetch(
+                    &mut conn,
+                    version,
+                    &sessionless(version, &name, id, &[(0, offset, pmb)], 0, 0, 50 * MB),
+                );
+                let p = partition(&response, 0, &what);
+                assert_eq!(p.error_code, NONE, "{what}");
+                let got = batches(&records_of(&p), &what);
+                assert!(!got.is_empty(), "{what}: no records");
+                assert_eq!(
+                    (got[0].base_offset, got[0].last_offset),
+                    containing(offset),
+                    "{what}: first batch"
+                );
+                if pmb == 1 {
+                    assert_eq!(got.len(), 1, "{what}: one batch only");
+                } else {
+                    assert_eq!(got.last().unwrap().last_offset, 18, "{what}: to the end");
+                    for pair in got.windows(2) {
+                        assert_eq!(
+                            pair[1].base_offset,
+                            pair[0].last_offset + 1,
+                            "{what}: contiguous"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
