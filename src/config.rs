@@ -61,7 +61,8 @@ pub struct Cli {
     /// Broker default of a topic config, as Kafka names it, e.g.
     /// `--topic-default retention.ms=3600000` (repeatable). Accepted keys:
     /// cleanup.policy, compression.type, delete.retention.ms, flush.messages,
-    /// flush.ms, index.interval.bytes, max.message.bytes, message.timestamp.type,
+    /// flush.ms, index.interval.bytes, max.message.bytes, message.timestamp.after.max.ms,
+    /// message.timestamp.before.max.ms, message.timestamp.type,
     /// min.cleanable.dirty.ratio, min.compaction.lag.ms, min.insync.replicas,
     /// retention.bytes, retention.ms, segment.bytes, segment.ms.
     #[arg(long = "topic-default", value_name = "KEY=VALUE")]

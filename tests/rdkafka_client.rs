@@ -590,3 +590,53 @@ async fn data_survives_a_clean_restart_at_the_same_offsets() {
         Some("4096")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_outside_the_topic_bounds_are_refused() {
+    let broker = TestBroker::start();
+    let name = topic("timestamps");
+    create_topic(
+        &broker,
+        &name,
+        1,
+        &[("message.timestamp.after.max.ms", "60000")],
+    )
+    .await;
+    let producer = producer(&broker, &[("linger.ms", "0")]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let future = producer
+        .send(
+            FutureRecord::<(), _>::to(&name)
+                .payload("from the future")
+                .timestamp(now + 3_600_000),
+            TIMEOUT,
+        )
+        .await;
+    let error = future
+        .map_err(|(e, _)| e)
+        .expect_err("an hour ahead is refused");
+    assert_eq!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::InvalidTimestamp),
+        "{error}"
+    );
+    producer
+        .send(
+            FutureRecord::<(), _>::to(&name)
+                .payload("now")
+                .timestamp(now),
+            TIMEOUT,
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("the present is accepted");
+    let consumer = consumer(&broker, &[]);
+    assert_eq!(
+        consumer.fetch_watermarks(&name, 0, TIMEOUT).unwrap(),
+        (0, 1),
+        "only the valid message was written"
+    );
+}

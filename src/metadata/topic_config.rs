@@ -38,6 +38,10 @@ pub struct TopicConfig {
     pub min_cleanable_dirty_ratio: f64,
     pub compression_type: String,
     pub index_interval_bytes: u32,
+    /// A CreateTime batch older than this (relative to the broker clock) is refused.
+    pub message_timestamp_before_max_ms: i64,
+    /// A CreateTime batch further in the future than this is refused.
+    pub message_timestamp_after_max_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,6 +166,24 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
         show: |c| c.max_message_bytes.to_string(),
     },
     ConfigDef {
+        name: "message.timestamp.after.max.ms",
+        default: "9223372036854775807",
+        apply: |c, v| {
+            c.message_timestamp_after_max_ms = parse_i64(v, 0)?;
+            Ok(())
+        },
+        show: |c| c.message_timestamp_after_max_ms.to_string(),
+    },
+    ConfigDef {
+        name: "message.timestamp.before.max.ms",
+        default: "9223372036854775807",
+        apply: |c, v| {
+            c.message_timestamp_before_max_ms = parse_i64(v, 0)?;
+            Ok(())
+        },
+        show: |c| c.message_timestamp_before_max_ms.to_string(),
+    },
+    ConfigDef {
         name: "message.timestamp.type",
         default: "CreateTime",
         apply: |c, v| {
@@ -279,6 +301,8 @@ impl Default for TopicConfig {
             min_cleanable_dirty_ratio: 0.0,
             compression_type: String::new(),
             index_interval_bytes: 0,
+            message_timestamp_before_max_ms: 0,
+            message_timestamp_after_max_ms: 0,
         };
         for def in CONFIG_DEFS {
             (def.apply)(&mut config, def.default).expect("built-in default parses");
@@ -310,6 +334,38 @@ impl TopicConfig {
     /// The value of `name` as Kafka prints it.
     pub fn show(&self, def: &ConfigDef) -> String {
         (def.show)(self)
+    }
+
+    /// Checks a batch's timestamps against the broker clock (CreateTime topics
+    /// only; LogAppendTime overwrites them). Kafka's rule: -1 means "no
+    /// timestamp", any other negative value is invalid.
+    pub fn check_timestamps(
+        &self,
+        min_timestamp_ms: i64,
+        max_timestamp_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), String> {
+        if min_timestamp_ms < -1 || max_timestamp_ms < -1 {
+            return Err(format!("negative timestamp {min_timestamp_ms}"));
+        }
+        if self.message_timestamp_type == TimestampType::LogAppendTime || max_timestamp_ms == -1 {
+            return Ok(());
+        }
+        if min_timestamp_ms >= 0
+            && now_ms.saturating_sub(min_timestamp_ms) > self.message_timestamp_before_max_ms
+        {
+            return Err(format!(
+                "timestamp {min_timestamp_ms} is more than message.timestamp.before.max.ms ({}) in the past",
+                self.message_timestamp_before_max_ms
+            ));
+        }
+        if max_timestamp_ms.saturating_sub(now_ms) > self.message_timestamp_after_max_ms {
+            return Err(format!(
+                "timestamp {max_timestamp_ms} is more than message.timestamp.after.max.ms ({}) in the future",
+                self.message_timestamp_after_max_ms
+            ));
+        }
+        Ok(())
     }
 
     /// Whether an acknowledged append must wait for fdatasync.
@@ -352,6 +408,27 @@ mod tests {
         let mut o = BTreeMap::new();
         o.insert("cleanup.policy".to_string(), "shred".to_string());
         assert!(base.with_overrides(&o).is_err());
+    }
+
+    #[test]
+    fn timestamp_bounds() {
+        let mut c = TopicConfig::default();
+        assert!(c.check_timestamps(0, 10, 1_000).is_ok());
+        assert!(c.check_timestamps(-1, -1, 1_000).is_ok(), "no timestamp");
+        assert!(c.check_timestamps(-5, 10, 1_000).is_err(), "negative");
+        c.message_timestamp_before_max_ms = 100;
+        c.message_timestamp_after_max_ms = 50;
+        assert!(c.check_timestamps(850, 1_000, 1_000).is_err(), "too old");
+        assert!(c.check_timestamps(900, 1_050, 1_000).is_ok());
+        assert!(
+            c.check_timestamps(950, 1_051, 1_000).is_err(),
+            "too far ahead"
+        );
+        c.message_timestamp_type = TimestampType::LogAppendTime;
+        assert!(
+            c.check_timestamps(0, 5_000, 1_000).is_ok(),
+            "the broker stamps these"
+        );
     }
 
     #[test]

@@ -57,6 +57,15 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                             };
                             (code, Some(e.to_string()))
                         })?;
+                    // base_timestamp is the batch's smallest timestamp.
+                    topic
+                        .config
+                        .check_timestamps(
+                            validated.first.base_timestamp,
+                            validated.max_timestamp,
+                            log::now_ms(),
+                        )
+                        .map_err(|message| (ErrorCode::InvalidTimestamp, Some(message)))?;
                     let key = (topic.id, index);
                     let owner = shard.broker.shard_for(&topic.name, index);
                     shard
