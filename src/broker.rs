@@ -15,7 +15,9 @@ use std::thread::JoinHandle;
 use arc_swap::ArcSwap;
 use event_listener::Event;
 
-use crate::config::Config;
+use compio::driver::{DriverType, ProactorBuilder};
+
+use crate::config::{Config, IoDriver};
 use crate::metadata::controller::Controller;
 use crate::metadata::{records, MetadataImage};
 use crate::runtime::shard::{serve_queue, Job, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
@@ -305,9 +307,19 @@ fn run_shard(
     started: &Barrier,
     drained: &AsyncBarrier,
 ) -> Result<(), String> {
-    let runtime = compio::runtime::RuntimeBuilder::new()
-        .thread_affinity([cpu].into_iter().collect())
-        .build();
+    let mut builder = compio::runtime::RuntimeBuilder::new();
+    builder.thread_affinity([cpu].into_iter().collect());
+    let forced = match broker.config.io_driver {
+        IoDriver::Auto => None,
+        IoDriver::IoUring => Some(DriverType::IoUring),
+        IoDriver::Polling => Some(DriverType::Poll),
+    };
+    if let Some(driver) = forced {
+        let mut proactor = ProactorBuilder::new();
+        proactor.driver_type(driver);
+        builder.with_proactor(proactor);
+    }
+    let runtime = builder.build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -320,7 +332,7 @@ fn run_shard(
         tracing::info!(
             ?driver,
             shards = broker.shards.len(),
-            "shards starting (io_uring when the driver says IoUring; polling otherwise)"
+            "shards starting (driver IoUring: io_uring; Poll: the epoll fallback)"
         );
     }
     runtime.block_on(async move {

@@ -55,6 +55,10 @@ pub struct Cli {
     /// Largest request frame accepted, in bytes [default: 104857600].
     #[arg(long, value_name = "BYTES")]
     pub socket_request_max_bytes: Option<u32>,
+    /// I/O driver of the shards: `auto` (io_uring when the kernel allows it,
+    /// polling otherwise), `io-uring` or `polling` [default: auto].
+    #[arg(long, value_name = "DRIVER")]
+    pub io_driver: Option<String>,
     /// Log level filter (e.g. info, debug, sluice=trace); RUST_LOG also works [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -82,6 +86,7 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     socket_request_max_bytes: Option<u32>,
+    io_driver: Option<String>,
     log_level: Option<String>,
     /// `[topic_defaults]` table: `"retention.ms" = 3600000`.
     topic_defaults: Option<BTreeMap<String, toml::Value>>,
@@ -101,11 +106,22 @@ pub struct Config {
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub socket_request_max_bytes: u32,
+    pub io_driver: IoDriver,
     pub log_level: String,
     /// Topic config defaults at broker level (source DEFAULT or broker overrides).
     pub topic_defaults: TopicConfig,
     /// Keys the operator set at broker level, reported as source STATIC_BROKER_CONFIG.
     pub topic_default_overrides: BTreeMap<String, String>,
+}
+
+/// Which compio driver the shards run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoDriver {
+    /// io_uring when available (probed at start), else polling.
+    Auto,
+    IoUring,
+    /// epoll-based; what runs where io_uring is blocked (Docker's default seccomp profile).
+    Polling,
 }
 
 /// Kafka's default request size limit (`socket.request.max.bytes`).
@@ -193,6 +209,17 @@ impl Config {
         if socket_request_max_bytes < 1024 {
             return Err(invalid("socket-request-max-bytes", "must be at least 1024"));
         }
+        let io_driver = match cli.io_driver.or(file.io_driver).as_deref() {
+            None | Some("auto") => IoDriver::Auto,
+            Some("io-uring") | Some("io_uring") => IoDriver::IoUring,
+            Some("polling") => IoDriver::Polling,
+            Some(other) => {
+                return Err(invalid(
+                    "io-driver",
+                    format!("`{other}` is not auto, io-uring or polling"),
+                ))
+            }
+        };
         let cluster_id = cli.cluster_id.or(file.cluster_id);
         if let Some(id) = &cluster_id {
             if id.is_empty() || id.len() > 64 {
@@ -237,6 +264,7 @@ impl Config {
                 .unwrap_or(true),
             num_partitions,
             socket_request_max_bytes,
+            io_driver,
             log_level: cli
                 .log_level
                 .or(file.log_level)

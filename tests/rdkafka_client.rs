@@ -640,3 +640,39 @@ async fn timestamps_outside_the_topic_bounds_are_refused() {
         "only the valid message was written"
     );
 }
+
+/// The polling driver (what runs where io_uring is blocked, e.g. under Docker's
+/// default seccomp profile) serves the same workload, across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_driver_serves_produce_fetch_and_restart() {
+    let mut broker = TestBroker::start_with(&["--io-driver", "polling"]);
+    let name = topic("polling");
+    create_topic(&broker, &name, 4, &[("segment.bytes", "8192")]).await;
+    let producer = producer(&broker, &[("linger.ms", "2"), ("compression.type", "lz4")]);
+    let mut deliveries = Vec::new();
+    for i in 0..10_000 {
+        let key = format!("k{}", i % 50);
+        let value = format!("v{i}");
+        deliveries.push(
+            producer
+                .send_result(FutureRecord::to(&name).key(&key).payload(&value))
+                .unwrap(),
+        );
+    }
+    let mut acked = HashMap::new();
+    for (i, d) in deliveries.into_iter().enumerate() {
+        let delivered = d.await.unwrap().map_err(|(e, _)| e).expect("acked");
+        acked.insert((delivered.partition, delivered.offset), format!("v{i}"));
+    }
+    drop(producer);
+    broker.restart();
+    let consumer = consumer(&broker, &[]);
+    let messages = consume_all(&consumer, &name, 4, acked.len());
+    for (p, o, _, v, _, _) in messages {
+        assert_eq!(
+            acked.get(&(p, o)).map(String::as_bytes),
+            v.as_deref(),
+            "{p}/{o}"
+        );
+    }
+}
