@@ -51,9 +51,20 @@ pub struct TopicConfigError {
     pub message: String,
 }
 
+/// A config's type as DescribeConfigs v3+ reports it (Kafka's ConfigType codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
 /// One known topic config key.
 pub struct ConfigDef {
     pub name: &'static str,
+    pub kind: ConfigKind,
     pub default: &'static str,
     /// Parses `value` into `config`, or says why it is invalid.
     apply: fn(&mut TopicConfig, &str) -> Result<(), String>,
@@ -86,6 +97,7 @@ pub const SEGMENT_BYTES_MAX: i64 = i32::MAX as i64;
 pub static CONFIG_DEFS: &[ConfigDef] = &[
     ConfigDef {
         name: "cleanup.policy",
+        kind: ConfigKind::List,
         default: "delete",
         apply: |c, v| {
             let mut policy = CleanupPolicy {
@@ -110,6 +122,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "compression.type",
+        kind: ConfigKind::String,
         default: "producer",
         apply: |c, v| match v {
             "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
@@ -122,6 +135,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "delete.retention.ms",
+        kind: ConfigKind::Long,
         default: "86400000",
         apply: |c, v| {
             c.delete_retention_ms = parse_i64(v, 0)?;
@@ -131,6 +145,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "flush.messages",
+        kind: ConfigKind::Long,
         default: "1",
         apply: |c, v| {
             c.flush_messages = parse_i64(v, 1)?;
@@ -140,6 +155,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "flush.ms",
+        kind: ConfigKind::Long,
         default: "9223372036854775807",
         apply: |c, v| {
             c.flush_ms = parse_i64(v, 0)?;
@@ -149,6 +165,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "index.interval.bytes",
+        kind: ConfigKind::Int,
         default: "4096",
         apply: |c, v| {
             c.index_interval_bytes = parse_i32(v, 0)? as u32;
@@ -158,6 +175,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "max.message.bytes",
+        kind: ConfigKind::Int,
         default: "1048588",
         apply: |c, v| {
             c.max_message_bytes = parse_i32(v, 0)?;
@@ -167,6 +185,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "message.timestamp.after.max.ms",
+        kind: ConfigKind::Long,
         default: "9223372036854775807",
         apply: |c, v| {
             c.message_timestamp_after_max_ms = parse_i64(v, 0)?;
@@ -176,6 +195,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "message.timestamp.before.max.ms",
+        kind: ConfigKind::Long,
         default: "9223372036854775807",
         apply: |c, v| {
             c.message_timestamp_before_max_ms = parse_i64(v, 0)?;
@@ -185,6 +205,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "message.timestamp.type",
+        kind: ConfigKind::String,
         default: "CreateTime",
         apply: |c, v| {
             c.message_timestamp_type = match v {
@@ -201,6 +222,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "min.cleanable.dirty.ratio",
+        kind: ConfigKind::Double,
         default: "0.5",
         apply: |c, v| {
             let ratio: f64 = v
@@ -217,6 +239,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "min.compaction.lag.ms",
+        kind: ConfigKind::Long,
         default: "0",
         apply: |c, v| {
             c.min_compaction_lag_ms = parse_i64(v, 0)?;
@@ -226,6 +249,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "min.insync.replicas",
+        kind: ConfigKind::Int,
         default: "1",
         apply: |c, v| {
             c.min_insync_replicas = parse_i32(v, 1)?;
@@ -235,6 +259,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "retention.bytes",
+        kind: ConfigKind::Long,
         default: "-1",
         apply: |c, v| {
             c.retention_bytes = parse_i64(v, -1)?;
@@ -244,6 +269,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "retention.ms",
+        kind: ConfigKind::Long,
         default: "604800000",
         apply: |c, v| {
             c.retention_ms = parse_i64(v, -1)?;
@@ -253,6 +279,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "segment.bytes",
+        kind: ConfigKind::Int,
         default: "1073741824",
         apply: |c, v| {
             let n = parse_i64(v, SEGMENT_BYTES_MIN)?;
@@ -266,6 +293,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "segment.ms",
+        kind: ConfigKind::Long,
         default: "604800000",
         apply: |c, v| {
             c.segment_ms = parse_i64(v, 1)?;

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use crate::broker::Broker;
-use crate::metadata::topic_config::CONFIG_DEFS;
+use crate::metadata::topic_config::{ConfigDef, ConfigKind, CONFIG_DEFS};
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::str_bytes;
@@ -38,6 +38,30 @@ pub fn config_source(
     }
 }
 
+/// Where a topic config's value could come from, most specific first (Kafka's
+/// synonyms): the topic override, the broker setting, the default.
+fn synonyms(
+    broker: &Broker,
+    overrides: &BTreeMap<String, String>,
+    def: &ConfigDef,
+) -> Vec<DescribeConfigsSynonym> {
+    let mut out = Vec::new();
+    let synonym = |value: String, source: i8| {
+        DescribeConfigsSynonym::default()
+            .with_name(str_bytes(def.name))
+            .with_value(Some(str_bytes(value)))
+            .with_source(source)
+    };
+    if let Some(value) = overrides.get(def.name) {
+        out.push(synonym(value.clone(), SOURCE_TOPIC));
+    }
+    if let Some(value) = broker.config.topic_default_overrides.get(def.name) {
+        out.push(synonym(value.clone(), SOURCE_STATIC_BROKER));
+    }
+    out.push(synonym(def.default.to_string(), SOURCE_DEFAULT));
+    out
+}
+
 pub async fn handle(
     ctx: &RequestContext,
     request: DescribeConfigsRequest,
@@ -54,13 +78,26 @@ pub async fn handle(
         let result = DescribeConfigsResult::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
-        let entry = |name: &str, value: String, source: i8| {
-            DescribeConfigsResourceResult::default()
+        let version = ctx.api_version;
+        let include_synonyms = request.include_synonyms;
+        let entry = |name: &str,
+                     value: String,
+                     source: i8,
+                     kind: Option<ConfigKind>,
+                     synonyms: Vec<DescribeConfigsSynonym>| {
+            let mut entry = DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(name))
                 .with_value(Some(str_bytes(value)))
                 .with_config_source(source)
                 .with_read_only(false)
-                .with_is_sensitive(false)
+                .with_is_sensitive(false);
+            if version >= 1 && include_synonyms {
+                entry.synonyms = synonyms;
+            }
+            if version >= 3 {
+                entry.config_type = kind.map_or(0, |k| k as i8);
+            }
+            entry
         };
         match resource.resource_type {
             RESOURCE_TOPIC => {
@@ -76,10 +113,14 @@ pub async fn handle(
                     .iter()
                     .filter(|def| wanted(def.name))
                     .map(|def| {
+                        let source = config_source(broker, Some(&topic.overrides), def.name);
+                        let synonyms = synonyms(broker, &topic.overrides, def);
                         entry(
                             def.name,
                             topic.config.show(def),
-                            config_source(broker, Some(&topic.overrides), def.name),
+                            source,
+                            Some(def.kind),
+                            synonyms,
                         )
                     })
                     .collect();
@@ -106,7 +147,7 @@ pub async fn handle(
                 let configs = settings
                     .into_iter()
                     .filter(|(name, _)| wanted(name))
-                    .map(|(name, value)| entry(name, value, SOURCE_STATIC_BROKER))
+                    .map(|(name, value)| entry(name, value, SOURCE_STATIC_BROKER, None, Vec::new()))
                     .collect();
                 results.push(result.with_configs(configs));
             }
