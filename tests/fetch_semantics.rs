@@ -5,144 +5,30 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::ForgottenTopic;
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::records::Compression;
+use sluice::protocol::encode;
 use uuid::Uuid;
 
+use common::wire::{
+    self, create_topic, fetch, fetch_partition, fetch_topic, metadata, sessionless, topic_name,
+    Conn, FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH, NONE, OFFSET_OUT_OF_RANGE,
+    UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION,
+};
 use common::TestBroker;
-
-const NONE: i16 = 0;
-const OFFSET_OUT_OF_RANGE: i16 = 1;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
-const UNKNOWN_TOPIC_ID: i16 = 100;
 
 const MB: i32 = 1 << 20;
 
 // ---------------------------------------------------------------- helpers
 
-fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-fn topic_name(s: &str) -> TopicName {
-    TopicName(str_bytes(s))
-}
-
-/// One client connection speaking raw frames.
-struct Conn {
-    stream: TcpStream,
-    next_correlation_id: i32,
-}
-
-impl Conn {
-    fn open(addr: &str) -> Conn {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        // Long enough for the longest long-poll in this file (5 s).
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Conn {
-            stream,
-            next_correlation_id: 1,
-        }
-    }
-
-    fn call<Q: Encodable, R: Decodable>(&mut self, key: ApiKey, version: i16, body: &Q) -> R {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("fetch-semantics-test")))
-            .encode(&mut buf, key.request_header_version(version))
-            .unwrap();
-        body.encode(&mut buf, version).unwrap();
-        let length = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&length.to_be_bytes());
-        self.stream.write_all(&buf).expect("send request");
-
-        let mut len = [0u8; 4];
-        self.stream
-            .read_exact(&mut len)
-            .unwrap_or_else(|e| panic!("{key:?} v{version}: read response length: {e}"));
-        let len = i32::from_be_bytes(len);
-        assert!(
-            (4..64 << 20).contains(&len),
-            "implausible response length {len}"
-        );
-        let mut frame = vec![0u8; len as usize];
-        self.stream
-            .read_exact(&mut frame)
-            .expect("read response body");
-        let mut frame = Bytes::from(frame);
-        let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))
-            .unwrap_or_else(|e| panic!("{key:?} v{version} response header: {e}"));
-        assert_eq!(
-            header.correlation_id, correlation_id,
-            "{key:?} v{version}: correlation id"
-        );
-        let body = R::decode(&mut frame, version)
-            .unwrap_or_else(|e| panic!("{key:?} v{version} response body: {e}"));
-        assert_eq!(
-            frame.remaining(),
-            0,
-            "{key:?} v{version} response has trailing bytes"
-        );
-        body
-    }
-}
-
-fn create_topic(conn: &mut Conn, name: &str, partitions: i32) {
-    let mut topic = CreatableTopic::default();
-    topic.name = topic_name(name);
-    topic.num_partitions = partitions;
-    topic.replication_factor = 1;
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![topic])
-        .with_timeout_ms(10_000);
-    let response: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &request);
-    assert_eq!(response.topics.len(), 1);
-    assert_eq!(
-        response.topics[0].error_code, NONE,
-        "create {name}: {:?}",
-        response.topics[0].error_message
-    );
-}
-
 /// The topic id, as Metadata v12 reports it.
 fn topic_id(conn: &mut Conn, name: &str) -> Uuid {
-    let request = MetadataRequest::default()
-        .with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(topic_name(name)))
-        ]))
-        .with_allow_auto_topic_creation(false);
-    let response: MetadataResponse = conn.call(ApiKey::Metadata, 12, &request);
+    let response = metadata(conn, Some(&[name]), false);
     assert_eq!(response.topics.len(), 1);
     let topic = &response.topics[0];
     assert_eq!(topic.error_code, NONE, "Metadata v12 for {name}");
@@ -159,45 +45,19 @@ fn batch(count: usize, value_len: usize, tag: &str) -> Bytes {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // offset - sequence must stay constant for the encoder to make one batch.
-            sequence: -1 + i as i32,
-            timestamp: now + i as i64,
-            key: Some(Bytes::from(format!("{tag}-{i}"))),
-            value: Some(Bytes::from(vec![b'v'; value_len])),
-            headers: Default::default(),
+    let records: Vec<_> = (0..count as i64)
+        .map(|i| {
+            let key = Some(Bytes::from(format!("{tag}-{i}")));
+            let value = Some(Bytes::from(vec![b'v'; value_len]));
+            encode::record(i, now + i, key, value, None)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    encode::encode_batch(&records, Compression::None)
 }
 
 /// Produce v9 (acks=all) of one batch; returns its base offset.
 fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Bytes) -> i64 {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])]);
-    let response: ProduceResponse = conn.call(ApiKey::Produce, 9, &request);
-    let p = &response.responses[0].partition_responses[0];
+    let p = wire::produce(conn, topic, partition, records);
     assert_eq!(
         p.error_code, NONE,
         "produce to {topic}/{partition}: {:?}",
@@ -255,52 +115,20 @@ fn batches(records: &[u8], what: &str) -> Vec<BatchInfo> {
     out
 }
 
-fn fetch_partition(partition: i32, offset: i64, max_bytes: i32) -> FetchPartition {
-    FetchPartition::default()
-        .with_partition(partition)
-        .with_fetch_offset(offset)
-        .with_partition_max_bytes(max_bytes)
-}
-
-/// A topic entry of a Fetch request: by name below v13, by id from v13.
-fn fetch_topic(version: i16, name: &str, id: Uuid, partitions: Vec<FetchPartition>) -> FetchTopic {
-    let topic = FetchTopic::default().with_partitions(partitions);
-    if version >= 13 {
-        topic.with_topic_id(id)
-    } else {
-        topic.with_topic(topic_name(name))
-    }
-}
-
-/// A sessionless Fetch of (partition, offset, partition max bytes) of one topic.
-fn sessionless(
+/// A sessionless Fetch that answers at once (max_wait_ms 0, min_bytes 0).
+fn fetch_now(
+    conn: &mut Conn,
     version: i16,
     name: &str,
     id: Uuid,
     parts: &[(i32, i64, i32)],
-    max_wait_ms: i32,
-    min_bytes: i32,
     max_bytes: i32,
-) -> FetchRequest {
-    FetchRequest::default()
-        .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(min_bytes)
-        .with_max_bytes(max_bytes)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(vec![fetch_topic(
-            version,
-            name,
-            id,
-            parts
-                .iter()
-                .map(|&(p, o, m)| fetch_partition(p, o, m))
-                .collect(),
-        )])
-}
-
-fn fetch(conn: &mut Conn, version: i16, request: &FetchRequest) -> FetchResponse {
-    conn.call(ApiKey::Fetch, version, request)
+) -> FetchResponse {
+    fetch(
+        conn,
+        version,
+        &sessionless(version, name, id, parts, 0, 0, max_bytes),
+    )
 }
 
 /// All partitions of a response, as (partition, data), in response order.
@@ -340,7 +168,7 @@ fn long_poll_waits_and_wakes_on_append() {
     let broker = TestBroker::start();
     let mut conn = Conn::open(&broker.addr);
     let name = common::topic("long-poll");
-    create_topic(&mut conn, &name, 1);
+    create_topic(&mut conn, &name, 1, &[]);
     let id = topic_id(&mut conn, &name);
 
     // Empty partition: wait ~max_wait, then an empty answer.
@@ -450,7 +278,7 @@ fn two_partitions_of_batches() -> (TestBroker, Conn, String, Uuid, i32) {
     let broker = TestBroker::start();
     let mut conn = Conn::open(&broker.addr);
     let name = common::topic("max-bytes");
-    create_topic(&mut conn, &name, 2);
+    create_topic(&mut conn, &name, 2, &[]);
     let id = topic_id(&mut conn, &name);
     for p in 0..2 {
         for b in 0..4i64 {
@@ -459,11 +287,7 @@ fn two_partitions_of_batches() -> (TestBroker, Conn, String, Uuid, i32) {
         }
     }
     // Learn the batch sizes from an unlimited fetch.
-    let all = fetch(
-        &mut conn,
-        12,
-        &sessionless(12, &name, id, &[(0, 0, MB), (1, 0, MB)], 0, 0, 50 * MB),
-    );
+    let all = fetch_now(&mut conn, 12, &name, id, &[(0, 0, MB), (1, 0, MB)], 50 * MB);
     let mut sizes = Vec::new();
     for p in 0..2 {
         let got = batches(&records_of(&partition(&all, p, "unlimited")), "unlimited");
@@ -508,36 +332,26 @@ fn max_bytes_limits_whole_batches() {
         // partition_max_bytes of 2.5 batches: two whole batches per partition.
         let pmb = batch_size * 5 / 2;
         let what = format!("v{version} partition_max_bytes={pmb} (batch {batch_size})");
-        let response = fetch(
+        let response = fetch_now(
             &mut conn,
             version,
-            &sessionless(
-                version,
-                &name,
-                id,
-                &[(0, 0, pmb), (1, 0, pmb)],
-                0,
-                0,
-                50 * MB,
-            ),
+            &name,
+            id,
+            &[(0, 0, pmb), (1, 0, pmb)],
+            50 * MB,
         );
         let (p0, p1) = two_summaries(&response, &what);
         assert_eq!((bases(&p0), bases(&p1)), (vec![0, 5], vec![0, 5]), "{what}");
 
         // partition_max_bytes below one batch: the first partition still gets one.
         let what = format!("v{version} partition_max_bytes=100 (batch {batch_size})");
-        let response = fetch(
+        let response = fetch_now(
             &mut conn,
             version,
-            &sessionless(
-                version,
-                &name,
-                id,
-                &[(0, 0, 100), (1, 0, 100)],
-                0,
-                0,
-                50 * MB,
-            ),
+            &name,
+            id,
+            &[(0, 0, 100), (1, 0, 100)],
+            50 * MB,
         );
         let (p0, _) = two_summaries(&response, &what);
         assert_eq!(
@@ -548,10 +362,13 @@ fn max_bytes_limits_whole_batches() {
 
         // Response max_bytes of 2.5 batches: two batches in all, from partition 0.
         let what = format!("v{version} max_bytes={pmb} (batch {batch_size})");
-        let response = fetch(
+        let response = fetch_now(
             &mut conn,
             version,
-            &sessionless(version, &name, id, &[(0, 0, MB), (1, 0, MB)], 0, 0, pmb),
+            &name,
+            id,
+            &[(0, 0, MB), (1, 0, MB)],
+            pmb,
         );
         let (p0, p1) = two_summaries(&response, &what);
         let total: usize = p0.iter().chain(&p1).map(|b| b.size).sum();
@@ -566,11 +383,7 @@ fn max_bytes_limits_whole_batches() {
         // max_bytes below one batch: still the first batch of the first
         // partition in request order (here partition 1), nothing else.
         let what = format!("v{version} max_bytes=10, partitions requested as [1, 0]");
-        let response = fetch(
-            &mut conn,
-            version,
-            &sessionless(version, &name, id, &[(1, 0, MB), (0, 0, MB)], 0, 0, 10),
-        );
+        let response = fetch_now(&mut conn, version, &name, id, &[(1, 0, MB), (0, 0, MB)], 10);
         let (p0, p1) = two_summaries(&response, &what);
         assert_eq!(bases(&p1), vec![0], "{what}: first requested partition");
         assert!(
@@ -591,10 +404,13 @@ fn max_bytes_limits_whole_batches() {
         ] {
             let what =
                 format!("max_bytes={max_bytes} partition_max_bytes={pmb} batch={batch_size}");
-            let response = fetch(
+            let response = fetch_now(
                 &mut conn,
                 12,
-                &sessionless(12, &name, id, &[(0, 3, pmb), (1, 7, pmb)], 0, 0, max_bytes),
+                &name,
+                id,
+                &[(0, 3, pmb), (1, 7, pmb)],
+                max_bytes,
             );
             let mut total = 0usize;
             let mut count = 0;
@@ -638,18 +454,13 @@ fn partition_max_bytes_exemption_is_for_the_first_partition_only() {
     for version in [12i16, 16] {
         for pmb in [100, batch_size - 1] {
             let what = format!("Fetch v{version} partition_max_bytes={pmb} < batch {batch_size}");
-            let response = fetch(
+            let response = fetch_now(
                 &mut conn,
                 version,
-                &sessionless(
-                    version,
-                    &name,
-                    id,
-                    &[(0, 0, pmb), (1, 0, pmb)],
-                    0,
-                    0,
-                    50 * MB,
-                ),
+                &name,
+                id,
+                &[(0, 0, pmb), (1, 0, pmb)],
+                50 * MB,
             );
             let (p0, p1) = two_summaries(&response, &what);
             assert_eq!(
@@ -677,10 +488,13 @@ fn max_bytes_left_over_goes_to_the_next_partition() {
     for version in [12i16, 16] {
         let mb = batch_size * 7 / 2;
         let what = format!("Fetch v{version} max_bytes={mb} (3.5 batches of {batch_size}), partition 0 from 15, partition 1 from 0");
-        let response = fetch(
+        let response = fetch_now(
             &mut conn,
             version,
-            &sessionless(version, &name, id, &[(0, 15, MB), (1, 0, MB)], 0, 0, mb),
+            &name,
+            id,
+            &[(0, 15, MB), (1, 0, MB)],
+            mb,
         );
         let (p0, p1) = two_summaries(&response, &what);
         assert_eq!(bases(&p0), vec![15], "{what}: partition 0");
@@ -694,17 +508,13 @@ fn offset_and_topic_errors() {
     let broker = TestBroker::start();
     let mut conn = Conn::open(&broker.addr);
     let name = common::topic("errors");
-    create_topic(&mut conn, &name, 1);
+    create_topic(&mut conn, &name, 1, &[]);
     let id = topic_id(&mut conn, &name);
     produce(&mut conn, &name, 0, batch(3, 10, "e"));
 
     for version in [12i16, 13, 16] {
         let what = |s: &str| format!("Fetch v{version}: {s}");
-        let response = fetch(
-            &mut conn,
-            version,
-            &sessionless(version, &name, id, &[(0, 4, MB)], 0, 0, 50 * MB),
-        );
+        let response = fetch_now(&mut conn, version, &name, id, &[(0, 4, MB)], 50 * MB);
         let p = partition(&response, 0, &what("offset 4"));
         assert_eq!(
             p.error_code,
@@ -718,11 +528,7 @@ fn offset_and_topic_errors() {
             what("records with an error")
         );
 
-        let response = fetch(
-            &mut conn,
-            version,
-            &sessionless(version, &name, id, &[(0, 1000, MB)], 0, 0, 50 * MB),
-        );
+        let response = fetch_now(&mut conn, version, &name, id, &[(0, 1000, MB)], 50 * MB);
         assert_eq!(
             partition(&response, 0, &what("offset 1000")).error_code,
             OFFSET_OUT_OF_RANGE,
@@ -730,11 +536,7 @@ fn offset_and_topic_errors() {
             what("offset 1000")
         );
 
-        let response = fetch(
-            &mut conn,
-            version,
-            &sessionless(version, &name, id, &[(0, -5, MB)], 0, 0, 50 * MB),
-        );
+        let response = fetch_now(&mut conn, version, &name, id, &[(0, -5, MB)], 50 * MB);
         assert_eq!(
             partition(&response, 0, &what("offset -5")).error_code,
             OFFSET_OUT_OF_RANGE,
@@ -769,11 +571,7 @@ fn offset_and_topic_errors() {
         );
 
         // Partition 5 of a 1-partition topic.
-        let response = fetch(
-            &mut conn,
-            version,
-            &sessionless(version, &name, id, &[(5, 0, MB)], 0, 0, 50 * MB),
-        );
+        let response = fetch_now(&mut conn, version, &name, id, &[(5, 0, MB)], 50 * MB);
         assert_eq!(
             partition(&response, 5, &what("partition 5")).error_code,
             UNKNOWN_TOPIC_OR_PARTITION,
@@ -784,11 +582,7 @@ fn offset_and_topic_errors() {
 
     // Unknown topic by name (v12).
     let unknown = common::topic("no-such-topic");
-    let response = fetch(
-        &mut conn,
-        12,
-        &sessionless(12, &unknown, Uuid::nil(), &[(0, 0, MB)], 0, 0, 50 * MB),
-    );
+    let response = fetch_now(&mut conn, 12, &unknown, Uuid::nil(), &[(0, 0, MB)], 50 * MB);
     assert_eq!(response.error_code, NONE);
     assert_eq!(
         partition(&response, 0, "unknown name").error_code,
@@ -800,11 +594,7 @@ fn offset_and_topic_errors() {
     // Unknown topic id (v13+), and it was not created by the attempt.
     for version in [13i16, 16] {
         let random = Uuid::new_v4();
-        let response = fetch(
-            &mut conn,
-            version,
-            &sessionless(version, "", random, &[(0, 0, MB)], 0, 0, 50 * MB),
-        );
+        let response = fetch_now(&mut conn, version, "", random, &[(0, 0, MB)], 50 * MB);
         assert_eq!(response.error_code, NONE, "v{version} top-level");
         assert_eq!(
             partition(&response, 0, "unknown id").error_code,
@@ -862,6 +652,20 @@ impl Session<'_> {
         }
         request
     }
+
+    /// Sends [`Session::request`] on `conn`.
+    fn fetch(
+        &self,
+        conn: &mut Conn,
+        session_id: i32,
+        epoch: i32,
+        parts: &[(i32, i64)],
+        forget: &[i32],
+        max_wait_ms: i32,
+    ) -> FetchResponse {
+        let request = self.request(session_id, epoch, parts, forget, max_wait_ms);
+        fetch(conn, self.version, &request)
+    }
 }
 
 /// The (partition, base offsets of its batches) pairs of a response.
@@ -887,7 +691,7 @@ fn fetch_sessions() {
 fn fetch_sessions_at(broker: &TestBroker, version: i16) {
     let mut conn = Conn::open(&broker.addr);
     let name = common::topic("sessions");
-    create_topic(&mut conn, &name, 2);
+    create_topic(&mut conn, &name, 2, &[]);
     let id = topic_id(&mut conn, &name);
     let s = Session {
         version,
@@ -899,11 +703,7 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
     produce(&mut conn, &name, 1, batch(1, 10, "b"));
 
     // A new session: full request, full response.
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(0, 0, &[(0, 0), (1, 0)], &[], 100),
-    );
+    let response = s.fetch(&mut conn, 0, 0, &[(0, 0), (1, 0)], &[], 100);
     assert_eq!(response.error_code, NONE, "{v} epoch 0");
     let session = response.session_id;
     assert_ne!(session, 0, "{v}: epoch 0 must create a session");
@@ -916,11 +716,7 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
     // Epoch 1: the client consumed both records and lists the new offsets.
     let mut epoch = 1;
     let start = Instant::now();
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, epoch, &[(0, 1), (1, 1)], &[], 200),
-    );
+    let response = s.fetch(&mut conn, session, epoch, &[(0, 1), (1, 1)], &[], 200);
     assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
     assert_eq!(
         response.session_id, session,
@@ -939,11 +735,7 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
 
     // No partitions listed, nothing changed.
     epoch += 1;
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, epoch, &[], &[], 100),
-    );
+    let response = s.fetch(&mut conn, session, epoch, &[], &[], 100);
     assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
     assert_eq!(response.session_id, session);
     assert_eq!(
@@ -955,11 +747,7 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
     // New data in partition 1 only: just partition 1, with the new record.
     produce(&mut conn, &name, 1, batch(1, 10, "c"));
     epoch += 1;
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, epoch, &[], &[], 1000),
-    );
+    let response = s.fetch(&mut conn, session, epoch, &[], &[], 1000);
     assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
     assert_eq!(
         summary(&response),
@@ -969,11 +757,7 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
     assert_eq!(partition(&response, 1, &v).high_watermark, 2);
     // The client advances partition 1 to 2: nothing changed again.
     epoch += 1;
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, epoch, &[(1, 2)], &[], 100),
-    );
+    let response = s.fetch(&mut conn, session, epoch, &[(1, 2)], &[], 100);
     assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
     assert_eq!(
         summary(&response),
@@ -991,11 +775,7 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
     });
     epoch += 1;
     let start = Instant::now();
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, epoch, &[], &[], 5000),
-    );
+    let response = s.fetch(&mut conn, session, epoch, &[], &[], 5000);
     let elapsed = start.elapsed();
     assert_eq!(producer.join().unwrap(), 1);
     assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
@@ -1009,16 +789,12 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
         "{v}: session long-poll took {elapsed:?}"
     );
     epoch += 1;
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, epoch, &[(0, 2)], &[], 50),
-    );
+    let response = s.fetch(&mut conn, session, epoch, &[(0, 2)], &[], 50);
     assert_eq!(summary(&response), vec![], "{v} epoch {epoch}");
 
     // A wrong epoch: INVALID_FETCH_SESSION_EPOCH, top level.
     for wrong in [epoch, epoch + 2, 0x7fff_0000] {
-        let response = fetch(&mut conn, version, &s.request(session, wrong, &[], &[], 0));
+        let response = s.fetch(&mut conn, session, wrong, &[], &[], 0);
         assert_eq!(
             response.error_code,
             INVALID_FETCH_SESSION_EPOCH,
@@ -1032,7 +808,7 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
     }
     // The session itself is untouched by a bad request.
     epoch += 1;
-    let response = fetch(&mut conn, version, &s.request(session, epoch, &[], &[], 50));
+    let response = s.fetch(&mut conn, session, epoch, &[], &[], 50);
     assert_eq!(
         response.error_code, NONE,
         "{v}: epoch {epoch} after wrong epochs"
@@ -1041,14 +817,14 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
 
     // An unknown session id.
     let unknown = if session == 987_654 { 987_655 } else { 987_654 };
-    let response = fetch(&mut conn, version, &s.request(unknown, 1, &[], &[], 0));
+    let response = s.fetch(&mut conn, unknown, 1, &[], &[], 0);
     assert_eq!(
         response.error_code, FETCH_SESSION_ID_NOT_FOUND,
         "{v}: session id {unknown} was never handed out"
     );
     // That error leaves the real session alone.
     epoch += 1;
-    let response = fetch(&mut conn, version, &s.request(session, epoch, &[], &[], 0));
+    let response = s.fetch(&mut conn, session, epoch, &[], &[], 0);
     assert_eq!(
         response.error_code, NONE,
         "{v}: epoch {epoch} after an unknown-id error"
@@ -1056,21 +832,13 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
 
     // Forget partition 0; then new data in both partitions shows only partition 1.
     epoch += 1;
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, epoch, &[], &[0], 50),
-    );
+    let response = s.fetch(&mut conn, session, epoch, &[], &[0], 50);
     assert_eq!(response.error_code, NONE, "{v} epoch {epoch} (forget 0)");
     assert_eq!(summary(&response), vec![], "{v} epoch {epoch}");
     produce(&mut conn, &name, 0, batch(1, 10, "d"));
     produce(&mut conn, &name, 1, batch(1, 10, "e"));
     epoch += 1;
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, epoch, &[], &[], 1000),
-    );
+    let response = s.fetch(&mut conn, session, epoch, &[], &[], 1000);
     assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
     assert_eq!(
         summary(&response),
@@ -1079,11 +847,7 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
     );
     // Adding partition 0 back in an incremental request includes it.
     epoch += 1;
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, epoch, &[(0, 2), (1, 3)], &[], 1000),
-    );
+    let response = s.fetch(&mut conn, session, epoch, &[(0, 2), (1, 3)], &[], 1000);
     assert_eq!(response.error_code, NONE, "{v} epoch {epoch}");
     assert_eq!(
         summary(&response),
@@ -1092,11 +856,7 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
     );
 
     // Epoch -1 closes the session (this request itself is served sessionless).
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, -1, &[(0, 0), (1, 0)], &[], 0),
-    );
+    let response = s.fetch(&mut conn, session, -1, &[(0, 0), (1, 0)], &[], 0);
     assert_eq!(response.error_code, NONE, "{v}: closing request");
     assert_eq!(
         response.session_id, 0,
@@ -1107,11 +867,7 @@ fn fetch_sessions_at(broker: &TestBroker, version: i16) {
         vec![(0, vec![0, 1, 2]), (1, vec![0, 1, 2])],
         "{v}: closing request: full sessionless answer"
     );
-    let response = fetch(
-        &mut conn,
-        version,
-        &s.request(session, epoch + 1, &[], &[], 0),
-    );
+    let response = s.fetch(&mut conn, session, epoch + 1, &[], &[], 0);
     assert_eq!(
         response.error_code, FETCH_SESSION_ID_NOT_FOUND,
         "{v}: the closed session {session} used again"
@@ -1124,7 +880,7 @@ fn fetch_inside_a_batch_returns_the_containing_batch() {
     let broker = TestBroker::start();
     let mut conn = Conn::open(&broker.addr);
     let name = common::topic("inside");
-    create_topic(&mut conn, &name, 1);
+    create_topic(&mut conn, &name, 1, &[]);
     let id = topic_id(&mut conn, &name);
     // Batches at offsets 0, 1..=10, 11, 12..=18.
     assert_eq!(produce(&mut conn, &name, 0, batch(1, 30, "a")), 0);
@@ -1143,11 +899,8 @@ fn fetch_inside_a_batch_returns_the_containing_batch() {
         for offset in 0..19i64 {
             for pmb in [1, MB] {
                 let what = format!("v{version} offset {offset} partition_max_bytes {pmb}");
-                let response = fetch(
-                    &mut conn,
-                    version,
-                    &sessionless(version, &name, id, &[(0, offset, pmb)], 0, 0, 50 * MB),
-                );
+                let response =
+                    fetch_now(&mut conn, version, &name, id, &[(0, offset, pmb)], 50 * MB);
                 let p = partition(&response, 0, &what);
                 assert_eq!(p.error_code, NONE, "{what}");
                 let got = batches(&records_of(&p), &what);

@@ -7,21 +7,14 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    CreateTopicsResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    ProducerId, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    MetadataResponse, ProducerId, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::Compression;
@@ -29,216 +22,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::protocol::encode;
 
+use common::wire::{
+    create_topic, latest_offset, metadata, metadata_request, produce, produce_request, Conn,
+    Outcome, CLOSE_WITHIN, CORRUPT_MESSAGE, INVALID_RECORD, MESSAGE_TOO_LARGE, NONE,
+    OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_FOR_MESSAGE_FORMAT,
+    UNSUPPORTED_VERSION,
+};
 use common::TestBroker;
 
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the broker may take to close a connection it must close.
-const CLOSE_WITHIN: Duration = Duration::from_secs(3);
 const MAX_REQUEST_BYTES: i32 = 100 << 20; // socket.request.max.bytes default
 
-const NONE: i16 = 0;
-const CORRUPT_MESSAGE: i16 = 2;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const MESSAGE_TOO_LARGE: i16 = 10;
-const UNSUPPORTED_VERSION: i16 = 35;
-const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
-const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-const INVALID_RECORD: i16 = 87;
-
 // ---------------------------------------------------------------- helpers
-
-fn str_bytes(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-fn topic_name(s: &str) -> TopicName {
-    TopicName(str_bytes(s))
-}
-
-/// One client connection speaking raw frames.
-struct Conn {
-    stream: TcpStream,
-    next_correlation_id: i32,
-}
-
-/// How the broker reacted to a request it may refuse.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    Answered,
-    Closed,
-}
-
-impl Conn {
-    fn open(addr: &str) -> Conn {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Conn {
-            stream,
-            next_correlation_id: 1,
-        }
-    }
-
-    /// A complete request frame (length prefix included) with the given correlation id.
-    fn frame_with<M: Encodable>(
-        key: ApiKey,
-        version: i16,
-        correlation_id: i32,
-        body: &M,
-    ) -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("raw-protocol-test")))
-            .encode(&mut buf, key.request_header_version(version))
-            .unwrap();
-        body.encode(&mut buf, version).unwrap();
-        let length = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&length.to_be_bytes());
-        buf.to_vec()
-    }
-
-    /// A complete request frame with the next correlation id; returns both.
-    fn frame<M: Encodable>(&mut self, key: ApiKey, version: i16, body: &M) -> (i32, Vec<u8>) {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        (
-            correlation_id,
-            Self::frame_with(key, version, correlation_id, body),
-        )
-    }
-
-    fn send<M: Encodable>(&mut self, key: ApiKey, version: i16, body: &M) -> i32 {
-        let (correlation_id, frame) = self.frame(key, version, body);
-        self.stream.write_all(&frame).expect("send request");
-        correlation_id
-    }
-
-    /// Sends bytes that the broker may refuse (and reset the connection over).
-    fn send_raw(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes);
-    }
-
-    /// One response frame, without its length prefix.
-    fn recv_frame(&mut self) -> Bytes {
-        let mut len = [0u8; 4];
-        self.stream
-            .read_exact(&mut len)
-            .expect("read response length");
-        let len = i32::from_be_bytes(len);
-        assert!(
-            (4..64 << 20).contains(&len),
-            "implausible response length {len}"
-        );
-        let mut frame = vec![0u8; len as usize];
-        self.stream
-            .read_exact(&mut frame)
-            .expect("read response body");
-        Bytes::from(frame)
-    }
-
-    /// Reads one response, checks its correlation id and that the body decodes exactly.
-    fn recv<R: Decodable>(&mut self, key: ApiKey, version: i16, correlation_id: i32) -> R {
-        let mut frame = self.recv_frame();
-        let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))
-            .unwrap_or_else(|e| panic!("{key:?} v{version} response header: {e}"));
-        assert_eq!(
-            header.correlation_id, correlation_id,
-            "{key:?} v{version}: correlation id"
-        );
-        let body = R::decode(&mut frame, version)
-            .unwrap_or_else(|e| panic!("{key:?} v{version} response body: {e}"));
-        assert_eq!(
-            frame.remaining(),
-            0,
-            "{key:?} v{version} response has trailing bytes"
-        );
-        body
-    }
-
-    fn call<Q: Encodable, R: Decodable>(&mut self, key: ApiKey, version: i16, body: &Q) -> R {
-        let correlation_id = self.send(key, version, body);
-        self.recv(key, version, correlation_id)
-    }
-
-    /// Waits for the broker to close the connection. Ok(bytes it sent first) or
-    /// Err if it is still open after `within`.
-    fn wait_closed(&mut self, within: Duration) -> Result<usize, String> {
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let start = Instant::now();
-        let mut received = 0;
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Ok(received),
-                Ok(n) => received += n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if start.elapsed() > within {
-                        return Err(format!(
-                            "connection still open after {within:?} ({received} bytes received)"
-                        ));
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Ok(received), // reset: closed too
-            }
-        }
-    }
-
-    /// Asserts the broker closes the connection promptly without answering.
-    fn assert_closed_silently(&mut self, what: &str) {
-        match self.wait_closed(CLOSE_WITHIN) {
-            Ok(0) => {}
-            Ok(n) => panic!("{what}: broker sent {n} bytes before closing, expected none"),
-            Err(e) => panic!("{what}: {e}"),
-        }
-    }
-
-    /// For a complete request the broker may or may not understand: it must
-    /// either answer it (a frame with `correlation_id`) or close, promptly.
-    fn answered_or_closed(&mut self, correlation_id: i32) -> Result<Outcome, String> {
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let start = Instant::now();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            if got.len() >= 8 {
-                let len = i32::from_be_bytes(got[..4].try_into().unwrap());
-                let corr = i32::from_be_bytes(got[4..8].try_into().unwrap());
-                if corr != correlation_id {
-                    return Err(format!(
-                        "answer with correlation id {corr}, sent {correlation_id}"
-                    ));
-                }
-                if len >= 4 && got.len() >= 4 + len as usize {
-                    return Ok(Outcome::Answered);
-                }
-            }
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Ok(Outcome::Closed),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if start.elapsed() > CLOSE_WITHIN {
-                        return Err(format!(
-                            "neither answered nor closed within {CLOSE_WITHIN:?} ({} bytes received)",
-                            got.len()
-                        ));
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Ok(Outcome::Closed),
-            }
-        }
-    }
-}
 
 fn api_versions_request() -> ApiVersionsRequest {
     ApiVersionsRequest::default()
@@ -260,6 +54,16 @@ fn assert_serves(addr: &str, context: &str) {
         (metadata.min_version, metadata.max_version),
         (0, 12),
         "{context}"
+    );
+}
+
+/// Asserts a Produce answer accepted the batch at `base_offset`.
+fn assert_appended(answer: &PartitionProduceResponse, base_offset: i64, what: &str) {
+    assert_eq!(
+        (answer.error_code, answer.base_offset),
+        (NONE, base_offset),
+        "{what}: {:?}",
+        answer.error_message
     );
 }
 
@@ -376,85 +180,6 @@ fn legacy_produce_frame(version: i16, correlation_id: i32, acks: i16) -> Vec<u8>
         body.put_slice(&records);
     }
     raw_frame(0, version, correlation_id, false, &body)
-}
-
-fn create_topic(conn: &mut Conn, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let mut topic = CreatableTopic::default();
-    topic.name = topic_name(name);
-    topic.num_partitions = partitions;
-    topic.replication_factor = 1;
-    topic.configs = configs
-        .iter()
-        .map(|(k, v)| {
-            CreatableTopicConfig::default()
-                .with_name(str_bytes(k))
-                .with_value(Some(str_bytes(v)))
-        })
-        .collect();
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![topic])
-        .with_timeout_ms(10_000);
-    let response: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &request);
-    assert_eq!(response.topics.len(), 1);
-    assert_eq!(
-        response.topics[0].error_code, NONE,
-        "create {name}: {:?}",
-        response.topics[0].error_message
-    );
-}
-
-fn produce_request(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])])
-}
-
-/// Produce v9 of `records` to one partition; returns that partition's answer.
-fn produce(
-    conn: &mut Conn,
-    topic: &str,
-    partition: i32,
-    records: Bytes,
-) -> PartitionProduceResponse {
-    let request = produce_request(topic, partition, records);
-    let response: ProduceResponse = conn.call(ApiKey::Produce, 9, &request);
-    assert_eq!(response.responses.len(), 1);
-    assert_eq!(response.responses[0].name.0.as_str(), topic);
-    let partitions = &response.responses[0].partition_responses;
-    assert_eq!(partitions.len(), 1);
-    assert_eq!(partitions[0].index, partition);
-    partitions[0].clone()
-}
-
-/// ListOffsets v8 "latest" (the high watermark) of one partition.
-fn latest_offset(conn: &mut Conn, topic: &str, partition: i32) -> i64 {
-    let mut request = ListOffsetsRequest::default();
-    request.replica_id = BrokerId(-1);
-    request.topics = vec![ListOffsetsTopic::default()
-        .with_name(topic_name(topic))
-        .with_partitions(vec![ListOffsetsPartition::default()
-            .with_partition_index(partition)
-            .with_timestamp(-1)])];
-    let response: ListOffsetsResponse = conn.call(ApiKey::ListOffsets, 8, &request);
-    let p = &response.topics[0].partitions[0];
-    assert_eq!(p.error_code, NONE, "ListOffsets {topic}/{partition}");
-    p.offset
-}
-
-fn metadata_request(topics: Option<&[&str]>, auto_create: bool) -> MetadataRequest {
-    MetadataRequest::default()
-        .with_topics(topics.map(|names| {
-            names
-                .iter()
-                .map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n))))
-                .collect()
-        }))
-        .with_allow_auto_topic_creation(auto_create)
 }
 
 // ---------------------------------------------------------------- tests
@@ -696,8 +421,7 @@ fn unknown_api_or_version_closes_only_that_connection() {
         conn.send_raw(&raw_frame(key, version, 77, flexible, &[0; 16]));
         conn.assert_closed_silently(&format!("api key {key} v{version}"));
         // The connection opened earlier still works.
-        let metadata: MetadataResponse =
-            before.call(ApiKey::Metadata, 12, &metadata_request(None, false));
+        let metadata = metadata(&mut before, None, false);
         assert_eq!(metadata.brokers.len(), 1, "after api key {key} v{version}");
         assert_serves(&broker.addr, &format!("after api key {key} v{version}"));
     }
@@ -866,21 +590,11 @@ fn produce_rejects_bad_batches_and_writes_nothing() {
     );
 
     let ok = produce(&mut conn, &topic, 0, batch(3, 20, None));
-    assert_eq!(
-        (ok.error_code, ok.base_offset),
-        (NONE, 0),
-        "valid batch: {:?}",
-        ok.error_message
-    );
+    assert_appended(&ok, 0, "valid batch");
     assert_eq!(latest_offset(&mut conn, &topic, 0), 3);
     // max.message.bytes bounds the whole batch, inclusively.
     let full = produce(&mut conn, &topic, 0, batch_of_size(2000));
-    assert_eq!(
-        (full.error_code, full.base_offset),
-        (NONE, 3),
-        "a batch of exactly max.message.bytes: {:?}",
-        full.error_message
-    );
+    assert_appended(&full, 3, "a batch of exactly max.message.bytes");
     assert_eq!(latest_offset(&mut conn, &topic, 0), 4);
 }
 
@@ -1044,19 +758,9 @@ fn idempotent_produce_on_the_wire() {
 
     let first = batch(3, 10, Some((pid, epoch, 0)));
     let a = produce(&mut conn, &topic, 0, first.clone());
-    assert_eq!(
-        (a.error_code, a.base_offset),
-        (NONE, 0),
-        "first batch: {:?}",
-        a.error_message
-    );
+    assert_appended(&a, 0, "first batch");
     let retry = produce(&mut conn, &topic, 0, first.clone());
-    assert_eq!(
-        (retry.error_code, retry.base_offset),
-        (NONE, 0),
-        "retry: {:?}",
-        retry.error_message
-    );
+    assert_appended(&retry, 0, "retry");
     assert_eq!(
         latest_offset(&mut conn, &topic, 0),
         3,
@@ -1075,19 +779,9 @@ fn idempotent_produce_on_the_wire() {
     );
 
     let next = produce(&mut conn, &topic, 0, batch(2, 10, Some((pid, epoch, 3))));
-    assert_eq!(
-        (next.error_code, next.base_offset),
-        (NONE, 3),
-        "sequence 3: {:?}",
-        next.error_message
-    );
+    assert_appended(&next, 3, "sequence 3");
     // An older batch retried late is still recognised (Kafka keeps the last 5).
     let late = produce(&mut conn, &topic, 0, first);
-    assert_eq!(
-        (late.error_code, late.base_offset),
-        (NONE, 0),
-        "late retry: {:?}",
-        late.error_message
-    );
+    assert_appended(&late, 0, "late retry");
     assert_eq!(latest_offset(&mut conn, &topic, 0), 5);
 }

@@ -2,6 +2,8 @@
 //! temporary data dir, and stops it with SIGTERM (clean) or SIGKILL (crash).
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
