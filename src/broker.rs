@@ -18,6 +18,9 @@ use event_listener::Event;
 use compio::driver::{DriverType, ProactorBuilder};
 
 use crate::config::{Config, IoDriver};
+use crate::group::coordinator::GroupCoordinator;
+use crate::group::offsets::OffsetStore;
+use crate::group::state::GroupConfig;
 use crate::metadata::controller::Controller;
 use crate::metadata::{records, MetadataImage};
 use crate::runtime::shard::{serve_queue, Job, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
@@ -347,8 +350,12 @@ fn run_shard(
                 }
             }
         }
+        let groups = open_group_coordinator(&shard);
         started.wait();
         open_result?;
+        let groups = groups?;
+        groups.start_timers(&shard);
+        *shard.groups.borrow_mut() = Some(groups);
         let queue = compio::runtime::spawn(serve_queue(shard.clone(), receiver));
         listener::serve(shard.clone(), listener).await;
         // Every connection of this shard has finished. Wait for the others, still
@@ -359,6 +366,29 @@ fn run_shard(
         if let Some(controller) = shard.controller.borrow_mut().take() {
             controller.close();
         }
+        if let Some(groups) = shard.groups.borrow_mut().take() {
+            groups.close();
+        }
         Ok(())
     })
+}
+
+/// Replays this shard's partitions of the offsets log and creates its coordinator.
+fn open_group_coordinator(shard: &Rc<Shard>) -> Result<Rc<GroupCoordinator>, String> {
+    let config = &shard.broker.config;
+    let offsets = OffsetStore::open(&config.data_dir, shard.id, shard.shard_count())
+        .map_err(|e| format!("offsets log: {e}"))?;
+    let group_config = GroupConfig {
+        min_session_timeout_ms: config.group_min_session_timeout_ms,
+        max_session_timeout_ms: config.group_max_session_timeout_ms,
+        initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+        ..GroupConfig::default()
+    };
+    let retention_ms = config.offsets_retention_minutes.saturating_mul(60_000);
+    Ok(Rc::new(GroupCoordinator::new(
+        group_config,
+        retention_ms,
+        offsets,
+        shard.commit.clone(),
+    )))
 }

@@ -55,6 +55,18 @@ pub struct Cli {
     /// Largest request frame accepted, in bytes [default: 104857600].
     #[arg(long, value_name = "BYTES")]
     pub socket_request_max_bytes: Option<u32>,
+    /// Smallest session timeout a group member may ask for, ms [default: 6000].
+    #[arg(long, value_name = "MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout a group member may ask for, ms [default: 1800000].
+    #[arg(long, value_name = "MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// How long the first rebalance of an empty group waits for more members, ms [default: 3000].
+    #[arg(long, value_name = "MS")]
+    pub group_initial_rebalance_delay_ms: Option<i64>,
+    /// Committed offsets of a group without members expire after this long [default: 10080 (7 days)].
+    #[arg(long, value_name = "MINUTES")]
+    pub offsets_retention_minutes: Option<i64>,
     /// I/O driver of the shards: `auto` (io_uring when the kernel allows it,
     /// polling otherwise), `io-uring` or `polling` [default: auto].
     #[arg(long, value_name = "DRIVER")]
@@ -87,6 +99,10 @@ struct FileConfig {
     num_partitions: Option<i32>,
     socket_request_max_bytes: Option<u32>,
     io_driver: Option<String>,
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
+    group_initial_rebalance_delay_ms: Option<i64>,
+    offsets_retention_minutes: Option<i64>,
     log_level: Option<String>,
     /// `[topic_defaults]` table: `"retention.ms" = 3600000`.
     topic_defaults: Option<BTreeMap<String, toml::Value>>,
@@ -107,6 +123,10 @@ pub struct Config {
     pub num_partitions: i32,
     pub socket_request_max_bytes: u32,
     pub io_driver: IoDriver,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_initial_rebalance_delay_ms: i64,
+    pub offsets_retention_minutes: i64,
     pub log_level: String,
     /// Topic config defaults at broker level (source DEFAULT or broker overrides).
     pub topic_defaults: TopicConfig,
@@ -220,6 +240,39 @@ impl Config {
                 ))
             }
         };
+        let group_min_session_timeout_ms = cli
+            .group_min_session_timeout_ms
+            .or(file.group_min_session_timeout_ms)
+            .unwrap_or(6000);
+        let group_max_session_timeout_ms = cli
+            .group_max_session_timeout_ms
+            .or(file.group_max_session_timeout_ms)
+            .unwrap_or(1_800_000);
+        if group_min_session_timeout_ms < 1
+            || group_max_session_timeout_ms < group_min_session_timeout_ms
+        {
+            return Err(invalid(
+                "group-min-session-timeout-ms",
+                "must be positive and not above group-max-session-timeout-ms",
+            ));
+        }
+        let group_initial_rebalance_delay_ms = cli
+            .group_initial_rebalance_delay_ms
+            .or(file.group_initial_rebalance_delay_ms)
+            .unwrap_or(3000);
+        if group_initial_rebalance_delay_ms < 0 {
+            return Err(invalid(
+                "group-initial-rebalance-delay-ms",
+                "must not be negative",
+            ));
+        }
+        let offsets_retention_minutes = cli
+            .offsets_retention_minutes
+            .or(file.offsets_retention_minutes)
+            .unwrap_or(7 * 24 * 60);
+        if offsets_retention_minutes < 1 {
+            return Err(invalid("offsets-retention-minutes", "must be at least 1"));
+        }
         let cluster_id = cli.cluster_id.or(file.cluster_id);
         if let Some(id) = &cluster_id {
             if id.is_empty() || id.len() > 64 {
@@ -265,6 +318,10 @@ impl Config {
             num_partitions,
             socket_request_max_bytes,
             io_driver,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
+            group_initial_rebalance_delay_ms,
+            offsets_retention_minutes,
             log_level: cli
                 .log_level
                 .or(file.log_level)

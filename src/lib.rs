@@ -12,6 +12,7 @@
 //! | [`server`] | listeners, connections, dispatch, one handler per Kafka API |
 //! | [`protocol`] | framing, version registry, record-batch validation (no I/O) |
 //! | [`storage`] | partition logs: segments, indexes, append, read, group commit, producer state |
+//! | [`group`] | consumer groups: the rebalance state machine, coordinators per shard, committed offsets in an internal log |
 //! | [`metadata`] | topics and configs: an immutable image, changed only by the controller through the metadata log |
 //!
 //! ## How a request travels
@@ -33,6 +34,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod metadata;
 pub mod protocol;
 pub mod runtime;

@@ -6,20 +6,18 @@
 //! any Kafka tool (`kcat -C` on a copy of the files) and easy to evolve.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use kafka_protocol::records::Compression;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::metadata::{MetadataImage, PartitionShared, TopicMeta, METADATA_LOG_DIR};
-use crate::protocol::batch::BatchIter;
 use crate::protocol::encode;
-use crate::storage::segment::parse_segment_file_name;
+use crate::storage::replay;
 
 /// Producer ids are handed out in blocks; a block is recorded before any id in it is used.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -141,34 +139,13 @@ impl MetadataRecord {
 /// before the shards start, with plain blocking reads. A torn tail is ignored here
 /// (the controller's log open truncates it); corruption elsewhere is an error.
 pub fn replay(data_dir: &Path, config: &Config) -> Result<MetadataImage, String> {
-    let dir = data_dir.join(METADATA_LOG_DIR);
     let mut image = MetadataImage::default();
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(image);
-    };
-    let mut bases: Vec<i64> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()))
-        .collect();
-    bases.sort_unstable();
-    for base in bases {
-        let path = dir.join(crate::storage::segment::segment_file_name(base, "log"));
-        let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut iter = BatchIter::new(&bytes, true);
-        for item in iter.by_ref() {
-            let (_, range) = item.map_err(|e| format!("{}: {e}", path.display()))?;
-            let mut batch = Bytes::copy_from_slice(&bytes[range]);
-            let set = RecordBatchDecoder::decode(&mut batch)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            for record in set.records {
-                let Some(value) = record.value else { continue };
-                let parsed: MetadataRecord = serde_json::from_slice(&value)
-                    .map_err(|e| format!("{} offset {}: {e}", path.display(), record.offset))?;
-                parsed
-                    .apply(&mut image, config)
-                    .map_err(|e| format!("{} offset {}: {e}", path.display(), record.offset))?;
-            }
-        }
-    }
+    replay::for_each_record(&data_dir.join(METADATA_LOG_DIR), |record| {
+        let Some(value) = record.value else {
+            return Ok(());
+        };
+        let parsed: MetadataRecord = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+        parsed.apply(&mut image, config)
+    })?;
     Ok(image)
 }

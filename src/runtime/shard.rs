@@ -11,6 +11,7 @@ use futures_channel::oneshot;
 use uuid::Uuid;
 
 use crate::broker::Broker;
+use crate::group::coordinator::GroupCoordinator;
 use crate::metadata::controller::Controller;
 use crate::storage::commit::GroupCommit;
 use crate::storage::log::LogRef;
@@ -43,6 +44,8 @@ pub struct Shard {
     pub commit: Rc<GroupCommit>,
     /// The metadata controller; only on shard 0.
     pub controller: RefCell<Option<Rc<Controller>>>,
+    /// The coordinator of the consumer groups whose offsets partitions this shard owns.
+    pub groups: RefCell<Option<Rc<GroupCoordinator>>>,
 }
 
 impl Shard {
@@ -53,6 +56,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             commit: Rc::new(GroupCommit::default()),
             controller: RefCell::new(None),
+            groups: RefCell::new(None),
         }
     }
 
@@ -62,6 +66,13 @@ impl Shard {
 
     pub fn log(&self, key: &PartitionKey) -> Option<LogRef> {
         self.logs.borrow().get(key).cloned()
+    }
+
+    pub fn groups(&self) -> Rc<GroupCoordinator> {
+        self.groups
+            .borrow()
+            .clone()
+            .expect("every shard has a group coordinator once started")
     }
 
     pub fn controller(&self) -> Rc<Controller> {

@@ -15,6 +15,7 @@ pub mod commit;
 pub mod index;
 pub mod log;
 pub mod producer_state;
+pub mod replay;
 pub mod segment;
 
 use std::cell::RefCell;

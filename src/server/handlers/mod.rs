@@ -6,23 +6,37 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
+use std::future::Future;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 
+use crate::group::coordinator::{GroupCoordinator, GROUP_ID_LEN_MAX};
+use crate::group::coordinator_shard;
 use crate::metadata::TopicMeta;
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::RequestContext;
@@ -53,4 +67,29 @@ pub(crate) fn resolve_topic(
         .topic(name)
         .cloned()
         .ok_or(ErrorCode::UnknownTopicOrPartition)
+}
+
+/// Kafka refuses empty group ids with INVALID_GROUP_ID; so do we, and overlong ones.
+pub(crate) fn check_group_id(group_id: &str) -> Result<(), ErrorCode> {
+    if group_id.is_empty() || group_id.len() > GROUP_ID_LEN_MAX {
+        return Err(ErrorCode::InvalidGroupId);
+    }
+    Ok(())
+}
+
+/// Runs `f` with the coordinator of `group_id`, on that group's shard. (A plain
+/// fn returning the future, so that the future borrows `ctx` but not `group_id`.)
+pub(crate) fn on_coordinator<'a, R, F, Fut>(
+    ctx: &'a RequestContext,
+    group_id: &str,
+    f: F,
+) -> impl Future<Output = R> + 'a
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<GroupCoordinator>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    let shard = &ctx.conn.shard;
+    let target = coordinator_shard(group_id, shard.shard_count());
+    shard.run_on(target, move |s| f(s.groups()))
 }

@@ -1,0 +1,247 @@
+//! The group coordinator of one shard: the groups whose offsets partition this
+//! shard owns, their parked JoinGroup/SyncGroup requests, their timers, and
+//! their committed offsets.
+//!
+//! Handlers on any shard reach it with `run_on(coordinator_shard(group), …)`.
+//! The state machine (`state.rs`) decides; this file only delivers its answers
+//! (`Output`s) to the requests waiting for them and drives its clock.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+
+use crate::group::offsets::{CommittedOffset, OffsetStore};
+use crate::group::state::{Group, GroupConfig, GroupState, Output, RequestId};
+use crate::protocol::errors::ErrorCode;
+use crate::runtime::Shard;
+use crate::storage::commit::GroupCommit;
+use crate::storage::log::now_ms;
+
+/// How often group timers (session expiry, rebalance deadlines) are checked. A
+/// member is therefore removed at most this much after its session timeout.
+const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// How often expired offsets are looked for.
+const OFFSET_EXPIRY_INTERVAL_MS: i64 = 60_000;
+/// Longest group id accepted; group ids are keys of the offsets log.
+pub const GROUP_ID_LEN_MAX: usize = 1024;
+/// Largest offset metadata string (Kafka's offset.metadata.max.bytes).
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+pub struct GroupCoordinator {
+    pub config: GroupConfig,
+    /// Offsets of empty groups older than this are deleted (offsets.retention.minutes).
+    offsets_retention_ms: i64,
+    groups: RefCell<HashMap<String, Group>>,
+    pending: RefCell<HashMap<RequestId, oneshot::Sender<Output>>>,
+    next_request_id: Cell<RequestId>,
+    pub offsets: OffsetStore,
+    commit: Rc<GroupCommit>,
+}
+
+impl GroupCoordinator {
+    pub fn new(
+        config: GroupConfig,
+        offsets_retention_ms: i64,
+        offsets: OffsetStore,
+        commit: Rc<GroupCommit>,
+    ) -> Self {
+        GroupCoordinator {
+            config,
+            offsets_retention_ms,
+            groups: RefCell::new(HashMap::new()),
+            pending: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(1),
+            offsets,
+            commit,
+        }
+    }
+
+    /// Runs the group timers until the shard stops.
+    pub fn start_timers(self: &Rc<Self>, shard: &Rc<Shard>) {
+        let this = self.clone();
+        let shard = shard.clone();
+        compio::runtime::spawn(async move {
+            let mut last_expiry = now_ms();
+            while !shard.broker.shutdown.is_triggered() {
+                compio::time::sleep(TICK_INTERVAL).await;
+                let now = now_ms();
+                this.tick(now);
+                if now - last_expiry >= OFFSET_EXPIRY_INTERVAL_MS {
+                    last_expiry = now;
+                    this.expire_offsets(now).await;
+                }
+            }
+        })
+        .detach();
+    }
+
+    fn tick(&self, now: i64) {
+        let outputs: Vec<Output> = {
+            let mut groups = self.groups.borrow_mut();
+            groups
+                .values_mut()
+                .flat_map(|g| g.tick(now, &self.config))
+                .collect()
+        };
+        self.deliver(outputs);
+    }
+
+    fn deliver(&self, outputs: Vec<Output>) {
+        let mut pending = self.pending.borrow_mut();
+        for output in outputs {
+            let id = match &output {
+                Output::Join(id, _) | Output::Sync(id, _) => *id,
+            };
+            if let Some(sender) = pending.remove(&id) {
+                // The client may have gone; its answer is then dropped.
+                let _ = sender.send(output);
+            }
+        }
+    }
+
+    fn park(&self) -> (RequestId, oneshot::Receiver<Output>) {
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        (id, rx)
+    }
+
+    /// Runs `f` on the group (created if missing) and waits for the answer it parks.
+    pub async fn park_on_group(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(&mut Group, RequestId, &GroupConfig) -> Vec<Output>,
+    ) -> Option<Output> {
+        let (id, rx) = self.park();
+        let outputs = {
+            let mut groups = self.groups.borrow_mut();
+            let group = groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id.to_string()));
+            f(group, id, &self.config)
+        };
+        self.deliver(outputs);
+        rx.await.ok()
+    }
+
+    /// Runs `f` on an existing group, or returns None.
+    pub fn with_group<R>(&self, group_id: &str, f: impl FnOnce(&mut Group) -> R) -> Option<R> {
+        self.groups.borrow_mut().get_mut(group_id).map(f)
+    }
+
+    /// Runs `f` on the group and delivers the outputs it returns besides its result.
+    pub fn with_group_delivering<R>(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(&mut Group) -> (R, Vec<Output>),
+    ) -> Option<R> {
+        let (result, outputs) = self.groups.borrow_mut().get_mut(group_id).map(f)?;
+        self.deliver(outputs);
+        Some(result)
+    }
+
+    /// The state of a group: live groups, and groups known only by their offsets (Empty).
+    pub fn group_state(&self, group_id: &str) -> Option<GroupState> {
+        match self.groups.borrow().get(group_id) {
+            Some(group) if group.state() != GroupState::Dead => Some(group.state()),
+            _ => self
+                .offsets
+                .has_offsets(group_id)
+                .then_some(GroupState::Empty),
+        }
+    }
+
+    /// Every group this shard coordinates, with its state and protocol type.
+    pub fn list(&self) -> Vec<(String, GroupState, String)> {
+        let groups = self.groups.borrow();
+        let mut out: Vec<_> = groups
+            .values()
+            .filter(|g| {
+                g.state() != GroupState::Dead
+                    && (!g.is_empty() || self.offsets.has_offsets(g.group_id()))
+            })
+            .map(|g| {
+                (
+                    g.group_id().to_string(),
+                    g.state(),
+                    g.protocol_type().unwrap_or("consumer").to_string(),
+                )
+            })
+            .collect();
+        for group in self.offsets.groups() {
+            if !groups.contains_key(&group) {
+                out.push((group, GroupState::Empty, "consumer".to_string()));
+            }
+        }
+        out
+    }
+
+    /// DeleteGroups: only an empty group can be deleted; its offsets go too.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), ErrorCode> {
+        let state = self
+            .group_state(group_id)
+            .ok_or(ErrorCode::GroupIdNotFound)?;
+        if state != GroupState::Empty {
+            return Err(ErrorCode::NonEmptyGroup);
+        }
+        let changes = self
+            .offsets
+            .group_offsets(group_id)
+            .into_iter()
+            .map(|(k, _)| (k, None))
+            .collect();
+        self.offsets
+            .write(&self.commit, group_id, changes)
+            .await
+            .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
+        let outputs = self
+            .groups
+            .borrow_mut()
+            .remove(group_id)
+            .map(|mut g| g.mark_dead())
+            .unwrap_or_default();
+        self.deliver(outputs);
+        Ok(())
+    }
+
+    /// Stores offsets (already validated against the group) durably.
+    pub async fn commit_offsets(
+        &self,
+        group_id: &str,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+    ) -> Result<(), String> {
+        let changes = offsets.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        self.offsets.write(&self.commit, group_id, changes).await
+    }
+
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<(), String> {
+        let changes = partitions.into_iter().map(|k| (k, None)).collect();
+        self.offsets.write(&self.commit, group_id, changes).await
+    }
+
+    /// Deletes offsets older than the retention of groups that have no members.
+    async fn expire_offsets(&self, now: i64) {
+        let cutoff = now.saturating_sub(self.offsets_retention_ms);
+        let expired = self.offsets.expired(cutoff, |group| {
+            self.groups.borrow().get(group).is_none_or(|g| g.is_empty())
+        });
+        for (group, partitions) in expired {
+            tracing::info!(%group, partitions = partitions.len(), "expiring committed offsets");
+            if let Err(error) = self.delete_offsets(&group, partitions).await {
+                tracing::warn!(%group, %error, "expiring offsets failed");
+            }
+        }
+    }
+
+    pub fn close(&self) {
+        self.offsets.close();
+    }
+}

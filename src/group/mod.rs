@@ -1,0 +1,29 @@
+//! Consumer groups: the classic rebalance protocol and committed offsets.
+//!
+//! Each group lives on one shard, its *coordinator shard*: the owner of the
+//! group's partition of the internal offsets log (`__sluice_offsets`,
+//! [`offsets::OFFSETS_PARTITIONS`] partitions, partition = hash(group id)). As in
+//! Kafka, the mapping depends on the group id only, so it survives a change of
+//! `--cores`: the offsets log partitions are reassigned to shards like any other.
+//!
+//! - `state.rs`: the state machine of one group (pure, no I/O, time passed in).
+//! - `offsets.rs`: committed offsets, kept in memory and appended to the offsets
+//!   log before a commit is acknowledged; rebuilt from the log at start-up.
+//! - `coordinator.rs`: one per shard; owns the groups of that shard, parks
+//!   JoinGroup/SyncGroup requests until the state machine answers them, and
+//!   runs the timers (session expiry, rebalance deadlines, offset expiry).
+
+pub mod coordinator;
+pub mod offsets;
+pub mod state;
+
+use crate::runtime::shard_for_partition;
+
+/// The shard that coordinates `group_id`.
+pub fn coordinator_shard(group_id: &str, shard_count: usize) -> usize {
+    shard_for_partition(
+        offsets::OFFSETS_TOPIC,
+        offsets::offsets_partition(group_id),
+        shard_count,
+    )
+}

@@ -1,0 +1,242 @@
+//! Committed offsets of the groups a shard coordinates, and their log.
+//!
+//! A commit is appended to the group's partition of the internal offsets log
+//! and synced (group commit) before it is acknowledged; only then does the
+//! in-memory table change. Each record's key names (group, topic, partition) and
+//! its value holds the offset, or is null (a tombstone) when the offset was
+//! deleted or expired. At start-up the table is rebuilt by replaying the log.
+//!
+//! Lives on one shard (`RefCell`, no borrow across an `.await`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::topic_config::TopicConfig;
+use crate::metadata::PartitionShared;
+use crate::protocol::batch::validate_records;
+use crate::protocol::encode;
+use crate::runtime::shard_for_partition;
+use crate::storage::commit::GroupCommit;
+use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
+use crate::storage::replay;
+
+/// Name (and directory prefix) of the internal offsets log.
+pub const OFFSETS_TOPIC: &str = "__sluice_offsets";
+/// Partitions of the offsets log; fixed forever, since it decides where each
+/// group's offsets are (Kafka's offsets.topic.num.partitions is 50; fewer suit
+/// a single node).
+pub const OFFSETS_PARTITIONS: i32 = 16;
+/// Segments of the offsets log stay small until compaction keeps only the latest
+/// offset per key.
+const OFFSETS_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// The offsets-log partition of a group.
+pub fn offsets_partition(group_id: &str) -> i32 {
+    (crc32c::crc32c(group_id.as_bytes()) % OFFSETS_PARTITIONS as u32) as i32
+}
+
+/// One committed offset, as OffsetFetch returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp_ms: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OffsetKey {
+    group: String,
+    topic: String,
+    partition: i32,
+}
+
+/// (topic, partition) -> (commit sequence, offset). The sequence orders commits
+/// whose appends complete out of order.
+type GroupOffsets = BTreeMap<(String, i32), (u64, CommittedOffset)>;
+
+pub struct OffsetStore {
+    /// The offsets-log partitions this shard owns.
+    logs: HashMap<i32, LogRef>,
+    offsets: RefCell<HashMap<String, GroupOffsets>>,
+    next_sequence: Cell<u64>,
+}
+
+impl OffsetStore {
+    /// Replays and opens the offsets-log partitions owned by `shard_id`.
+    pub fn open(
+        data_dir: &Path,
+        shard_id: usize,
+        shard_count: usize,
+    ) -> Result<OffsetStore, String> {
+        let mut logs = HashMap::new();
+        let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
+        for partition in 0..OFFSETS_PARTITIONS {
+            if shard_for_partition(OFFSETS_TOPIC, partition, shard_count) != shard_id {
+                continue;
+            }
+            let dir = PartitionLog::dir_for(data_dir, OFFSETS_TOPIC, partition);
+            replay::for_each_record(&dir, |record| {
+                let key = record.key.ok_or("offset record without key")?;
+                let key: OffsetKey = serde_json::from_slice(&key).map_err(|e| e.to_string())?;
+                let group = offsets.entry(key.group).or_default();
+                match record.value {
+                    Some(value) => {
+                        let value: CommittedOffset =
+                            serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+                        group.insert((key.topic, key.partition), (0, value));
+                    }
+                    None => {
+                        group.remove(&(key.topic, key.partition));
+                    }
+                }
+                Ok(())
+            })?;
+            let config = TopicConfig {
+                segment_bytes: OFFSETS_SEGMENT_BYTES,
+                ..TopicConfig::default()
+            };
+            let log = PartitionLog::open(
+                Arc::from(OFFSETS_TOPIC),
+                partition,
+                dir,
+                config,
+                Arc::new(PartitionShared::default()),
+            )
+            .map_err(|e| e.to_string())?;
+            logs.insert(partition, Rc::new(RefCell::new(log)));
+        }
+        offsets.retain(|_, group| !group.is_empty());
+        Ok(OffsetStore {
+            logs,
+            offsets: RefCell::new(offsets),
+            next_sequence: Cell::new(1),
+        })
+    }
+
+    /// Appends `changes` (None: delete) for `group` to its log, waits until they
+    /// are durable, then applies them.
+    pub async fn write(
+        &self,
+        commit: &Rc<GroupCommit>,
+        group: &str,
+        changes: Vec<((String, i32), Option<CommittedOffset>)>,
+    ) -> Result<(), String> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let log = self
+            .logs
+            .get(&offsets_partition(group))
+            .ok_or("offsets partition not on this shard")?
+            .clone();
+        let now = now_ms();
+        let records: Vec<_> = changes
+            .iter()
+            .enumerate()
+            .map(|(i, ((topic, partition), value))| {
+                let key = OffsetKey {
+                    group: group.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                let key = Bytes::from(serde_json::to_vec(&key).expect("keys serialize"));
+                let value = value
+                    .as_ref()
+                    .map(|v| Bytes::from(serde_json::to_vec(v).expect("offsets serialize")));
+                encode::record(i as i64, now, Some(key), value, None)
+            })
+            .collect();
+        let batch = encode::encode_batch(&records, Compression::None);
+        let validated = validate_records(&batch, usize::MAX).map_err(|e| e.to_string())?;
+        let sequence = self.next_sequence.get();
+        self.next_sequence.set(sequence + 1);
+        log::append(&log, commit, batch, &validated, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut offsets = self.offsets.borrow_mut();
+        let table = offsets.entry(group.to_string()).or_default();
+        for (key, value) in changes {
+            match value {
+                Some(value) => {
+                    if table.get(&key).is_none_or(|(seq, _)| *seq < sequence) {
+                        table.insert(key, (sequence, value));
+                    }
+                }
+                None => {
+                    table.remove(&key);
+                }
+            }
+        }
+        if table.is_empty() {
+            offsets.remove(group);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
+        let offsets = self.offsets.borrow();
+        offsets
+            .get(group)?
+            .get(&(topic.to_string(), partition))
+            .map(|(_, o)| o.clone())
+    }
+
+    /// Every committed offset of `group`, ordered by topic and partition.
+    pub fn group_offsets(&self, group: &str) -> Vec<((String, i32), CommittedOffset)> {
+        let offsets = self.offsets.borrow();
+        offsets
+            .get(group)
+            .map(|table| {
+                table
+                    .iter()
+                    .map(|(k, (_, v))| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Groups that have committed offsets.
+    pub fn groups(&self) -> Vec<String> {
+        self.offsets.borrow().keys().cloned().collect()
+    }
+
+    pub fn has_offsets(&self, group: &str) -> bool {
+        self.offsets.borrow().contains_key(group)
+    }
+
+    /// Offsets committed before `cutoff_ms` by groups for which `expirable` says yes.
+    pub fn expired(
+        &self,
+        cutoff_ms: i64,
+        expirable: impl Fn(&str) -> bool,
+    ) -> Vec<(String, Vec<(String, i32)>)> {
+        let offsets = self.offsets.borrow();
+        offsets
+            .iter()
+            .filter(|(group, _)| expirable(group))
+            .map(|(group, table)| {
+                let old = table
+                    .iter()
+                    .filter(|(_, (_, o))| o.commit_timestamp_ms < cutoff_ms)
+                    .map(|(k, _)| k.clone())
+                    .collect::<Vec<_>>();
+                (group.clone(), old)
+            })
+            .filter(|(_, old)| !old.is_empty())
+            .collect()
+    }
+
+    pub fn close(&self) {
+        for log in self.logs.values() {
+            let _ = log.borrow_mut().close();
+        }
+    }
+}
