@@ -74,6 +74,10 @@ impl GroupCoordinator {
                     this.expire_offsets(now).await;
                 }
             }
+            // Shutting down: parked JoinGroup/SyncGroup requests must not hold the
+            // connections open for a rebalance timeout. Dropping their senders makes
+            // them answer COORDINATOR_NOT_AVAILABLE, after which clients retry elsewhere.
+            this.pending.borrow_mut().clear();
         })
         .detach();
     }

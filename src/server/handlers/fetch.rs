@@ -138,8 +138,11 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
             break results;
         }
         let wake = futures_util::future::select_all(listeners.into_iter().map(Box::pin));
-        let timeout = compio::time::sleep(deadline - now);
-        futures_util::future::select(wake, std::pin::pin!(timeout)).await;
+        let timeout = std::pin::pin!(compio::time::sleep(deadline - now));
+        // A shutdown ends the wait too, so that stopping never waits out a long-poll.
+        let stop = std::pin::pin!(ctx.conn.shard.broker.shutdown.wait());
+        let timeout_or_stop = futures_util::future::select(timeout, stop);
+        futures_util::future::select(wake, timeout_or_stop).await;
     };
     build_response(ctx, mode, resolved, results)
 }
