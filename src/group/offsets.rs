@@ -240,3 +240,116 @@ impl OffsetStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offset(offset: i64, at: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: 0,
+            metadata: Some(format!("m{offset}")),
+            commit_timestamp_ms: at,
+        }
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        compio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn commits_survive_a_reopen_and_tombstones_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let store = OffsetStore::open(dir.path(), 0, 1).unwrap();
+            store
+                .write(
+                    &commit,
+                    "g1",
+                    vec![
+                        (("t".into(), 0), Some(offset(10, 1))),
+                        (("t".into(), 1), Some(offset(20, 1))),
+                    ],
+                )
+                .await
+                .unwrap();
+            store
+                .write(&commit, "g1", vec![(("t".into(), 0), Some(offset(11, 2)))])
+                .await
+                .unwrap();
+            store
+                .write(&commit, "g2", vec![(("u".into(), 0), Some(offset(5, 3)))])
+                .await
+                .unwrap();
+            store
+                .write(&commit, "g2", vec![(("u".into(), 0), None)])
+                .await
+                .unwrap();
+            assert_eq!(store.get("g1", "t", 0).map(|o| o.offset), Some(11));
+            assert!(
+                !store.has_offsets("g2"),
+                "a group whose offsets are all deleted is gone"
+            );
+            store.close();
+        });
+        run(async {
+            let store = OffsetStore::open(dir.path(), 0, 1).unwrap();
+            let offsets = store.group_offsets("g1");
+            assert_eq!(offsets.len(), 2);
+            assert_eq!(offsets[0], (("t".to_string(), 0), offset(11, 2)));
+            assert_eq!(offsets[1].1.metadata.as_deref(), Some("m20"));
+            assert!(
+                store.get("g2", "u", 0).is_none(),
+                "the tombstone replays too"
+            );
+        });
+    }
+
+    #[test]
+    fn only_old_offsets_of_expirable_groups_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let store = OffsetStore::open(dir.path(), 0, 1).unwrap();
+            store
+                .write(
+                    &commit,
+                    "idle",
+                    vec![
+                        (("t".into(), 0), Some(offset(1, 100))),
+                        (("t".into(), 1), Some(offset(2, 900))),
+                    ],
+                )
+                .await
+                .unwrap();
+            store
+                .write(
+                    &commit,
+                    "busy",
+                    vec![(("t".into(), 0), Some(offset(3, 100)))],
+                )
+                .await
+                .unwrap();
+            let expired = store.expired(500, |group| group == "idle");
+            assert_eq!(
+                expired,
+                vec![("idle".to_string(), vec![("t".to_string(), 0)])]
+            );
+        });
+    }
+
+    #[test]
+    fn shards_own_disjoint_offsets_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let owned: Vec<usize> = (0..3)
+                .map(|shard| OffsetStore::open(dir.path(), shard, 3).unwrap().logs.len())
+                .collect();
+            assert_eq!(owned.iter().sum::<usize>(), OFFSETS_PARTITIONS as usize);
+        });
+    }
+}
