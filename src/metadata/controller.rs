@@ -245,6 +245,20 @@ impl Controller {
         Ok(())
     }
 
+    fn existing_topic(&self, name: &str) -> Result<Arc<TopicMeta>, ApiError> {
+        self.shard
+            .broker
+            .image()
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic '{name}' does not exist"),
+                )
+            })
+    }
+
     pub async fn create_partitions(
         &self,
         name: &str,
@@ -252,12 +266,7 @@ impl Controller {
         validate_only: bool,
     ) -> Result<(), ApiError> {
         let _guard = self.lock.lock().await;
-        let Some(old) = self.shard.broker.image().topic(name).cloned() else {
-            return Err(ApiError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic '{name}' does not exist"),
-            ));
-        };
+        let old = self.existing_topic(name)?;
         if count <= old.partition_count() {
             return Err(ApiError::new(
                 ErrorCode::InvalidPartitions,
@@ -304,12 +313,7 @@ impl Controller {
         validate_only: bool,
     ) -> Result<(), ApiError> {
         let _guard = self.lock.lock().await;
-        let Some(old) = self.shard.broker.image().topic(name).cloned() else {
-            return Err(ApiError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic '{name}' does not exist"),
-            ));
-        };
+        let old = self.existing_topic(name)?;
         let topic_config = self
             .shard
             .broker
