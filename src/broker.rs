@@ -355,6 +355,9 @@ fn run_shard(
         open_result?;
         let groups = groups?;
         groups.start_timers(&shard);
+        let retention_interval =
+            std::time::Duration::from_millis(shard.broker.config.log_retention_check_interval_ms);
+        crate::storage::start_retention(&shard, retention_interval);
         *shard.groups.borrow_mut() = Some(groups);
         let queue = compio::runtime::spawn(serve_queue(shard.clone(), receiver));
         listener::serve(shard.clone(), listener).await;

@@ -67,6 +67,9 @@ pub struct Cli {
     /// Committed offsets of a group without members expire after this long [default: 10080 (7 days)].
     #[arg(long, value_name = "MINUTES")]
     pub offsets_retention_minutes: Option<i64>,
+    /// How often retention looks for segments to delete, ms [default: 300000].
+    #[arg(long, value_name = "MS")]
+    pub log_retention_check_interval_ms: Option<u64>,
     /// I/O driver of the shards: `auto` (io_uring when the kernel allows it,
     /// polling otherwise), `io-uring` or `polling` [default: auto].
     #[arg(long, value_name = "DRIVER")]
@@ -99,6 +102,7 @@ struct FileConfig {
     num_partitions: Option<i32>,
     socket_request_max_bytes: Option<u32>,
     io_driver: Option<String>,
+    log_retention_check_interval_ms: Option<u64>,
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
     group_initial_rebalance_delay_ms: Option<i64>,
@@ -123,6 +127,7 @@ pub struct Config {
     pub num_partitions: i32,
     pub socket_request_max_bytes: u32,
     pub io_driver: IoDriver,
+    pub log_retention_check_interval_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     pub group_initial_rebalance_delay_ms: i64,
@@ -273,6 +278,16 @@ impl Config {
         if offsets_retention_minutes < 1 {
             return Err(invalid("offsets-retention-minutes", "must be at least 1"));
         }
+        let log_retention_check_interval_ms = cli
+            .log_retention_check_interval_ms
+            .or(file.log_retention_check_interval_ms)
+            .unwrap_or(300_000);
+        if log_retention_check_interval_ms < 10 {
+            return Err(invalid(
+                "log-retention-check-interval-ms",
+                "must be at least 10",
+            ));
+        }
         let cluster_id = cli.cluster_id.or(file.cluster_id);
         if let Some(id) = &cluster_id {
             if id.is_empty() || id.len() > 64 {
@@ -318,6 +333,7 @@ impl Config {
             num_partitions,
             socket_request_max_bytes,
             io_driver,
+            log_retention_check_interval_ms,
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
             group_initial_rebalance_delay_ms,

@@ -676,3 +676,57 @@ async fn polling_driver_serves_produce_fetch_and_restart() {
         );
     }
 }
+
+/// Size retention removes whole old segments in the background; clients see the
+/// log start move and a consumer from the beginning starts there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_moves_the_log_start_for_clients() {
+    let broker = TestBroker::start_with(&["--log-retention-check-interval-ms", "100"]);
+    let name = topic("retention");
+    create_topic(
+        &broker,
+        &name,
+        1,
+        &[("segment.bytes", "1024"), ("retention.bytes", "2048")],
+    )
+    .await;
+    let producer = producer(&broker, &[("linger.ms", "0")]);
+    for i in 0..200 {
+        let value = format!("{i:0>100}");
+        producer
+            .send(FutureRecord::<(), _>::to(&name).payload(&value), TIMEOUT)
+            .await
+            .map_err(|(e, _)| e)
+            .expect("acked");
+    }
+    let consumer = consumer(&broker, &[]);
+    let disk_bytes = || -> u64 {
+        std::fs::read_dir(broker.data_dir().join(format!("{name}-0")))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    // Retention runs every 100 ms; wait for a pass after the last append.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while disk_bytes() >= 2048 + 1024 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bytes = disk_bytes();
+    assert!(
+        bytes < 2048 + 1024,
+        "{bytes} bytes left on disk with retention.bytes=2048"
+    );
+    let (low, high) = consumer.fetch_watermarks(&name, 0, TIMEOUT).unwrap();
+    assert_eq!(high, 200);
+    assert!(
+        low > 150,
+        "only the newest few segments are kept, low watermark {low}"
+    );
+    let messages = consume_all(&consumer, &name, 1, (high - low) as usize);
+    assert_eq!(
+        messages[0].1, low,
+        "a consumer from the beginning starts at the new log start"
+    );
+}

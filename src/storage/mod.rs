@@ -67,6 +67,22 @@ pub fn open_owned_logs(shard: &Rc<Shard>) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs retention over this shard's logs every `interval` until shutdown.
+pub fn start_retention(shard: &Rc<Shard>, interval: std::time::Duration) {
+    let shard = shard.clone();
+    compio::runtime::spawn(async move {
+        while !shard.broker.shutdown.is_triggered() {
+            compio::time::sleep(interval).await;
+            let now = log::now_ms();
+            let logs: Vec<_> = shard.logs.borrow().values().cloned().collect();
+            for log in logs {
+                log.borrow_mut().apply_retention(now);
+            }
+        }
+    })
+    .detach();
+}
+
 /// Writes the index files of every log of this shard (clean shutdown). The data
 /// itself is already on disk: every acknowledged append was synced.
 pub fn close_owned_logs(shard: &Rc<Shard>) {
