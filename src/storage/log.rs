@@ -1097,7 +1097,7 @@ mod tests {
             let removed = log.borrow_mut().apply_retention(2_000);
             assert!(removed > 0 && removed < segments);
             let size = log.borrow().size_bytes();
-            assert!(size >= 3000 && size < 3000 + 1024, "kept {size} bytes");
+            assert!((3000..3000 + 1024).contains(&size), "kept {size} bytes");
             let start = log.borrow().log_start_offset();
             assert!(start > 0);
             assert!(matches!(

@@ -117,6 +117,13 @@ impl TestBroker {
         self.spawn();
     }
 
+    /// Crash and recover: SIGKILL (if still running), then start again on the
+    /// same data dir (on a new port).
+    pub fn restart_after_kill(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
