@@ -358,6 +358,7 @@ fn run_shard(
         let retention_interval =
             std::time::Duration::from_millis(shard.broker.config.log_retention_check_interval_ms);
         crate::storage::start_retention(&shard, retention_interval);
+        crate::storage::start_periodic_flush(&shard);
         *shard.groups.borrow_mut() = Some(groups);
         let queue = compio::runtime::spawn(serve_queue(shard.clone(), receiver));
         listener::serve(shard.clone(), listener).await;

@@ -59,6 +59,8 @@ pub struct PartitionLog {
     failure: Option<String>,
     /// Messages appended since the last sync, for `flush.messages` > 1.
     unflushed_messages: i64,
+    /// When the last sync of this log was started, for `flush.ms`.
+    last_flush_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +184,7 @@ impl PartitionLog {
             shared,
             failure: None,
             unflushed_messages: 0,
+            last_flush_ms: now,
         })
     }
 
@@ -351,10 +354,25 @@ impl PartitionLog {
         if self.config.sync_every_append() || self.unflushed_messages >= self.config.flush_messages
         {
             self.unflushed_messages = 0;
+            self.last_flush_ms = now_ms();
             true
         } else {
             false
         }
+    }
+
+    /// `flush.ms`: the active segment's file if unsynced appends are older than
+    /// the topic's flush interval (only reachable when `flush.messages` > 1,
+    /// since otherwise every acknowledged append is synced).
+    pub fn take_periodic_flush(&mut self, now: i64) -> Option<Rc<compio::fs::File>> {
+        if self.unflushed_messages == 0
+            || now.saturating_sub(self.last_flush_ms) < self.config.flush_ms
+        {
+            return None;
+        }
+        self.unflushed_messages = 0;
+        self.last_flush_ms = now;
+        self.segments.last().map(|s| s.file.clone())
     }
 
     /// Writes the current index files (clean shutdown).
@@ -1141,6 +1159,49 @@ mod tests {
                 log.borrow_mut().apply_retention(i64::MAX),
                 0,
                 "compact-only topics are not deleted by retention"
+            );
+        });
+    }
+
+    #[test]
+    fn looser_flush_policies_defer_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let log = open(dir.path(), 1 << 20);
+            log.borrow_mut().set_config(TopicConfig {
+                flush_messages: 10,
+                flush_ms: 1_000,
+                ..TopicConfig::default()
+            });
+            for i in 0..4 {
+                append_one(&log, &commit, batch(2, i, None)).await.unwrap();
+            }
+            assert_eq!(
+                commit.stats().rounds,
+                0,
+                "8 messages < flush.messages=10: no sync yet"
+            );
+            let now = now_ms();
+            assert!(
+                log.borrow_mut().take_periodic_flush(now).is_none(),
+                "flush.ms not reached"
+            );
+            assert!(
+                log.borrow_mut().take_periodic_flush(now + 1_000).is_some(),
+                "flush.ms reached"
+            );
+            assert!(
+                log.borrow_mut().take_periodic_flush(now + 5_000).is_none(),
+                "nothing new to flush"
+            );
+            for i in 0..5 {
+                append_one(&log, &commit, batch(2, i, None)).await.unwrap();
+            }
+            assert_eq!(
+                commit.stats().rounds,
+                1,
+                "the 10th message triggered a sync"
             );
         });
     }

@@ -83,6 +83,32 @@ pub fn start_retention(shard: &Rc<Shard>, interval: std::time::Duration) {
     .detach();
 }
 
+/// How often the `flush.ms` policy is checked; the finest useful flush interval.
+const PERIODIC_FLUSH_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Syncs logs whose `flush.ms` has passed since their last sync, until shutdown.
+pub fn start_periodic_flush(shard: &Rc<Shard>) {
+    let shard = shard.clone();
+    compio::runtime::spawn(async move {
+        while !shard.broker.shutdown.is_triggered() {
+            compio::time::sleep(PERIODIC_FLUSH_CHECK).await;
+            let now = log::now_ms();
+            let due: Vec<_> = shard
+                .logs
+                .borrow()
+                .values()
+                .filter_map(|l| l.borrow_mut().take_periodic_flush(now))
+                .collect();
+            for file in due {
+                if let Err(error) = shard.commit.sync(file).await {
+                    tracing::error!(%error, "periodic flush failed");
+                }
+            }
+        }
+    })
+    .detach();
+}
+
 /// Writes the index files of every log of this shard (clean shutdown). The data
 /// itself is already on disk: every acknowledged append was synced.
 pub fn close_owned_logs(shard: &Rc<Shard>) {
