@@ -43,8 +43,12 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
             appends.push(
                 async move {
                     let topic = topic.map_err(|code| (code, None))?;
-                    if topic.partition(index).is_none() {
-                        return Err((ErrorCode::UnknownTopicOrPartition, None));
+                    match topic.partition(index) {
+                        None => return Err((ErrorCode::UnknownTopicOrPartition, None)),
+                        Some(shared) if shared.is_offline() => {
+                            return Err((ErrorCode::KafkaStorageError, Some("partition is offline".into())))
+                        }
+                        Some(_) => {}
                     }
                     let records = partition_data.records.unwrap_or_default();
                     let max_batch_bytes = topic.config.max_message_bytes.max(0) as usize;
