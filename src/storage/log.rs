@@ -39,6 +39,8 @@ struct InFlightWrite {
     end_position: u64,
     end_offset: i64,
     done: bool,
+    /// The write returned an error (ENOSPC, EIO): nothing from here on is kept.
+    failed: bool,
 }
 
 pub struct PartitionLog {
@@ -57,6 +59,13 @@ pub struct PartitionLog {
     shared: Arc<PartitionShared>,
     /// Set when storage failed; the partition then refuses reads and writes.
     failure: Option<String>,
+    /// Set when a write failed (e.g. the disk is full). Appends are refused until
+    /// the writes in flight have finished and the log is rolled back to its last
+    /// complete write; then appends are tried again, so writes resume when space
+    /// returns. (A failed fdatasync is different: see `fail`.)
+    write_error: Option<String>,
+    /// How many roll-backs happened; an append reserved before a roll-back was discarded.
+    rollbacks: u64,
     /// Messages appended since the last sync, for `flush.messages` > 1.
     unflushed_messages: i64,
     /// When the last sync of this log was started, for `flush.ms`.
@@ -183,6 +192,8 @@ impl PartitionLog {
             producers,
             shared,
             failure: None,
+            write_error: None,
+            rollbacks: 0,
             unflushed_messages: 0,
             last_flush_ms: now,
         })
@@ -249,6 +260,11 @@ impl PartitionLog {
         now: i64,
     ) -> Result<Reservation, AppendError> {
         self.check_online().map_err(AppendError::Storage)?;
+        if let Some(error) = &self.write_error {
+            return Err(AppendError::Storage(format!(
+                "an earlier write failed and is being rolled back: {error}"
+            )));
+        }
         let header = validated.first;
         if header.has_producer_id() && header.base_sequence >= 0 {
             if let SequenceCheck::Duplicate { base_offset } = self.producers.check(&header)? {
@@ -308,6 +324,7 @@ impl PartitionLog {
             end_position: position + len,
             end_offset,
             done: false,
+            failed: false,
         });
         self.unflushed_messages += i64::from(stored_header.record_count);
         Ok(Reservation::Write(PendingWrite {
@@ -324,14 +341,20 @@ impl PartitionLog {
         }))
     }
 
-    /// Marks write `id` complete and advances the high watermark over every
-    /// completed write at the front of the queue.
-    fn complete_write(&mut self, id: u64) {
+    /// Marks write `id` complete (or failed) and advances the high watermark over
+    /// every completed write at the front of the queue; never past a failed one.
+    /// Once a failure's fellow writes have all finished, rolls the log back.
+    fn complete_write(&mut self, id: u64, error: Option<&std::io::Error>) {
         if let Some(w) = self.in_flight.iter_mut().find(|w| w.id == id) {
             w.done = true;
+            w.failed = error.is_some();
+        }
+        if let Some(error) = error {
+            tracing::warn!(topic = %self.topic, partition = self.partition, %error, "append failed; refusing appends until it is rolled back");
+            self.write_error.get_or_insert_with(|| error.to_string());
         }
         let mut new_watermark = None;
-        while self.in_flight.front().is_some_and(|w| w.done) {
+        while self.in_flight.front().is_some_and(|w| w.done && !w.failed) {
             let w = self.in_flight.pop_front().expect("front exists");
             if let Some(segment) = self
                 .segments
@@ -346,6 +369,51 @@ impl PartitionLog {
         if let Some(offset) = new_watermark {
             self.shared.set_high_watermark(offset);
         }
+        if self.write_error.is_some() && self.in_flight.iter().all(|w| w.done) {
+            self.roll_back_failed_writes();
+        }
+    }
+
+    /// Forgets everything after the high watermark (the failed write and any
+    /// reserved after it): truncates the files, indexes, offsets and producer
+    /// state back to the last complete write, then accepts appends again.
+    fn roll_back_failed_writes(&mut self) {
+        let high_watermark = self.high_watermark();
+        self.in_flight.clear();
+        while self.segments.len() > 1
+            && self
+                .segments
+                .last()
+                .is_some_and(|s| s.base_offset >= high_watermark)
+        {
+            let segment = self.segments.pop().expect("checked");
+            segment.remove_files();
+        }
+        let active = self
+            .segments
+            .last_mut()
+            .expect("a log has at least one segment");
+        let keep = active.readable_bytes;
+        let truncated = fs::OpenOptions::new()
+            .write(true)
+            .open(&active.log_path)
+            .and_then(|f| f.set_len(keep));
+        if let Err(error) = truncated {
+            self.fail(format!("cannot roll back a failed write: {error}"));
+            return;
+        }
+        active.reserved_bytes = keep;
+        active.next_offset = high_watermark.max(active.base_offset);
+        active.index.truncate_to_position(keep as u32);
+        let relative = u32::try_from(high_watermark - active.base_offset).unwrap_or(u32::MAX);
+        active.time_index.truncate_to_relative_offset(relative);
+        self.next_offset = high_watermark;
+        self.producers.truncate_from(high_watermark);
+        self.rollbacks += 1;
+        let error = self.write_error.take().unwrap_or_default();
+        tracing::warn!(topic = %self.topic, partition = self.partition, high_watermark, %error, "rolled back failed appends; accepting appends again");
+        // Wake appends waiting for the watermark: theirs was discarded.
+        self.shared.set_high_watermark(high_watermark);
     }
 
     /// Whether this append must wait for fdatasync before it is acknowledged, and
@@ -538,8 +606,24 @@ pub async fn append(
     }
     let reservation = log.borrow_mut().reserve(&records, validated, now_ms())?;
     let write = match reservation {
-        Reservation::Duplicate(outcome) => return Ok(outcome),
+        Reservation::Duplicate(outcome) => {
+            // The original may still be in flight: answer once it is complete (or
+            // fail with it, and the producer's retry then appends it anew).
+            let end_offset = outcome.base_offset + i64::from(validated.first.last_offset_delta) + 1;
+            let rollbacks = log.borrow().rollbacks;
+            wait_for_watermark(log, end_offset, rollbacks).await?;
+            return Ok(outcome);
+        }
         Reservation::Write(write) => write,
+    };
+    let (rollbacks_at_reserve, end_offset) = {
+        let log = log.borrow();
+        let end = log
+            .in_flight
+            .iter()
+            .find(|w| w.id == write.id)
+            .map_or(log.next_offset, |w| w.end_offset);
+        (log.rollbacks, end)
     };
     let mut file: &compio::fs::File = &write.file;
     let result = if write.body.is_empty() {
@@ -549,15 +633,15 @@ pub async fn append(
             .await
             .0
     };
+    log.borrow_mut()
+        .complete_write(write.id, result.as_ref().err());
     if let Err(error) = result {
-        log.borrow_mut().fail(format!("write failed: {error}"));
         return Err(AppendError::Storage(error.to_string()));
     }
-    let sync_due = {
-        let mut log = log.borrow_mut();
-        log.complete_write(write.id);
-        log.take_sync_due()
-    };
+    // Acknowledge only once every earlier write of the partition is complete: a
+    // sync must cover them too, and a failed earlier write discards this one.
+    wait_for_watermark(log, end_offset, rollbacks_at_reserve).await?;
+    let sync_due = log.borrow_mut().take_sync_due();
     if sync_due {
         let commit = commit.clone();
         let file = write.file.clone();
@@ -578,6 +662,32 @@ pub async fn append(
         }
     }
     Ok(write.outcome)
+}
+
+/// Waits until the high watermark reaches `end_offset`; fails if the log was
+/// rolled back (or failed) since the append was reserved.
+async fn wait_for_watermark(
+    log: &LogRef,
+    end_offset: i64,
+    rollbacks_at_reserve: u64,
+) -> Result<(), AppendError> {
+    loop {
+        let listener = {
+            let log = log.borrow();
+            let listener = log.shared.listen();
+            if log.rollbacks != rollbacks_at_reserve {
+                return Err(AppendError::Storage(
+                    "discarded: an earlier write to the partition failed".into(),
+                ));
+            }
+            log.check_online().map_err(AppendError::Storage)?;
+            if log.high_watermark() >= end_offset {
+                return Ok(());
+            }
+            listener
+        };
+        listener.await;
+    }
 }
 
 /// Reads whole batches from `offset` on, at most `max_bytes` of them, except that

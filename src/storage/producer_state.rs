@@ -122,6 +122,20 @@ impl ProducerStateTable {
         });
     }
 
+    /// Forgets batches at or after `offset` (their writes were rolled back).
+    pub fn truncate_from(&mut self, offset: i64) {
+        for entry in self.producers.values_mut() {
+            while entry
+                .batches
+                .back()
+                .is_some_and(|b| b.base_offset >= offset)
+            {
+                entry.batches.pop_back();
+            }
+        }
+        self.producers.retain(|_, entry| !entry.batches.is_empty());
+    }
+
     pub fn producer_count(&self) -> usize {
         self.producers.len()
     }

@@ -42,6 +42,20 @@ impl TestBroker {
         broker
     }
 
+    /// Starts a broker on a data dir the caller owns (e.g. on a small file system).
+    pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> TestBroker {
+        let mut broker = TestBroker {
+            child: None,
+            addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            cores: 2,
+        };
+        broker.spawn();
+        broker
+    }
+
     fn spawn(&mut self) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
