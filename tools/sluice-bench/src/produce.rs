@@ -1,0 +1,246 @@
+//! Producer clients: one thread and one librdkafka producer each, sharing a
+//! global open-loop schedule.
+//!
+//! At a fixed rate, message i has the intended send time start + i/rate no
+//! matter how late the previous sends were, and both its ack latency and its
+//! end-to-end latency count from that intended time. A stall in the broker (or
+//! in the client's queue) therefore shows as latency of every message that
+//! should have been sent during it, instead of silently lowering the send rate
+//! (coordinated omission). Unthrottled, the intended time is the moment of
+//! the send call.
+//!
+//! Delivery reports are served by the ThreadedProducer's own polling thread
+//! as soon as they arrive, so the ack latency is not inflated by how often
+//! the sending loop would get round to polling.
+
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+
+use crate::config::{Stop, Workload};
+use crate::workload::{clock, MessageGen, Shared};
+
+/// The longest single sleep while waiting for an intended send time, so a
+/// stop request is noticed promptly even at very low rates.
+const MAX_SLEEP: Duration = Duration::from_millis(10);
+
+/// Default message.timeout.ms: librdkafka's 300 s would let a dead broker
+/// hang a benchmark for five minutes before reporting it. -X overrides.
+const MESSAGE_TIMEOUT_MS: &str = "30000";
+
+struct Ctx {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Ctx {}
+
+/// Short, stable name for an error, used as its kind in the summary.
+pub fn error_kind(e: &KafkaError) -> String {
+    match e {
+        KafkaError::MessageProduction(code) => format!("{code:?}"),
+        KafkaError::MessageConsumption(code) => format!("{code:?}"),
+        other => other.to_string(),
+    }
+}
+
+impl ProducerContext for Ctx {
+    /// The message's intended send time (clock ns): no allocation per message.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, intended: usize) {
+        let now = clock().now_ns();
+        let intended = intended as u64;
+        let s = &self.shared;
+        let measured = intended >= s.warmup_end();
+        match result {
+            Ok(m) => {
+                let bytes = m.payload_len() + m.key().map_or(0, |k| k.len());
+                Shared::add(&s.acked_bytes_all, bytes as u64);
+                if measured {
+                    Shared::add(&s.acked, 1);
+                    Shared::add(&s.acked_bytes, bytes as u64);
+                    s.last_ack_ns
+                        .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                    s.ack_latency.record_ns(now.saturating_sub(intended));
+                } else {
+                    Shared::add(&s.warmup_acked, 1);
+                }
+            }
+            Err((e, _)) => {
+                s.errors.record(format!("delivery: {}", error_kind(e)), 1);
+                if measured {
+                    Shared::add(&s.delivery_failed, 1);
+                }
+            }
+        }
+    }
+}
+
+fn producer_config(w: &Workload, index: usize) -> rdkafka::ClientConfig {
+    let p = &w.point;
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", &w.bootstrap)
+        .set("client.id", format!("sluice-bench-producer-{index}"))
+        .set("acks", if p.acks == "all" { "-1" } else { &p.acks })
+        .set("batch.size", p.batch_bytes.to_string())
+        .set("linger.ms", p.linger_ms.to_string())
+        .set("compression.type", &p.compression)
+        .set("enable.idempotence", w.idempotence.to_string())
+        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
+    // -X last, so it overrides everything above.
+    for (k, v) in &w.extra {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Starts the producer threads. Each creates its client, connects (fetches
+/// the topic's metadata) and waits at `ready`; the load starts after `go`.
+pub fn spawn(
+    w: &Workload,
+    shared: &Arc<Shared>,
+    ready: &Arc<Barrier>,
+    go: &Arc<Barrier>,
+) -> Vec<JoinHandle<()>> {
+    (0..w.producers)
+        .map(|i| {
+            let (w, shared, ready, go) = (w.clone(), shared.clone(), ready.clone(), go.clone());
+            std::thread::Builder::new()
+                .name(format!("producer-{i}"))
+                .spawn(move || run(&w, i, shared, &ready, &go))
+                .expect("spawning a producer thread")
+        })
+        .collect()
+}
+
+fn run(w: &Workload, index: usize, shared: Arc<Shared>, ready: &Barrier, go: &Barrier) {
+    let ctx = Ctx {
+        shared: shared.clone(),
+    };
+    let producer: Option<ThreadedProducer<Ctx>> =
+        match producer_config(w, index).create_with_context::<_, ThreadedProducer<Ctx>>(ctx) {
+            Ok(p) => {
+                // Connect before the clock starts, so connection set-up is not
+                // charged to the first messages' latency.
+                if let Err(e) = p.client().fetch_metadata(Some(&w.topic), w.timeout) {
+                    shared
+                        .errors
+                        .record(format!("setup: producer metadata: {e}"), 1);
+                    shared
+                        .setup_failed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(p)
+            }
+            Err(e) => {
+                shared
+                    .errors
+                    .record(format!("setup: producer config: {e}"), 1);
+                shared
+                    .setup_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
+        };
+    ready.wait();
+    go.wait();
+    let Some(producer) = producer else { return };
+    if shared.stopped() {
+        return;
+    }
+    send_loop(w, index, &shared, &producer);
+    // Wait for the outstanding delivery reports. Whatever is still in flight
+    // after the deadline is purged when the producer is dropped, and the
+    // purge's delivery reports count it as failed.
+    let flush_timeout = w.timeout + Duration::from_millis(30_000);
+    let _ = producer.flush(flush_timeout);
+}
+
+fn send_loop(w: &Workload, index: usize, s: &Shared, producer: &ThreadedProducer<Ctx>) {
+    let c = clock();
+    let rate = w.point.rate;
+    let start = Shared::get(&s.start_ns);
+    let warmup_end = s.warmup_end();
+    let mut gen = MessageGen::new(w.point.message, w.keys, 0x5eed + index as u64);
+    // Everyone starts at the same instant, also when unthrottled.
+    wait_until(s, start);
+    loop {
+        if s.stopped() {
+            return;
+        }
+        let intended = if rate > 0.0 {
+            let i = s
+                .next_index
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            start + (i as f64 * 1e9 / rate) as u64
+        } else {
+            c.now_ns()
+        };
+        let measured = intended >= warmup_end;
+        if measured {
+            match w.stop {
+                Stop::Messages(n) => {
+                    if s.claimed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= n {
+                        return;
+                    }
+                }
+                Stop::Duration(d) => {
+                    if intended >= warmup_end + d.as_nanos() as u64 {
+                        return;
+                    }
+                }
+                Stop::EndOfTopic => return,
+            }
+        }
+        // Open loop: wait for the intended time; if we are behind, send at once.
+        wait_until(s, intended);
+        let (key, value) = gen.next(c.to_unix_ns(intended));
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&w.topic, intended as usize).payload(value);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => {
+                    Shared::add(if measured { &s.sent } else { &s.warmup_sent }, 1);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // The client's queue is full: wait for acknowledgements
+                    // to make room. At a fixed rate this wait is part of
+                    // the measured latency, as it should be.
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                    if s.stopped() {
+                        return;
+                    }
+                }
+                Err((e, _)) => {
+                    s.errors.record(format!("send: {}", error_kind(&e)), 1);
+                    if measured {
+                        Shared::add(&s.send_failed, 1);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until the clock reaches `t` (clock ns) or the run is stopped.
+fn wait_until(s: &Shared, t: u64) {
+    let c = clock();
+    loop {
+        let now = c.now_ns();
+        if now >= t || s.stopped() {
+            return;
+        }
+        std::thread::sleep(Duration::from_nanos(t - now).min(MAX_SLEEP));
+    }
+}
