@@ -159,7 +159,8 @@ impl GroupCoordinator {
         }
     }
 
-    /// Every group this shard coordinates, with its state and protocol type.
+    /// Every group this shard coordinates, with its state and protocol type (empty
+    /// for a group known only by its offsets, as Kafka reports it).
     pub fn list(&self) -> Vec<(String, GroupState, String)> {
         let groups = self.groups.borrow();
         let mut out: Vec<_> = groups
@@ -172,13 +173,13 @@ impl GroupCoordinator {
                 (
                     g.group_id().to_string(),
                     g.state(),
-                    g.protocol_type().unwrap_or("consumer").to_string(),
+                    g.protocol_type().unwrap_or_default().to_string(),
                 )
             })
             .collect();
         for group in self.offsets.groups() {
             if !groups.contains_key(&group) {
-                out.push((group, GroupState::Empty, "consumer".to_string()));
+                out.push((group, GroupState::Empty, String::new()));
             }
         }
         out
