@@ -3,11 +3,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
 
 use crate::admin::Target;
 use crate::chart;
-use crate::config::{Cli, Mode, Workload};
+use crate::config::{Cli, Mode, RunMode, Stop, Workload};
 use crate::progress;
 use crate::report::{self, Report, RunResult};
 use crate::run;
@@ -32,6 +34,14 @@ pub fn main(cli: Cli) -> Result<bool> {
                     "sluice-bench: baseline: librdkafka mock cluster, {n} broker(s) at {}",
                     mock.bootstrap()
                 );
+            }
+            if matches!(cli.mode, Mode::Consume(_)) {
+                // A new mock cluster is empty: give it as many messages as
+                // were read from the target, so both consumers read alike.
+                for (w, r) in workloads.iter().zip(&results) {
+                    let n = r.consume.as_ref().map_or(0, |c| c.total_consumed);
+                    prefill(w, &mock, n)?;
+                }
             }
             run_all(&workloads, &mock, is_sweep, progress)?
         }
@@ -138,6 +148,29 @@ fn run_all(
         out.push(r);
     }
     Ok(out)
+}
+
+/// Produces `n` messages of the workload's size and keys to the mock
+/// cluster's topic, unthrottled and unmeasured.
+fn prefill(w: &Workload, mock: &Target, n: u64) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let mut p = w.clone();
+    p.mode = RunMode::Produce;
+    p.stop = Stop::Messages(n);
+    p.warmup = Duration::ZERO;
+    p.point.rate = 0.0;
+    p.producers = p.producers.max(1);
+    let r = run::run(&p, mock, "mock prefill", false).context("filling the mock topic")?;
+    if r.error_count > 0 {
+        bail!(
+            "filling the mock topic: {} errors: {:?}",
+            r.error_count,
+            r.errors
+        );
+    }
+    Ok(())
 }
 
 fn write_outputs(dir: &Path, report: &Report, is_sweep: bool) -> Result<()> {

@@ -376,6 +376,30 @@ fn baseline_mock_reports_both_and_the_ratio() {
     let (h, rows) = csv(d);
     let brokers: Vec<&str> = rows.iter().map(|r| col(&h, r, "broker")).collect();
     assert_eq!(brokers, ["target", "mock"]);
+
+    // consume: the (new, empty) mock topic is first filled with as many
+    // messages as the target's held, so both read the same amount.
+    let cdir = d.join("consume");
+    let o = bench(&[
+        "consume",
+        "--bootstrap",
+        &broker.addr,
+        "--topic",
+        "bench-mock",
+        "--baseline-mock",
+        "1",
+        "--out",
+        cdir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "exits 0");
+    let j = json(&cdir);
+    assert_eq!(u(&j["results"][0]["consume"]["messages"]), 1000);
+    assert_eq!(u(&j["baseline_mock"][0]["consume"]["messages"]), 1000);
+    assert!(j["ratios"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["metric"] == "consume MB/s"));
 }
 
 #[test]
