@@ -19,6 +19,8 @@ use compio::BufResult;
 use event_listener::Event;
 use futures_util::future::{select, Either};
 
+use kafka_protocol::messages::ApiKey;
+
 use crate::protocol::frame;
 use crate::runtime::Shard;
 use crate::server::dispatch::{self, Reply};
@@ -30,8 +32,10 @@ use crate::server::handlers::fetch::FetchSessions;
 pub const IN_FLIGHT_REQUESTS_MAX: usize = 64;
 /// Request bytes of one connection being handled at once.
 pub const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
-/// Size of each socket read when no frame length asks for more.
-const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Size of each socket read when no frame length asks for more. Small, because
+/// an idle connection keeps a read (and its buffer) pending: thousands of idle
+/// clients then cost megabytes, not gigabytes.
+const READ_CHUNK_BYTES: usize = 4 << 10;
 
 /// A connection; lives on one shard.
 pub struct Connection {
@@ -44,6 +48,12 @@ pub struct Connection {
     closing: Cell<bool>,
     /// KIP-227 fetch sessions opened on this connection.
     pub fetch_sessions: RefCell<FetchSessions>,
+    /// Whether a Fetch of this connection is being handled. Fetches of one
+    /// connection run one at a time: their responses can be large (a slow reader
+    /// must not pin many of them in memory) and a fetch session's epochs are
+    /// sequential anyway.
+    fetch_in_flight: Cell<bool>,
+    fetch_done: Event,
 }
 
 /// A request being handled: its task and its size against the byte budget.
@@ -51,6 +61,8 @@ struct InFlight {
     task: compio::runtime::JoinHandle<Reply>,
     bytes: usize,
     correlation_id: i32,
+    /// Holds the connection's fetch slot until its response is written.
+    is_fetch: bool,
 }
 
 pub async fn serve(shard: Rc<Shard>, stream: compio::net::TcpStream, peer: SocketAddr) {
@@ -63,6 +75,8 @@ pub async fn serve(shard: Rc<Shard>, stream: compio::net::TcpStream, peer: Socke
         budget_freed: Event::new(),
         closing: Cell::new(false),
         fetch_sessions: RefCell::new(FetchSessions::default()),
+        fetch_in_flight: Cell::new(false),
+        fetch_done: Event::new(),
     });
     tracing::debug!(%peer, shard = conn.shard.id, "connection opened");
     let (tx, rx) = async_channel::bounded::<InFlight>(IN_FLIGHT_REQUESTS_MAX);
@@ -76,11 +90,31 @@ impl Connection {
     /// Closes both directions so that a pending read returns at once.
     fn shut_down(&self) {
         self.closing.set(true);
+        // Wake a read loop waiting for a slot or for budget: it must see `closing`.
+        self.fetch_done.notify(usize::MAX);
+        self.budget_freed.notify(usize::MAX);
         // SAFETY: the descriptor belongs to `self.stream`, which outlives this call;
         // shutdown(2) does not close or invalidate it.
         unsafe {
             libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR);
         }
+    }
+
+    /// Waits until no Fetch of this connection is being handled, then claims the slot.
+    async fn claim_fetch_slot(&self) {
+        while self.fetch_in_flight.get() && !self.closing.get() {
+            let listener = self.fetch_done.listen();
+            if !self.fetch_in_flight.get() {
+                break;
+            }
+            listener.await;
+        }
+        self.fetch_in_flight.set(true);
+    }
+
+    fn release_fetch_slot(&self) {
+        self.fetch_in_flight.set(false);
+        self.fetch_done.notify(usize::MAX);
     }
 
     async fn wait_for_budget(&self, frame_bytes: usize) {
@@ -152,12 +186,18 @@ async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
         conn.in_flight_bytes
             .set(conn.in_flight_bytes.get() + length);
         let correlation_id = frame::peek_header(&request).map_or(-1, |h| h.correlation_id);
+        let is_fetch =
+            frame::peek_header(&request).is_some_and(|h| h.api_key == ApiKey::Fetch as i16);
+        if is_fetch {
+            conn.claim_fetch_slot().await;
+        }
         let task = compio::runtime::spawn(dispatch::handle(conn.clone(), request));
         if tx
             .send(InFlight {
                 task,
                 bytes: length,
                 correlation_id,
+                is_fetch,
             })
             .await
             .is_err()
@@ -180,20 +220,32 @@ async fn write_loop(conn: Rc<Connection>, rx: async_channel::Receiver<InFlight>)
             tracing::error!(peer = %conn.peer, correlation_id = in_flight.correlation_id, ?error, "request handler failed; closing connection");
             Reply::Close
         });
-        match reply {
-            Reply::Frame(bytes) => {
-                let mut stream = &conn.stream;
-                if let BufResult(Err(error), _) = stream.write_all(bytes).await {
-                    tracing::debug!(peer = %conn.peer, %error, "write failed");
-                    conn.shut_down();
-                    return;
-                }
-            }
-            Reply::Nothing => {}
-            Reply::Close => {
+        let keep_going = write_reply(&conn, reply).await;
+        if in_flight.is_fetch {
+            conn.release_fetch_slot();
+        }
+        if !keep_going {
+            return;
+        }
+    }
+}
+
+/// Sends one reply; false when the connection must close.
+async fn write_reply(conn: &Connection, reply: Reply) -> bool {
+    match reply {
+        Reply::Frame(bytes) => {
+            let mut stream = &conn.stream;
+            if let BufResult(Err(error), _) = stream.write_all(bytes).await {
+                tracing::debug!(peer = %conn.peer, %error, "write failed");
                 conn.shut_down();
-                return;
+                return false;
             }
+            true
+        }
+        Reply::Nothing => true,
+        Reply::Close => {
+            conn.shut_down();
+            false
         }
     }
 }

@@ -138,6 +138,11 @@ impl TestBroker {
         self.spawn();
     }
 
+    /// The broker process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
