@@ -35,15 +35,24 @@ pub fn main(cli: Cli) -> Result<bool> {
                     mock.bootstrap()
                 );
             }
+            let mut mock_workloads = workloads.clone();
             if matches!(cli.mode, Mode::Consume(_)) {
                 // A new mock cluster is empty: give it as many messages as
-                // were read from the target, so both consumers read alike.
-                for (w, r) in workloads.iter().zip(&results) {
+                // were read from the target (as many as it keeps), and read those.
+                for (w, r) in mock_workloads.iter_mut().zip(&results) {
                     let n = r.consume.as_ref().map_or(0, |c| c.total_consumed);
-                    prefill(w, &mock, n)?;
+                    let fill = n.min(mock_capacity(w));
+                    if fill < n {
+                        eprintln!(
+                            "sluice-bench: the mock cluster keeps only {MOCK_PARTITION_BYTES} bytes \
+                             per partition: its consume run reads {fill} messages, not {n}"
+                        );
+                    }
+                    prefill(w, &mock, fill)?;
+                    w.stop = Stop::Messages(fill.max(1));
                 }
             }
-            run_all(&workloads, &mock, is_sweep, progress)?
+            run_all(&mock_workloads, &mock, is_sweep, progress)?
         }
         None => Vec::new(),
     };
@@ -150,6 +159,18 @@ fn run_all(
     Ok(out)
 }
 
+/// What librdkafka's mock cluster keeps of a partition before dropping its
+/// oldest batches (rdkafka_mock.c: max_size 5 MiB, max_cnt 100000 batches).
+const MOCK_PARTITION_BYTES: u64 = 5 * 1024 * 1024;
+
+/// How many messages of the workload's size the mock topic surely keeps:
+/// half its capacity, as unkeyed batches do not spread exactly evenly, with
+/// 32 bytes of record and batch overhead per message.
+fn mock_capacity(w: &Workload) -> u64 {
+    let per_message = w.point.message.max() as u64 + 32;
+    w.partitions.max(1) as u64 * MOCK_PARTITION_BYTES / 2 / per_message
+}
+
 /// Produces `n` messages of the workload's size and keys to the mock
 /// cluster's topic, unthrottled and unmeasured.
 fn prefill(w: &Workload, mock: &Target, n: u64) -> Result<()> {
@@ -162,6 +183,10 @@ fn prefill(w: &Workload, mock: &Target, n: u64) -> Result<()> {
     p.warmup = Duration::ZERO;
     p.point.rate = 0.0;
     p.producers = p.producers.max(1);
+    // Spread unkeyed messages per message, not per sticky batch, so no
+    // partition overflows the mock's per-partition limit.
+    p.extra
+        .push(("sticky.partitioning.linger.ms".into(), "0".into()));
     let r = run::run(&p, mock, "mock prefill", false).context("filling the mock topic")?;
     if r.error_count > 0 {
         bail!(

@@ -210,7 +210,14 @@ fn result(
         let n = Shared::get(&s.consumed_measured);
         let bytes = Shared::get(&s.consumed_measured_bytes);
         let total = Shared::get(&s.consumed);
-        let secs = elapsed(Shared::get(&s.last_consume_ns));
+        let secs = if w.mode == RunMode::Consume {
+            // Reading what is already there: from the first message to the
+            // last, so connection and first-fetch set-up are not counted.
+            let first = Shared::get(&s.first_consume_ns);
+            Shared::get(&s.last_consume_ns).saturating_sub(first) as f64 / 1e9
+        } else {
+            elapsed(Shared::get(&s.last_consume_ns))
+        };
         let expected = match w.mode {
             RunMode::E2e => Some(Shared::get(&s.acked) + Shared::get(&s.warmup_acked)),
             _ => expected,

@@ -71,16 +71,26 @@ pub fn render_table(results: &[RunResult], baseline: &[RunResult]) -> String {
     table(&headers, &rows, 0)
 }
 
-/// The error-free point with the highest MB/s whose p99 is within the budget.
+/// Throughputs within this fraction of the best count as a tie (at a fixed
+/// rate every point reaches the same rate, give or take noise).
+const TIE: f64 = 0.01;
+
+/// The error-free point with the highest MB/s whose p99 is within the
+/// budget; among points that tie on throughput, the one with the lowest p99.
 pub fn best_within(results: &[RunResult], budget_ms: f64) -> Option<&RunResult> {
-    results
+    let p99 = |r: &RunResult| r.latency().map_or(f64::MAX, |l| l.p99_ms);
+    let fits: Vec<&RunResult> = results
         .iter()
         .filter(|r| r.error_count == 0)
         .filter(|r| {
             r.latency()
                 .is_some_and(|l| l.count > 0 && l.p99_ms <= budget_ms)
         })
-        .max_by(|a, b| a.mb_per_s().total_cmp(&b.mb_per_s()))
+        .collect();
+    let top = fits.iter().map(|r| r.mb_per_s()).fold(f64::MIN, f64::max);
+    fits.into_iter()
+        .filter(|r| r.mb_per_s() >= top * (1.0 - TIE))
+        .min_by(|a, b| p99(a).total_cmp(&p99(b)))
 }
 
 pub fn describe(r: &RunResult) -> String {
@@ -134,5 +144,68 @@ pub fn render_verdict(results: &[RunResult], budget_ms: Option<f64>) -> String {
             ),
             None => "Every point had errors; no recommendation\n".into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::histogram::Percentiles;
+
+    fn point(batch: u64, mb: f64, p99: f64, errors: u64) -> RunResult {
+        RunResult {
+            broker: "target".into(),
+            bootstrap: "x".into(),
+            mode: "produce".into(),
+            topic: "t".into(),
+            partitions: 1,
+            producers: 1,
+            consumers: 0,
+            keys: 0,
+            idempotence: false,
+            batch_bytes: batch,
+            linger_ms: 0,
+            message_bytes: "100".into(),
+            acks: "all".into(),
+            compression: "none".into(),
+            rate: 0.0,
+            warmup_s: 0.0,
+            requested_messages: None,
+            requested_duration_s: None,
+            produce: Some(crate::report::ProduceStats {
+                messages: 1,
+                acked: 1,
+                failed: 0,
+                bytes: 1,
+                elapsed_s: 1.0,
+                msgs_per_s: mb * 1e4,
+                mb_per_s: mb,
+                warmup_messages: 0,
+            }),
+            consume: None,
+            ack_latency: Some(Percentiles {
+                count: 1,
+                p99_ms: p99,
+                ..Default::default()
+            }),
+            e2e_latency: None,
+            errors: Default::default(),
+            error_count: errors,
+        }
+    }
+
+    #[test]
+    fn best_is_fastest_within_budget_then_lowest_p99() {
+        let rs = vec![
+            point(1, 10.0, 5.0, 0),
+            point(2, 50.0, 50.0, 0), // over budget
+            point(3, 30.0, 9.0, 0),  // fastest within budget...
+            point(4, 30.1, 4.0, 0),  // ...ties with this one, lower p99
+            point(5, 90.0, 1.0, 3),  // errors disqualify
+        ];
+        assert_eq!(best_within(&rs, 10.0).unwrap().batch_bytes, 4);
+        assert_eq!(best_within(&rs, 100.0).unwrap().batch_bytes, 2);
+        assert!(best_within(&rs, 0.5).is_none());
+        assert!(render_verdict(&rs, Some(0.5)).starts_with("No error-free setting"));
     }
 }
