@@ -360,6 +360,9 @@ fn run_shard(
         crate::storage::start_retention(&shard, retention_interval);
         crate::storage::start_periodic_flush(&shard);
         *shard.groups.borrow_mut() = Some(groups);
+        let cleaner_interval =
+            std::time::Duration::from_millis(shard.broker.config.log_cleaner_interval_ms);
+        crate::storage::cleaner::start_cleaner(&shard, cleaner_interval);
         let queue = compio::runtime::spawn(serve_queue(shard.clone(), receiver));
         listener::serve(shard.clone(), listener).await;
         // Every connection of this shard has finished. Wait for the others, still
@@ -380,8 +383,13 @@ fn run_shard(
 /// Replays this shard's partitions of the offsets log and creates its coordinator.
 fn open_group_coordinator(shard: &Rc<Shard>) -> Result<Rc<GroupCoordinator>, String> {
     let config = &shard.broker.config;
-    let offsets = OffsetStore::open(&config.data_dir, shard.id, shard.shard_count())
-        .map_err(|e| format!("offsets log: {e}"))?;
+    let offsets = OffsetStore::open(
+        &config.data_dir,
+        shard.id,
+        shard.shard_count(),
+        config.offsets_topic_segment_bytes,
+    )
+    .map_err(|e| format!("offsets log: {e}"))?;
     let group_config = GroupConfig {
         min_session_timeout_ms: config.group_min_session_timeout_ms,
         max_session_timeout_ms: config.group_max_session_timeout_ms,

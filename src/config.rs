@@ -70,6 +70,13 @@ pub struct Cli {
     /// How often retention looks for segments to delete, ms [default: 300000].
     #[arg(long, value_name = "MS")]
     pub log_retention_check_interval_ms: Option<u64>,
+    /// How often the log cleaner looks for compacted logs to clean, ms [default: 15000].
+    #[arg(long, value_name = "MS")]
+    pub log_cleaner_interval_ms: Option<u64>,
+    /// Segment size of the internal offsets log, whose closed segments are
+    /// compacted (Kafka's offsets.topic.segment.bytes) [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub offsets_topic_segment_bytes: Option<u64>,
     /// I/O driver of the shards: `auto` (io_uring when the kernel allows it,
     /// polling otherwise), `io-uring` or `polling` [default: auto].
     #[arg(long, value_name = "DRIVER")]
@@ -103,6 +110,8 @@ struct FileConfig {
     socket_request_max_bytes: Option<u32>,
     io_driver: Option<String>,
     log_retention_check_interval_ms: Option<u64>,
+    log_cleaner_interval_ms: Option<u64>,
+    offsets_topic_segment_bytes: Option<u64>,
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
     group_initial_rebalance_delay_ms: Option<i64>,
@@ -128,6 +137,8 @@ pub struct Config {
     pub socket_request_max_bytes: u32,
     pub io_driver: IoDriver,
     pub log_retention_check_interval_ms: u64,
+    pub log_cleaner_interval_ms: u64,
+    pub offsets_topic_segment_bytes: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     pub group_initial_rebalance_delay_ms: i64,
@@ -288,6 +299,29 @@ impl Config {
                 "must be at least 10",
             ));
         }
+        let log_cleaner_interval_ms = cli
+            .log_cleaner_interval_ms
+            .or(file.log_cleaner_interval_ms)
+            .unwrap_or(15_000);
+        if log_cleaner_interval_ms < 10 {
+            return Err(invalid("log-cleaner-interval-ms", "must be at least 10"));
+        }
+        let offsets_topic_segment_bytes = cli
+            .offsets_topic_segment_bytes
+            .or(file.offsets_topic_segment_bytes)
+            .unwrap_or(crate::group::offsets::OFFSETS_SEGMENT_BYTES);
+        let segment_range = crate::metadata::topic_config::SEGMENT_BYTES_MIN as u64
+            ..=crate::metadata::topic_config::SEGMENT_BYTES_MAX as u64;
+        if !segment_range.contains(&offsets_topic_segment_bytes) {
+            return Err(invalid(
+                "offsets-topic-segment-bytes",
+                format!(
+                    "must be between {} and {}",
+                    segment_range.start(),
+                    segment_range.end()
+                ),
+            ));
+        }
         let cluster_id = cli.cluster_id.or(file.cluster_id);
         if let Some(id) = &cluster_id {
             if id.is_empty() || id.len() > 64 {
@@ -334,6 +368,8 @@ impl Config {
             socket_request_max_bytes,
             io_driver,
             log_retention_check_interval_ms,
+            log_cleaner_interval_ms,
+            offsets_topic_segment_bytes,
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
             group_initial_rebalance_delay_ms,

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use kafka_protocol::records::Compression;
 use serde::{Deserialize, Serialize};
 
-use crate::metadata::topic_config::TopicConfig;
+use crate::metadata::topic_config::{CleanupPolicy, TopicConfig};
 use crate::metadata::PartitionShared;
 use crate::protocol::batch::validate_records;
 use crate::protocol::encode;
@@ -33,9 +33,9 @@ pub const OFFSETS_TOPIC: &str = "__sluice_offsets";
 /// group's offsets are (Kafka's offsets.topic.num.partitions is 50; fewer suit
 /// a single node).
 pub const OFFSETS_PARTITIONS: i32 = 16;
-/// Segments of the offsets log stay small until compaction keeps only the latest
-/// offset per key.
-const OFFSETS_SEGMENT_BYTES: u64 = 64 << 20;
+/// Default size of the offsets log's segments (`--offsets-topic-segment-bytes`).
+/// Only closed segments are compacted, so this bounds what compaction leaves behind.
+pub const OFFSETS_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// The offsets-log partition of a group.
 pub fn offsets_partition(group_id: &str) -> i32 {
@@ -70,11 +70,14 @@ pub struct OffsetStore {
 }
 
 impl OffsetStore {
-    /// Replays and opens the offsets-log partitions owned by `shard_id`.
+    /// Replays and opens the offsets-log partitions owned by `shard_id`, with
+    /// segments of `segment_bytes`. The log is compacted (cleanup.policy=compact):
+    /// only the latest record of each (group, topic, partition) is kept.
     pub fn open(
         data_dir: &Path,
         shard_id: usize,
         shard_count: usize,
+        segment_bytes: u64,
     ) -> Result<OffsetStore, String> {
         let mut logs = HashMap::new();
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
@@ -100,7 +103,11 @@ impl OffsetStore {
                 Ok(())
             })?;
             let config = TopicConfig {
-                segment_bytes: OFFSETS_SEGMENT_BYTES,
+                segment_bytes,
+                cleanup_policy: CleanupPolicy {
+                    delete: false,
+                    compact: true,
+                },
                 ..TopicConfig::default()
             };
             let log = PartitionLog::open(
@@ -234,6 +241,11 @@ impl OffsetStore {
             .collect()
     }
 
+    /// The offsets-log partitions of this shard, for the log cleaner.
+    pub fn logs(&self) -> Vec<LogRef> {
+        self.logs.values().cloned().collect()
+    }
+
     pub fn close(&self) {
         for log in self.logs.values() {
             let _ = log.borrow_mut().close();
@@ -265,7 +277,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         run(async {
             let commit = Rc::new(GroupCommit::default());
-            let store = OffsetStore::open(dir.path(), 0, 1).unwrap();
+            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
             store
                 .write(
                     &commit,
@@ -297,7 +309,7 @@ mod tests {
             store.close();
         });
         run(async {
-            let store = OffsetStore::open(dir.path(), 0, 1).unwrap();
+            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
             let offsets = store.group_offsets("g1");
             assert_eq!(offsets.len(), 2);
             assert_eq!(offsets[0], (("t".to_string(), 0), offset(11, 2)));
@@ -314,7 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         run(async {
             let commit = Rc::new(GroupCommit::default());
-            let store = OffsetStore::open(dir.path(), 0, 1).unwrap();
+            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
             store
                 .write(
                     &commit,
@@ -347,7 +359,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         run(async {
             let owned: Vec<usize> = (0..3)
-                .map(|shard| OffsetStore::open(dir.path(), shard, 3).unwrap().logs.len())
+                .map(|shard| {
+                    OffsetStore::open(dir.path(), shard, 3, OFFSETS_SEGMENT_BYTES)
+                        .unwrap()
+                        .logs
+                        .len()
+                })
                 .collect();
             assert_eq!(owned.iter().sum::<usize>(), OFFSETS_PARTITIONS as usize);
         });

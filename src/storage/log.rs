@@ -26,6 +26,7 @@ use crate::metadata::topic_config::{TimestampType, TopicConfig};
 use crate::metadata::PartitionShared;
 use crate::protocol::batch::{self, BatchHeader, BatchIter, ValidatedRecords, BATCH_HEADER_LEN};
 use crate::protocol::errors::ErrorCode;
+use crate::storage::cleaner::CleanerState;
 use crate::storage::commit::GroupCommit;
 use crate::storage::producer_state::{ProducerStateTable, SequenceCheck, SequenceError};
 use crate::storage::segment::{parse_segment_file_name, OpenError, Segment};
@@ -46,19 +47,19 @@ struct InFlightWrite {
 pub struct PartitionLog {
     pub topic: Arc<str>,
     pub partition: i32,
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     config: TopicConfig,
     /// Sorted by base offset; never empty; the last one takes appends.
-    segments: Vec<Segment>,
+    pub(super) segments: Vec<Segment>,
     log_start_offset: i64,
     /// Offset the next appended batch gets.
     next_offset: i64,
     in_flight: VecDeque<InFlightWrite>,
     next_write_id: u64,
-    producers: ProducerStateTable,
+    pub(super) producers: ProducerStateTable,
     shared: Arc<PartitionShared>,
     /// Set when storage failed; the partition then refuses reads and writes.
-    failure: Option<String>,
+    pub(super) failure: Option<String>,
     /// Set when a write failed (e.g. the disk is full). Appends are refused until
     /// the writes in flight have finished and the log is rolled back to its last
     /// complete write; then appends are tried again, so writes resume when space
@@ -70,6 +71,8 @@ pub struct PartitionLog {
     unflushed_messages: i64,
     /// When the last sync of this log was started, for `flush.ms`.
     last_flush_ms: i64,
+    /// The log cleaner's progress (compacted topics).
+    pub(super) cleaner: CleanerState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +199,7 @@ impl PartitionLog {
             rollbacks: 0,
             unflushed_messages: 0,
             last_flush_ms: now,
+            cleaner: CleanerState::default(),
         })
     }
 
@@ -699,7 +703,7 @@ pub async fn read(
     max_bytes: usize,
     first_may_exceed: bool,
 ) -> Result<ReadOutcome, ReadError> {
-    let (file, mut position, readable_end, high_watermark, log_start_offset, mut segment_index) = {
+    let (file, mut position, readable_end, high_watermark, log_start_offset, mut segment_base) = {
         let log = log.borrow();
         log.check_online().map_err(ReadError::Storage)?;
         let high_watermark = log.high_watermark();
@@ -727,7 +731,7 @@ pub async fn read(
             readable,
             high_watermark,
             log.log_start_offset,
-            i,
+            log.segments[i].base_offset,
         )
     };
     let mut file = file;
@@ -756,9 +760,13 @@ pub async fn read(
             }
         }
         // Nothing at or after `offset` in this segment: continue in the next one.
+        // Found by base offset: retention or the cleaner may have removed
+        // segments while this read was waiting.
         let log_ref = log.borrow();
-        segment_index += 1;
-        let Some(next) = log_ref.segments.get(segment_index) else {
+        let next_index = log_ref
+            .segments
+            .partition_point(|s| s.base_offset <= segment_base);
+        let Some(next) = log_ref.segments.get(next_index) else {
             return Ok(ReadOutcome {
                 records: Bytes::new(),
                 high_watermark,
@@ -768,6 +776,7 @@ pub async fn read(
         file = next.file.clone();
         position = 0;
         readable_end = next.readable_bytes;
+        segment_base = next.base_offset;
     }
 }
 

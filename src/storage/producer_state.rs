@@ -139,6 +139,16 @@ impl ProducerStateTable {
     pub fn producer_count(&self) -> usize {
         self.producers.len()
     }
+
+    /// For each producer, the base offset of its last batch in the log. The log
+    /// cleaner keeps those batches (emptied if need be) so that the state can be
+    /// rebuilt from the log after a restart.
+    pub fn last_batch_offsets(&self) -> HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(&id, entry)| entry.batches.back().map(|b| (id, b.base_offset)))
+            .collect()
+    }
 }
 
 #[cfg(test)]

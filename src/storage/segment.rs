@@ -303,31 +303,47 @@ impl Segment {
 
     /// Accounts for a batch placed at `position`: offsets, timestamps, indexes.
     pub fn note_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u32) {
-        let relative = (header.base_offset - self.base_offset) as u32;
-        if self.index.is_empty() || self.bytes_since_index_entry >= u64::from(index_interval_bytes)
-        {
-            if self
-                .index
-                .last()
-                .is_none_or(|e| u64::from(e.position) < position)
-            {
-                self.index.push(OffsetEntry {
-                    relative_offset: relative,
-                    position: position as u32,
-                });
-            }
-            self.bytes_since_index_entry = 0;
-        }
-        self.bytes_since_index_entry += header.total_len() as u64;
-        if header.max_timestamp > self.max_timestamp_ms {
-            self.max_timestamp_ms = header.max_timestamp;
-            self.offset_of_max_timestamp = header.last_offset();
-            self.time_index.push(TimeEntry {
-                timestamp_ms: header.max_timestamp,
-                relative_offset: relative,
-            });
-        }
-        self.next_offset = header.last_offset() + 1;
+        let mut state = SegmentState {
+            base_offset: self.base_offset,
+            next_offset: self.next_offset,
+            index: std::mem::take(&mut self.index),
+            time_index: std::mem::take(&mut self.time_index),
+            bytes_since_index_entry: self.bytes_since_index_entry,
+            max_timestamp_ms: self.max_timestamp_ms,
+            offset_of_max_timestamp: self.offset_of_max_timestamp,
+        };
+        state.note_batch(header, position, index_interval_bytes);
+        self.index = state.index;
+        self.time_index = state.time_index;
+        self.bytes_since_index_entry = state.bytes_since_index_entry;
+        self.max_timestamp_ms = state.max_timestamp_ms;
+        self.offset_of_max_timestamp = state.offset_of_max_timestamp;
+        self.next_offset = state.next_offset;
+    }
+
+    /// A closed segment from a file written off the shard (the log cleaner's
+    /// output), with the indexes built while it was written. `size` is the file's length.
+    pub fn from_state(
+        log_path: PathBuf,
+        file: fs::File,
+        state: SegmentState,
+        size: u64,
+        created_ms: i64,
+    ) -> Segment {
+        let mut segment = Segment::from_parts(
+            log_path,
+            to_compio(file),
+            state.base_offset,
+            size,
+            created_ms,
+        );
+        segment.next_offset = state.next_offset;
+        segment.index = state.index;
+        segment.time_index = state.time_index;
+        segment.bytes_since_index_entry = state.bytes_since_index_entry;
+        segment.max_timestamp_ms = state.max_timestamp_ms;
+        segment.offset_of_max_timestamp = state.offset_of_max_timestamp;
+        segment
     }
 
     pub fn is_empty(&self) -> bool {
@@ -354,6 +370,64 @@ impl Segment {
             self.time_index.encode(),
         )?;
         Ok(())
+    }
+}
+
+/// The in-memory bookkeeping of a segment (offsets, timestamps, sparse
+/// indexes), without its open file: `Send`, so that it can be built on another
+/// thread for a file written there (see `Segment::from_state`).
+#[derive(Debug, Clone)]
+pub struct SegmentState {
+    pub base_offset: i64,
+    /// The offset after the last batch noted.
+    pub next_offset: i64,
+    pub index: OffsetIndex,
+    pub time_index: TimeIndex,
+    bytes_since_index_entry: u64,
+    pub max_timestamp_ms: i64,
+    pub offset_of_max_timestamp: i64,
+}
+
+impl SegmentState {
+    pub fn new(base_offset: i64) -> SegmentState {
+        SegmentState {
+            base_offset,
+            next_offset: base_offset,
+            index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index_entry: 0,
+            max_timestamp_ms: -1,
+            offset_of_max_timestamp: -1,
+        }
+    }
+
+    /// Accounts for a batch placed at `position`: offsets, timestamps, indexes.
+    pub fn note_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u32) {
+        let relative = (header.base_offset - self.base_offset) as u32;
+        if self.index.is_empty() || self.bytes_since_index_entry >= u64::from(index_interval_bytes)
+        {
+            if self
+                .index
+                .last()
+                .is_none_or(|e| u64::from(e.position) < position)
+            {
+                self.index.push(OffsetEntry {
+                    relative_offset: relative,
+                    position: position as u32,
+                });
+            }
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += header.total_len() as u64;
+        if header.max_timestamp > self.max_timestamp_ms {
+            self.max_timestamp_ms = header.max_timestamp;
+            self.offset_of_max_timestamp = header.last_offset();
+            self.time_index.push(TimeEntry {
+                timestamp_ms: header.max_timestamp,
+                relative_offset: relative,
+            });
+        }
+        self.next_offset = header.last_offset() + 1;
     }
 }
 

@@ -15,7 +15,7 @@ use crate::protocol::batch::{self, peek_magic};
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::{resolve_topic, str_bytes};
-use crate::storage::log;
+use crate::storage::{cleaner, log};
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -46,7 +46,10 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                     match topic.partition(index) {
                         None => return Err((ErrorCode::UnknownTopicOrPartition, None)),
                         Some(shared) if shared.is_offline() => {
-                            return Err((ErrorCode::KafkaStorageError, Some("partition is offline".into())))
+                            return Err((
+                                ErrorCode::KafkaStorageError,
+                                Some("partition is offline".into()),
+                            ))
                         }
                         Some(_) => {}
                     }
@@ -61,6 +64,17 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                             };
                             (code, Some(e.to_string()))
                         })?;
+                    if topic.config.cleanup_policy.compact {
+                        cleaner::check_keys(&records).map_err(|message| {
+                            (
+                                ErrorCode::InvalidRecord,
+                                Some(format!(
+                                    "{message} in topic partition {}-{index}",
+                                    topic.name
+                                )),
+                            )
+                        })?;
+                    }
                     // base_timestamp is the batch's smallest timestamp.
                     topic
                         .config

@@ -1,0 +1,1690 @@
+//! Log compaction (`cleanup.policy=compact`): a background cleaner per shard
+//! keeps, in the closed segments of a log, only the latest record of each key.
+//!
+//! A pass over one log:
+//! 1. *Plan* (on the shard, one short borrow): the cleanable segments are the
+//!    closed ones from the start of the log whose writes are complete and whose
+//!    newest record is older than `min.compaction.lag.ms`; the part after the
+//!    cleaner checkpoint (the first dirty offset) is the dirty section. A pass
+//!    runs when dirty bytes / cleanable bytes >= `min.cleanable.dirty.ratio`, or
+//!    when tombstones kept by an earlier pass have become removable.
+//! 2. *Clean* (on a blocking thread, `spawn_blocking`): map each key of the dirty
+//!    section to its latest offset (a 128-bit keyed hash of the key, at most
+//!    `max_keys` of them: past that only a prefix of the dirty section is
+//!    cleaned), then rewrite every cleanable segment up to the end of the mapped
+//!    range into `<base>.log.cleaned`, keeping the records that are the latest
+//!    of their key. Tombstones (null values) already in the clean section go once
+//!    their segment is older than `delete.retention.ms` (by its mtime, which a
+//!    rewrite preserves, as Kafka does). Records without a key go, as in Kafka.
+//!    A batch is rewritten with its original header: base offset, last offset
+//!    delta, producer id/epoch, base sequence, base timestamp, attributes and
+//!    compression codec (compressed batches are decompressed and compressed
+//!    again); retained records are copied byte for byte, so offsets, timestamps,
+//!    keys and headers are preserved and only the record count, length, max
+//!    timestamp (CreateTime) and CRC change. An emptied batch disappears (an
+//!    offset gap), except the last batch of an idempotent producer and the last
+//!    batch of the cleanable range, which stay as empty batches (header only),
+//!    as Kafka keeps them: the producer state is rebuilt from the log, and a
+//!    consumer positioned at the end of the range is not left in a gap. A
+//!    segment that ends up empty is removed, except the first segment of the log
+//!    (it anchors the log start offset).
+//! 3. *Swap* (on the shard, one short borrow): each `.log.cleaned` is renamed
+//!    over its `.log` and replaces the segment in memory, with the indexes built
+//!    while writing it. A read that holds the old file keeps reading it (Linux
+//!    unlink semantics). Appends only touch the active segment, which is never
+//!    cleaned, so produce and fetch never wait for the cleaner. Then the
+//!    checkpoint is written (`cleaner-checkpoint`: temp file, fsync, rename,
+//!    directory fsync, on a blocking thread).
+//!
+//! A crash at any point leaves either the old or the new version of each
+//! segment (both valid) and possibly stray `.cleaned` files, which the next pass
+//! removes. Tombstones are only removed once they are in the clean section,
+//! i.e. after the pass that removed the older records of their key has been
+//! made durable (its checkpoint is written after the directory fsync).
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fs;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+
+use crate::protocol::batch::{compute_crc, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
+use crate::runtime::Shard;
+use crate::storage::log::{now_ms, LogRef, PartitionLog};
+use crate::storage::segment::{segment_file_name, Segment, SegmentState};
+
+/// Name of the file holding the cleaner's progress in a partition directory.
+pub const CHECKPOINT_FILE: &str = "cleaner-checkpoint";
+/// Suffix of the files a pass writes before swapping them in.
+const CLEANED_SUFFIX: &str = ".cleaned";
+/// Keys mapped per pass by default (about 24 MiB of map).
+pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
+/// Read size of the segment scans.
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+// Byte positions in the v2 batch header (see `protocol::batch`).
+const AT_BATCH_LENGTH: usize = 8;
+const AT_CRC: usize = 17;
+const AT_ATTRIBUTES: usize = 21;
+const AT_MAX_TIMESTAMP: usize = 35;
+const AT_RECORD_COUNT: usize = 57;
+const COMPRESSION_MASK: i16 = 0x07;
+
+/// The cleaner's progress on one log, kept in the log and in `cleaner-checkpoint`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanerState {
+    loaded: bool,
+    /// Offsets below this were cleaned by an earlier pass (the clean section).
+    first_dirty: i64,
+    /// When the earliest tombstone kept in the clean section may be removed: a
+    /// pass is due then even without new dirty data.
+    tombstones_due_ms: Option<i64>,
+}
+
+/// Knobs of a pass.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanerLimits {
+    /// Most keys mapped in one pass; the rest of the dirty section waits.
+    pub max_keys: usize,
+}
+
+impl Default for CleanerLimits {
+    fn default() -> Self {
+        CleanerLimits {
+            max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CleanStats {
+    /// Segments read and filtered.
+    pub segments_scanned: usize,
+    /// Segments rewritten (swapped in).
+    pub segments_rewritten: usize,
+    /// Segments removed because nothing in them survived.
+    pub segments_removed: usize,
+    pub records_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// The new checkpoint: offsets below it are now clean.
+    pub first_dirty: i64,
+}
+
+/// Runs the cleaner over this shard's compacted logs, and its offsets logs,
+/// every `interval` until shutdown.
+pub fn start_cleaner(shard: &Rc<Shard>, interval: Duration) {
+    let shard = shard.clone();
+    compio::runtime::spawn(async move {
+        while !shard.broker.shutdown.is_triggered() {
+            compio::time::sleep(interval).await;
+            let mut logs: Vec<LogRef> = shard
+                .logs
+                .borrow()
+                .values()
+                .filter(|log| log.borrow().config().cleanup_policy.compact)
+                .cloned()
+                .collect();
+            if let Some(groups) = shard.groups.borrow().as_ref() {
+                logs.extend(groups.offsets.logs());
+            }
+            for log in logs {
+                if shard.broker.shutdown.is_triggered() {
+                    break;
+                }
+                match clean(&log, now_ms(), CleanerLimits::default()).await {
+                    Ok(Some(stats)) => {
+                        let log = log.borrow();
+                        tracing::debug!(topic = %log.topic, partition = log.partition, ?stats, "log cleaned");
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        let log = log.borrow();
+                        tracing::warn!(topic = %log.topic, partition = log.partition, %error, "log cleaning failed");
+                    }
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+/// One cleaning pass over `log` if it is due (see the module doc); None if not.
+/// `now_ms` decides the compaction lag and the tombstone horizon.
+pub async fn clean(
+    log: &LogRef,
+    now_ms: i64,
+    limits: CleanerLimits,
+) -> Result<Option<CleanStats>, String> {
+    let Some(plan) = plan(&mut log.borrow_mut(), now_ms, limits)? else {
+        return Ok(None);
+    };
+    let dir = plan.dir.clone();
+    let output = compio::runtime::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(plan)))
+            .unwrap_or_else(|_| Err("the cleaner panicked".to_string()))
+    })
+    .await
+    .map_err(|e| format!("cleaner thread: {e:?}"))?;
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => {
+            remove_stray_files(&dir);
+            return Err(error);
+        }
+    };
+    let (stats, state) = swap(&mut log.borrow_mut(), output);
+    let Some(state) = state else {
+        return Ok(Some(stats));
+    };
+    let written = compio::runtime::spawn_blocking(move || write_checkpoint(&dir, &state))
+        .await
+        .map_err(|e| format!("cleaner thread: {e:?}"))
+        .and_then(|r| r.map_err(|e| format!("writing the cleaner checkpoint: {e}")));
+    if let Err(error) = written {
+        // Go on from the last durable checkpoint: tombstones are only removed
+        // once the pass that made them the latest of their key is durable.
+        log.borrow_mut().cleaner.loaded = false;
+        return Err(error);
+    }
+    Ok(Some(stats))
+}
+
+/// A closed segment to clean, with its own descriptor for the blocking thread.
+struct PlannedSegment {
+    base_offset: i64,
+    next_offset: i64,
+    size: u64,
+    file: fs::File,
+    /// The first segment of the log: kept even if emptied.
+    is_first: bool,
+}
+
+/// Everything the blocking part needs (`Send`).
+struct Plan {
+    dir: PathBuf,
+    segments: Vec<PlannedSegment>,
+    first_dirty: i64,
+    first_uncleanable: i64,
+    delete_retention_ms: i64,
+    /// producer id -> base offset of its last batch.
+    producer_last_batches: HashMap<i64, i64>,
+    index_interval_bytes: u32,
+    now_ms: i64,
+    max_keys: usize,
+}
+
+fn plan(
+    log: &mut PartitionLog,
+    now_ms: i64,
+    limits: CleanerLimits,
+) -> Result<Option<Plan>, String> {
+    if log.failure.is_some() || log.segments.len() < 2 {
+        return Ok(None);
+    }
+    let config = log.config().clone();
+    if !config.cleanup_policy.compact {
+        return Ok(None);
+    }
+    let high_watermark = log.high_watermark();
+    let closed = &log.segments[..log.segments.len() - 1];
+    let cleanable = closed
+        .iter()
+        .take_while(|s| {
+            let complete = s.next_offset <= high_watermark && s.readable_bytes == s.reserved_bytes;
+            let newest = if s.max_timestamp_ms >= 0 {
+                s.max_timestamp_ms
+            } else {
+                s.created_ms
+            };
+            let old_enough = config.min_compaction_lag_ms <= 0
+                || s.is_empty()
+                || now_ms.saturating_sub(newest) >= config.min_compaction_lag_ms;
+            complete && old_enough
+        })
+        .count();
+    if cleanable == 0 {
+        return Ok(None);
+    }
+    if !log.cleaner.loaded {
+        log.cleaner = read_checkpoint(&log.dir);
+        log.cleaner.loaded = true;
+    }
+    let first_uncleanable = log.segments[cleanable].base_offset;
+    let first_dirty = log
+        .cleaner
+        .first_dirty
+        .clamp(log.segments[0].base_offset, first_uncleanable);
+    let segments = &log.segments[..cleanable];
+    let total: u64 = segments.iter().map(|s| s.reserved_bytes).sum();
+    let dirty: u64 = segments
+        .iter()
+        .filter(|s| s.next_offset > first_dirty)
+        .map(|s| s.reserved_bytes)
+        .sum();
+    let dirty_enough =
+        dirty > 0 && total > 0 && dirty as f64 / total as f64 >= config.min_cleanable_dirty_ratio;
+    let tombstones_due = log.cleaner.tombstones_due_ms.is_some_and(|t| now_ms >= t);
+    if !dirty_enough && !tombstones_due {
+        return Ok(None);
+    }
+    let mut planned = Vec::with_capacity(cleanable);
+    for (i, s) in segments.iter().enumerate() {
+        let file = fs::File::open(&s.log_path)
+            .map_err(|e| format!("opening {}: {e}", s.log_path.display()))?;
+        planned.push(PlannedSegment {
+            base_offset: s.base_offset,
+            next_offset: s.next_offset,
+            size: s.reserved_bytes,
+            file,
+            is_first: i == 0,
+        });
+    }
+    Ok(Some(Plan {
+        dir: log.dir.clone(),
+        segments: planned,
+        first_dirty,
+        first_uncleanable,
+        delete_retention_ms: config.delete_retention_ms,
+        producer_last_batches: log.producers.last_batch_offsets(),
+        index_interval_bytes: config.index_interval_bytes,
+        now_ms,
+        max_keys: limits.max_keys,
+    }))
+}
+
+/// How one segment came out of a pass.
+enum Rewrite {
+    /// Nothing to remove: the file stays.
+    Unchanged,
+    /// Nothing survived: the segment goes.
+    Remove,
+    /// `<base>.log.cleaned` holds the new contents.
+    Replace { state: SegmentState, size: u64 },
+}
+
+struct SegmentOutcome {
+    base_offset: i64,
+    original_size: u64,
+    rewrite: Rewrite,
+}
+
+struct Output {
+    segments: Vec<SegmentOutcome>,
+    /// The end of the mapped range: the new checkpoint.
+    first_dirty: i64,
+    tombstones_due_ms: Option<i64>,
+    records_removed: u64,
+}
+
+/// A key's identity in the offset map: a 128-bit keyed hash, so that the map's
+/// size does not depend on the keys' (collisions are negligible and cannot be
+/// forced from outside, the keys being random per pass).
+type KeyId = (u64, u64);
+
+struct KeyHashing(RandomState, RandomState);
+
+impl KeyHashing {
+    fn new() -> KeyHashing {
+        KeyHashing(RandomState::new(), RandomState::new())
+    }
+    fn id(&self, key: &[u8]) -> KeyId {
+        (self.0.hash_one(key), self.1.hash_one(key))
+    }
+}
+
+/// The map's own hasher: its keys are hashes already.
+#[derive(Default)]
+struct KeyIdHasher(u64);
+
+impl Hasher for KeyIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 ^= value;
+    }
+}
+
+type OffsetMap = HashMap<KeyId, i64, BuildHasherDefault<KeyIdHasher>>;
+
+/// The blocking part of a pass: map the dirty section, write the cleaned segments.
+fn run(plan: Plan) -> Result<Output, String> {
+    remove_stray_files(&plan.dir);
+    let hashing = KeyHashing::new();
+    let mut map = OffsetMap::default();
+    let end = build_map(&plan, &hashing, &mut map)?;
+    let mut segments = Vec::new();
+    let mut tombstones_due_ms: Option<i64> = None;
+    let mut records_removed = 0;
+    for segment in plan.segments.iter().filter(|s| s.base_offset < end) {
+        let context = FilterContext {
+            plan: &plan,
+            hashing: &hashing,
+            map: &map,
+            end,
+        };
+        let (rewrite, removed, due) = clean_segment(&context, segment)?;
+        records_removed += removed;
+        if let Some(due) = due {
+            tombstones_due_ms = Some(tombstones_due_ms.map_or(due, |t| t.min(due)));
+        }
+        segments.push(SegmentOutcome {
+            base_offset: segment.base_offset,
+            original_size: segment.size,
+            rewrite,
+        });
+    }
+    Ok(Output {
+        segments,
+        first_dirty: end,
+        tombstones_due_ms,
+        records_removed,
+    })
+}
+
+/// Maps each key of the dirty section to its latest offset; returns the end of
+/// the mapped range (the first uncleanable offset, or earlier if the map filled up).
+fn build_map(plan: &Plan, hashing: &KeyHashing, map: &mut OffsetMap) -> Result<i64, String> {
+    let mut mapped_any = false;
+    let dirty = plan
+        .segments
+        .iter()
+        .filter(|s| s.next_offset > plan.first_dirty);
+    for segment in dirty {
+        let mut reader = BatchReader::new(&segment.file, segment.size);
+        while let Some((_, batch)) = reader.next()? {
+            let header = BatchHeader::parse(&batch).map_err(|e| e.to_string())?;
+            if header.last_offset() < plan.first_dirty || header.is_control() {
+                continue;
+            }
+            if mapped_any && map.len() >= plan.max_keys {
+                return Ok(header.base_offset);
+            }
+            let area = records_area(&header, &batch)?;
+            for record in RecordIter::new(&area, header.record_count) {
+                let record = record?;
+                let offset = header.base_offset + i64::from(record.offset_delta);
+                if let (Some(key), true) = (record.key, offset >= plan.first_dirty) {
+                    map.insert(hashing.id(key), offset);
+                }
+            }
+            mapped_any = true;
+        }
+    }
+    Ok(plan.first_uncleanable)
+}
+
+struct FilterContext<'a> {
+    plan: &'a Plan,
+    hashing: &'a KeyHashing,
+    map: &'a OffsetMap,
+    /// Records at or after this offset were not mapped and are kept as they are.
+    end: i64,
+}
+
+/// Filters one segment into `<base>.log.cleaned` (created at the first change).
+/// Returns the outcome, the records removed, and when a tombstone it kept may go.
+fn clean_segment(
+    context: &FilterContext,
+    segment: &PlannedSegment,
+) -> Result<(Rewrite, u64, Option<i64>), String> {
+    let plan = context.plan;
+    let modified = segment
+        .file
+        .metadata()
+        .and_then(|m| m.modified())
+        .map_err(|e| e.to_string())?;
+    let modified_ms = modified
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let tombstones_removable = plan.now_ms.saturating_sub(modified_ms) > plan.delete_retention_ms;
+    let tombstone_due = modified_ms
+        .saturating_add(plan.delete_retention_ms)
+        .saturating_add(1);
+    let mut due: Option<i64> = None;
+    let mut removed = 0u64;
+    let mut out: Option<BufWriter<fs::File>> = None;
+    let mut state = SegmentState::new(segment.base_offset);
+    let mut out_position = 0u64;
+    let mut reader = BatchReader::new(&segment.file, segment.size);
+    while let Some((position, batch)) = reader.next()? {
+        let header = BatchHeader::parse(&batch).map_err(|e| e.to_string())?;
+        let filtered = if header.base_offset >= context.end || header.is_control() {
+            Filtered::Unchanged
+        } else {
+            let retain_empty = (header.has_producer_id()
+                && plan.producer_last_batches.get(&header.producer_id)
+                    == Some(&header.base_offset))
+                || header.last_offset() + 1 == plan.first_uncleanable;
+            filter_batch(
+                &header,
+                &batch,
+                retain_empty,
+                |offset, key, is_tombstone| {
+                    let Some(key) = key else {
+                        return false;
+                    };
+                    if context
+                        .map
+                        .get(&context.hashing.id(key))
+                        .is_some_and(|&latest| latest > offset)
+                    {
+                        return false;
+                    }
+                    if is_tombstone {
+                        if offset < plan.first_dirty && tombstones_removable {
+                            return false;
+                        }
+                        due = Some(tombstone_due);
+                    }
+                    true
+                },
+            )?
+        };
+        let (removed_here, written): (u64, &[u8]) = match &filtered {
+            Filtered::Unchanged => (0, &batch[..]),
+            Filtered::Dropped { removed } => (*removed, &[]),
+            Filtered::Rewritten { batch, removed } => (*removed, &batch[..]),
+        };
+        if !matches!(filtered, Filtered::Unchanged) {
+            removed += removed_here;
+            if out.is_none() {
+                // First change: the output starts as a copy of what came before.
+                let file = create_cleaned(plan, segment)?;
+                let mut file = BufWriter::with_capacity(READ_CHUNK_BYTES, file);
+                copy_range(&segment.file, position, &mut file)?;
+                out = Some(file);
+            }
+        }
+        if written.is_empty() {
+            continue;
+        }
+        if let Some(file) = out.as_mut() {
+            file.write_all(written).map_err(|e| e.to_string())?;
+        }
+        let written_header = BatchHeader::parse(written).map_err(|e| e.to_string())?;
+        state.note_batch(&written_header, out_position, plan.index_interval_bytes);
+        out_position += written.len() as u64;
+    }
+    let Some(out) = out else {
+        return Ok((Rewrite::Unchanged, 0, due));
+    };
+    let file = out.into_inner().map_err(|e| e.error().to_string())?;
+    let path = cleaned_path(&plan.dir, segment.base_offset, "log");
+    if out_position == 0 && !segment.is_first {
+        drop(file);
+        let _ = fs::remove_file(&path);
+        return Ok((Rewrite::Remove, removed, due));
+    }
+    file.sync_all().map_err(|e| e.to_string())?;
+    // Tombstone horizons count from when the segment was written, not cleaned.
+    file.set_modified(modified).map_err(|e| e.to_string())?;
+    let indexes = [
+        ("index", state.index.encode()),
+        ("timeindex", state.time_index.encode()),
+    ];
+    for (extension, bytes) in indexes {
+        fs::write(
+            cleaned_path(&plan.dir, segment.base_offset, extension),
+            bytes,
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok((
+        Rewrite::Replace {
+            state,
+            size: out_position,
+        },
+        removed,
+        due,
+    ))
+}
+
+fn create_cleaned(plan: &Plan, segment: &PlannedSegment) -> Result<fs::File, String> {
+    let path = cleaned_path(&plan.dir, segment.base_offset, "log");
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))
+}
+
+fn cleaned_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+    dir.join(format!(
+        "{}{CLEANED_SUFFIX}",
+        segment_file_name(base_offset, extension)
+    ))
+}
+
+/// Removes `.cleaned` files left by an interrupted pass.
+fn remove_stray_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(CLEANED_SUFFIX)
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Copies bytes `[0, len)` of `file` to `out`.
+fn copy_range(file: &fs::File, len: u64, out: &mut impl Write) -> Result<(), String> {
+    let mut buf = vec![0u8; READ_CHUNK_BYTES.min(len as usize)];
+    let mut position = 0u64;
+    while position < len {
+        let want = ((len - position) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..want], position)
+            .map_err(|e| e.to_string())?;
+        out.write_all(&buf[..want]).map_err(|e| e.to_string())?;
+        position += want as u64;
+    }
+    Ok(())
+}
+
+/// Installs the outcome of a pass (on the shard). Returns the stats, and the
+/// cleaner state to persist (None if the log went away meanwhile).
+fn swap(log: &mut PartitionLog, output: Output) -> (CleanStats, Option<CleanerState>) {
+    let mut stats = CleanStats {
+        segments_scanned: output.segments.len(),
+        records_removed: output.records_removed,
+        first_dirty: output.first_dirty,
+        ..CleanStats::default()
+    };
+    let dir = log.dir.clone();
+    let discard = |outcome: &SegmentOutcome| {
+        if let Rewrite::Replace { .. } = outcome.rewrite {
+            for extension in ["log", "index", "timeindex"] {
+                let _ = fs::remove_file(cleaned_path(&dir, outcome.base_offset, extension));
+            }
+        }
+    };
+    if log.failure.is_some() {
+        output.segments.iter().for_each(discard);
+        return (stats, None);
+    }
+    for outcome in output.segments {
+        let index = log
+            .segments
+            .iter()
+            .position(|s| s.base_offset == outcome.base_offset);
+        // Retention or DeleteRecords may have removed the segment meanwhile; the
+        // active segment is never replaced.
+        let Some(index) = index.filter(|&i| {
+            i + 1 < log.segments.len() && log.segments[i].reserved_bytes == outcome.original_size
+        }) else {
+            discard(&outcome);
+            continue;
+        };
+        stats.bytes_before += outcome.original_size;
+        match outcome.rewrite {
+            Rewrite::Unchanged => stats.bytes_after += outcome.original_size,
+            // Retention removed the segments before it meanwhile: the first
+            // segment stays (it anchors the log start), uncleaned this time.
+            Rewrite::Remove if index == 0 => stats.bytes_after += outcome.original_size,
+            Rewrite::Remove => {
+                let segment = log.segments.remove(index);
+                // Readers holding the file keep it readable until they finish.
+                segment.remove_files();
+                stats.segments_removed += 1;
+            }
+            Rewrite::Replace { state, size } => {
+                match install_segment(&dir, &log.segments[index], state, size) {
+                    Ok(segment) => {
+                        log.segments[index] = segment;
+                        stats.segments_rewritten += 1;
+                        stats.bytes_after += size;
+                    }
+                    Err(error) => {
+                        tracing::warn!(topic = %log.topic, partition = log.partition, %error, "cannot swap in a cleaned segment");
+                        for extension in ["log", "index", "timeindex"] {
+                            let _ =
+                                fs::remove_file(cleaned_path(&dir, outcome.base_offset, extension));
+                        }
+                        stats.bytes_after += outcome.original_size;
+                    }
+                }
+            }
+        }
+    }
+    log.cleaner.first_dirty = output.first_dirty;
+    log.cleaner.tombstones_due_ms = output.tombstones_due_ms;
+    if stats.segments_rewritten + stats.segments_removed > 0 {
+        tracing::info!(
+            topic = %log.topic,
+            partition = log.partition,
+            rewritten = stats.segments_rewritten,
+            removed = stats.segments_removed,
+            records_removed = stats.records_removed,
+            bytes_before = stats.bytes_before,
+            bytes_after = stats.bytes_after,
+            "log compacted"
+        );
+    }
+    (stats, Some(log.cleaner))
+}
+
+/// Renames the cleaned files over the segment's and opens the result.
+fn install_segment(
+    dir: &Path,
+    old: &Segment,
+    mut state: SegmentState,
+    size: u64,
+) -> io::Result<Segment> {
+    let base = old.base_offset;
+    // Old indexes go first, so that they are never paired with the new log.
+    for extension in ["index", "timeindex"] {
+        let _ = fs::remove_file(dir.join(segment_file_name(base, extension)));
+    }
+    fs::rename(cleaned_path(dir, base, "log"), &old.log_path)?;
+    for extension in ["index", "timeindex"] {
+        let _ = fs::rename(
+            cleaned_path(dir, base, extension),
+            dir.join(segment_file_name(base, extension)),
+        );
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&old.log_path)?;
+    // An emptied last batch may have gone: the segment still spans its offsets.
+    state.next_offset = state.next_offset.max(old.next_offset);
+    Ok(Segment::from_state(
+        old.log_path.clone(),
+        file,
+        state,
+        size,
+        old.created_ms,
+    ))
+}
+
+fn read_checkpoint(dir: &Path) -> CleanerState {
+    let Ok(text) = fs::read_to_string(dir.join(CHECKPOINT_FILE)) else {
+        return CleanerState::default();
+    };
+    let mut fields = text.split_whitespace().map(|f| f.parse::<i64>().ok());
+    let first_dirty = fields.next().flatten().unwrap_or(0);
+    let tombstones_due_ms = fields.next().flatten().filter(|&t| t >= 0);
+    CleanerState {
+        loaded: true,
+        first_dirty,
+        tombstones_due_ms,
+    }
+}
+
+/// Writes the checkpoint durably: temp file, fsync, rename, directory fsync
+/// (which also makes the pass's renames durable).
+fn write_checkpoint(dir: &Path, state: &CleanerState) -> io::Result<()> {
+    let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+    let mut file = fs::File::create(&tmp)?;
+    writeln!(
+        file,
+        "{} {}",
+        state.first_dirty,
+        state.tombstones_due_ms.unwrap_or(-1)
+    )?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Reads the batches of a segment file in order, in large chunks.
+struct BatchReader<'a> {
+    file: &'a fs::File,
+    position: u64,
+    end: u64,
+    chunk: Vec<u8>,
+    chunk_start: u64,
+}
+
+impl<'a> BatchReader<'a> {
+    fn new(file: &'a fs::File, end: u64) -> BatchReader<'a> {
+        BatchReader {
+            file,
+            position: 0,
+            end,
+            chunk: Vec::new(),
+            chunk_start: 0,
+        }
+    }
+
+    /// Makes `[from, from + len)` available in the chunk.
+    fn fill(&mut self, from: u64, len: usize) -> Result<(), String> {
+        let chunk_end = self.chunk_start + self.chunk.len() as u64;
+        if from >= self.chunk_start && from + len as u64 <= chunk_end {
+            return Ok(());
+        }
+        let want = len.max(READ_CHUNK_BYTES).min((self.end - from) as usize);
+        self.chunk.resize(want, 0);
+        self.file
+            .read_exact_at(&mut self.chunk, from)
+            .map_err(|e| format!("reading at {from}: {e}"))?;
+        self.chunk_start = from;
+        Ok(())
+    }
+
+    /// The next batch with its position, or None at the end.
+    fn next(&mut self) -> Result<Option<(u64, Bytes)>, String> {
+        let position = self.position;
+        if position + BATCH_HEADER_LEN as u64 > self.end {
+            return Ok(None);
+        }
+        self.fill(position, LOG_OVERHEAD)?;
+        let at = (position - self.chunk_start) as usize;
+        let length = i32::from_be_bytes(
+            self.chunk[at + AT_BATCH_LENGTH..at + AT_BATCH_LENGTH + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        let total = i64::from(length) + LOG_OVERHEAD as i64;
+        if total < BATCH_HEADER_LEN as i64 || position + total as u64 > self.end {
+            return Err(format!("invalid batch length {length} at {position}"));
+        }
+        let total = total as usize;
+        self.fill(position, total)?;
+        let at = (position - self.chunk_start) as usize;
+        let batch = Bytes::copy_from_slice(&self.chunk[at..at + total]);
+        self.position += total as u64;
+        Ok(Some((position, batch)))
+    }
+}
+
+/// A record inside a batch's (decompressed) records area.
+struct RecordView<'a> {
+    /// The whole record, its length prefix included.
+    raw: &'a [u8],
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&'a [u8]>,
+    value_is_null: bool,
+}
+
+/// Walks the records of a records area, at most `count` of them.
+struct RecordIter<'a> {
+    area: &'a [u8],
+    position: usize,
+    remaining: i32,
+}
+
+impl<'a> RecordIter<'a> {
+    fn new(area: &'a [u8], count: i32) -> RecordIter<'a> {
+        RecordIter {
+            area,
+            position: 0,
+            remaining: count.max(0),
+        }
+    }
+
+    fn parse(&mut self) -> Result<RecordView<'a>, String> {
+        let start = self.position;
+        let mut cursor = Cursor {
+            buf: self.area,
+            at: start,
+        };
+        let length = cursor.varint()?;
+        let length = usize::try_from(length).map_err(|_| "negative record length")?;
+        let end = cursor
+            .at
+            .checked_add(length)
+            .filter(|&e| e <= self.area.len())
+            .ok_or("record runs past its batch")?;
+        let mut body = Cursor {
+            buf: &self.area[..end],
+            at: cursor.at,
+        };
+        body.take(1)?; // attributes
+        let timestamp_delta = body.varlong()?;
+        let offset_delta = body.varint()?;
+        let key = body.nullable()?;
+        let value = body.nullable()?;
+        self.position = end;
+        Ok(RecordView {
+            raw: &self.area[start..end],
+            timestamp_delta,
+            offset_delta,
+            key,
+            value_is_null: value.is_none(),
+        })
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<RecordView<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 || self.position >= self.area.len() {
+            return None;
+        }
+        self.remaining -= 1;
+        let item = self.parse();
+        if item.is_err() {
+            self.remaining = 0;
+        }
+        Some(item)
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or("record truncated")?;
+        let taken = &self.buf[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn unsigned(&mut self, max_bytes: u32) -> Result<u64, String> {
+        let mut value = 0u64;
+        for i in 0..max_bytes {
+            let byte = self.take(1)?[0];
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint too long".to_string())
+    }
+
+    fn varint(&mut self) -> Result<i32, String> {
+        let raw = self.unsigned(5)? as u32;
+        Ok((raw >> 1) as i32 ^ -((raw & 1) as i32))
+    }
+
+    fn varlong(&mut self) -> Result<i64, String> {
+        let raw = self.unsigned(10)?;
+        Ok((raw >> 1) as i64 ^ -((raw & 1) as i64))
+    }
+
+    /// A length-prefixed byte string, -1 meaning null.
+    fn nullable(&mut self) -> Result<Option<&'a [u8]>, String> {
+        match self.varint()? {
+            -1 => Ok(None),
+            len => {
+                let len = usize::try_from(len).map_err(|_| "invalid length")?;
+                self.take(len).map(Some)
+            }
+        }
+    }
+}
+
+/// The records area of a batch, decompressed.
+fn records_area(header: &BatchHeader, batch: &Bytes) -> Result<Bytes, String> {
+    let area = batch.slice(BATCH_HEADER_LEN..);
+    decompress(header.compression(), area)
+}
+
+fn decompress(codec: u8, mut data: Bytes) -> Result<Bytes, String> {
+    let take = |b: &mut Bytes| -> anyhow::Result<Bytes> { Ok(std::mem::take(b)) };
+    let result = match codec {
+        0 => return Ok(data),
+        1 => <Gzip as Decompressor<Bytes>>::decompress(&mut data, take),
+        2 => <Snappy as Decompressor<Bytes>>::decompress(&mut data, take),
+        3 => <Lz4 as Decompressor<Bytes>>::decompress(&mut data, take),
+        4 => <Zstd as Decompressor<Bytes>>::decompress(&mut data, take),
+        other => return Err(format!("unknown compression codec {other}")),
+    };
+    result.map_err(|e| format!("decompressing: {e}"))
+}
+
+fn compress(codec: u8, records: &[u8], out: &mut BytesMut) -> Result<(), String> {
+    let fill = |tmp: &mut BytesMut| -> anyhow::Result<()> {
+        tmp.extend_from_slice(records);
+        Ok(())
+    };
+    let result = match codec {
+        0 => {
+            out.extend_from_slice(records);
+            return Ok(());
+        }
+        1 => <Gzip as Compressor<BytesMut>>::compress(out, fill),
+        2 => <Snappy as Compressor<BytesMut>>::compress(out, fill),
+        3 => <Lz4 as Compressor<BytesMut>>::compress(out, fill),
+        4 => <Zstd as Compressor<BytesMut>>::compress(out, fill),
+        other => return Err(format!("unknown compression codec {other}")),
+    };
+    result.map_err(|e| format!("compressing: {e}"))
+}
+
+enum Filtered {
+    /// Every record stays: the batch is kept byte for byte.
+    Unchanged,
+    /// No record stays and no empty batch is needed.
+    Dropped { removed: u64 },
+    /// Some records (or none, as an empty batch) stay, in this new batch.
+    Rewritten { batch: Vec<u8>, removed: u64 },
+}
+
+/// Applies `keep(offset, key, is_tombstone)` to the records of a batch.
+fn filter_batch(
+    header: &BatchHeader,
+    batch: &Bytes,
+    retain_empty: bool,
+    mut keep: impl FnMut(i64, Option<&[u8]>, bool) -> bool,
+) -> Result<Filtered, String> {
+    let area = records_area(header, batch)?;
+    let mut kept: Vec<RecordView> = Vec::new();
+    let mut total = 0u64;
+    for record in RecordIter::new(&area, header.record_count) {
+        let record = record?;
+        total += 1;
+        let offset = header.base_offset + i64::from(record.offset_delta);
+        if keep(offset, record.key, record.value_is_null) {
+            kept.push(record);
+        }
+    }
+    let removed = total - kept.len() as u64;
+    if removed == 0 && (total > 0 || retain_empty) {
+        return Ok(Filtered::Unchanged);
+    }
+    if kept.is_empty() && !retain_empty {
+        return Ok(Filtered::Dropped { removed });
+    }
+    let mut out = BytesMut::with_capacity(batch.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
+    let mut attributes = header.attributes;
+    if kept.is_empty() {
+        // Kafka's empty batches are uncompressed.
+        attributes &= !COMPRESSION_MASK;
+    } else {
+        let mut records = Vec::with_capacity(area.len());
+        for record in &kept {
+            records.extend_from_slice(record.raw);
+        }
+        compress(header.compression(), &records, &mut out)?;
+    }
+    out[AT_ATTRIBUTES..AT_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    let length = (out.len() - LOG_OVERHEAD) as i32;
+    out[AT_BATCH_LENGTH..AT_BATCH_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+    out[AT_RECORD_COUNT..AT_RECORD_COUNT + 4].copy_from_slice(&(kept.len() as i32).to_be_bytes());
+    if !header.is_log_append_time() && !kept.is_empty() {
+        let max_timestamp = kept
+            .iter()
+            .map(|r| header.base_timestamp.wrapping_add(r.timestamp_delta))
+            .max()
+            .unwrap_or(header.max_timestamp);
+        out[AT_MAX_TIMESTAMP..AT_MAX_TIMESTAMP + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    }
+    let crc = compute_crc(&out);
+    out[AT_CRC..AT_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Filtered::Rewritten {
+        batch: out.to_vec(),
+        removed,
+    })
+}
+
+/// Produce on a compacted topic: every record needs a key (Kafka refuses the
+/// batch with INVALID_RECORD otherwise). `records` has been validated.
+pub fn check_keys(records: &Bytes) -> Result<(), String> {
+    let mut position = 0;
+    while position + BATCH_HEADER_LEN <= records.len() {
+        let header = BatchHeader::parse(&records[position..]).map_err(|e| e.to_string())?;
+        let end = position + header.total_len();
+        if header.total_len() < BATCH_HEADER_LEN || end > records.len() {
+            return Err("truncated batch".to_string());
+        }
+        let batch = records.slice(position..end);
+        let area = records_area(&header, &batch)?;
+        for record in RecordIter::new(&area, header.record_count) {
+            if record?.key.is_none() {
+                return Err("Compacted topic cannot accept message without key".to_string());
+            }
+        }
+        position = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::topic_config::{CleanupPolicy, TopicConfig};
+    use crate::metadata::PartitionShared;
+    use crate::protocol::batch::{validate_records, BatchIter};
+    use crate::protocol::encode::{self, ProducerFields};
+    use crate::storage::commit::GroupCommit;
+    use crate::storage::log::{self, read, AppendError};
+    use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    const MINUTE: i64 = 60_000;
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        compio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn compact_config(segment_bytes: u64) -> TopicConfig {
+        TopicConfig {
+            segment_bytes,
+            cleanup_policy: CleanupPolicy {
+                delete: false,
+                compact: true,
+            },
+            delete_retention_ms: MINUTE,
+            min_cleanable_dirty_ratio: 0.01,
+            ..TopicConfig::default()
+        }
+    }
+
+    fn open(dir: &Path, config: TopicConfig) -> LogRef {
+        let log = PartitionLog::open(
+            Arc::from("t"),
+            0,
+            dir.to_path_buf(),
+            config,
+            Arc::new(PartitionShared::default()),
+        )
+        .expect("log opens");
+        Rc::new(RefCell::new(log))
+    }
+
+    fn record(index: i64, timestamp: i64, key: Option<&str>, value: Option<&str>) -> Record {
+        encode::record(
+            index,
+            timestamp,
+            key.map(|k| Bytes::from(k.to_string())),
+            value.map(|v| Bytes::from(v.to_string())),
+            None,
+        )
+    }
+
+    async fn append(log: &LogRef, commit: &Rc<GroupCommit>, batch: Bytes) -> i64 {
+        try_append(log, commit, batch).await.expect("append")
+    }
+
+    async fn try_append(
+        log: &LogRef,
+        commit: &Rc<GroupCommit>,
+        batch: Bytes,
+    ) -> Result<i64, AppendError> {
+        let validated = validate_records(&batch, usize::MAX).expect("valid batch");
+        log::append(log, commit, batch, &validated, true)
+            .await
+            .map(|o| o.base_offset)
+    }
+
+    /// One single-record batch: `key` = `value` (None: a tombstone).
+    async fn put(
+        log: &LogRef,
+        commit: &Rc<GroupCommit>,
+        timestamp: i64,
+        key: &str,
+        value: Option<&str>,
+    ) -> i64 {
+        let batch =
+            encode::encode_batch(&[record(0, timestamp, Some(key), value)], Compression::None);
+        append(log, commit, batch).await
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Seen {
+        offset: i64,
+        key: Option<String>,
+        value: Option<String>,
+        timestamp: i64,
+    }
+
+    /// Everything a consumer from the beginning sees, with the batch headers.
+    async fn read_all(log: &LogRef) -> (Vec<Seen>, Vec<BatchHeader>) {
+        let mut offset = log.borrow().log_start_offset();
+        let mut seen = Vec::new();
+        let mut headers = Vec::new();
+        loop {
+            let outcome = read(log, offset, 1 << 20, true).await.expect("read");
+            if outcome.records.is_empty() {
+                break;
+            }
+            for item in BatchIter::new(&outcome.records, true) {
+                let (header, range) = item.expect("valid batch");
+                let mut bytes = outcome.records.slice(range);
+                let set = RecordBatchDecoder::decode(&mut bytes).expect("decodes");
+                for r in set.records {
+                    seen.push(Seen {
+                        offset: r.offset,
+                        key: r.key.map(|k| String::from_utf8(k.to_vec()).unwrap()),
+                        value: r.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                        timestamp: r.timestamp,
+                    });
+                }
+                headers.push(header);
+                offset = header.last_offset() + 1;
+            }
+        }
+        (seen, headers)
+    }
+
+    fn active_base(log: &LogRef) -> i64 {
+        log.borrow().segments.last().unwrap().base_offset
+    }
+
+    /// What compaction must leave of `before`: below `end`, the last record of
+    /// each key within `[0, end)`; tombstones too unless `tombstones_gone`.
+    fn expected(before: &[Seen], end: i64, tombstones_gone: bool) -> Vec<Seen> {
+        let mut last: BTreeMap<Option<String>, i64> = BTreeMap::new();
+        for r in before.iter().filter(|r| r.offset < end) {
+            last.insert(r.key.clone(), r.offset);
+        }
+        before
+            .iter()
+            .filter(|r| {
+                r.offset >= end
+                    || (last.get(&r.key) == Some(&r.offset)
+                        && !(tombstones_gone && r.value.is_none()))
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn strictly_increasing(seen: &[Seen]) -> bool {
+        seen.windows(2).all(|w| w[0].offset < w[1].offset)
+    }
+
+    #[test]
+    fn keeps_the_latest_record_of_each_key_at_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let (after, end) = run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let log = open(dir.path(), compact_config(1024));
+            for i in 0..200 {
+                let value = format!("value-{i}");
+                put(
+                    &log,
+                    &commit,
+                    now - 1000 + i,
+                    &format!("k{}", i % 10),
+                    Some(&value),
+                )
+                .await;
+            }
+            let (before, _) = read_all(&log).await;
+            assert_eq!(before.len(), 200);
+            let segments = log.borrow().segment_count();
+            let size = log.borrow().size_bytes();
+            let end = active_base(&log);
+            let stats = clean(&log, now, CleanerLimits::default())
+                .await
+                .unwrap()
+                .expect("a pass ran");
+            assert_eq!(stats.first_dirty, end);
+            assert!(stats.segments_removed > 0, "{stats:?}");
+            assert!(log.borrow().segment_count() < segments);
+            assert!(log.borrow().size_bytes() < size / 2);
+            assert_eq!(log.borrow().high_watermark(), 200, "the end never moves");
+            assert_eq!(log.borrow().log_start_offset(), 0);
+            let (after, _) = read_all(&log).await;
+            assert_eq!(after, expected(&before, end, false));
+            assert!(strictly_increasing(&after));
+            assert!(after.len() < 200 && after[0].offset > 0, "offset gaps");
+            // Nothing left to do.
+            assert_eq!(
+                clean(&log, now, CleanerLimits::default()).await.unwrap(),
+                None
+            );
+            // Appends continue at the end.
+            assert_eq!(put(&log, &commit, now, "k0", Some("again")).await, 200);
+            log.borrow_mut().close().unwrap();
+            (after, end)
+        });
+        // A restart reads the cleaned segments (CRCs verified) and the checkpoint.
+        run(async {
+            let log = open(dir.path(), compact_config(1024));
+            assert_eq!(log.borrow().log_end_offset(), 201);
+            let (reopened, _) = read_all(&log).await;
+            assert_eq!(&reopened[..after.len()], &after[..]);
+            assert_eq!(log.borrow_mut().cleaner, CleanerState::default());
+            assert_eq!(
+                clean(&log, now, CleanerLimits::default()).await.unwrap(),
+                None,
+                "the checkpoint says it is clean"
+            );
+            assert_eq!(log.borrow().cleaner.first_dirty, end);
+        });
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.ends_with(CLEANED_SUFFIX)),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn compressed_batches_are_filtered_and_compressed_again() {
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let now = now_ms();
+            run(async {
+                let commit = Rc::new(GroupCommit::default());
+                let log = open(dir.path(), compact_config(1024));
+                let mut n = 0;
+                for _ in 0..60 {
+                    let records: Vec<Record> = (0..5)
+                        .map(|i| {
+                            let key = format!("k{}", n % 7);
+                            let value = format!("value-{n}-{}", "x".repeat(40));
+                            n += 1;
+                            record(i, now - 5000 + n, Some(&key), Some(&value))
+                        })
+                        .collect();
+                    append(&log, &commit, encode::encode_batch(&records, compression)).await;
+                }
+                let (before, _) = read_all(&log).await;
+                let end = active_base(&log);
+                clean(&log, now, CleanerLimits::default())
+                    .await
+                    .unwrap()
+                    .expect("a pass ran");
+                let (after, headers) = read_all(&log).await;
+                assert_eq!(after, expected(&before, end, false), "{compression:?}");
+                assert!(after.len() < before.len());
+                for header in headers.iter().filter(|h| h.base_offset < end) {
+                    assert_eq!(header.compression(), compression as u8);
+                    assert_eq!(header.last_offset_delta, 4, "batch spans kept");
+                    assert!(header.record_count <= 5);
+                }
+                assert!(
+                    headers
+                        .iter()
+                        .any(|h| h.record_count > 1 && h.record_count < 5),
+                    "some batches kept part of their records"
+                );
+            });
+        }
+    }
+
+    #[test]
+    fn tombstones_stay_for_delete_retention_then_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let log = open(dir.path(), compact_config(1024));
+            for round in 0..10 {
+                for k in 0..5 {
+                    let value = format!("v{round}-{}", "y".repeat(30));
+                    put(&log, &commit, now, &format!("k{k}"), Some(&value)).await;
+                }
+            }
+            put(&log, &commit, now, "k1", None).await;
+            put(&log, &commit, now, "k3", None).await;
+            for i in 0..20 {
+                put(&log, &commit, now, &format!("other{i}"), Some("z")).await;
+            }
+            let (before, _) = read_all(&log).await;
+            let end = active_base(&log);
+            assert!(end > 52, "the tombstones are in closed segments");
+            clean(&log, now, CleanerLimits::default())
+                .await
+                .unwrap()
+                .expect("a pass ran");
+            let (after, _) = read_all(&log).await;
+            assert_eq!(after, expected(&before, end, false));
+            let tombstones = |seen: &[Seen]| seen.iter().filter(|r| r.value.is_none()).count();
+            assert_eq!(tombstones(&after), 2, "kept within delete.retention.ms");
+            assert!(!after
+                .iter()
+                .any(|r| r.key.as_deref() == Some("k1") && r.value.is_some()));
+            // Later, but not yet past delete.retention.ms: nothing to do.
+            assert_eq!(
+                clean(&log, now + MINUTE / 2, CleanerLimits::default())
+                    .await
+                    .unwrap(),
+                None
+            );
+            // Past it: a pass is due for the tombstones alone.
+            let stats = clean(&log, now + 2 * MINUTE, CleanerLimits::default())
+                .await
+                .unwrap()
+                .expect("the tombstones made a pass due");
+            assert_eq!(stats.records_removed, 2);
+            let (gone, _) = read_all(&log).await;
+            assert_eq!(gone, expected(&before, end, true));
+            assert_eq!(tombstones(&gone), 0);
+            assert_eq!(
+                clean(&log, now + 3 * MINUTE, CleanerLimits::default())
+                    .await
+                    .unwrap(),
+                None,
+                "no tombstone left to wait for"
+            );
+        });
+    }
+
+    #[test]
+    fn min_compaction_lag_and_dirty_ratio_are_honoured() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0: i64 = 1_000_000;
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let config = TopicConfig {
+                min_compaction_lag_ms: 10_000,
+                ..compact_config(1024)
+            };
+            let log = open(dir.path(), config);
+            let mut t = t0;
+            for i in 0..100 {
+                put(
+                    &log,
+                    &commit,
+                    t,
+                    &format!("k{}", i % 20),
+                    Some("a-value-of-some-length"),
+                )
+                .await;
+                t += 10;
+            }
+            // Every record is younger than the lag (newest at t0 + 990).
+            assert_eq!(
+                clean(&log, t0 + 5_000, CleanerLimits::default())
+                    .await
+                    .unwrap(),
+                None
+            );
+            // Only segments whose newest record is 10 s old.
+            let stats = clean(&log, t0 + 10_500, CleanerLimits::default())
+                .await
+                .unwrap()
+                .expect("older segments are cleanable");
+            assert!(stats.first_dirty > 0 && stats.first_dirty < active_base(&log));
+            let stats = clean(&log, t0 + 60_000, CleanerLimits::default())
+                .await
+                .unwrap()
+                .expect("the rest is");
+            assert_eq!(stats.first_dirty, active_base(&log));
+            // A little new dirty data: below the ratio.
+            log.borrow_mut().set_config(TopicConfig {
+                min_cleanable_dirty_ratio: 0.5,
+                ..compact_config(1024)
+            });
+            let clean_size = log.borrow().size_bytes();
+            while log.borrow().size_bytes() < clean_size + 700 {
+                put(&log, &commit, t, "k0", Some("a-value-of-some-length")).await;
+                t += 10;
+            }
+            put(&log, &commit, t, "k0", Some("a-value-of-some-length")).await;
+            assert_eq!(
+                clean(&log, t + 60_000, CleanerLimits::default())
+                    .await
+                    .unwrap(),
+                None,
+                "dirty ratio below 0.5"
+            );
+            // Much more: above it.
+            while log.borrow().size_bytes() < clean_size * 4 {
+                put(&log, &commit, t, "k0", Some("a-value-of-some-length")).await;
+                t += 10;
+            }
+            assert!(clean(&log, t + 60_000, CleanerLimits::default())
+                .await
+                .unwrap()
+                .is_some());
+        });
+    }
+
+    #[test]
+    fn a_full_offset_map_cleans_a_prefix_per_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let log = open(dir.path(), compact_config(1024));
+            for i in 0..300 {
+                put(
+                    &log,
+                    &commit,
+                    now,
+                    &format!("k{}", (i * 7) % 23),
+                    Some(&format!("v{i}")),
+                )
+                .await;
+            }
+            let (before, _) = read_all(&log).await;
+            let end = active_base(&log);
+            let limits = CleanerLimits { max_keys: 5 };
+            let mut passes = 0;
+            while let Some(stats) = clean(&log, now, limits).await.unwrap() {
+                passes += 1;
+                assert!(passes < 200);
+                let (now_seen, _) = read_all(&log).await;
+                // Every pass keeps the latest value of every key.
+                let latest = |seen: &[Seen]| {
+                    seen.iter()
+                        .map(|r| (r.key.clone(), r.value.clone()))
+                        .collect::<BTreeMap<_, _>>()
+                };
+                assert_eq!(latest(&now_seen), latest(&before));
+                if stats.first_dirty == end {
+                    break;
+                }
+            }
+            assert!(passes > 1, "the map limit split the work");
+            let (after, _) = read_all(&log).await;
+            assert_eq!(after, expected(&before, end, false));
+        });
+    }
+
+    #[test]
+    fn idempotent_batches_keep_their_producer_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let log = open(dir.path(), compact_config(1024));
+            let producer = |sequence| {
+                Some(ProducerFields {
+                    producer_id: 42,
+                    producer_epoch: 3,
+                    base_sequence: sequence,
+                })
+            };
+            let mut sequence = 0;
+            for b in 0..20 {
+                let records: Vec<Record> = (0..3)
+                    .map(|i| {
+                        encode::record(
+                            i,
+                            now,
+                            Some(Bytes::from(format!("p{}", (b * 3 + i) % 4))),
+                            Some(Bytes::from(format!("v{b}-{i}"))),
+                            producer(sequence),
+                        )
+                    })
+                    .collect();
+                append(
+                    &log,
+                    &commit,
+                    encode::encode_batch(&records, Compression::None),
+                )
+                .await;
+                sequence += 3;
+            }
+            // Another writer overwrites every key the producer wrote.
+            for k in 0..4 {
+                put(&log, &commit, now, &format!("p{k}"), Some("overwritten")).await;
+            }
+            for i in 0..30 {
+                put(&log, &commit, now, &format!("filler{i}"), Some("f")).await;
+            }
+            let producer_end = 60;
+            let (_, before) = read_all(&log).await;
+            clean(&log, now, CleanerLimits::default())
+                .await
+                .unwrap()
+                .expect("a pass ran");
+            let (after, headers) = read_all(&log).await;
+            assert!(after.iter().all(|r| r.offset >= producer_end));
+            let producers: Vec<&BatchHeader> =
+                headers.iter().filter(|h| h.producer_id == 42).collect();
+            assert_eq!(producers.len(), 1, "only the producer's last batch stays");
+            let last = producers[0];
+            let original = before
+                .iter()
+                .find(|h| h.base_offset == last.base_offset)
+                .unwrap();
+            assert_eq!(last.record_count, 0, "emptied");
+            assert_eq!(
+                (
+                    last.producer_epoch,
+                    last.base_sequence,
+                    last.last_offset_delta
+                ),
+                (3, original.base_sequence, original.last_offset_delta)
+            );
+            log.borrow_mut().close().unwrap();
+        });
+        // The producer state comes back from the emptied batch: the next
+        // sequence is accepted, a gap is not.
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let log = open(dir.path(), compact_config(1024));
+            let next = |sequence| {
+                encode::encode_batch(
+                    &[encode::record(
+                        0,
+                        now,
+                        Some(Bytes::from_static(b"p0")),
+                        Some(Bytes::from_static(b"v")),
+                        Some(ProducerFields {
+                            producer_id: 42,
+                            producer_epoch: 3,
+                            base_sequence: sequence,
+                        }),
+                    )],
+                    Compression::None,
+                )
+            };
+            assert!(try_append(&log, &commit, next(61)).await.is_err());
+            assert_eq!(try_append(&log, &commit, next(60)).await.unwrap(), 94);
+        });
+    }
+
+    #[test]
+    fn appends_and_reads_go_on_while_a_pass_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let log = open(dir.path(), compact_config(4096));
+            for i in 0..3000 {
+                put(
+                    &log,
+                    &commit,
+                    now,
+                    &format!("k{}", i % 50),
+                    Some(&"v".repeat(50)),
+                )
+                .await;
+            }
+            let done = Cell::new(false);
+            let during = Cell::new(0);
+            let cleaning = async {
+                let stats = clean(&log, now, CleanerLimits::default()).await;
+                done.set(true);
+                stats
+            };
+            let traffic = async {
+                let mut appended = 0;
+                while !done.get() || appended < 20 {
+                    let offset = put(&log, &commit, now, "live", Some(&appended.to_string())).await;
+                    assert_eq!(offset, 3000 + appended);
+                    let outcome = read(&log, 0, 1 << 16, true).await.expect("read");
+                    assert!(!outcome.records.is_empty());
+                    let outcome = read(&log, offset, 1 << 16, true).await.expect("read");
+                    let header = BatchHeader::parse(&outcome.records).unwrap();
+                    assert_eq!(header.base_offset, offset);
+                    if !done.get() {
+                        during.set(during.get() + 1);
+                    }
+                    appended += 1;
+                }
+                appended
+            };
+            let (stats, appended) = futures_util::future::join(cleaning, traffic).await;
+            assert!(stats.unwrap().is_some());
+            assert!(during.get() > 0, "traffic ran while the pass did");
+            let (after, _) = read_all(&log).await;
+            assert!(strictly_increasing(&after));
+            let live: Vec<_> = after
+                .iter()
+                .filter(|r| r.key.as_deref() == Some("live"))
+                .collect();
+            assert_eq!(live.len() as i64, appended, "nothing appended was touched");
+            assert_eq!(log.borrow().high_watermark(), 3000 + appended);
+        });
+    }
+
+    #[test]
+    fn records_without_keys_are_refused_and_dropped() {
+        let keyed = encode::encode_batch(&[record(0, 1, Some("k"), Some("v"))], Compression::None);
+        assert!(check_keys(&keyed).is_ok());
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let batch = encode::encode_batch(
+                &[
+                    record(0, 1, Some("k"), Some("v")),
+                    record(1, 1, None, Some("v")),
+                ],
+                compression,
+            );
+            let error = check_keys(&batch).unwrap_err();
+            assert!(error.contains("without key"), "{error}");
+        }
+        // A keyless record that got in (the topic was not compacted then) goes.
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let log = open(dir.path(), compact_config(1024));
+            let batch =
+                encode::encode_batch(&[record(0, now, None, Some("lost"))], Compression::None);
+            append(&log, &commit, batch).await;
+            for i in 0..30 {
+                put(&log, &commit, now, &format!("k{i}"), Some(&"v".repeat(50))).await;
+            }
+            clean(&log, now, CleanerLimits::default())
+                .await
+                .unwrap()
+                .expect("ran");
+            let (after, _) = read_all(&log).await;
+            assert!(after.iter().all(|r| r.key.is_some()));
+            assert_eq!(after[0].offset, 1);
+        });
+    }
+}
