@@ -7,13 +7,16 @@ use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Workload;
 use crate::produce::error_kind;
-use crate::workload::{clock, send_time_of, Shared};
+use crate::workload::{client_error, client_log, client_log_level, clock, send_time_of, Shared};
 
 /// What one consumer reads: (partition, start offset) pairs.
 pub type Assignment = Vec<(i32, i64)>;
@@ -63,6 +66,21 @@ pub fn spawn(
         .collect()
 }
 
+/// Routes the consumer's librdkafka logs and errors to stderr.
+struct Ctx;
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(error, reason);
+    }
+}
+
+impl ConsumerContext for Ctx {}
+
 fn consumer_config(w: &Workload, index: usize) -> rdkafka::ClientConfig {
     let mut c = rdkafka::ClientConfig::new();
     // A group id unique to this run: librdkafka wants one, and nothing is
@@ -81,6 +99,7 @@ fn consumer_config(w: &Workload, index: usize) -> rdkafka::ClientConfig {
     for (k, v) in &w.extra {
         c.set(k, v);
     }
+    c.set_log_level(client_log_level(&w.extra));
     c
 }
 
@@ -93,7 +112,8 @@ fn run(
     ready: &Barrier,
     go: &Barrier,
 ) {
-    let consumer = match consumer_config(w, index).create::<BaseConsumer>() {
+    let consumer = match consumer_config(w, index).create_with_context::<_, BaseConsumer<Ctx>>(Ctx)
+    {
         Ok(c) => {
             let mut tpl = TopicPartitionList::new();
             for &(p, offset) in &assignment {

@@ -13,17 +13,19 @@
 //! as soon as they arrive, so the ack latency is not inflated by how often
 //! the sending loop would get round to polling.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use crate::config::{Stop, Workload};
-use crate::workload::{clock, MessageGen, Shared};
+use crate::workload::{client_error, client_log, client_log_level, clock, MessageGen, Shared};
 
 /// The longest single sleep while waiting for an intended send time, so a
 /// stop request is noticed promptly even at very low rates.
@@ -35,9 +37,31 @@ const MESSAGE_TIMEOUT_MS: &str = "30000";
 
 struct Ctx {
     shared: Arc<Shared>,
+    /// The idempotent producer has its producer id (seen in its statistics).
+    pid_ready: AtomicBool,
 }
 
-impl ClientContext for Ctx {}
+/// How an idempotent producer's statistics say it has its producer id.
+const PID_ASSIGNED: &[u8] = br#""idemp_state": "Assigned""#;
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(error, reason);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        if statistics
+            .windows(PID_ASSIGNED.len())
+            .any(|w| w == PID_ASSIGNED)
+        {
+            self.pid_ready.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Short, stable name for an error, used as its kind in the summary.
 pub fn error_kind(e: &KafkaError) -> String {
@@ -64,8 +88,7 @@ impl ProducerContext for Ctx {
                 if measured {
                     Shared::add(&s.acked, 1);
                     Shared::add(&s.acked_bytes, bytes as u64);
-                    s.last_ack_ns
-                        .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                    s.last_ack_ns.fetch_max(now, Ordering::Relaxed);
                     s.ack_latency.record_ns(now.saturating_sub(intended));
                 } else {
                     Shared::add(&s.warmup_acked, 1);
@@ -93,9 +116,14 @@ fn producer_config(w: &Workload, index: usize) -> rdkafka::ClientConfig {
         .set("enable.idempotence", w.idempotence.to_string())
         .set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
     // -X last, so it overrides everything above.
+    if w.idempotence {
+        // Statistics are how the producer tells that it has its producer id.
+        c.set("statistics.interval.ms", "50");
+    }
     for (k, v) in &w.extra {
         c.set(k, v);
     }
+    c.set_log_level(client_log_level(&w.extra));
     c
 }
 
@@ -121,6 +149,7 @@ pub fn spawn(
 fn run(w: &Workload, index: usize, shared: Arc<Shared>, ready: &Barrier, go: &Barrier) {
     let ctx = Ctx {
         shared: shared.clone(),
+        pid_ready: AtomicBool::new(false),
     };
     let producer: Option<ThreadedProducer<Ctx>> =
         match producer_config(w, index).create_with_context::<_, ThreadedProducer<Ctx>>(ctx) {
@@ -131,9 +160,16 @@ fn run(w: &Workload, index: usize, shared: Arc<Shared>, ready: &Barrier, go: &Ba
                     shared
                         .errors
                         .record(format!("setup: producer metadata: {e}"), 1);
-                    shared
-                        .setup_failed
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    shared.setup_failed.store(true, Ordering::Relaxed);
+                } else if w.idempotence && !wait_for_pid(&p, w.timeout) {
+                    // librdkafka 2.12 may take its 500 ms PID timer to get
+                    // an id; messages sent before that just wait, which
+                    // would be charged to the broker.
+                    shared.errors.record(
+                        "setup: idempotent producer got no producer id within --timeout-s",
+                        1,
+                    );
+                    shared.setup_failed.store(true, Ordering::Relaxed);
                 }
                 Some(p)
             }
@@ -141,9 +177,7 @@ fn run(w: &Workload, index: usize, shared: Arc<Shared>, ready: &Barrier, go: &Ba
                 shared
                     .errors
                     .record(format!("setup: producer config: {e}"), 1);
-                shared
-                    .setup_failed
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                shared.setup_failed.store(true, Ordering::Relaxed);
                 None
             }
         };
@@ -161,6 +195,18 @@ fn run(w: &Workload, index: usize, shared: Arc<Shared>, ready: &Barrier, go: &Ba
     let _ = producer.flush(flush_timeout);
 }
 
+/// Waits until the idempotent producer has its producer id.
+fn wait_for_pid(p: &ThreadedProducer<Ctx>, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if p.client().context().pid_ready.load(Ordering::Relaxed) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
 fn send_loop(w: &Workload, index: usize, s: &Shared, producer: &ThreadedProducer<Ctx>) {
     let c = clock();
     let rate = w.point.rate;
@@ -174,9 +220,7 @@ fn send_loop(w: &Workload, index: usize, s: &Shared, producer: &ThreadedProducer
             return;
         }
         let intended = if rate > 0.0 {
-            let i = s
-                .next_index
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let i = s.next_index.fetch_add(1, Ordering::Relaxed);
             start + (i as f64 * 1e9 / rate) as u64
         } else {
             c.now_ns()
@@ -185,7 +229,7 @@ fn send_loop(w: &Workload, index: usize, s: &Shared, producer: &ThreadedProducer
         if measured {
             match w.stop {
                 Stop::Messages(n) => {
-                    if s.claimed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= n {
+                    if s.claimed.fetch_add(1, Ordering::Relaxed) >= n {
                         return;
                     }
                 }

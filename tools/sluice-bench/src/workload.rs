@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+
 use crate::config::SizeSpec;
 use crate::histogram::LatencyRecorder;
 
@@ -44,6 +47,32 @@ impl Clock {
     pub fn unix_now_ns(&self) -> u64 {
         self.to_unix_ns(self.now_ns())
     }
+}
+
+/// librdkafka's own log lines (warnings, and everything `-X debug=...` asks
+/// for) go to stderr: without this they would vanish into the `log` facade,
+/// which this tool does not install.
+pub fn client_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    // Milliseconds on the run's clock, to line the events up with latencies.
+    let ms = clock().now_ns() as f64 / 1e6;
+    eprintln!("[{ms:10.3} ms] librdkafka {level:?} {fac}: {message}");
+}
+
+/// The librdkafka log level to ask for: rdkafka derives one from the `log`
+/// facade (Error when no logger is installed), which would drop the lines
+/// `-X debug=...` asks for.
+pub fn client_log_level(extra: &[(String, String)]) -> RDKafkaLogLevel {
+    if extra.iter().any(|(k, _)| k == "debug") {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Warning
+    }
+}
+
+/// A client-wide librdkafka error (e.g. all brokers down). Printed, not
+/// counted: whatever it costs shows up as failed deliveries or missing messages.
+pub fn client_error(error: KafkaError, reason: &str) {
+    eprintln!("librdkafka error: {error}: {reason}");
 }
 
 /// Errors by kind ("delivery: MessageTimedOut", "e2e: missing", ...).

@@ -221,8 +221,9 @@ fn produce_consume_and_e2e_counts_add_up() {
     assert_eq!(u(&c["missing"]), 0);
     assert_eq!(u(&c["bytes"]), bytes, "the same bytes come back");
 
-    // e2e at a fixed rate with a warm-up: every acked message is consumed,
-    // and the measured ones all have an end-to-end latency.
+    // e2e at a fixed rate with a warm-up and an idempotent producer: every
+    // acked message is consumed, and the measured ones all have an
+    // end-to-end latency.
     let edir = d.join("e2e");
     let o = bench(&[
         "e2e",
@@ -230,6 +231,7 @@ fn produce_consume_and_e2e_counts_add_up() {
         &broker.addr,
         "--topic",
         "bench-b",
+        "--idempotence",
         "--messages",
         "2000",
         "--rate",
