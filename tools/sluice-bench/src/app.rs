@@ -27,7 +27,7 @@ pub fn main(cli: Cli) -> Result<bool> {
     };
     let results = run_all(&workloads, &target, is_sweep, progress)?;
     let baseline = match args.baseline_mock {
-        Some(n) => {
+        Some(n) if !crate::interrupt::interrupted() => {
             let mock = Target::mock(n)?;
             if progress {
                 eprintln!(
@@ -54,7 +54,7 @@ pub fn main(cli: Cli) -> Result<bool> {
             }
             run_all(&mock_workloads, &mock, is_sweep, progress)?
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     let ratios: Vec<Vec<report::Ratio>> = results
         .iter()
@@ -155,6 +155,9 @@ fn run_all(
         let r = run::run(w, target, &label, progress)
             .with_context(|| format!("{} run against {}", w.mode.name(), target.bootstrap()))?;
         out.push(r);
+        if crate::interrupt::interrupted() {
+            break;
+        }
     }
     Ok(out)
 }

@@ -145,10 +145,13 @@ fn run(
     let warmup_end_unix = c.to_unix_ns(shared.warmup_end());
     // Start with everyone else, so consume mode's clock covers all reads.
     let start = Shared::get(&shared.start_ns);
-    while c.now_ns() < start && !shared.stopped() {
+    // Consumers stop only when the runner says so (not at Ctrl-C itself), so
+    // that an interrupted e2e run still reads what was acknowledged.
+    let stop = || shared.stop.load(Ordering::Relaxed);
+    while c.now_ns() < start && !stop() {
         std::thread::sleep(Duration::from_nanos(start.saturating_sub(c.now_ns())));
     }
-    while !shared.stopped() {
+    while !stop() {
         let m = match consumer.poll(Duration::from_millis(100)) {
             None => continue,
             Some(Err(e)) => {

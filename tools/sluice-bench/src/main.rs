@@ -7,6 +7,7 @@ mod chart;
 mod config;
 mod consume;
 mod histogram;
+mod interrupt;
 mod produce;
 mod progress;
 mod report;
@@ -20,6 +21,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = config::Cli::parse();
+    interrupt::install();
     match app::main(cli) {
         Ok(false) => ExitCode::SUCCESS,
         // The run completed but had errors (failed deliveries, missing messages).

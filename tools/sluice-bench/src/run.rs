@@ -107,7 +107,8 @@ pub fn run(w: &Workload, target: &Target, label: &str, progress_on: bool) -> Res
         RunMode::E2e => {
             join_all(producer_threads);
             let delivered = Shared::get(&shared.acked) + Shared::get(&shared.warmup_acked);
-            drain(&shared, delivered, w.timeout);
+            // Also after Ctrl-C: what was acknowledged should still arrive.
+            drain(&shared, delivered, w.timeout, false);
             let missing = delivered.saturating_sub(Shared::get(&shared.consumed));
             shared
                 .errors
@@ -121,7 +122,7 @@ pub fn run(w: &Workload, target: &Target, label: &str, progress_on: bool) -> Res
                 }
             }
             (_, Some(n)) => {
-                drain(&shared, n, w.timeout);
+                drain(&shared, n, w.timeout, true);
                 let missing = n.saturating_sub(Shared::get(&shared.consumed));
                 shared.errors.record(
                     "consume: fewer messages than expected within --timeout-s",
@@ -134,6 +135,9 @@ pub fn run(w: &Workload, target: &Target, label: &str, progress_on: bool) -> Res
     shared.stop.store(true, Ordering::Relaxed);
     join_all(consumer_threads);
     progress.finish();
+    if crate::interrupt::interrupted() {
+        shared.errors.record("interrupted (Ctrl-C): partial run", 1);
+    }
     Ok(result(&w, target, partitions, &shared, expected))
 }
 
@@ -145,13 +149,14 @@ fn join_all(threads: Vec<std::thread::JoinHandle<()>>) {
     }
 }
 
-/// Waits until `target` messages were consumed, or no progress was made for `idle`.
-fn drain(shared: &Shared, target: u64, idle: Duration) {
+/// Waits until `target` messages were consumed, or no progress was made for
+/// `idle` (or, if `interruptible`, Ctrl-C).
+fn drain(shared: &Shared, target: u64, idle: Duration, interruptible: bool) {
     let mut last = Shared::get(&shared.consumed);
     let mut last_change = Instant::now();
     loop {
         let now = Shared::get(&shared.consumed);
-        if now >= target || shared.stopped() {
+        if now >= target || (interruptible && shared.stopped()) {
             return;
         }
         if now != last {

@@ -159,8 +159,9 @@ impl Shared {
         load(&self.warmup_end_ns)
     }
 
+    /// The run is over for the clients: stopped by the runner, or Ctrl-C.
     pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || crate::interrupt::interrupted()
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
