@@ -34,8 +34,14 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                         .with_offset(-1)
                         .with_timestamp(-1);
                 };
-                if meta.partition(p.partition_index).is_some_and(|s| s.is_offline()) {
-                    return response.with_error_code(ErrorCode::KafkaStorageError.code()).with_offset(-1).with_timestamp(-1);
+                if meta
+                    .partition(p.partition_index)
+                    .is_some_and(|s| s.is_offline())
+                {
+                    return response
+                        .with_error_code(ErrorCode::KafkaStorageError.code())
+                        .with_offset(-1)
+                        .with_timestamp(-1);
                 }
                 let key = (meta.id, p.partition_index);
                 let timestamp = p.timestamp;
