@@ -11,9 +11,15 @@ use sluice::protocol::{frame, versions};
 use sluice::server::handlers::produce::legacy_unsupported;
 
 fuzz_target!(|data: &[u8]| {
-    let Some(prefix) = frame::peek_header(data) else { return };
-    let Some(support) = versions::supported(prefix.api_key) else { return };
-    let Ok(key) = ApiKey::try_from(prefix.api_key) else { return };
+    let Some(prefix) = frame::peek_header(data) else {
+        return;
+    };
+    let Some(support) = versions::supported(prefix.api_key) else {
+        return;
+    };
+    let Ok(key) = ApiKey::try_from(prefix.api_key) else {
+        return;
+    };
     let version = prefix.api_version;
     if version < support.min || version > support.max {
         return;
