@@ -3,32 +3,15 @@
 //!
 //! Run: `cargo bench --bench batch_validation`. Under `cargo test` each case runs once.
 
-use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kafka_protocol::records::Compression;
-use sluice::protocol::batch::validate_records;
-use sluice::protocol::encode;
+mod common;
 
-fn batch(records: usize, value_bytes: usize) -> Bytes {
-    let records: Vec<_> = (0..records as i64)
-        .map(|i| {
-            let key = Some(Bytes::from(format!("key-{i}")));
-            encode::record(
-                i,
-                1_700_000_000_000 + i,
-                key,
-                Some(Bytes::from(vec![b'x'; value_bytes])),
-                None,
-            )
-        })
-        .collect();
-    encode::encode_batch(&records, Compression::None)
-}
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sluice::protocol::batch::validate_records;
 
 fn validation(c: &mut Criterion) {
     let mut group = c.benchmark_group("validate_records");
     for (records, value_bytes) in [(100usize, 100usize), (16, 1024), (1000, 1024)] {
-        let batch = batch(records, value_bytes);
+        let batch = common::keyed_batch(records as i64, value_bytes);
         group.throughput(Throughput::Bytes(batch.len() as u64));
         group.bench_with_input(
             BenchmarkId::from_parameter(format!("{records}x{value_bytes}B")),

@@ -11,36 +11,21 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, FetchResponse, ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::Compression;
 use sluice::metadata::topic_config::TopicConfig;
 use sluice::metadata::PartitionShared;
 use sluice::protocol::batch::validate_records;
-use sluice::protocol::{encode, frame};
+use sluice::protocol::frame;
 use sluice::storage::commit::GroupCommit;
 use sluice::storage::index::{OffsetEntry, OffsetIndex};
 use sluice::storage::log::{self, PartitionLog};
-
-/// A 16 KiB batch of 16 records of 1 KiB.
-fn batch() -> Bytes {
-    let records: Vec<_> = (0..16)
-        .map(|i| {
-            encode::record(
-                i,
-                1_700_000_000_000 + i,
-                Some(Bytes::from(format!("key-{i}"))),
-                Some(Bytes::from(vec![b'x'; 1000])),
-                None,
-            )
-        })
-        .collect();
-    encode::encode_batch(&records, Compression::None)
-}
 
 fn produce_frame() -> Bytes {
     let request = ProduceRequest::default()
@@ -50,7 +35,7 @@ fn produce_frame() -> Bytes {
             .with_name(TopicName(StrBytes::from_static_str("orders")))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(batch()))])]);
+                .with_records(Some(common::keyed_batch(16, 1000)))])]);
     let header = RequestHeader::default()
         .with_request_api_key(ApiKey::Produce as i16)
         .with_request_api_version(9)
@@ -128,7 +113,7 @@ fn append(c: &mut Criterion) {
     .unwrap();
     let log = Rc::new(RefCell::new(log));
     let commit = Rc::new(GroupCommit::default());
-    let records = batch();
+    let records = common::keyed_batch(16, 1000);
     let validated = validate_records(&records, usize::MAX).unwrap();
     let mut group = c.benchmark_group("append");
     // Every iteration really writes 16 KiB: keep the run short so the temp dir stays small.
@@ -154,7 +139,7 @@ fn append(c: &mut Criterion) {
 }
 
 fn fetch_response(c: &mut Criterion) {
-    let records = batch();
+    let records = common::keyed_batch(16, 1000);
     let partitions: Vec<PartitionData> = (0..16)
         .map(|p| {
             PartitionData::default()

@@ -8,39 +8,23 @@
 //! what a restart after a process crash pays; a cold cache adds the disk's
 //! read time on top.
 
+mod common;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kafka_protocol::records::Compression;
 use sluice::metadata::topic_config::TopicConfig;
 use sluice::metadata::PartitionShared;
 use sluice::protocol::batch::set_base_offset;
-use sluice::protocol::encode;
 use sluice::storage::log::PartitionLog;
 use sluice::storage::segment::segment_file_name;
 
-/// One 16 KiB batch of 16 records of 1 KiB, as a producer would send.
-fn template_batch() -> Bytes {
-    let records: Vec<_> = (0..16)
-        .map(|i| {
-            encode::record(
-                i,
-                1_700_000_000_000 + i,
-                Some(Bytes::from(format!("key-{i}"))),
-                Some(Bytes::from(vec![b'x'; 1000])),
-                None,
-            )
-        })
-        .collect();
-    encode::encode_batch(&records, Compression::None)
-}
-
 /// Writes a segment of about `mib` MiB of valid batches with consecutive offsets.
 fn build_segment(dir: &std::path::Path, mib: usize) -> u64 {
-    let template = template_batch();
+    let template = common::keyed_batch(16, 1000);
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
