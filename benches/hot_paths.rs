@@ -2,12 +2,17 @@
 //! - request header + Produce v9 body decode (bytes of request per second);
 //! - offset index lookup (lookups per second over a 100,000-entry index);
 //! - the append path into a partition log through io_uring, without syncs
-//!   (bytes per second) — what the shard does per batch besides fdatasync;
-//! - Fetch response encoding with record data for 16 partitions (bytes per second).
+//!   (bytes per second) — what the shard does per batch besides fdatasync —
+//!   once into memory (a tmpfs file: offsets, indexes, producer state and the
+//!   io_uring write, no disk behind it) and once into a file on the data disk;
+//! - Fetch response encoding with record data for 16 partitions (bytes per second);
+//! - a cross-shard queue round trip (calls per second): one at a time, which is
+//!   the latency a request pays per hop, and 64 in flight, which is the rate a
+//!   shard can hand work to another.
 //!
 //! Run: `cargo bench --bench hot_paths`. Under `cargo test` each case runs once.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -23,6 +28,8 @@ use sluice::metadata::topic_config::TopicConfig;
 use sluice::metadata::PartitionShared;
 use sluice::protocol::batch::validate_records;
 use sluice::protocol::frame;
+use sluice::runtime::queue;
+use sluice::runtime::shard::SHARD_QUEUE_DEPTH;
 use sluice::storage::commit::GroupCommit;
 use sluice::storage::index::{OffsetEntry, OffsetIndex};
 use sluice::storage::log::{self, PartitionLog};
@@ -95,9 +102,9 @@ fn index_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-fn append(c: &mut Criterion) {
-    let runtime = compio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+/// A partition log in a fresh directory under `parent`, with syncs off.
+fn bench_log(parent: &std::path::Path) -> (tempfile::TempDir, log::LogRef) {
+    let dir = tempfile::tempdir_in(parent).unwrap();
     let config = TopicConfig {
         flush_messages: i64::MAX,
         segment_bytes: 256 << 20,
@@ -111,7 +118,11 @@ fn append(c: &mut Criterion) {
         Arc::new(PartitionShared::default()),
     )
     .unwrap();
-    let log = Rc::new(RefCell::new(log));
+    (dir, Rc::new(RefCell::new(log)))
+}
+
+fn append(c: &mut Criterion) {
+    let runtime = compio::runtime::Runtime::new().unwrap();
     let commit = Rc::new(GroupCommit::default());
     let records = common::keyed_batch(16, 1000);
     let validated = validate_records(&records, usize::MAX).unwrap();
@@ -122,19 +133,32 @@ fn append(c: &mut Criterion) {
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
     group.throughput(Throughput::Bytes(records.len() as u64));
-    group.bench_function("io_uring_16KiB_batch_no_sync", |b| {
-        b.iter(|| {
-            runtime
-                .block_on(log::append(
-                    &log,
-                    &commit,
-                    records.clone(),
-                    &validated,
-                    true,
-                ))
-                .unwrap()
-        })
-    });
+    let shm = std::path::Path::new("/dev/shm");
+    let disk = std::env::temp_dir();
+    let targets = [
+        ("memory_tmpfs", shm.is_dir().then_some(shm)),
+        ("file_data_disk", Some(disk.as_path())),
+    ];
+    for (name, parent) in targets {
+        let Some(parent) = parent else {
+            eprintln!("append/{name}: skipped, no such directory");
+            continue;
+        };
+        let (_dir, log) = bench_log(parent);
+        group.bench_function(format!("io_uring_16KiB_batch_no_sync/{name}"), |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(log::append(
+                        &log,
+                        &commit,
+                        records.clone(),
+                        &validated,
+                        true,
+                    ))
+                    .unwrap()
+            })
+        });
+    }
     group.finish();
 }
 
@@ -163,5 +187,51 @@ fn fetch_response(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, index_lookup, append, fetch_response);
+fn cross_shard(c: &mut Criterion) {
+    // The other shard: a thread with its own runtime serving a queue, exactly as
+    // a broker shard serves its own (the context here is a plain counter).
+    let (sender, receiver) = queue::bounded::<Cell<u64>>(SHARD_QUEUE_DEPTH);
+    let server = std::thread::spawn(move || {
+        compio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(queue::serve(Rc::new(Cell::new(0)), receiver))
+    });
+    let runtime = compio::runtime::Runtime::new().unwrap();
+    let mut group = c.benchmark_group("cross_shard");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("round_trip_one_at_a_time", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(queue::call(&sender, |count: Rc<Cell<u64>>| async move {
+                    count.set(count.get() + 1);
+                    count.get()
+                }))
+                .unwrap()
+        })
+    });
+    const IN_FLIGHT: u64 = 64;
+    group.throughput(Throughput::Elements(IN_FLIGHT));
+    group.bench_function("round_trips_64_in_flight", |b| {
+        b.iter(|| {
+            runtime.block_on(futures_util::future::join_all((0..IN_FLIGHT).map(|i| {
+                queue::call(&sender, move |count: Rc<Cell<u64>>| async move {
+                    count.set(count.get() + 1);
+                    i
+                })
+            })))
+        })
+    });
+    group.finish();
+    drop(sender);
+    server.join().unwrap();
+}
+
+criterion_group!(
+    benches,
+    decode,
+    index_lookup,
+    append,
+    fetch_response,
+    cross_shard
+);
 criterion_main!(benches);

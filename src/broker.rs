@@ -23,7 +23,7 @@ use crate::group::offsets::OffsetStore;
 use crate::group::state::GroupConfig;
 use crate::metadata::controller::Controller;
 use crate::metadata::{records, MetadataImage};
-use crate::runtime::shard::{serve_queue, Job, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
+use crate::runtime::shard::{serve_queue, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
 use crate::runtime::{shard_for_partition, CONTROLLER_SHARD};
 use crate::server::listener;
 
@@ -241,7 +241,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let mut receivers = Vec::with_capacity(shard_count);
     let mut handles = Vec::with_capacity(shard_count);
     for id in 0..shard_count {
-        let (sender, receiver) = async_channel::bounded::<Job>(SHARD_QUEUE_DEPTH);
+        let (sender, receiver) = crate::runtime::queue::bounded::<Shard>(SHARD_QUEUE_DEPTH);
         handles.push(ShardHandle { id, sender });
         receivers.push(receiver);
     }
@@ -305,7 +305,7 @@ fn run_shard(
     id: usize,
     cpu: usize,
     broker: Arc<Broker>,
-    receiver: async_channel::Receiver<Job>,
+    receiver: crate::runtime::queue::Receiver<Shard>,
     listener: std::net::TcpListener,
     started: &Barrier,
     drained: &AsyncBarrier,

@@ -3,7 +3,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -13,11 +12,9 @@ use uuid::Uuid;
 use crate::broker::Broker;
 use crate::group::coordinator::GroupCoordinator;
 use crate::metadata::controller::Controller;
+use crate::runtime::queue::{self, CallError};
 use crate::storage::commit::GroupCommit;
 use crate::storage::log::LogRef;
-
-/// Work sent to a shard: a closure run on that shard, which returns a local future.
-pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
 /// Depth of each shard's cross-shard queue. A full queue makes senders wait,
 /// which is the back-pressure between shards.
@@ -27,7 +24,7 @@ pub const SHARD_QUEUE_DEPTH: usize = 4096;
 #[derive(Clone)]
 pub struct ShardHandle {
     pub id: usize,
-    pub(crate) sender: async_channel::Sender<Job>,
+    pub(crate) sender: queue::Sender<Shard>,
 }
 
 /// Identifies a partition on its shard: the topic id (so that a topic deleted and
@@ -91,36 +88,32 @@ impl Shard {
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
-        let (tx, rx) = oneshot::channel();
         if target == self.id {
+            let (tx, rx) = oneshot::channel();
             let fut = f(self.clone());
             compio::runtime::spawn(async move {
                 let _ = tx.send(fut.await);
             })
             .detach();
-        } else {
-            let job: Job = Box::new(move |shard| {
-                Box::pin(async move {
-                    let _ = tx.send(f(shard).await);
-                })
-            });
-            let handle = &self.broker.shards[target];
-            if handle.sender.send(job).await.is_err() {
-                panic!(
-                    "shard {target} stopped while shard {} still sends to it",
-                    self.id
-                );
+            return rx
+                .await
+                .unwrap_or_else(|_| panic!("shard {target} dropped a job without answering"));
+        }
+        match queue::call(&self.broker.shards[target].sender, f).await {
+            Ok(result) => result,
+            Err(CallError::Closed) => panic!(
+                "shard {target} stopped while shard {} still sends to it",
+                self.id
+            ),
+            Err(CallError::Dropped) => {
+                panic!("shard {target} dropped a job without answering")
             }
         }
-        rx.await
-            .unwrap_or_else(|_| panic!("shard {target} dropped a job without answering"))
     }
 }
 
 /// Runs the jobs other shards send to this one, each as its own task, until
 /// every sender is gone.
-pub async fn serve_queue(shard: Rc<Shard>, receiver: async_channel::Receiver<Job>) {
-    while let Ok(job) = receiver.recv().await {
-        compio::runtime::spawn(job(shard.clone())).detach();
-    }
+pub async fn serve_queue(shard: Rc<Shard>, receiver: queue::Receiver<Shard>) {
+    queue::serve(shard, receiver).await
 }
