@@ -53,10 +53,12 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 use crate::protocol::batch::{compute_crc, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
+use crate::protocol::errors::ErrorCode;
 use crate::runtime::Shard;
+use crate::storage::decompress::{self, decompressed_bytes_max, DecompressError};
 use crate::storage::log::{now_ms, LogRef, PartitionLog};
 use crate::storage::segment::{segment_file_name, Segment, SegmentState};
 
@@ -220,6 +222,9 @@ struct Plan {
     index_interval_bytes: u32,
     now_ms: i64,
     max_keys: usize,
+    /// Most bytes a batch may decompress to; a batch beyond it (or one that
+    /// does not decompress) is kept as it is.
+    decompressed_bytes_max: usize,
 }
 
 fn plan(
@@ -298,6 +303,7 @@ fn plan(
         index_interval_bytes: config.index_interval_bytes,
         now_ms,
         max_keys: limits.max_keys,
+        decompressed_bytes_max: decompressed_bytes_max(config.max_message_bytes),
     }))
 }
 
@@ -414,7 +420,15 @@ fn build_map(plan: &Plan, hashing: &KeyHashing, map: &mut OffsetMap) -> Result<i
             if mapped_any && map.len() >= plan.max_keys {
                 return Ok(header.base_offset);
             }
-            let area = records_area(&header, &batch)?;
+            let area = match records_area(&header, &batch, plan.decompressed_bytes_max) {
+                Ok(area) => area,
+                // Not mapped: its records neither displace nor are displaced by
+                // others (filter_batch keeps the batch as it is).
+                Err(error) => {
+                    warn_kept_as_is(&plan.dir, &header, &error);
+                    continue;
+                }
+            };
             for record in RecordIter::new(&area, header.record_count) {
                 let record = record?;
                 let offset = header.base_offset + i64::from(record.offset_delta);
@@ -474,6 +488,7 @@ fn clean_segment(
             filter_batch(
                 &header,
                 &batch,
+                plan.decompressed_bytes_max,
                 retain_empty,
                 |offset, key, is_tombstone| {
                     let Some(key) = key else {
@@ -810,24 +825,24 @@ impl<'a> BatchReader<'a> {
 }
 
 /// A record inside a batch's (decompressed) records area.
-struct RecordView<'a> {
+pub(crate) struct RecordView<'a> {
     /// The whole record, its length prefix included.
     raw: &'a [u8],
-    timestamp_delta: i64,
-    offset_delta: i32,
+    pub(crate) timestamp_delta: i64,
+    pub(crate) offset_delta: i32,
     key: Option<&'a [u8]>,
     value_is_null: bool,
 }
 
 /// Walks the records of a records area, at most `count` of them.
-struct RecordIter<'a> {
+pub(crate) struct RecordIter<'a> {
     area: &'a [u8],
     position: usize,
     remaining: i32,
 }
 
 impl<'a> RecordIter<'a> {
-    fn new(area: &'a [u8], count: i32) -> RecordIter<'a> {
+    pub(crate) fn new(area: &'a [u8], count: i32) -> RecordIter<'a> {
         RecordIter {
             area,
             position: 0,
@@ -935,23 +950,25 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// The records area of a batch, decompressed.
-fn records_area(header: &BatchHeader, batch: &Bytes) -> Result<Bytes, String> {
-    let area = batch.slice(BATCH_HEADER_LEN..);
-    decompress(header.compression(), area)
+/// The records area of a batch, decompressed (at most `limit` bytes of it).
+pub(crate) fn records_area(
+    header: &BatchHeader,
+    batch: &Bytes,
+    limit: usize,
+) -> Result<Bytes, DecompressError> {
+    let area = batch.slice(BATCH_HEADER_LEN.min(batch.len())..);
+    decompress::decompress(header.compression(), &area, limit)
 }
 
-fn decompress(codec: u8, mut data: Bytes) -> Result<Bytes, String> {
-    let take = |b: &mut Bytes| -> anyhow::Result<Bytes> { Ok(std::mem::take(b)) };
-    let result = match codec {
-        0 => return Ok(data),
-        1 => <Gzip as Decompressor<Bytes>>::decompress(&mut data, take),
-        2 => <Snappy as Decompressor<Bytes>>::decompress(&mut data, take),
-        3 => <Lz4 as Decompressor<Bytes>>::decompress(&mut data, take),
-        4 => <Zstd as Decompressor<Bytes>>::decompress(&mut data, take),
-        other => return Err(format!("unknown compression codec {other}")),
-    };
-    result.map_err(|e| format!("decompressing: {e}"))
+/// A batch the cleaner cannot look into stays as it is: compaction is then
+/// incomplete around it, but nothing that is the latest of its key is lost.
+fn warn_kept_as_is(dir: &Path, header: &BatchHeader, error: &DecompressError) {
+    tracing::warn!(
+        dir = %dir.display(),
+        base_offset = header.base_offset,
+        %error,
+        "log cleaner: batch not decompressed, kept as it is"
+    );
 }
 
 fn compress(codec: u8, records: &[u8], out: &mut BytesMut) -> Result<(), String> {
@@ -982,14 +999,22 @@ enum Filtered {
     Rewritten { batch: Vec<u8>, removed: u64 },
 }
 
-/// Applies `keep(offset, key, is_tombstone)` to the records of a batch.
+/// Applies `keep(offset, key, is_tombstone)` to the records of a batch. A
+/// batch that does not decompress within `decompressed_bytes_max` is Unchanged.
 fn filter_batch(
     header: &BatchHeader,
     batch: &Bytes,
+    decompressed_bytes_max: usize,
     retain_empty: bool,
     mut keep: impl FnMut(i64, Option<&[u8]>, bool) -> bool,
 ) -> Result<Filtered, String> {
-    let area = records_area(header, batch)?;
+    let area = match records_area(header, batch, decompressed_bytes_max) {
+        Ok(area) => area,
+        Err(error) => {
+            tracing::warn!(base_offset = header.base_offset, %error, "log cleaner: batch not decompressed, kept as it is");
+            return Ok(Filtered::Unchanged);
+        }
+    };
     let mut kept: Vec<RecordView> = Vec::new();
     let mut total = 0u64;
     for record in RecordIter::new(&area, header.record_count) {
@@ -1040,21 +1065,50 @@ fn filter_batch(
     })
 }
 
+/// Why Produce to a compacted topic refused a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyCheckError {
+    #[error("Compacted topic cannot accept message without key")]
+    MissingKey,
+    /// The records could not be looked at: beyond the decompression limit.
+    #[error("{0}")]
+    TooLarge(DecompressError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl KeyCheckError {
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            KeyCheckError::MissingKey | KeyCheckError::Invalid(_) => ErrorCode::InvalidRecord,
+            KeyCheckError::TooLarge(_) => ErrorCode::MessageTooLarge,
+        }
+    }
+}
+
 /// Produce on a compacted topic: every record needs a key (Kafka refuses the
-/// batch with INVALID_RECORD otherwise). `records` has been validated.
-pub fn check_keys(records: &Bytes) -> Result<(), String> {
+/// batch with INVALID_RECORD otherwise). `records` has been validated. The
+/// records are decompressed within `decompressed_bytes_max` (see
+/// `storage::decompress`); a batch beyond it is refused with MESSAGE_TOO_LARGE
+/// (the Java producer splits such a batch and retries).
+pub fn check_keys(records: &Bytes, decompressed_bytes_max: usize) -> Result<(), KeyCheckError> {
+    let invalid = |e: String| KeyCheckError::Invalid(e);
     let mut position = 0;
     while position + BATCH_HEADER_LEN <= records.len() {
-        let header = BatchHeader::parse(&records[position..]).map_err(|e| e.to_string())?;
+        let header =
+            BatchHeader::parse(&records[position..]).map_err(|e| invalid(e.to_string()))?;
         let end = position + header.total_len();
         if header.total_len() < BATCH_HEADER_LEN || end > records.len() {
-            return Err("truncated batch".to_string());
+            return Err(invalid("truncated batch".to_string()));
         }
         let batch = records.slice(position..end);
-        let area = records_area(&header, &batch)?;
+        let area = records_area(&header, &batch, decompressed_bytes_max).map_err(|e| match e {
+            DecompressError::TooLarge { .. } => KeyCheckError::TooLarge(e),
+            other => invalid(other.to_string()),
+        })?;
         for record in RecordIter::new(&area, header.record_count) {
-            if record?.key.is_none() {
-                return Err("Compacted topic cannot accept message without key".to_string());
+            if record.map_err(invalid)?.key.is_none() {
+                return Err(KeyCheckError::MissingKey);
             }
         }
         position = end;
@@ -1654,7 +1708,7 @@ mod tests {
     #[test]
     fn records_without_keys_are_refused_and_dropped() {
         let keyed = encode::encode_batch(&[record(0, 1, Some("k"), Some("v"))], Compression::None);
-        assert!(check_keys(&keyed).is_ok());
+        assert!(check_keys(&keyed, decompress::DECOMPRESSED_BYTES_FLOOR).is_ok());
         for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
             let batch = encode::encode_batch(
                 &[
@@ -1663,8 +1717,9 @@ mod tests {
                 ],
                 compression,
             );
-            let error = check_keys(&batch).unwrap_err();
-            assert!(error.contains("without key"), "{error}");
+            let error = check_keys(&batch, decompress::DECOMPRESSED_BYTES_FLOOR).unwrap_err();
+            assert!(error.to_string().contains("without key"), "{error}");
+            assert_eq!(error.error_code(), ErrorCode::InvalidRecord);
         }
         // A keyless record that got in (the topic was not compacted then) goes.
         let dir = tempfile::tempdir().unwrap();

@@ -26,8 +26,9 @@ use crate::metadata::topic_config::{TimestampType, TopicConfig};
 use crate::metadata::PartitionShared;
 use crate::protocol::batch::{self, BatchHeader, BatchIter, ValidatedRecords, BATCH_HEADER_LEN};
 use crate::protocol::errors::ErrorCode;
-use crate::storage::cleaner::CleanerState;
+use crate::storage::cleaner::{records_area, CleanerState, RecordIter};
 use crate::storage::commit::GroupCommit;
+use crate::storage::decompress;
 use crate::storage::producer_state::{ProducerStateTable, SequenceCheck, SequenceError};
 use crate::storage::segment::{parse_segment_file_name, OpenError, Segment};
 
@@ -875,11 +876,12 @@ pub async fn offset_for_timestamp(
     log: &LogRef,
     timestamp_ms: i64,
 ) -> Result<Option<(i64, i64)>, ReadError> {
-    let (file, mut position, readable_end) = {
+    let (file, mut position, readable_end, decompressed_bytes_max) = {
         let log = log.borrow();
         log.check_online().map_err(ReadError::Storage)?;
+        let limit = decompress::decompressed_bytes_max(log.config.max_message_bytes);
         match log.locate_timestamp(timestamp_ms) {
-            Some((file, position, readable, _base)) => (file, position, readable),
+            Some((file, position, readable, _base)) => (file, position, readable, limit),
             None => return Ok(None),
         }
     };
@@ -888,20 +890,34 @@ pub async fn offset_for_timestamp(
         let header =
             BatchHeader::parse(&header_bytes).map_err(|e| ReadError::Storage(e.to_string()))?;
         let len = header.total_len() as u64;
+        if len < BATCH_HEADER_LEN as u64 {
+            return Err(ReadError::Storage(format!("corrupt batch at {position}")));
+        }
         if header.max_timestamp >= timestamp_ms {
-            let whole = read_exact(&file, position, len as usize).await?;
-            let mut bytes = whole.freeze();
-            let records =
-                kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
-                    ReadError::Storage(format!("cannot decode batch at {position}: {e}"))
-                })?;
-            for record in records.records {
-                if record.timestamp >= timestamp_ms {
-                    return Ok(Some((record.offset, record.timestamp)));
+            // The batch-level answer: its first offset is at or before the
+            // exact one, so a consumer that seeks there misses nothing.
+            let batch_level = Some((header.base_offset, header.max_timestamp));
+            // LogAppendTime batches carry the time in the header only.
+            if header.is_log_append_time() {
+                return Ok(batch_level);
+            }
+            let whole = read_exact(&file, position, len as usize).await?.freeze();
+            let area = match records_area(&header, &whole, decompressed_bytes_max) {
+                Ok(area) => area,
+                Err(error) => {
+                    tracing::warn!(position, base_offset = header.base_offset, %error, "ListOffsets by timestamp: batch not decompressed; answering with its first offset");
+                    return Ok(batch_level);
+                }
+            };
+            for record in RecordIter::new(&area, header.record_count) {
+                let Ok(record) = record else { break };
+                let timestamp = header.base_timestamp.wrapping_add(record.timestamp_delta);
+                if timestamp >= timestamp_ms {
+                    let offset = header.base_offset + i64::from(record.offset_delta);
+                    return Ok(Some((offset, timestamp)));
                 }
             }
-            // LogAppendTime batches carry the time in the header only.
-            return Ok(Some((header.base_offset, header.max_timestamp)));
+            return Ok(batch_level);
         }
         position += len;
     }

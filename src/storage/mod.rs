@@ -8,12 +8,14 @@
 //!   group commit), read by offset, look up by timestamp.
 //! - `commit.rs`: group commit, one fdatasync round for every waiting append of a shard.
 //! - `producer_state.rs`: idempotent-producer sequence tracking.
+//! - `decompress.rs`: bounded decompression of record batches (zip-bomb cap).
 //! - `cleaner.rs`: log compaction, a background pass per shard over compacted logs.
 //!
 //! The on-disk format is described in `docs/FORMAT.md`.
 
 pub mod cleaner;
 pub mod commit;
+pub mod decompress;
 pub mod index;
 pub mod log;
 pub mod producer_state;

@@ -3,15 +3,18 @@
 //!
 //! Used by the metadata log and the group offsets logs. A torn tail is ignored
 //! here (opening the log for appends truncates it); corruption elsewhere is an
-//! error, because replaying past it would rebuild the wrong state.
+//! error, because replaying past it would rebuild the wrong state. So is a
+//! batch whose records decompress beyond `DECOMPRESSED_BYTES_FLOOR`: these logs
+//! hold only what the broker wrote, so such a batch is damage, not data.
 
 use std::fs;
 use std::path::Path;
 
 use bytes::Bytes;
-use kafka_protocol::records::{Record, RecordBatchDecoder};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
 use crate::protocol::batch::BatchIter;
+use crate::storage::decompress::{decompress, DECOMPRESSED_BYTES_FLOOR};
 use crate::storage::segment::{parse_segment_file_name, segment_file_name};
 
 /// Calls `on_record` for each record of the log in `dir` (a missing dir is an empty log).
@@ -33,8 +36,11 @@ pub fn for_each_record(
         for item in BatchIter::new(&bytes, true) {
             let (_, range) = item.map_err(|e| format!("{}: {e}", path.display()))?;
             let mut batch = Bytes::copy_from_slice(&bytes[range]);
-            let set = RecordBatchDecoder::decode(&mut batch)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let set = RecordBatchDecoder::decode_with_custom_compression(
+                &mut batch,
+                Some(bounded_decompress),
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
             for record in set.records {
                 let offset = record.offset;
                 on_record(record)
@@ -43,4 +49,105 @@ pub fn for_each_record(
         }
     }
     Ok(())
+}
+
+/// kafka-protocol's decoder with our bounded decompression instead of its own.
+fn bounded_decompress(compressed: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
+    let codec = match compression {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+    };
+    Ok(decompress(codec, compressed, DECOMPRESSED_BYTES_FLOOR)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode;
+    use std::io::Write;
+
+    fn write_segment(dir: &Path, batches: &[Bytes]) {
+        fs::create_dir_all(dir).unwrap();
+        let mut file = fs::File::create(dir.join(segment_file_name(0, "log"))).unwrap();
+        for batch in batches {
+            file.write_all(batch).unwrap();
+        }
+    }
+
+    #[test]
+    fn compressed_batches_replay_and_a_bomb_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<_> = (0..3)
+            .map(|i| encode::record(i, 1, None, Some(Bytes::from(format!("v{i}"))), None))
+            .collect();
+        write_segment(
+            dir.path(),
+            &[encode::encode_batch(
+                &records,
+                kafka_protocol::records::Compression::Zstd,
+            )],
+        );
+        let mut values = Vec::new();
+        for_each_record(dir.path(), |r| {
+            values.push(r.value.unwrap());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(values, ["v0", "v1", "v2"]);
+
+        // One record of 80 MiB of zeros, zstd-compressed to a few KiB.
+        let value_bytes = 80usize << 20;
+        let mut area = Vec::new();
+        let mut body = vec![0u8, 0, 0, 1]; // attributes, timestamp delta, offset delta, null key
+        zigzag(value_bytes as i64, &mut body);
+        let mut length = Vec::new();
+        zigzag((body.len() + value_bytes + 1) as i64, &mut length);
+        let mut encoder = zstd::stream::write::Encoder::new(&mut area, 3).unwrap();
+        encoder.write_all(&length).unwrap();
+        encoder.write_all(&body).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..80 {
+            encoder.write_all(&zeros).unwrap();
+        }
+        encoder.write_all(&[0]).unwrap(); // no headers
+        encoder.finish().unwrap();
+        let bomb_dir = dir.path().join("bomb");
+        write_segment(&bomb_dir, &[batch_around(&area, 4)]);
+        let error = for_each_record(&bomb_dir, |_| Ok(())).unwrap_err();
+        assert!(error.contains("decompress to more than"), "{error}");
+    }
+
+    fn zigzag(value: i64, out: &mut Vec<u8>) {
+        let mut v = ((value << 1) ^ (value >> 63)) as u64;
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// A one-record v2 batch holding `area` (compressed with `codec`), CRC set.
+    fn batch_around(area: &[u8], codec: i16) -> Bytes {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+        b.extend_from_slice(&((49 + area.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
+        b.push(2); // magic
+        b.extend_from_slice(&0u32.to_be_bytes()); // crc, below
+        b.extend_from_slice(&codec.to_be_bytes());
+        b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+        b.extend_from_slice(&1i64.to_be_bytes());
+        b.extend_from_slice(&1i64.to_be_bytes());
+        b.extend_from_slice(&(-1i64).to_be_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(area);
+        let crc = crate::protocol::batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
 }

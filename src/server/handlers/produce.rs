@@ -15,6 +15,7 @@ use crate::protocol::batch::{self, peek_magic};
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::{resolve_topic, str_bytes};
+use crate::storage::decompress::decompressed_bytes_max;
 use crate::storage::{cleaner, log};
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
@@ -65,13 +66,11 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                             (code, Some(e.to_string()))
                         })?;
                     if topic.config.cleanup_policy.compact {
-                        cleaner::check_keys(&records).map_err(|message| {
+                        let limit = decompressed_bytes_max(topic.config.max_message_bytes);
+                        cleaner::check_keys(&records, limit).map_err(|error| {
                             (
-                                ErrorCode::InvalidRecord,
-                                Some(format!(
-                                    "{message} in topic partition {}-{index}",
-                                    topic.name
-                                )),
+                                error.error_code(),
+                                Some(format!("{error} in topic partition {}-{index}", topic.name)),
                             )
                         })?;
                     }
