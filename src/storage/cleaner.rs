@@ -1311,7 +1311,8 @@ mod tests {
             log.borrow_mut().close().unwrap();
             (after, end)
         });
-        // A restart reads the cleaned segments (CRCs verified) and the checkpoint.
+        // A restart reads the cleaned segments (trusted from the clean-shutdown
+        // marker, see clean_shutdown.rs) and the checkpoint.
         run(async {
             let log = open(dir.path(), compact_config(1024));
             assert_eq!(log.borrow().log_end_offset(), 201);

@@ -61,6 +61,10 @@ impl OffsetIndex {
         }
     }
 
+    pub fn first(&self) -> Option<OffsetEntry> {
+        self.entries.first().copied()
+    }
+
     pub fn last(&self) -> Option<OffsetEntry> {
         self.entries.last().copied()
     }
@@ -143,6 +147,11 @@ impl TimeIndex {
         } else {
             self.entries[count - 1].relative_offset
         }
+    }
+
+    /// The entry with the largest timestamp (and relative offset), if any.
+    pub fn last(&self) -> Option<TimeEntry> {
+        self.entries.last().copied()
     }
 
     pub fn truncate_to_relative_offset(&mut self, relative_offset: u32) {

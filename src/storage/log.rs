@@ -26,6 +26,7 @@ use crate::metadata::topic_config::{TimestampType, TopicConfig};
 use crate::metadata::PartitionShared;
 use crate::protocol::batch::{self, BatchHeader, BatchIter, ValidatedRecords, BATCH_HEADER_LEN};
 use crate::protocol::errors::ErrorCode;
+use crate::storage::clean_shutdown;
 use crate::storage::cleaner::{records_area, CleanerState, RecordIter};
 use crate::storage::commit::GroupCommit;
 use crate::storage::decompress;
@@ -159,21 +160,40 @@ impl PartitionLog {
             .collect();
         bases.sort_unstable();
         let now = now_ms();
-        let mut producers = ProducerStateTable::default();
-        let mut segments = Vec::with_capacity(bases.len().max(1));
-        for (i, &base) in bases.iter().enumerate() {
-            let is_active = i + 1 == bases.len();
-            let path = dir.join(crate::storage::segment::segment_file_name(base, "log"));
-            let segment = Segment::open(
-                &path,
-                base,
-                is_active,
-                config.index_interval_bytes,
-                now,
-                |header| producers.record(header),
-            )?;
-            segments.push(segment);
-        }
+        let started = std::time::Instant::now();
+        // Deleted (durably) before anything else: from here on a crash means a scanned start.
+        let marker = clean_shutdown::take(&dir)?;
+        let clean = match marker {
+            None => Err("no clean-shutdown marker".to_string()),
+            Some(bytes) => open_clean(&dir, &bases, &bytes, now),
+        };
+        let (mut segments, producers) = match clean {
+            Ok((segments, producers, bytes_scanned)) => {
+                tracing::info!(
+                    %topic,
+                    partition,
+                    segments = segments.len(),
+                    bytes_scanned,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "clean start: the clean-shutdown marker agrees with the files, scan skipped"
+                );
+                (segments, producers)
+            }
+            Err(reason) => {
+                let (segments, producers) = scan_segments(&dir, &bases, &config, now)?;
+                let bytes_scanned: u64 = segments.iter().map(|s| s.reserved_bytes).sum();
+                tracing::info!(
+                    %topic,
+                    partition,
+                    segments = segments.len(),
+                    bytes_scanned,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    %reason,
+                    "scanned start: every batch checked"
+                );
+                (segments, producers)
+            }
+        };
         if segments.is_empty() {
             segments.push(Segment::create(&dir, 0, now)?);
         }
@@ -448,12 +468,54 @@ impl PartitionLog {
         self.segments.last().map(|s| s.file.clone())
     }
 
-    /// Writes the current index files (clean shutdown).
+    /// Clean shutdown: writes the current index files and, when every write
+    /// has completed and the log is healthy, syncs the segments and writes the
+    /// clean-shutdown marker so that the next start can skip the scan (see
+    /// `clean_shutdown.rs`). Afterwards the log refuses appends, reads and
+    /// cleaner passes, so that nothing changes the files behind the marker.
     pub fn close(&mut self) -> io::Result<()> {
-        if let Some(active) = self.segments.last() {
-            active.write_index_files()?;
+        let result = self.close_files();
+        if self.failure.is_none() {
+            self.failure = Some("the log is closed".to_string());
         }
-        Ok(())
+        result
+    }
+
+    fn close_files(&mut self) -> io::Result<()> {
+        let blocker = if let Some(failure) = &self.failure {
+            Some(format!("storage failed: {failure}"))
+        } else if self.write_error.is_some() || !self.in_flight.is_empty() {
+            Some("writes are still in flight or being rolled back".to_string())
+        } else if self
+            .segments
+            .iter()
+            .any(|s| s.readable_bytes != s.reserved_bytes)
+        {
+            Some("a segment has incomplete writes".to_string())
+        } else {
+            None
+        };
+        if let Some(reason) = blocker {
+            tracing::info!(topic = %self.topic, partition = self.partition, %reason, "no clean-shutdown marker; the next start scans");
+            if let Some(active) = self.segments.last() {
+                active.write_index_files()?;
+            }
+            return Ok(());
+        }
+        // Writes (and syncs) the index files that differ from memory: the
+        // active segment's at least.
+        let segments = self
+            .segments
+            .iter()
+            .map(Segment::prepare_clean_shutdown)
+            .collect::<io::Result<Vec<_>>>()?;
+        let marker = clean_shutdown::CleanShutdown {
+            segments,
+            producers: std::mem::take(&mut self.producers),
+        };
+        let written = clean_shutdown::write(&self.dir, &marker);
+        self.producers = marker.producers;
+        written
     }
 
     /// Finds where to start reading `offset`: (segment index, file position, readable end).
@@ -922,6 +984,67 @@ pub async fn offset_for_timestamp(
         position += len;
     }
     Ok(None)
+}
+
+/// Opens every segment with the full scan (lengths, magic, CRC32C; torn tail
+/// of the active segment truncated), rebuilding indexes and producer state.
+fn scan_segments(
+    dir: &Path,
+    bases: &[i64],
+    config: &TopicConfig,
+    now: i64,
+) -> Result<(Vec<Segment>, ProducerStateTable), OpenError> {
+    let mut producers = ProducerStateTable::default();
+    let mut segments = Vec::with_capacity(bases.len().max(1));
+    for (i, &base) in bases.iter().enumerate() {
+        let is_active = i + 1 == bases.len();
+        let path = dir.join(crate::storage::segment::segment_file_name(base, "log"));
+        let segment = Segment::open(
+            &path,
+            base,
+            is_active,
+            config.index_interval_bytes,
+            now,
+            |header| producers.record(header),
+        )?;
+        segments.push(segment);
+    }
+    Ok((segments, producers))
+}
+
+/// Opens the segments as the clean-shutdown marker `bytes` describes them,
+/// without the scan; Err says why the marker cannot be trusted (then the
+/// caller scans). Returns the segments, the producer state and the bytes read.
+fn open_clean(
+    dir: &Path,
+    bases: &[i64],
+    bytes: &[u8],
+    now: i64,
+) -> Result<(Vec<Segment>, ProducerStateTable, u64), String> {
+    let marker = clean_shutdown::CleanShutdown::decode(bytes)
+        .map_err(|e| format!("invalid clean-shutdown marker: {e}"))?;
+    if !marker
+        .segments
+        .iter()
+        .map(|s| s.base_offset)
+        .eq(bases.iter().copied())
+    {
+        return Err("the segment files differ from the clean-shutdown marker's".to_string());
+    }
+    let mut segments = Vec::with_capacity(bases.len());
+    let mut bytes_read = 0u64;
+    for (i, summary) in marker.segments.iter().enumerate() {
+        let is_active = i + 1 == marker.segments.len();
+        let path = dir.join(crate::storage::segment::segment_file_name(
+            summary.base_offset,
+            "log",
+        ));
+        let (segment, read) = Segment::open_clean(&path, summary, is_active, now)
+            .map_err(|e| format!("segment {}: {e}", summary.base_offset))?;
+        segments.push(segment);
+        bytes_read += read;
+    }
+    Ok((segments, marker.producers, bytes_read))
 }
 
 /// Name of the file holding the log start offset when it is above the first segment's base.

@@ -8,11 +8,14 @@
 //!   group commit), read by offset, look up by timestamp.
 //! - `commit.rs`: group commit, one fdatasync round for every waiting append of a shard.
 //! - `producer_state.rs`: idempotent-producer sequence tracking.
+//! - `clean_shutdown.rs`: the marker a clean shutdown leaves so that the next
+//!   start can trust the files instead of scanning them.
 //! - `decompress.rs`: bounded decompression of record batches (zip-bomb cap).
 //! - `cleaner.rs`: log compaction, a background pass per shard over compacted logs.
 //!
 //! The on-disk format is described in `docs/FORMAT.md`.
 
+pub mod clean_shutdown;
 pub mod cleaner;
 pub mod commit;
 pub mod decompress;
@@ -113,8 +116,8 @@ pub fn start_periodic_flush(shard: &Rc<Shard>) {
     .detach();
 }
 
-/// Writes the index files of every log of this shard (clean shutdown). The data
-/// itself is already on disk: every acknowledged append was synced.
+/// Closes every log of this shard (clean shutdown): index files, syncs, and
+/// the clean-shutdown marker that lets the next start skip the scan.
 pub fn close_owned_logs(shard: &Rc<Shard>) {
     for log in shard.logs.borrow().values() {
         let mut log = log.borrow_mut();

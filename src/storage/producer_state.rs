@@ -140,6 +140,86 @@ impl ProducerStateTable {
         self.producers.len()
     }
 
+    /// Appends the table to `out` (the clean-shutdown snapshot, `docs/FORMAT.md`):
+    /// a producer count, then per producer (by id) its id, epoch, batch count and
+    /// batches (first sequence, last sequence, base offset), big-endian.
+    pub fn encode_snapshot(&self, out: &mut Vec<u8>) {
+        let mut ids: Vec<i64> = self.producers.keys().copied().collect();
+        ids.sort_unstable();
+        out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+        for id in ids {
+            let entry = &self.producers[&id];
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&entry.epoch.to_be_bytes());
+            out.push(entry.batches.len() as u8);
+            for b in &entry.batches {
+                out.extend_from_slice(&b.first_sequence.to_be_bytes());
+                out.extend_from_slice(&b.last_sequence.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.to_be_bytes());
+            }
+        }
+    }
+
+    /// Parses a snapshot written by [`encode_snapshot`] from the start of
+    /// `bytes`; returns the table and the bytes it took. None if it is
+    /// malformed: truncated, a producer id that is negative or repeated (or not
+    /// increasing), more than [`CACHED_BATCHES_PER_PRODUCER`] or no batches, or
+    /// base offsets that do not increase or lie outside `[0, log_end_offset)`.
+    /// Counts are checked against the bytes present before anything is allocated.
+    ///
+    /// [`encode_snapshot`]: ProducerStateTable::encode_snapshot
+    pub fn decode_snapshot(
+        bytes: &[u8],
+        log_end_offset: i64,
+    ) -> Option<(ProducerStateTable, usize)> {
+        const PRODUCER_FIXED_BYTES: usize = 8 + 2 + 1;
+        const BATCH_BYTES: usize = 4 + 4 + 8;
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let slice = bytes.get(at..at.checked_add(n)?)?;
+            at += n;
+            Some(slice)
+        };
+        let count = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+        // Every producer takes at least PRODUCER_FIXED_BYTES + one batch.
+        if count > bytes.len() / (PRODUCER_FIXED_BYTES + BATCH_BYTES) {
+            return None;
+        }
+        let mut producers = HashMap::with_capacity(count);
+        let mut previous_id: Option<i64> = None;
+        for _ in 0..count {
+            let id = i64::from_be_bytes(take(8)?.try_into().ok()?);
+            let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
+            let batch_count = usize::from(take(1)?[0]);
+            if id < 0
+                || previous_id.is_some_and(|p| p >= id)
+                || batch_count == 0
+                || batch_count > CACHED_BATCHES_PER_PRODUCER
+            {
+                return None;
+            }
+            previous_id = Some(id);
+            let mut batches = VecDeque::with_capacity(batch_count);
+            for _ in 0..batch_count {
+                let batch = BatchSequence {
+                    first_sequence: i32::from_be_bytes(take(4)?.try_into().ok()?),
+                    last_sequence: i32::from_be_bytes(take(4)?.try_into().ok()?),
+                    base_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                };
+                let in_log = (0..log_end_offset).contains(&batch.base_offset);
+                let increasing = batches
+                    .back()
+                    .is_none_or(|b: &BatchSequence| b.base_offset < batch.base_offset);
+                if !in_log || !increasing || batch.first_sequence < 0 || batch.last_sequence < 0 {
+                    return None;
+                }
+                batches.push_back(batch);
+            }
+            producers.insert(id, ProducerEntry { epoch, batches });
+        }
+        Some((ProducerStateTable { producers }, at))
+    }
+
     /// For each producer, the base offset of its last batch in the log. The log
     /// cleaner keeps those batches (emptied if need be) so that the state can be
     /// rebuilt from the log after a restart.

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use crate::protocol::batch::{
     compute_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD,
 };
+use crate::storage::clean_shutdown::{self, SegmentSummary};
 use crate::storage::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 
 /// Segment file names carry the base offset zero-padded to 20 digits, as Kafka's do,
@@ -232,9 +233,8 @@ impl Segment {
     /// the active segment, refuses corruption anywhere else, and reports every batch
     /// to `on_batch` (used to rebuild producer state).
     ///
-    /// The scan reads the whole segment. Skipping it after a clean shutdown by
-    /// trusting the index files is the next step (the files are already written when
-    /// a segment closes).
+    /// The scan reads the whole segment. After a clean shutdown `open_clean`
+    /// is used instead, when the clean-shutdown marker agrees with the files.
     pub fn open(
         log_path: &Path,
         base_offset: i64,
@@ -286,19 +286,177 @@ impl Segment {
         }
         segment.reserved_bytes = outcome.valid_end;
         segment.readable_bytes = outcome.valid_end;
-        if segment.next_offset == base_offset && segment.reserved_bytes == 0 {
-            segment.created_ms = now_ms;
-        } else if let Ok(meta) = fs::metadata(log_path) {
+        segment.set_created_ms_after_restart(now_ms);
+        Ok(segment)
+    }
+
+    /// `created_ms` of a segment found on disk at start-up.
+    fn set_created_ms_after_restart(&mut self, now_ms: i64) {
+        if self.next_offset == self.base_offset && self.reserved_bytes == 0 {
+            self.created_ms = now_ms;
+        } else if let Ok(meta) = fs::metadata(&self.log_path) {
             // The file's mtime approximates when the segment was last written; Kafka uses
             // the largest timestamp in the segment for segment.ms, we use the first
             // append time which is not persisted, so fall back to mtime on restart.
             if let Ok(modified) = meta.modified() {
                 if let Ok(d) = modified.duration_since(std::time::UNIX_EPOCH) {
-                    segment.created_ms = d.as_millis() as i64;
+                    self.created_ms = d.as_millis() as i64;
                 }
             }
         }
-        Ok(segment)
+    }
+
+    /// Clean shutdown, before the marker is written: syncs the `.log` file,
+    /// makes the index files on disk equal the in-memory indexes (rewriting
+    /// and syncing them if not), and returns what the marker records about the
+    /// segment. All writes to the segment must be complete.
+    pub fn prepare_clean_shutdown(&self) -> io::Result<SegmentSummary> {
+        // fdatasync through a second descriptor flushes the same inode.
+        fs::File::open(&self.log_path)?.sync_data()?;
+        let metadata = fs::metadata(&self.log_path)?;
+        if metadata.len() != self.reserved_bytes {
+            return Err(io::Error::other(format!(
+                "{} is {} bytes, the log expects {}",
+                self.log_path.display(),
+                metadata.len(),
+                self.reserved_bytes
+            )));
+        }
+        let index = self.index.encode();
+        let time_index = self.time_index.encode();
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
+        for (extension, bytes) in [("index", &index), ("timeindex", &time_index)] {
+            let path = dir.join(segment_file_name(self.base_offset, extension));
+            // Usually written at roll and unchanged since; read back rather than trusted.
+            if fs::read(&path).ok().as_ref() != Some(bytes) {
+                let mut file = fs::File::create(&path)?;
+                io::Write::write_all(&mut file, bytes)?;
+                file.sync_all()?;
+            }
+        }
+        let length = |bytes: &Vec<u8>| {
+            u32::try_from(bytes.len()).map_err(|_| io::Error::other("index file too large"))
+        };
+        Ok(SegmentSummary {
+            base_offset: self.base_offset,
+            log_bytes: self.reserved_bytes,
+            log_mtime_ns: clean_shutdown::mtime_ns(&metadata)?,
+            next_offset: self.next_offset,
+            max_timestamp_ms: self.max_timestamp_ms,
+            offset_of_max_timestamp: self.offset_of_max_timestamp,
+            index_bytes: length(&index)?,
+            index_crc: crc32c::crc32c(&index),
+            time_index_bytes: length(&time_index)?,
+            time_index_crc: crc32c::crc32c(&time_index),
+        })
+    }
+
+    /// Opens a segment after a clean shutdown without scanning it: loads its
+    /// index files and checks them, the file and the tail of the log against
+    /// `summary` (see `clean_shutdown.rs`). Returns the segment and the bytes
+    /// of log read (the tail), or why the files cannot be trusted.
+    pub fn open_clean(
+        log_path: &Path,
+        summary: &SegmentSummary,
+        is_active: bool,
+        now_ms: i64,
+    ) -> Result<(Segment, u64), String> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(log_path)
+            .map_err(|e| format!("opening the log: {e}"))?;
+        let metadata = file.metadata().map_err(|e| e.to_string())?;
+        let log_bytes = metadata.len();
+        if log_bytes != summary.log_bytes {
+            return Err(format!(
+                "log is {log_bytes} bytes, the marker says {}",
+                summary.log_bytes
+            ));
+        }
+        if clean_shutdown::mtime_ns(&metadata).ok() != Some(summary.log_mtime_ns) {
+            return Err("log was modified after the clean shutdown".to_string());
+        }
+        let dir = log_path.parent().unwrap_or(Path::new("."));
+        let index_bytes = read_index_file(
+            &dir.join(segment_file_name(summary.base_offset, "index")),
+            summary.index_bytes,
+            summary.index_crc,
+        )?;
+        let time_index_bytes = read_index_file(
+            &dir.join(segment_file_name(summary.base_offset, "timeindex")),
+            summary.time_index_bytes,
+            summary.time_index_crc,
+        )?;
+        let index = OffsetIndex::decode(&index_bytes, log_bytes).ok_or("malformed offset index")?;
+        let time_index = TimeIndex::decode(&time_index_bytes).ok_or("malformed time index")?;
+        let span = u64::try_from(summary.next_offset - summary.base_offset).unwrap_or(0);
+        // Sane for this segment: every entry inside it; the first batch indexed
+        // (note_batch always indexes it); the last time entry is the max timestamp.
+        if index
+            .last()
+            .is_some_and(|e| u64::from(e.relative_offset) >= span)
+            || time_index
+                .last()
+                .is_some_and(|e| u64::from(e.relative_offset) >= span)
+        {
+            return Err("index entry past the segment's offsets".to_string());
+        }
+        if index.first().is_some_and(|e| e.position != 0) || (index.is_empty() != (log_bytes == 0))
+        {
+            return Err("offset index does not start at the first batch".to_string());
+        }
+        if time_index.last().map_or(-1, |e| e.timestamp_ms) != summary.max_timestamp_ms {
+            return Err("time index disagrees with the max timestamp".to_string());
+        }
+        // The tail, from the last indexed batch to the end, batch by batch:
+        // complete, valid, starting at the indexed offset and ending at the
+        // marker's next offset (a closed segment's last batch may have been
+        // emptied away by the cleaner: then it ends before).
+        let tail_start = index.last().map_or(0, |e| u64::from(e.position));
+        let expected_first = index
+            .last()
+            .map(|e| summary.base_offset + i64::from(e.relative_offset));
+        let mut first: Option<i64> = None;
+        let mut last_end = summary.base_offset;
+        let mut tail_max_timestamp = -1i64;
+        let outcome = scan_batches(&file, tail_start, log_bytes, |batch| {
+            first.get_or_insert(batch.header.base_offset);
+            last_end = batch.header.last_offset().saturating_add(1);
+            tail_max_timestamp = tail_max_timestamp.max(batch.header.max_timestamp);
+        })
+        .map_err(|e| format!("reading the tail: {e}"))?;
+        if outcome.valid_end != log_bytes || outcome.corruption.is_some() {
+            return Err(format!(
+                "invalid batch in the tail at byte {}",
+                outcome.valid_end
+            ));
+        }
+        let ends_right = if is_active {
+            last_end == summary.next_offset
+        } else {
+            last_end <= summary.next_offset
+        };
+        if first != expected_first || !ends_right || tail_max_timestamp > summary.max_timestamp_ms {
+            return Err("the tail of the log disagrees with the marker and the index".to_string());
+        }
+        let async_file = to_compio(file);
+        let mut segment = Segment::from_parts(
+            log_path.to_path_buf(),
+            async_file,
+            summary.base_offset,
+            log_bytes,
+            now_ms,
+        );
+        segment.next_offset = summary.next_offset;
+        // As the scan leaves it: the bytes from the last indexed batch on.
+        segment.bytes_since_index_entry = log_bytes - tail_start;
+        segment.index = index;
+        segment.time_index = time_index;
+        segment.max_timestamp_ms = summary.max_timestamp_ms;
+        segment.offset_of_max_timestamp = summary.offset_of_max_timestamp;
+        segment.set_created_ms_after_restart(now_ms);
+        Ok((segment, log_bytes - tail_start))
     }
 
     /// Accounts for a batch placed at `position`: offsets, timestamps, indexes.
@@ -429,6 +587,25 @@ impl SegmentState {
         }
         self.next_offset = header.last_offset() + 1;
     }
+}
+
+/// Reads an index file of exactly `expected_bytes` (checked before reading)
+/// whose CRC32C is `expected_crc`.
+fn read_index_file(path: &Path, expected_bytes: u32, expected_crc: u32) -> Result<Vec<u8>, String> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let on_disk = fs::metadata(path)
+        .map_err(|e| format!("{name}: {e}"))?
+        .len();
+    if on_disk != u64::from(expected_bytes) {
+        return Err(format!(
+            "{name} is {on_disk} bytes, the marker says {expected_bytes}"
+        ));
+    }
+    let bytes = fs::read(path).map_err(|e| format!("{name}: {e}"))?;
+    if bytes.len() != expected_bytes as usize || crc32c::crc32c(&bytes) != expected_crc {
+        return Err(format!("{name} does not match the marker's CRC32C"));
+    }
+    Ok(bytes)
 }
 
 /// Why a segment could not be opened.

@@ -18,6 +18,8 @@ pub struct TestBroker {
     _temp: Option<tempfile::TempDir>,
     extra_args: Vec<String>,
     cores: usize,
+    /// When set, the broker's log (storage at info level) is appended here.
+    log_path: Option<PathBuf>,
 }
 
 impl TestBroker {
@@ -37,9 +39,48 @@ impl TestBroker {
             _temp: Some(temp),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             cores: 2,
+            log_path: None,
         };
         broker.spawn();
         broker
+    }
+
+    /// Starts a broker like [`TestBroker::start_with`] whose log, with the
+    /// storage engine's info lines, goes to a file that [`TestBroker::log_text`] reads.
+    pub fn start_logging(extra_args: &[&str]) -> TestBroker {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut broker = TestBroker {
+            child: None,
+            addr: String::new(),
+            data_dir: temp.path().join("data"),
+            log_path: Some(temp.path().join("broker.log")),
+            _temp: Some(temp),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            cores: 2,
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// Everything the broker logged so far (every run of it), without colour codes.
+    pub fn log_text(&self) -> String {
+        let path = self.log_path.as_ref().expect("started with start_logging");
+        let raw = std::fs::read_to_string(path).unwrap_or_default();
+        // Strip ANSI escape sequences (ESC [ ... letter).
+        let mut text = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                text.push(c);
+            }
+        }
+        text
     }
 
     /// Starts a broker on a data dir the caller owns (e.g. on a small file system).
@@ -51,6 +92,7 @@ impl TestBroker {
             _temp: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             cores: 2,
+            log_path: None,
         };
         broker.spawn();
         broker
@@ -72,6 +114,16 @@ impl TestBroker {
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(path) = &self.log_path {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("broker log file");
+            command
+                .env("RUST_LOG", "warn,sluice::storage=info")
+                .stderr(Stdio::from(file));
+        }
         let mut child = command.spawn().expect("sluice binary starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
