@@ -339,7 +339,8 @@ fn run_shard(
         );
     }
     runtime.block_on(async move {
-        let shard = Rc::new(Shard::new(id, broker.clone()));
+        let splice_works = driver == DriverType::IoUring;
+        let shard = Rc::new(Shard::new(id, broker.clone(), splice_works));
         let open_result = crate::storage::open_owned_logs(&shard);
         if id == CONTROLLER_SHARD {
             match Controller::open(&shard) {

@@ -81,6 +81,12 @@ pub struct Cli {
     /// polling otherwise), `io-uring` or `polling` [default: auto].
     #[arg(long, value_name = "DRIVER")]
     pub io_driver: Option<String>,
+    /// How Fetch sends record data: `auto` (partition data of 64 KiB or more goes
+    /// from the segment file to the socket with splice, less is copied),
+    /// `always` (splice every piece of record data) or `never` (copy through
+    /// page-aligned buffers). Splicing needs the io_uring driver [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub fetch_zero_copy: Option<String>,
     /// Log level filter (e.g. info, debug, sluice=trace); RUST_LOG also works [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -109,6 +115,7 @@ struct FileConfig {
     num_partitions: Option<i32>,
     socket_request_max_bytes: Option<u32>,
     io_driver: Option<String>,
+    fetch_zero_copy: Option<String>,
     log_retention_check_interval_ms: Option<u64>,
     log_cleaner_interval_ms: Option<u64>,
     offsets_topic_segment_bytes: Option<u64>,
@@ -136,6 +143,7 @@ pub struct Config {
     pub num_partitions: i32,
     pub socket_request_max_bytes: u32,
     pub io_driver: IoDriver,
+    pub fetch_zero_copy: FetchZeroCopy,
     pub log_retention_check_interval_ms: u64,
     pub log_cleaner_interval_ms: u64,
     pub offsets_topic_segment_bytes: u64,
@@ -148,6 +156,14 @@ pub struct Config {
     pub topic_defaults: TopicConfig,
     /// Keys the operator set at broker level, reported as source STATIC_BROKER_CONFIG.
     pub topic_default_overrides: BTreeMap<String, String>,
+}
+
+/// How Fetch sends record data (`--fetch-zero-copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchZeroCopy {
+    Auto,
+    Always,
+    Never,
 }
 
 /// Which compio driver the shards run on.
@@ -253,6 +269,17 @@ impl Config {
                 return Err(invalid(
                     "io-driver",
                     format!("`{other}` is not auto, io-uring or polling"),
+                ))
+            }
+        };
+        let fetch_zero_copy = match cli.fetch_zero_copy.or(file.fetch_zero_copy).as_deref() {
+            None | Some("auto") => FetchZeroCopy::Auto,
+            Some("always") => FetchZeroCopy::Always,
+            Some("never") => FetchZeroCopy::Never,
+            Some(other) => {
+                return Err(invalid(
+                    "fetch-zero-copy",
+                    format!("`{other}` is not auto, always or never"),
                 ))
             }
         };
@@ -367,6 +394,7 @@ impl Config {
             num_partitions,
             socket_request_max_bytes,
             io_driver,
+            fetch_zero_copy,
             log_retention_check_interval_ms,
             log_cleaner_interval_ms,
             offsets_topic_segment_bytes,

@@ -14,14 +14,11 @@ use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    DescribeConfigsResponse,
 };
 use kafka_protocol::records::Compression;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -36,16 +33,15 @@ use sluice::protocol::encode;
 use uuid::Uuid;
 
 use common::wire::{
-    self, create_topics_request, fetch, list_offset, metadata, produce, sessionless, str_bytes,
-    topic_name, Conn, INVALID_CONFIG, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR,
-    INVALID_TOPIC_EXCEPTION, LEADER_NOT_AVAILABLE, NONE, OFFSET_OUT_OF_RANGE,
-    UNKNOWN_TOPIC_OR_PARTITION,
+    self, create_topics_request, fetch, incremental_alter, incremental_alter_opts, list_offset,
+    metadata, produce, sessionless, str_bytes, topic_name, Conn, INVALID_CONFIG,
+    INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_TOPIC_EXCEPTION, LEADER_NOT_AVAILABLE,
+    NONE, OFFSET_OUT_OF_RANGE, RESOURCE_TOPIC, UNKNOWN_TOPIC_OR_PARTITION,
 };
 use common::{topic, TestBroker};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-const RESOURCE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
@@ -125,48 +121,6 @@ fn describe_topic_configs(
             )
         })
         .collect()
-}
-
-/// IncrementalAlterConfigs of one topic: returns the resource's error code.
-fn incremental_alter(
-    conn: &mut Conn,
-    version: i16,
-    topic: &str,
-    changes: &[(&str, i8, Option<&str>)],
-) -> i16 {
-    incremental_alter_opts(conn, version, topic, changes, false)
-}
-
-fn incremental_alter_opts(
-    conn: &mut Conn,
-    version: i16,
-    topic: &str,
-    changes: &[(&str, i8, Option<&str>)],
-    validate_only: bool,
-) -> i16 {
-    let request = IncrementalAlterConfigsRequest::default()
-        .with_validate_only(validate_only)
-        .with_resources(vec![AlterConfigsResource::default()
-            .with_resource_type(RESOURCE_TOPIC)
-            .with_resource_name(str_bytes(topic))
-            .with_configs(
-                changes
-                    .iter()
-                    .map(|(name, op, value)| {
-                        AlterableConfig::default()
-                            .with_name(str_bytes(name))
-                            .with_config_operation(*op)
-                            .with_value(value.map(str_bytes))
-                    })
-                    .collect(),
-            )]);
-    let response: IncrementalAlterConfigsResponse =
-        conn.call(ApiKey::IncrementalAlterConfigs, version, &request);
-    assert_eq!(response.responses.len(), 1);
-    let r = &response.responses[0];
-    assert_eq!(r.resource_name.as_str(), topic, "v{version}: resource name");
-    assert_eq!(r.resource_type, RESOURCE_TOPIC, "v{version}: resource type");
-    r.error_code
 }
 
 // ---------------------------------------------------------------- rdkafka

@@ -8,5 +8,6 @@
 pub mod batch;
 pub mod encode;
 pub mod errors;
+pub mod fetch_response;
 pub mod frame;
 pub mod versions;

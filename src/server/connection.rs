@@ -25,6 +25,7 @@ use crate::protocol::frame;
 use crate::runtime::Shard;
 use crate::server::dispatch::{self, Reply};
 use crate::server::handlers::fetch::FetchSessions;
+use crate::server::send;
 
 /// Requests of one connection being handled at once. Kafka handles one at a
 /// time per connection; pipelining a few more keeps a shard busy without letting
@@ -236,6 +237,14 @@ async fn write_reply(conn: &Connection, reply: Reply) -> bool {
         Reply::Frame(bytes) => {
             let mut stream = &conn.stream;
             if let BufResult(Err(error), _) = stream.write_all(bytes).await {
+                tracing::debug!(peer = %conn.peer, %error, "write failed");
+                conn.shut_down();
+                return false;
+            }
+            true
+        }
+        Reply::Chain(chain) => {
+            if let Err(error) = send::send_chain(&conn.stream, &conn.shard.pipes, chain).await {
                 tracing::debug!(peer = %conn.peer, %error, "write failed");
                 conn.shut_down();
                 return false;

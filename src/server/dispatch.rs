@@ -13,15 +13,19 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::protocol::fetch_response;
 use crate::protocol::frame::{self, HeaderPrefix};
 use crate::protocol::versions::{self, PRODUCE_MIN_SERVED};
 use crate::server::connection::Connection;
 use crate::server::handlers;
+use crate::storage::chain::Chain;
 
 /// What the write loop does with a handled request.
 pub enum Reply {
     /// Send this complete response frame.
     Frame(Bytes),
+    /// Send this frame, parts of which may still be in segment files (Fetch).
+    Chain(Chain),
     /// Send nothing (Produce with acks=0).
     Nothing,
     /// Close the connection.
@@ -102,7 +106,17 @@ pub async fn handle(conn: Rc<Connection>, mut request: Bytes) -> Reply {
             },
             Err(_) => close(&conn, Some(prefix), "malformed request body"),
         },
-        ApiKey::Fetch => serve!(handlers::fetch::handle),
+        ApiKey::Fetch => match Decodable::decode(&mut request, version) {
+            Ok(body) => {
+                let response = handlers::fetch::handle(&ctx, body).await;
+                Reply::Chain(fetch_response::write_frame(
+                    version,
+                    prefix.correlation_id,
+                    &response,
+                ))
+            }
+            Err(_) => close(&conn, Some(prefix), "malformed request body"),
+        },
         ApiKey::ListOffsets => serve!(handlers::list_offsets::handle),
         ApiKey::Metadata => serve!(handlers::metadata::handle),
         ApiKey::FindCoordinator => serve!(handlers::find_coordinator::handle),

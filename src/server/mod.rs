@@ -20,3 +20,4 @@ pub mod connection;
 pub mod dispatch;
 pub mod handlers;
 pub mod listener;
+pub mod send;

@@ -1215,13 +1215,13 @@ mod tests {
         let mut seen = Vec::new();
         let mut headers = Vec::new();
         loop {
-            let outcome = read(log, offset, 1 << 20, true).await.expect("read");
+            let outcome = read(log, offset, 1 << 20, true, None).await.expect("read");
             if outcome.records.is_empty() {
                 break;
             }
-            for item in BatchIter::new(&outcome.records, true) {
+            for item in BatchIter::new(&outcome.records.to_bytes().unwrap(), true) {
                 let (header, range) = item.expect("valid batch");
-                let mut bytes = outcome.records.slice(range);
+                let mut bytes = outcome.records.to_bytes().unwrap().slice(range);
                 let set = RecordBatchDecoder::decode(&mut bytes).expect("decodes");
                 for r in set.records {
                     seen.push(Seen {
@@ -1680,10 +1680,10 @@ mod tests {
                 while !done.get() || appended < 20 {
                     let offset = put(&log, &commit, now, "live", Some(&appended.to_string())).await;
                     assert_eq!(offset, 3000 + appended);
-                    let outcome = read(&log, 0, 1 << 16, true).await.expect("read");
+                    let outcome = read(&log, 0, 1 << 16, true, None).await.expect("read");
                     assert!(!outcome.records.is_empty());
-                    let outcome = read(&log, offset, 1 << 16, true).await.expect("read");
-                    let header = BatchHeader::parse(&outcome.records).unwrap();
+                    let outcome = read(&log, offset, 1 << 16, true, None).await.expect("read");
+                    let header = BatchHeader::parse(&outcome.records.to_bytes().unwrap()).unwrap();
                     assert_eq!(header.base_offset, offset);
                     if !done.get() {
                         during.set(during.get() + 1);

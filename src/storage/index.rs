@@ -65,6 +65,12 @@ impl OffsetIndex {
         self.entries.first().copied()
     }
 
+    /// The entry with the largest position <= `position`.
+    pub fn last_at_or_below_position(&self, position: u32) -> Option<OffsetEntry> {
+        let count = self.entries.partition_point(|e| e.position <= position);
+        count.checked_sub(1).map(|i| self.entries[i])
+    }
+
     pub fn last(&self) -> Option<OffsetEntry> {
         self.entries.last().copied()
     }

@@ -24,8 +24,10 @@ use compio::io::{AsyncReadAtExt, AsyncWriteAtExt};
 
 use crate::metadata::topic_config::{TimestampType, TopicConfig};
 use crate::metadata::PartitionShared;
-use crate::protocol::batch::{self, BatchHeader, BatchIter, ValidatedRecords, BATCH_HEADER_LEN};
+use crate::protocol::batch::{self, BatchHeader, ValidatedRecords, BATCH_HEADER_LEN};
 use crate::protocol::errors::ErrorCode;
+use crate::storage::aligned;
+use crate::storage::chain::{Chain, FileSlice, Piece};
 use crate::storage::clean_shutdown;
 use crate::storage::cleaner::{records_area, CleanerState, RecordIter};
 use crate::storage::commit::GroupCommit;
@@ -110,7 +112,9 @@ impl AppendError {
 #[derive(Debug, Clone)]
 pub struct ReadOutcome {
     /// Whole batches, starting with the one that holds the fetch offset.
-    pub records: Bytes,
+    pub records: Chain,
+    /// Length of the first batch in `records` (0 when empty).
+    pub first_batch_len: usize,
     pub high_watermark: i64,
     pub log_start_offset: i64,
 }
@@ -126,10 +130,6 @@ pub enum ReadError {
     #[error("storage error: {0}")]
     Storage(String),
 }
-
-/// Reads may skip up to one index interval before the wanted batch; the initial
-/// read covers it so that one read usually suffices.
-const READ_SLACK_BYTES: usize = 8 * 1024;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -531,6 +531,23 @@ impl PartitionLog {
         Some((i, position, segment.readable_bytes))
     }
 
+    /// The start of the last batch indexed at or before `position` in the
+    /// segment based at `base_offset` (a batch boundary), if the index has one.
+    fn batch_start_at_or_below(&self, base_offset: i64, position: u64) -> Option<u64> {
+        let i = self
+            .segments
+            .partition_point(|s| s.base_offset < base_offset);
+        let segment = self
+            .segments
+            .get(i)
+            .filter(|s| s.base_offset == base_offset)?;
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        segment
+            .index
+            .last_at_or_below_position(position)
+            .map(|e| u64::from(e.position))
+    }
+
     /// Offset of the first batch whose max timestamp is >= `timestamp_ms`, with
     /// that batch's position, or None if every batch is older.
     fn locate_timestamp(&self, timestamp_ms: i64) -> Option<(Rc<compio::fs::File>, u64, u64, i64)> {
@@ -759,14 +776,24 @@ async fn wait_for_watermark(
 
 /// Reads whole batches from `offset` on, at most `max_bytes` of them, except that
 /// the first batch is returned whole even if larger (KIP-74) when
-/// `first_may_exceed` is set, so that a consumer always makes progress.
+/// `first_may_exceed` is set, so that a consumer always makes progress. The
+/// batches may span segments.
+///
+/// Only batch headers are read to decide what to return: the batch holding
+/// `offset` (found from the offset index), and at the end the last batch that
+/// fits (found from the offset index by position, then a short walk). The
+/// record data itself stays in the segment files when a range is at least
+/// `zero_copy_min_bytes` long (the connection splices it to the socket);
+/// shorter ranges, or every range when it is None, are read into page-aligned
+/// memory.
 pub async fn read(
     log: &LogRef,
     offset: i64,
     max_bytes: usize,
     first_may_exceed: bool,
+    zero_copy_min_bytes: Option<usize>,
 ) -> Result<ReadOutcome, ReadError> {
-    let (file, mut position, readable_end, high_watermark, log_start_offset, mut segment_base) = {
+    let (mut segment, mut position, high_watermark, log_start_offset) = {
         let log = log.borrow();
         log.check_online().map_err(ReadError::Storage)?;
         let high_watermark = log.high_watermark();
@@ -778,68 +805,213 @@ pub async fn read(
             });
         }
         let empty = ReadOutcome {
-            records: Bytes::new(),
+            records: Chain::default(),
+            first_batch_len: 0,
             high_watermark,
             log_start_offset: log.log_start_offset,
         };
         if offset == high_watermark || (max_bytes == 0 && !first_may_exceed) {
             return Ok(empty);
         }
-        let Some((i, position, readable)) = log.locate(offset) else {
+        let Some((i, position, _)) = log.locate(offset) else {
             return Ok(empty);
         };
         (
-            log.segments[i].file.clone(),
+            SegmentView::of(&log.segments[i]),
             position,
-            readable,
             high_watermark,
             log.log_start_offset,
-            log.segments[i].base_offset,
         )
     };
-    let mut file = file;
-    let mut readable_end = readable_end;
+    let mut ranges: Vec<(SegmentView, u64, u64, Option<Bytes>)> = Vec::new();
+    let mut budget = max_bytes as u64;
+    let mut first_batch_len = 0;
     loop {
-        if position < readable_end {
-            let want =
-                (readable_end - position).min((max_bytes + READ_SLACK_BYTES) as u64) as usize;
-            let buf = read_exact(&file, position, want).await?;
-            if let Some(records) = cut_batches(
-                &file,
-                buf,
-                position,
-                readable_end,
-                offset,
-                max_bytes,
-                first_may_exceed,
-            )
-            .await?
-            {
-                return Ok(ReadOutcome {
-                    records,
-                    high_watermark,
-                    log_start_offset,
-                });
+        let mut walker = HeaderWalker::new(&segment);
+        // The batch holding `offset`, or the first after it (offsets may have gaps).
+        let mut found = None;
+        while position < segment.readable {
+            let (last_offset, len) = walker.header_at(position).await?;
+            if last_offset >= offset {
+                found = Some((position, len));
+                break;
+            }
+            position += len;
+        }
+        if let Some((start, first_len)) = found {
+            if ranges.is_empty() {
+                first_batch_len = first_len as usize;
+            }
+            if first_len > budget {
+                if ranges.is_empty() && first_may_exceed {
+                    let end = start + first_len;
+                    let inline = walker.cached(start, end);
+                    ranges.push((segment, start, end, inline));
+                }
+                break;
+            }
+            let limit = start + budget;
+            let mut end = start + first_len;
+            if segment.readable <= limit {
+                end = segment.readable;
+            } else {
+                // Jump close to the limit with the index, then walk the last few headers.
+                if let Some(hint) = log
+                    .borrow()
+                    .batch_start_at_or_below(segment.base_offset, limit)
+                {
+                    end = end.max(hint);
+                }
+                while end < segment.readable {
+                    let (_, len) = walker.header_at(end).await?;
+                    if end + len > limit {
+                        break;
+                    }
+                    end += len;
+                }
+            }
+            budget -= end - start;
+            let inline = walker.cached(start, end);
+            let segment_done = end == segment.readable;
+            ranges.push((segment.clone(), start, end, inline));
+            if !segment_done || budget == 0 {
+                break;
             }
         }
-        // Nothing at or after `offset` in this segment: continue in the next one.
-        // Found by base offset: retention or the cleaner may have removed
-        // segments while this read was waiting.
+        // Go on in the next segment. Found by base offset: retention or the cleaner
+        // may have replaced the list while this read was waiting.
         let log_ref = log.borrow();
-        let next_index = log_ref
+        let next = log_ref
             .segments
-            .partition_point(|s| s.base_offset <= segment_base);
-        let Some(next) = log_ref.segments.get(next_index) else {
-            return Ok(ReadOutcome {
-                records: Bytes::new(),
-                high_watermark,
-                log_start_offset,
-            });
+            .partition_point(|s| s.base_offset <= segment.base_offset);
+        let Some(next) = log_ref.segments.get(next) else {
+            break;
         };
-        file = next.file.clone();
-        position = 0;
-        readable_end = next.readable_bytes;
-        segment_base = next.base_offset;
+        position = if offset > next.base_offset {
+            let relative = u32::try_from(offset - next.base_offset).unwrap_or(u32::MAX);
+            u64::from(next.index.lookup(relative).position)
+        } else {
+            0
+        };
+        segment = SegmentView::of(next);
+    }
+    let mut records = Chain::default();
+    for (segment, start, end, inline) in ranges {
+        let len = (end - start) as usize;
+        let piece = match (inline, zero_copy_min_bytes) {
+            (_, Some(min)) if len >= min => Piece::File(FileSlice {
+                file: segment.shared_file()?,
+                position: start,
+                len,
+            }),
+            (Some(bytes), _) => Piece::Memory(bytes),
+            (None, _) => Piece::Memory(
+                aligned::read_at(&segment.file, start, len)
+                    .await
+                    .map_err(|e| ReadError::Storage(format!("read at {start}: {e}")))?,
+            ),
+        };
+        records.push(piece);
+    }
+    if records.is_empty() {
+        first_batch_len = 0;
+    }
+    Ok(ReadOutcome {
+        records,
+        first_batch_len,
+        high_watermark,
+        log_start_offset,
+    })
+}
+
+/// What a read needs of a segment, taken while the log is borrowed.
+#[derive(Clone)]
+struct SegmentView {
+    base_offset: i64,
+    file: Rc<compio::fs::File>,
+    readable: u64,
+}
+
+impl SegmentView {
+    fn of(segment: &Segment) -> SegmentView {
+        SegmentView {
+            base_offset: segment.base_offset,
+            file: segment.file.clone(),
+            readable: segment.readable_bytes,
+        }
+    }
+
+    /// A descriptor of the segment file that a response may hold on to, on any
+    /// shard, after the segment is deleted.
+    fn shared_file(&self) -> Result<Arc<std::fs::File>, ReadError> {
+        use std::os::fd::AsFd;
+        let fd = self
+            .file
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| ReadError::Storage(format!("dup of a segment file: {e}")))?;
+        Ok(Arc::new(std::fs::File::from(fd)))
+    }
+}
+
+/// Bytes read per header lookup that misses the cached chunk. Large enough that
+/// the walk from an index entry to the wanted batch (at most an index interval,
+/// 4 KiB by default) and a small fetch's whole data usually come in one read.
+const HEADER_CHUNK_BYTES: u64 = 32 * 1024;
+
+/// Reads batch headers of one segment, a chunk at a time.
+struct HeaderWalker<'a> {
+    segment: &'a SegmentView,
+    chunk: Bytes,
+    chunk_position: u64,
+}
+
+impl<'a> HeaderWalker<'a> {
+    fn new(segment: &'a SegmentView) -> HeaderWalker<'a> {
+        HeaderWalker {
+            segment,
+            chunk: Bytes::new(),
+            chunk_position: 0,
+        }
+    }
+
+    /// (last offset, total length) of the batch at `position`, checked to lie
+    /// within the segment's readable bytes.
+    async fn header_at(&mut self, position: u64) -> Result<(i64, u64), ReadError> {
+        let header_end = position + BATCH_HEADER_LEN as u64;
+        if header_end > self.segment.readable {
+            return Err(ReadError::Storage(format!(
+                "batch header at {position} runs past the readable end {}",
+                self.segment.readable
+            )));
+        }
+        if self.cached(position, header_end).is_none() {
+            let len = HEADER_CHUNK_BYTES.min(self.segment.readable - position) as usize;
+            self.chunk = aligned::read_at(&self.segment.file, position, len)
+                .await
+                .map_err(|e| ReadError::Storage(format!("read at {position}: {e}")))?;
+            self.chunk_position = position;
+        }
+        let at = (position - self.chunk_position) as usize;
+        let header = BatchHeader::parse(&self.chunk[at..])
+            .map_err(|e| ReadError::Storage(format!("corrupt batch at {position}: {e}")))?;
+        let len = header.total_len() as u64;
+        if position + len > self.segment.readable {
+            return Err(ReadError::Storage(format!(
+                "batch at {position} runs past the readable end {}",
+                self.segment.readable
+            )));
+        }
+        Ok((header.last_offset(), len))
+    }
+
+    /// `[start, end)` of the segment if the cached chunk holds all of it.
+    fn cached(&self, start: u64, end: u64) -> Option<Bytes> {
+        let chunk_end = self.chunk_position + self.chunk.len() as u64;
+        (start >= self.chunk_position && end <= chunk_end).then(|| {
+            self.chunk
+                .slice((start - self.chunk_position) as usize..(end - self.chunk_position) as usize)
+        })
     }
 }
 
@@ -852,83 +1024,6 @@ async fn read_exact(
     let compio::BufResult(result, buf) = file.read_exact_at(buf, position).await;
     result.map_err(|e| ReadError::Storage(format!("read at {position}: {e}")))?;
     Ok(buf)
-}
-
-/// Given `buf` read from `buf_position`, returns the batches that hold `offset`
-/// and after, up to `max_bytes`; None if no batch in the buffer reaches `offset`
-/// and the buffer covered the rest of the segment.
-async fn cut_batches(
-    file: &compio::fs::File,
-    buf: BytesMut,
-    buf_position: u64,
-    readable_end: u64,
-    offset: i64,
-    max_bytes: usize,
-    first_may_exceed: bool,
-) -> Result<Option<Bytes>, ReadError> {
-    let buf = buf.freeze();
-    let mut start: Option<usize> = None;
-    let mut end = 0usize;
-    let mut iter = BatchIter::new(&buf, false);
-    while let Some(item) = iter.next() {
-        let (header, range) = item.map_err(|e| {
-            ReadError::Storage(format!(
-                "corrupt batch at {}: {e}",
-                buf_position + iter.valid_len() as u64
-            ))
-        })?;
-        if header.last_offset() < offset {
-            continue;
-        }
-        match start {
-            None => {
-                start = Some(range.start);
-                end = range.end;
-            }
-            Some(s) => {
-                if range.end - s > max_bytes {
-                    break;
-                }
-                end = range.end;
-            }
-        }
-    }
-    if let Some(s) = start {
-        if end - s > max_bytes && !first_may_exceed {
-            return Ok(Some(Bytes::new()));
-        }
-        return Ok(Some(buf.slice(s..end)));
-    }
-    // No complete batch at or past `offset` in the buffer. If a batch starts in the
-    // buffer but did not fit, read it whole.
-    let partial_at = iter.valid_len();
-    if (partial_at as u64) + buf_position < readable_end {
-        let position = buf_position + partial_at as u64;
-        let header_bytes = read_exact(file, position, BATCH_HEADER_LEN).await?;
-        let header = BatchHeader::parse(&header_bytes)
-            .map_err(|e| ReadError::Storage(format!("corrupt batch at {position}: {e}")))?;
-        let len = header.total_len() as u64;
-        if position + len > readable_end {
-            return Err(ReadError::Storage(format!(
-                "batch at {position} runs past the end of the segment"
-            )));
-        }
-        if header.last_offset() >= offset && len as usize > max_bytes && !first_may_exceed {
-            return Ok(Some(Bytes::new()));
-        }
-        let whole = read_exact(file, position, len as usize).await?;
-        return Box::pin(cut_batches(
-            file,
-            whole,
-            position,
-            readable_end,
-            offset,
-            max_bytes,
-            first_may_exceed,
-        ))
-        .await;
-    }
-    Ok(None)
 }
 
 /// Finds the first offset whose record timestamp is >= `timestamp_ms`, with that
@@ -1072,7 +1167,7 @@ fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::batch::validate_records;
+    use crate::protocol::batch::{validate_records, BatchIter};
     use crate::protocol::encode::{self, ProducerFields};
     use kafka_protocol::records::Compression;
 
@@ -1150,26 +1245,26 @@ mod tests {
             assert!(commit.stats().rounds >= 1);
             // Every offset is readable and the first batch returned holds it.
             for offset in 0..300 {
-                let read = read(&log, offset, 1 << 20, true).await.unwrap();
-                let header = BatchHeader::parse(&read.records).unwrap();
+                let read = read(&log, offset, 1 << 20, true, None).await.unwrap();
+                let header = BatchHeader::parse(&read.records.to_bytes().unwrap()).unwrap();
                 assert!(
                     header.base_offset <= offset && offset <= header.last_offset(),
                     "offset {offset}"
                 );
                 let mut expected = header.base_offset;
-                for item in BatchIter::new(&read.records, true) {
+                for item in BatchIter::new(&read.records.to_bytes().unwrap(), true) {
                     let (h, _) = item.unwrap();
                     assert_eq!(h.base_offset, expected, "batches are contiguous");
                     expected = h.last_offset() + 1;
                 }
             }
-            assert!(read(&log, 300, 1024, true)
+            assert!(read(&log, 300, 1024, true, None)
                 .await
                 .unwrap()
                 .records
                 .is_empty());
             assert!(matches!(
-                read(&log, 301, 1024, true).await,
+                read(&log, 301, 1024, true, None).await,
                 Err(ReadError::OffsetOutOfRange { .. })
             ));
             log.borrow_mut().close().unwrap();
@@ -1178,8 +1273,8 @@ mod tests {
         run(async {
             let log = open(dir.path(), 1024);
             assert_eq!(log.borrow().log_end_offset(), 300);
-            let read = read(&log, 150, 1 << 20, true).await.unwrap();
-            let header = BatchHeader::parse(&read.records).unwrap();
+            let read = read(&log, 150, 1 << 20, true, None).await.unwrap();
+            let header = BatchHeader::parse(&read.records.to_bytes().unwrap()).unwrap();
             assert_eq!(header.base_offset, 150);
         });
     }
@@ -1195,14 +1290,21 @@ mod tests {
                     .await
                     .unwrap();
             }
-            let one = BatchHeader::parse(&read(&log, 0, 1 << 20, true).await.unwrap().records)
-                .unwrap()
-                .total_len();
-            let two = read(&log, 0, 2 * one + 1, true).await.unwrap();
+            let one = BatchHeader::parse(
+                &read(&log, 0, 1 << 20, true, None)
+                    .await
+                    .unwrap()
+                    .records
+                    .to_bytes()
+                    .unwrap(),
+            )
+            .unwrap()
+            .total_len();
+            let two = read(&log, 0, 2 * one + 1, true, None).await.unwrap();
             assert_eq!(two.records.len(), 2 * one);
-            let tiny = read(&log, 0, 10, true).await.unwrap();
+            let tiny = read(&log, 0, 10, true, None).await.unwrap();
             assert_eq!(tiny.records.len(), one, "KIP-74: first batch whole");
-            let none = read(&log, 0, 10, false).await.unwrap();
+            let none = read(&log, 0, 10, false, None).await.unwrap();
             assert!(none.records.is_empty());
         });
     }
@@ -1329,11 +1431,16 @@ mod tests {
                 "whole segments below 60 removed"
             );
             assert!(matches!(
-                read(&log, 10, 1024, true).await,
+                read(&log, 10, 1024, true, None).await,
                 Err(ReadError::OffsetOutOfRange { .. })
             ));
-            let read = read(&log, 60, 1 << 20, true).await.unwrap();
-            assert_eq!(BatchHeader::parse(&read.records).unwrap().base_offset, 60);
+            let read = read(&log, 60, 1 << 20, true, None).await.unwrap();
+            assert_eq!(
+                BatchHeader::parse(&read.records.to_bytes().unwrap())
+                    .unwrap()
+                    .base_offset,
+                60
+            );
             assert_eq!(
                 log.borrow_mut().delete_records_before(1000),
                 Err(ErrorCode::OffsetOutOfRange)
@@ -1377,13 +1484,20 @@ mod tests {
             let start = log.borrow().log_start_offset();
             assert!(start > 0);
             assert!(matches!(
-                read(&log, start - 1, 1024, true).await,
+                read(&log, start - 1, 1024, true, None).await,
                 Err(ReadError::OffsetOutOfRange { .. })
             ));
             assert_eq!(
-                BatchHeader::parse(&read(&log, start, 1 << 20, true).await.unwrap().records)
-                    .unwrap()
-                    .base_offset,
+                BatchHeader::parse(
+                    &read(&log, start, 1 << 20, true, None)
+                        .await
+                        .unwrap()
+                        .records
+                        .to_bytes()
+                        .unwrap()
+                )
+                .unwrap()
+                .base_offset,
                 start
             );
 

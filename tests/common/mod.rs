@@ -183,6 +183,13 @@ impl TestBroker {
         self.spawn();
     }
 
+    /// Stops cleanly and starts again on the same data dir with other extra flags.
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        assert_eq!(self.stop(), Some(0), "clean shutdown exits 0");
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.spawn();
+    }
+
     /// Crash and recover: SIGKILL (if still running), then start again on the
     /// same data dir (on a new port).
     pub fn restart_after_kill(&mut self) {

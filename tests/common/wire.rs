@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use uuid::Uuid;
@@ -430,4 +434,49 @@ pub fn sessionless(
 
 pub fn fetch(conn: &mut Conn, version: i16, request: &FetchRequest) -> FetchResponse {
     conn.call(ApiKey::Fetch, version, request)
+}
+
+/// ConfigResource type of a topic.
+pub const RESOURCE_TOPIC: i8 = 2;
+
+/// IncrementalAlterConfigs of one topic: returns the resource's error code.
+pub fn incremental_alter(
+    conn: &mut Conn,
+    version: i16,
+    topic: &str,
+    changes: &[(&str, i8, Option<&str>)],
+) -> i16 {
+    incremental_alter_opts(conn, version, topic, changes, false)
+}
+
+pub fn incremental_alter_opts(
+    conn: &mut Conn,
+    version: i16,
+    topic: &str,
+    changes: &[(&str, i8, Option<&str>)],
+    validate_only: bool,
+) -> i16 {
+    let request = IncrementalAlterConfigsRequest::default()
+        .with_validate_only(validate_only)
+        .with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(str_bytes(topic))
+            .with_configs(
+                changes
+                    .iter()
+                    .map(|(name, op, value)| {
+                        AlterableConfig::default()
+                            .with_name(str_bytes(name))
+                            .with_config_operation(*op)
+                            .with_value(value.map(str_bytes))
+                    })
+                    .collect(),
+            )]);
+    let response: IncrementalAlterConfigsResponse =
+        conn.call(ApiKey::IncrementalAlterConfigs, version, &request);
+    assert_eq!(response.responses.len(), 1);
+    let r = &response.responses[0];
+    assert_eq!(r.resource_name.as_str(), topic, "v{version}: resource name");
+    assert_eq!(r.resource_type, RESOURCE_TOPIC, "v{version}: resource type");
+    r.error_code
 }

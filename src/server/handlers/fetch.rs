@@ -12,18 +12,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use indexmap::IndexMap;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::FetchRequest;
 use uuid::Uuid;
 
 use crate::metadata::TopicMeta;
-use crate::protocol::batch::BatchIter;
 use crate::protocol::errors::ErrorCode;
+use crate::protocol::fetch_response::{FetchResponse, PartitionResponse, TopicResponse};
 use crate::runtime::shard::PartitionKey;
+use crate::runtime::Shard;
 use crate::server::dispatch::RequestContext;
-use crate::server::handlers::topic_name;
+use crate::storage::chain::Chain;
 use crate::storage::log::{self, ReadError};
 
 /// Fetch sessions one connection may hold. Clients use one per broker connection.
@@ -92,7 +91,9 @@ type PlannedRead = (usize, PartitionKey, i64, usize);
 #[derive(Debug, Clone)]
 struct PartitionResult {
     error: Option<ErrorCode>,
-    records: Bytes,
+    records: Chain,
+    /// Length of the first batch in `records` (0 when empty).
+    first_batch_len: usize,
     high_watermark: i64,
     log_start_offset: i64,
 }
@@ -101,7 +102,12 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let by_id = ctx.api_version >= 13;
     let (mode, wanted) = match open_session(ctx, &request, by_id) {
         Ok(x) => x,
-        Err(code) => return FetchResponse::default().with_error_code(code.code()),
+        Err(code) => {
+            return FetchResponse {
+                error_code: code.code(),
+                ..FetchResponse::default()
+            }
+        }
     };
     let resolved: Vec<(Wanted, Result<Arc<TopicMeta>, ErrorCode>)> = wanted
         .into_iter()
@@ -283,8 +289,8 @@ fn open_session(
     }
 }
 
-/// Reads every partition, one batch of work per owning shard, then trims the
-/// results to `max_bytes` in request order.
+/// Reads every partition, one batch of work per owning shard, then applies
+/// `max_bytes` in request order.
 async fn read_all(
     ctx: &RequestContext,
     resolved: &[(Wanted, Result<Arc<TopicMeta>, ErrorCode>)],
@@ -316,45 +322,17 @@ async fn read_all(
         }
     }
     // Each owner reads its partitions in request order, each up to its partition
-    // limit (the first batch whole, in case that partition ends up first), and
-    // stops reading once it alone has `max_bytes`: later partitions could not get
-    // anything in the response anyway.
+    // limit and what is left of `max_bytes` on that shard, so that with one owner
+    // the limits come out exact. Only the owner's first read may return a first
+    // batch larger than that (KIP-74), in case it is the first in the response.
     let reads = plan.into_iter().map(|(owner, items)| {
         shard.run_on(owner, move |owner| async move {
             let mut out = Vec::with_capacity(items.len());
             let mut shard_total = 0usize;
             for (i, key, offset, partition_max) in items {
-                let Some(log) = owner.log(&key) else {
-                    out.push((i, error_result(ErrorCode::UnknownTopicOrPartition)));
-                    continue;
-                };
-                let limit = if shard_total >= max_bytes {
-                    0
-                } else {
-                    partition_max
-                };
-                let result = match log::read(&log, offset, limit, limit > 0).await {
-                    Ok(read) => PartitionResult {
-                        error: None,
-                        records: read.records,
-                        high_watermark: read.high_watermark,
-                        log_start_offset: read.log_start_offset,
-                    },
-                    Err(ReadError::OffsetOutOfRange {
-                        log_start_offset,
-                        high_watermark,
-                        ..
-                    }) => PartitionResult {
-                        error: Some(ErrorCode::OffsetOutOfRange),
-                        records: Bytes::new(),
-                        high_watermark,
-                        log_start_offset,
-                    },
-                    Err(ReadError::Storage(message)) => {
-                        tracing::warn!(%message, "fetch read failed");
-                        error_result(ErrorCode::KafkaStorageError)
-                    }
-                };
+                let limit = partition_max.min(max_bytes.saturating_sub(shard_total));
+                let first_may_exceed = shard_total == 0 && limit > 0;
+                let result = read_one(&owner, key, offset, limit, first_may_exceed).await;
                 shard_total += result.records.len();
                 out.push((i, result));
             }
@@ -366,55 +344,116 @@ async fn read_all(
             results[i] = Some(result);
         }
     }
+    let mut results: Vec<PartitionResult> = results
+        .into_iter()
+        .map(|r| r.expect("every partition has a result"))
+        .collect();
     // Apply the limits in request order, as Kafka does (KIP-74): whole batches
     // only; each partition gets at most its limit and what is left of
     // `max_bytes`; only the first batch of the first non-empty partition may
-    // exceed them.
+    // exceed them. Reads of several owners can together exceed `max_bytes`:
+    // those partitions are read again with the limit they are left with (rare,
+    // and a read decides from batch headers only, so it is cheap).
     let mut remaining = max_bytes;
     let mut any_data = false;
-    results
-        .into_iter()
-        .zip(resolved)
-        .map(|(r, (wanted, _))| {
-            let mut r = r.expect("every partition has a result");
-            if !r.records.is_empty() {
-                let limit = (wanted.partition_max_bytes.max(0) as usize).min(remaining);
-                let mut keep = whole_batches_within(&r.records, limit);
-                if keep == 0 && !any_data {
-                    keep = first_batch_len(&r.records);
-                }
-                r.records = r.records.slice(..keep);
-                remaining = remaining.saturating_sub(keep);
-                any_data |= keep > 0;
-            }
-            r
-        })
-        .collect()
-}
-
-/// Length of the longest prefix of whole batches in `records` not over `limit`.
-fn whole_batches_within(records: &[u8], limit: usize) -> usize {
-    let mut end = 0;
-    for item in BatchIter::new(records, false) {
-        match item {
-            Ok((_, range)) if range.end <= limit => end = range.end,
-            _ => break,
+    let mut again: BTreeMap<usize, Vec<(usize, PartitionKey, i64, usize, bool)>> = BTreeMap::new();
+    for (i, ((wanted, topic), r)) in resolved.iter().zip(&results).enumerate() {
+        if r.records.is_empty() {
+            continue;
+        }
+        let limit = (wanted.partition_max_bytes.max(0) as usize).min(remaining);
+        let len = r.records.len();
+        if len <= limit || (!any_data && len == r.first_batch_len) {
+            remaining = remaining.saturating_sub(len);
+            any_data = true;
+            continue;
+        }
+        let topic = topic.as_ref().expect("a partition with data was resolved");
+        let owner = shard.broker.shard_for(&topic.name, wanted.partition);
+        again.entry(owner).or_default().push((
+            i,
+            (topic.id, wanted.partition),
+            wanted.fetch_offset,
+            limit,
+            !any_data,
+        ));
+        // What the read again will hold: at most `limit`, and something only
+        // if its first batch fits or may exceed.
+        if r.first_batch_len <= limit || !any_data {
+            remaining = remaining.saturating_sub(limit.max(r.first_batch_len));
+            any_data = true;
         }
     }
-    end
+    let rereads = again.into_iter().map(|(owner, items)| {
+        shard.run_on(owner, move |owner| async move {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, key, offset, limit, first_may_exceed) in items {
+                out.push((
+                    i,
+                    read_one(&owner, key, offset, limit, first_may_exceed).await,
+                ));
+            }
+            out
+        })
+    });
+    for batch in futures_util::future::join_all(rereads).await {
+        for (i, result) in batch {
+            results[i] = result;
+        }
+    }
+    results
 }
 
-fn first_batch_len(records: &[u8]) -> usize {
-    match BatchIter::new(records, false).next() {
-        Some(Ok((_, range))) => range.end,
-        _ => 0,
+/// Reads one partition on its owner shard.
+async fn read_one(
+    owner: &Shard,
+    key: PartitionKey,
+    offset: i64,
+    limit: usize,
+    first_may_exceed: bool,
+) -> PartitionResult {
+    let Some(log) = owner.log(&key) else {
+        return error_result(ErrorCode::UnknownTopicOrPartition);
+    };
+    match log::read(
+        &log,
+        offset,
+        limit,
+        first_may_exceed,
+        owner.zero_copy_min_bytes,
+    )
+    .await
+    {
+        Ok(read) => PartitionResult {
+            error: None,
+            first_batch_len: read.first_batch_len,
+            records: read.records,
+            high_watermark: read.high_watermark,
+            log_start_offset: read.log_start_offset,
+        },
+        Err(ReadError::OffsetOutOfRange {
+            log_start_offset,
+            high_watermark,
+            ..
+        }) => PartitionResult {
+            error: Some(ErrorCode::OffsetOutOfRange),
+            records: Chain::default(),
+            first_batch_len: 0,
+            high_watermark,
+            log_start_offset,
+        },
+        Err(ReadError::Storage(message)) => {
+            tracing::warn!(%message, "fetch read failed");
+            error_result(ErrorCode::KafkaStorageError)
+        }
     }
 }
 
 fn error_result(code: ErrorCode) -> PartitionResult {
     PartitionResult {
         error: Some(code),
-        records: Bytes::new(),
+        records: Chain::default(),
+        first_batch_len: 0,
         high_watermark: -1,
         log_start_offset: -1,
     }
@@ -433,7 +472,7 @@ fn build_response(
         SessionMode::Incremental(id) => (id, sessions.sessions.get_mut(&id)),
     };
     let incremental = matches!(mode, SessionMode::Incremental(_));
-    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut topics: Vec<TopicResponse> = Vec::new();
     for ((wanted, _), result) in resolved.into_iter().zip(results) {
         if let Some(session) = session.as_deref_mut() {
             let key = (wanted.topic_name.clone(), wanted.topic_id, wanted.partition);
@@ -449,32 +488,30 @@ fn build_response(
                 }
             }
         }
-        let mut data = PartitionData::default()
-            .with_partition_index(wanted.partition)
-            .with_error_code(result.error.map_or(0, |e| e.code()))
-            .with_high_watermark(result.high_watermark)
-            .with_last_stable_offset(result.high_watermark)
-            .with_aborted_transactions(Some(vec![]))
-            .with_preferred_read_replica(BrokerId(-1))
-            .with_records(Some(result.records));
-        if ctx.api_version >= 5 {
-            data.log_start_offset = result.log_start_offset;
-        }
-        let same_topic = topics.last().is_some_and(|t| {
-            t.topic.0.as_str() == wanted.topic_name && t.topic_id == wanted.topic_id
-        });
+        let data = PartitionResponse {
+            partition_index: wanted.partition,
+            error_code: result.error.map_or(0, |e| e.code()),
+            high_watermark: result.high_watermark,
+            last_stable_offset: result.high_watermark,
+            log_start_offset: result.log_start_offset,
+            records: result.records,
+        };
+        let same_topic = topics
+            .last()
+            .is_some_and(|t| t.name == wanted.topic_name && t.topic_id == wanted.topic_id);
         if same_topic {
             topics.last_mut().expect("checked").partitions.push(data);
         } else {
-            topics.push(
-                FetchableTopicResponse::default()
-                    .with_topic(topic_name(&wanted.topic_name))
-                    .with_topic_id(wanted.topic_id)
-                    .with_partitions(vec![data]),
-            );
+            topics.push(TopicResponse {
+                name: wanted.topic_name,
+                topic_id: wanted.topic_id,
+                partitions: vec![data],
+            });
         }
     }
-    FetchResponse::default()
-        .with_session_id(session_id)
-        .with_responses(topics)
+    FetchResponse {
+        session_id,
+        topics,
+        ..FetchResponse::default()
+    }
 }

@@ -1,0 +1,212 @@
+//! Sending a response chain to a socket: memory pieces with vectored writes,
+//! file pieces with splice through a pipe (file → pipe → socket, two io_uring
+//! operations per pipeful, no copy through user space).
+//!
+//! The socket is corked while a chain with file pieces goes out, so that the
+//! response header and the spliced data leave in full segments rather than one
+//! small packet per piece. Pipes come from a per-shard pool; a pipe is returned
+//! only when empty (an error halfway leaves data in it, and it is dropped).
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::AsRawFd;
+
+use bytes::Bytes;
+use compio::driver::SharedFd;
+use compio::fs::pipe::{self, Receiver, Sender};
+use compio::io::AsyncWriteExt;
+use compio::net::TcpStream;
+use compio::BufResult;
+
+use crate::storage::aligned::AlignedBuf;
+use crate::storage::chain::{Chain, FileSlice, Piece};
+
+/// Pipe size asked for (the default limit for unprivileged processes,
+/// `/proc/sys/fs/pipe-max-size`): each splice moves up to this much.
+const PIPE_BYTES: usize = 1 << 20;
+/// Pipes kept per shard for reuse.
+const POOL_MAX: usize = 16;
+/// iovecs per vectored write (Linux accepts at most 1024).
+const IOVECS_PER_WRITE: usize = 512;
+
+/// A pipe used as the kernel-side buffer of splice.
+pub struct SplicePipe {
+    rx: Receiver,
+    tx: Sender,
+    capacity: usize,
+}
+
+impl SplicePipe {
+    async fn new() -> io::Result<SplicePipe> {
+        let (rx, tx) = pipe::anonymous().await?;
+        let fd = tx.as_raw_fd();
+        // SAFETY: F_SETPIPE_SZ/F_GETPIPE_SZ on a pipe descriptor we own; no memory is passed.
+        let capacity = unsafe {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int);
+            libc::fcntl(fd, libc::F_GETPIPE_SZ)
+        };
+        if capacity <= 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SplicePipe {
+            rx,
+            tx,
+            capacity: capacity as usize,
+        })
+    }
+}
+
+/// The pipes of one shard.
+#[derive(Default)]
+pub struct PipePool {
+    pipes: RefCell<Vec<SplicePipe>>,
+}
+
+impl PipePool {
+    async fn take(&self) -> io::Result<SplicePipe> {
+        let pooled = self.pipes.borrow_mut().pop();
+        match pooled {
+            Some(pipe) => Ok(pipe),
+            None => SplicePipe::new().await,
+        }
+    }
+
+    fn give_back(&self, pipe: SplicePipe) {
+        let mut pipes = self.pipes.borrow_mut();
+        if pipes.len() < POOL_MAX {
+            pipes.push(pipe);
+        }
+    }
+}
+
+/// Sends `chain` whole, or fails (the connection must then close: part of a
+/// frame may have gone out).
+pub async fn send_chain(stream: &TcpStream, pipes: &PipePool, chain: Chain) -> io::Result<()> {
+    if !chain.has_file_pieces() {
+        let memory: Vec<Bytes> = chain
+            .into_pieces()
+            .into_iter()
+            .filter_map(|p| match p {
+                Piece::Memory(bytes) => Some(bytes),
+                Piece::File(_) => None,
+            })
+            .collect();
+        return write_memory(stream, memory).await;
+    }
+    let socket = socket2::SockRef::from(stream);
+    let _ = socket.set_cork(true);
+    let result = async {
+        let mut memory = Vec::new();
+        for piece in chain.into_pieces() {
+            match piece {
+                Piece::Memory(bytes) => memory.push(bytes),
+                Piece::File(slice) => {
+                    write_memory(stream, std::mem::take(&mut memory)).await?;
+                    send_file(stream, pipes, slice).await?;
+                }
+            }
+        }
+        write_memory(stream, memory).await
+    }
+    .await;
+    let _ = socket.set_cork(false);
+    result
+}
+
+async fn write_memory(stream: &TcpStream, mut pieces: Vec<Bytes>) -> io::Result<()> {
+    let mut stream = stream;
+    while !pieces.is_empty() {
+        let rest = pieces.split_off(pieces.len().min(IOVECS_PER_WRITE));
+        let BufResult(result, _) = if pieces.len() == 1 {
+            let only = pieces.pop().expect("one piece");
+            let BufResult(result, _) = stream.write_all(only).await;
+            BufResult(result, Vec::new())
+        } else {
+            stream.write_vectored_all(pieces).await
+        };
+        result?;
+        pieces = rest;
+    }
+    Ok(())
+}
+
+/// Splices `slice` from its file to the socket. Falls back to copying when the
+/// kernel refuses to splice from that file before any of it was sent.
+async fn send_file(stream: &TcpStream, pipes: &PipePool, slice: FileSlice) -> io::Result<()> {
+    let pipe = pipes.take().await?;
+    let file = SharedFd::new(slice.file.clone());
+    let mut position = slice.position;
+    let mut left = slice.len;
+    while left > 0 {
+        let want = left.min(pipe.capacity);
+        let filled = pipe::splice(&file, &pipe.tx, want)
+            .offset_in(position as i64)
+            .await;
+        let filled = match filled {
+            Ok(0) => {
+                pipes.give_back(pipe);
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("segment file ends before position {position}"),
+                ));
+            }
+            Ok(n) => n,
+            Err(error) if left == slice.len && cannot_splice(&error) => {
+                pipes.give_back(pipe);
+                tracing::debug!(%error, "splice from a segment file refused; copying");
+                return copy_file(stream, &slice).await;
+            }
+            Err(error) => {
+                pipes.give_back(pipe); // nothing entered the pipe
+                return Err(error);
+            }
+        };
+        let mut in_pipe = filled;
+        while in_pipe > 0 {
+            // The pipe is dropped (not returned) on error: data may be left in it.
+            let sent = pipe::splice(&pipe.rx, stream, in_pipe)
+                .flags(libc::SPLICE_F_MORE)
+                .await?;
+            if sent == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "socket accepted nothing",
+                ));
+            }
+            in_pipe -= sent;
+        }
+        position += filled as u64;
+        left -= filled;
+    }
+    pipes.give_back(pipe);
+    Ok(())
+}
+
+fn cannot_splice(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+    )
+}
+
+/// The copying fallback for one file slice: pread into a page-aligned buffer
+/// (on this thread: the data was just in the page cache), then write.
+async fn copy_file(stream: &TcpStream, slice: &FileSlice) -> io::Result<()> {
+    use compio::buf::{IoBufMut, SetLen};
+    use std::os::unix::fs::FileExt;
+    let mut position = slice.position;
+    let mut left = slice.len;
+    while left > 0 {
+        let chunk = left.min(PIPE_BYTES);
+        let mut buf = AlignedBuf::with_capacity(chunk);
+        slice
+            .file
+            .read_exact_at(&mut buf.ensure_init()[..chunk], position)?;
+        // SAFETY: `ensure_init` initialized all `chunk` bytes of the capacity.
+        unsafe { buf.set_len(chunk) };
+        write_memory(stream, vec![buf.freeze()]).await?;
+        position += chunk as u64;
+        left -= chunk;
+    }
+    Ok(())
+}
