@@ -23,6 +23,7 @@ use crate::group::offsets::OffsetStore;
 use crate::group::state::GroupConfig;
 use crate::metadata::controller::Controller;
 use crate::metadata::{records, MetadataImage};
+use crate::metrics::Metrics;
 use crate::runtime::shard::{serve_queue, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
 use crate::runtime::{shard_for_partition, CONTROLLER_SHARD};
 use crate::server::listener;
@@ -37,6 +38,7 @@ pub struct Broker {
     pub shutdown: ShutdownSignal,
     /// The port actually bound (differs from the config when it asked for port 0).
     pub port: u16,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Broker {
@@ -118,6 +120,8 @@ impl AsyncBarrier {
 pub struct RunningBroker {
     pub broker: Arc<Broker>,
     pub local_addr: SocketAddr,
+    /// Where `/metrics` is served, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
     _lock: DataDirLock,
 }
@@ -252,6 +256,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         shards: handles,
         shutdown: ShutdownSignal::default(),
         port: local_addr.port(),
+        metrics: Arc::new(Metrics::new(shard_count)),
     });
 
     let cpus = std::thread::available_parallelism()
@@ -293,9 +298,20 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         broker.shutdown.trigger();
         return Err(StartError::Shard(error));
     }
+    let metrics_addr = match broker.config.metrics_listen {
+        Some(addr) => match crate::metrics::http::start(broker.clone(), addr) {
+            Ok(local) => Some(local),
+            Err(source) => {
+                broker.shutdown.trigger();
+                return Err(StartError::Listen { addr, source });
+            }
+        },
+        None => None,
+    };
     Ok(RunningBroker {
         broker,
         local_addr,
+        metrics_addr,
         threads,
         _lock: lock,
     })
@@ -339,6 +355,7 @@ fn run_shard(
         );
     }
     runtime.block_on(async move {
+        broker.metrics.shards[id].set_current_thread();
         let splice_works = driver == DriverType::IoUring;
         let shard = Rc::new(Shard::new(id, broker.clone(), splice_works));
         let open_result = crate::storage::open_owned_logs(&shard);

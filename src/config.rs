@@ -87,6 +87,10 @@ pub struct Cli {
     /// page-aligned buffers). Splicing needs the io_uring driver [default: auto].
     #[arg(long, value_name = "MODE")]
     pub fetch_zero_copy: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9644);
+    /// off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Log level filter (e.g. info, debug, sluice=trace); RUST_LOG also works [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -116,6 +120,7 @@ struct FileConfig {
     socket_request_max_bytes: Option<u32>,
     io_driver: Option<String>,
     fetch_zero_copy: Option<String>,
+    metrics_listen: Option<SocketAddr>,
     log_retention_check_interval_ms: Option<u64>,
     log_cleaner_interval_ms: Option<u64>,
     offsets_topic_segment_bytes: Option<u64>,
@@ -144,6 +149,7 @@ pub struct Config {
     pub socket_request_max_bytes: u32,
     pub io_driver: IoDriver,
     pub fetch_zero_copy: FetchZeroCopy,
+    pub metrics_listen: Option<SocketAddr>,
     pub log_retention_check_interval_ms: u64,
     pub log_cleaner_interval_ms: u64,
     pub offsets_topic_segment_bytes: u64,
@@ -395,6 +401,7 @@ impl Config {
             socket_request_max_bytes,
             io_driver,
             fetch_zero_copy,
+            metrics_listen: cli.metrics_listen.or(file.metrics_listen),
             log_retention_check_interval_ms,
             log_cleaner_interval_ms,
             offsets_topic_segment_bytes,

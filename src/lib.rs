@@ -36,6 +36,7 @@ pub mod broker;
 pub mod config;
 pub mod group;
 pub mod metadata;
+pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

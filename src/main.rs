@@ -48,6 +48,9 @@ fn main() -> ExitCode {
         }
     };
     // Scripts and tests read this line to learn the bound port.
+    if let Some(addr) = running.metrics_addr {
+        println!("sluice metrics on http://{addr}/metrics");
+    }
     println!("sluice listening on {}", running.local_addr);
     tracing::info!(addr = %running.local_addr, data_dir = %running.broker.config.data_dir.display(), "sluice is serving");
 

@@ -13,6 +13,7 @@ use crate::broker::Broker;
 use crate::config::FetchZeroCopy;
 use crate::group::coordinator::GroupCoordinator;
 use crate::metadata::controller::Controller;
+use crate::metrics::ShardMetrics;
 use crate::runtime::queue::{self, CallError};
 use crate::server::send::PipePool;
 use crate::storage::commit::GroupCommit;
@@ -72,16 +73,22 @@ impl Shard {
             FetchZeroCopy::Always => Some(0),
             FetchZeroCopy::Never => None,
         };
+        let commit = GroupCommit::with_metrics(broker.metrics.clone(), id);
         Shard {
             zero_copy_min_bytes,
             pipes: PipePool::default(),
             id,
             broker,
             logs: RefCell::new(HashMap::new()),
-            commit: Rc::new(GroupCommit::default()),
+            commit: Rc::new(commit),
             controller: RefCell::new(None),
             groups: RefCell::new(None),
         }
+    }
+
+    /// This shard's metrics.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.broker.metrics.shards[self.id]
     }
 
     pub fn shard_count(&self) -> usize {

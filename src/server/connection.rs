@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 
 use bytes::{Buf, Bytes, BytesMut};
 use compio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,10 +81,16 @@ pub async fn serve(shard: Rc<Shard>, stream: compio::net::TcpStream, peer: Socke
         fetch_done: Event::new(),
     });
     tracing::debug!(%peer, shard = conn.shard.id, "connection opened");
+    let metrics = conn.shard.metrics();
+    metrics.connections.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = async_channel::bounded::<InFlight>(IN_FLIGHT_REQUESTS_MAX);
     let writer = compio::runtime::spawn(write_loop(conn.clone(), rx));
     read_loop(&conn, tx).await;
     let _ = writer.await;
+    conn.shard
+        .metrics()
+        .connections
+        .fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(%peer, "connection closed");
 }
 
@@ -183,6 +190,7 @@ async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
         }
         buf.advance(4);
         let request: Bytes = buf.split_to(length).freeze();
+        conn.shard.metrics().add_in(4 + length);
         conn.wait_for_budget(length).await;
         conn.in_flight_bytes
             .set(conn.in_flight_bytes.get() + length);
@@ -235,6 +243,7 @@ async fn write_loop(conn: Rc<Connection>, rx: async_channel::Receiver<InFlight>)
 async fn write_reply(conn: &Connection, reply: Reply) -> bool {
     match reply {
         Reply::Frame(bytes) => {
+            conn.shard.metrics().add_out(bytes.len());
             let mut stream = &conn.stream;
             if let BufResult(Err(error), _) = stream.write_all(bytes).await {
                 tracing::debug!(peer = %conn.peer, %error, "write failed");
@@ -244,6 +253,7 @@ async fn write_reply(conn: &Connection, reply: Reply) -> bool {
             true
         }
         Reply::Chain(chain) => {
+            conn.shard.metrics().add_out(chain.len());
             if let Err(error) = send::send_chain(&conn.stream, &conn.shard.pipes, chain).await {
                 tracing::debug!(peer = %conn.peer, %error, "write failed");
                 conn.shut_down();

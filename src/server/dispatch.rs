@@ -8,6 +8,7 @@
 //! decode) the connection is closed, as Kafka does.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
@@ -40,7 +41,20 @@ pub struct RequestContext {
     pub client_id: Option<String>,
 }
 
-pub async fn handle(conn: Rc<Connection>, mut request: Bytes) -> Reply {
+/// Handles one request and records its API's handling time.
+pub async fn handle(conn: Rc<Connection>, request: Bytes) -> Reply {
+    let started = Instant::now();
+    let api_key = frame::peek_header(&request).map(|h| h.api_key);
+    let reply = serve(conn.clone(), request).await;
+    if let Some(api_key) = api_key {
+        conn.shard
+            .metrics()
+            .request_done(api_key, started.elapsed());
+    }
+    reply
+}
+
+async fn serve(conn: Rc<Connection>, mut request: Bytes) -> Reply {
     let Some(prefix) = frame::peek_header(&request) else {
         return close(&conn, None, "request shorter than its header");
     };

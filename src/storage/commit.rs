@@ -12,8 +12,12 @@
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use futures_channel::oneshot;
+
+use crate::metrics::Metrics;
 
 type Waiter = oneshot::Sender<Result<(), Rc<io::Error>>>;
 
@@ -29,6 +33,8 @@ pub struct GroupCommit {
     next: RefCell<Round>,
     running: RefCell<bool>,
     stats: RefCell<CommitStats>,
+    /// Where batch sizes and sync latencies go: the broker's metrics and this shard's slot.
+    metrics: Option<(Arc<Metrics>, usize)>,
 }
 
 /// Counters for metrics and benchmarks.
@@ -40,6 +46,14 @@ pub struct CommitStats {
 }
 
 impl GroupCommit {
+    /// A group commit that reports each round to shard `shard`'s metrics.
+    pub fn with_metrics(metrics: Arc<Metrics>, shard: usize) -> GroupCommit {
+        GroupCommit {
+            metrics: Some((metrics, shard)),
+            ..GroupCommit::default()
+        }
+    }
+
     /// Waits until everything written to `file` before this call is durable.
     pub async fn sync(self: &Rc<Self>, file: Rc<compio::fs::File>) -> Result<(), Rc<io::Error>> {
         let (tx, rx) = oneshot::channel();
@@ -72,7 +86,16 @@ impl GroupCommit {
                 let f = f.clone();
                 async move { f.sync_data().await }
             });
+            let started = Instant::now();
             let results = futures_util::future::join_all(syncs).await;
+            if let Some((metrics, shard)) = &self.metrics {
+                let shard = &metrics.shards[*shard];
+                shard
+                    .commit_sync_seconds
+                    .observe_duration(started.elapsed());
+                let appends: usize = round.files.iter().map(|(_, w)| w.len()).sum();
+                shard.commit_batch.observe(appends as f64);
+            }
             let mut stats = self.stats.borrow_mut();
             stats.rounds += 1;
             stats.files_synced += round.files.len() as u64;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct TestBroker {
     child: Option<Child>,
     pub addr: String,
+    /// `http://ADDR/metrics` when the broker was started with `--metrics-listen`.
+    pub metrics_url: Option<String>,
     pub data_dir: PathBuf,
     /// Keeps the temporary data dir alive (and removes it at the end).
     _temp: Option<tempfile::TempDir>,
@@ -35,6 +37,7 @@ impl TestBroker {
         let mut broker = TestBroker {
             child: None,
             addr: String::new(),
+            metrics_url: None,
             data_dir,
             _temp: Some(temp),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -52,6 +55,7 @@ impl TestBroker {
         let mut broker = TestBroker {
             child: None,
             addr: String::new(),
+            metrics_url: None,
             data_dir: temp.path().join("data"),
             log_path: Some(temp.path().join("broker.log")),
             _temp: Some(temp),
@@ -88,6 +92,7 @@ impl TestBroker {
         let mut broker = TestBroker {
             child: None,
             addr: String::new(),
+            metrics_url: None,
             data_dir: data_dir.to_path_buf(),
             _temp: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -135,6 +140,9 @@ impl TestBroker {
             );
             match lines.next() {
                 Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("sluice metrics on ") {
+                        self.metrics_url = Some(url.trim().to_string());
+                    }
                     if let Some(addr) = line.strip_prefix("sluice listening on ") {
                         break addr.trim().to_string();
                     }
