@@ -6,6 +6,8 @@
 //!   once into memory (a tmpfs file: offsets, indexes, producer state and the
 //!   io_uring write, no disk behind it) and once into a file on the data disk;
 //! - Fetch response encoding with record data for 16 partitions (bytes per second);
+//! - durable appends (fdatasync before the answer): one at a time against 64
+//!   in flight sharing group-commit rounds (appends per second);
 //! - a cross-shard queue round trip (calls per second): one at a time, which is
 //!   the latency a request pays per hop, and 64 in flight, which is the rate a
 //!   shard can hand work to another.
@@ -104,9 +106,18 @@ fn index_lookup(c: &mut Criterion) {
 
 /// A partition log in a fresh directory under `parent`, with syncs off.
 fn bench_log(parent: &std::path::Path) -> (tempfile::TempDir, log::LogRef) {
+    bench_log_flushing(parent, i64::MAX)
+}
+
+/// A partition log that syncs every `flush_messages` messages (1: every
+/// acknowledged append is durable, the default).
+fn bench_log_flushing(
+    parent: &std::path::Path,
+    flush_messages: i64,
+) -> (tempfile::TempDir, log::LogRef) {
     let dir = tempfile::tempdir_in(parent).unwrap();
     let config = TopicConfig {
-        flush_messages: i64::MAX,
+        flush_messages,
         segment_bytes: 256 << 20,
         ..TopicConfig::default()
     };
@@ -187,6 +198,54 @@ fn fetch_response(c: &mut Criterion) {
     group.finish();
 }
 
+/// Durable appends (acks=all, `flush.messages=1`): one at a time, each paying
+/// its own fdatasync, against 64 in flight over 4 partitions of one shard,
+/// where group commit covers many appends with one sync round.
+fn durable_append(c: &mut Criterion) {
+    let runtime = compio::runtime::Runtime::new().unwrap();
+    let commit = Rc::new(GroupCommit::default());
+    let records = common::keyed_batch(1, 1000);
+    let validated = validate_records(&records, usize::MAX).unwrap();
+    let disk = std::env::temp_dir();
+    let logs: Vec<_> = (0..4).map(|_| bench_log_flushing(&disk, 1)).collect();
+    let mut group = c.benchmark_group("durable_append");
+    group
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("1KiB_one_at_a_time_own_fdatasync", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(log::append(
+                    &logs[0].1,
+                    &commit,
+                    records.clone(),
+                    &validated,
+                    true,
+                ))
+                .unwrap()
+        })
+    });
+    const IN_FLIGHT: usize = 64;
+    group.throughput(Throughput::Elements(IN_FLIGHT as u64));
+    group.bench_function("1KiB_64_in_flight_group_commit", |b| {
+        b.iter(|| {
+            runtime.block_on(futures_util::future::join_all((0..IN_FLIGHT).map(|i| {
+                log::append(&logs[i % 4].1, &commit, records.clone(), &validated, true)
+            })))
+        })
+    });
+    group.finish();
+    let stats = commit.stats();
+    eprintln!(
+        "durable_append: {} appends covered by {} sync rounds ({:.1} per round)",
+        stats.appends_covered,
+        stats.rounds,
+        stats.appends_covered as f64 / stats.rounds.max(1) as f64
+    );
+}
+
 fn cross_shard(c: &mut Criterion) {
     // The other shard: a thread with its own runtime serving a queue, exactly as
     // a broker shard serves its own (the context here is a plain counter).
@@ -231,6 +290,7 @@ criterion_group!(
     decode,
     index_lookup,
     append,
+    durable_append,
     fetch_response,
     cross_shard
 );
