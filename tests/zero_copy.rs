@@ -54,13 +54,7 @@ fn batch(count: usize, value_len: usize, seed: u64, compression: Compression) ->
                 })
                 .collect();
             let key = Some(Bytes::from(format!("key-{seed}-{i}")));
-            encode::record(
-                i,
-                now + i,
-                key,
-                Some(Bytes::from(value)),
-                None,
-            )
+            encode::record(i, now + i, key, Some(Bytes::from(value)), None)
         })
         .collect();
     encode::encode_batch(&records, compression)
@@ -92,7 +86,10 @@ fn fill(conn: &mut Conn, topic: &str) -> [i64; 2] {
 
 /// Every Fetch the comparison makes: (version, [(partition, offset, partition
 /// max bytes)], max_bytes).
-fn cases(ends: [i64; 2]) -> Vec<(i16, Vec<(i32, i64, i32)>, i32)> {
+/// (version, [(partition, offset, partition max bytes)], max_bytes).
+type Case = (i16, Vec<(i32, i64, i32)>, i32);
+
+fn cases(ends: [i64; 2]) -> Vec<Case> {
     let mut cases = Vec::new();
     for version in [4i16, 7, 11, 12, 13, 16] {
         // Everything of one partition: spans every segment.

@@ -87,6 +87,10 @@ enum SessionMode {
 /// partition max bytes).
 type PlannedRead = (usize, PartitionKey, i64, usize);
 
+/// A read again with a tighter limit: (position in the request, partition,
+/// fetch offset, limit, whether the first batch may exceed it).
+type Reread = (usize, PartitionKey, i64, usize, bool);
+
 /// The result of reading one partition.
 #[derive(Debug, Clone)]
 struct PartitionResult {
@@ -356,7 +360,7 @@ async fn read_all(
     // and a read decides from batch headers only, so it is cheap).
     let mut remaining = max_bytes;
     let mut any_data = false;
-    let mut again: BTreeMap<usize, Vec<(usize, PartitionKey, i64, usize, bool)>> = BTreeMap::new();
+    let mut again: BTreeMap<usize, Vec<Reread>> = BTreeMap::new();
     for (i, ((wanted, topic), r)) in resolved.iter().zip(&results).enumerate() {
         if r.records.is_empty() {
             continue;
