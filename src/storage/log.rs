@@ -532,15 +532,18 @@ impl PartitionLog {
     }
 
     /// The start of the last batch indexed at or before `position` in the
-    /// segment based at `base_offset` (a batch boundary), if the index has one.
-    fn batch_start_at_or_below(&self, base_offset: i64, position: u64) -> Option<u64> {
+    /// segment a read is walking (a batch boundary), if that segment is still
+    /// in the log and its index has one.
+    fn batch_start_at_or_below(&self, view: &SegmentView, position: u64) -> Option<u64> {
         let i = self
             .segments
-            .partition_point(|s| s.base_offset < base_offset);
+            .partition_point(|s| s.base_offset < view.base_offset);
+        // The same file, not only the same base offset: the cleaner may have
+        // swapped in a compacted segment whose positions mean something else.
         let segment = self
             .segments
             .get(i)
-            .filter(|s| s.base_offset == base_offset)?;
+            .filter(|s| s.base_offset == view.base_offset && Rc::ptr_eq(&s.file, &view.file))?;
         let position = u32::try_from(position).unwrap_or(u32::MAX);
         segment
             .index
@@ -856,10 +859,7 @@ pub async fn read(
                 end = segment.readable;
             } else {
                 // Jump close to the limit with the index, then walk the last few headers.
-                if let Some(hint) = log
-                    .borrow()
-                    .batch_start_at_or_below(segment.base_offset, limit)
-                {
+                if let Some(hint) = log.borrow().batch_start_at_or_below(&segment, limit) {
                     end = end.max(hint);
                 }
                 while end < segment.readable {
