@@ -18,24 +18,19 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use sluice::metadata::topic_config::TopicConfig;
-use sluice::metadata::PartitionShared;
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::Decodable;
 use sluice::protocol::batch::validate_records;
 use sluice::protocol::fetch_response::{self, FetchResponse, PartitionResponse, TopicResponse};
 use sluice::protocol::frame;
 use sluice::storage::commit::GroupCommit;
-use sluice::storage::log::{self, LogRef, PartitionLog};
+use sluice::storage::log::{self, LogRef};
 
 struct Counting;
 
@@ -93,44 +88,6 @@ fn report(path: &str, (allocations, bytes): (f64, f64), budget: f64) {
     );
 }
 
-fn open_log(dir: &std::path::Path) -> LogRef {
-    let config = TopicConfig {
-        flush_messages: i64::MAX,
-        segment_bytes: 1 << 30,
-        ..TopicConfig::default()
-    };
-    let log = PartitionLog::open(
-        Arc::from("bench"),
-        0,
-        dir.to_path_buf(),
-        config,
-        Arc::new(PartitionShared::default()),
-    )
-    .unwrap();
-    Rc::new(RefCell::new(log))
-}
-
-fn produce_frame(records: Bytes) -> Bytes {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str("orders")))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(9)
-        .with_correlation_id(7)
-        .with_client_id(Some(StrBytes::from_static_str("bench")))
-        .encode(&mut buf, ApiKey::Produce.request_header_version(9))
-        .unwrap();
-    request.encode(&mut buf, 9).unwrap();
-    buf.freeze()
-}
-
 /// One Produce request from its frame to its response frame.
 async fn produce_once(log: &LogRef, commit: &Rc<GroupCommit>, frame_bytes: &Bytes) -> Bytes {
     let mut body = frame_bytes.clone();
@@ -177,10 +134,10 @@ async fn fetch_once(log: &LogRef, offset: i64) -> usize {
 fn allocations(c: &mut Criterion) {
     let runtime = compio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let log = open_log(dir.path());
+    let log = common::open_log(dir.path(), i64::MAX, 1 << 30);
     let commit = Rc::new(GroupCommit::default());
     let records = common::keyed_batch(16, 1000);
-    let produce = produce_frame(records.clone());
+    let produce = common::produce_frame(records.clone());
 
     let counted = count(1000, || {
         runtime.block_on(produce_once(&log, &commit, &produce));

@@ -16,21 +16,17 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use compio::io::AsyncReadExt;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice::metadata::topic_config::TopicConfig;
-use sluice::metadata::PartitionShared;
 use sluice::protocol::batch::validate_records;
 use sluice::protocol::fetch_response::{self, FetchResponse, PartitionResponse, TopicResponse};
 use sluice::server::send::{send_chain, PipePool};
 use sluice::storage::commit::GroupCommit;
-use sluice::storage::log::{self, LogRef, PartitionLog};
+use sluice::storage::log::{self, LogRef};
 
 const RECORDS_PER_BATCH: i64 = 16;
 
@@ -40,19 +36,7 @@ fn build_log(
     dir: &std::path::Path,
     mib: usize,
 ) -> (LogRef, usize) {
-    let config = TopicConfig {
-        flush_messages: i64::MAX,
-        ..TopicConfig::default()
-    };
-    let log = PartitionLog::open(
-        Arc::from("bench"),
-        0,
-        dir.to_path_buf(),
-        config,
-        Arc::new(PartitionShared::default()),
-    )
-    .unwrap();
-    let log = Rc::new(RefCell::new(log));
+    let log = common::open_log(dir, i64::MAX, 1 << 30);
     let commit = Rc::new(GroupCommit::default());
     let batch = common::keyed_batch(RECORDS_PER_BATCH, 1000);
     let validated = validate_records(&batch, usize::MAX).unwrap();

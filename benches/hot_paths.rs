@@ -14,52 +14,25 @@
 //!
 //! Run: `cargo bench --bench hot_paths`. Under `cargo test` each case runs once.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::Arc;
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, FetchResponse, ProduceRequest, RequestHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use sluice::metadata::topic_config::TopicConfig;
-use sluice::metadata::PartitionShared;
+use kafka_protocol::messages::{ApiKey, FetchResponse, ProduceRequest, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use sluice::protocol::batch::validate_records;
 use sluice::protocol::frame;
 use sluice::runtime::queue;
 use sluice::runtime::shard::SHARD_QUEUE_DEPTH;
 use sluice::storage::commit::GroupCommit;
 use sluice::storage::index::{OffsetEntry, OffsetIndex};
-use sluice::storage::log::{self, PartitionLog};
-
-fn produce_frame() -> Bytes {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str("orders")))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(common::keyed_batch(16, 1000)))])]);
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(9)
-        .with_correlation_id(7)
-        .with_client_id(Some(StrBytes::from_static_str("bench")));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, ApiKey::Produce.request_header_version(9))
-        .unwrap();
-    request.encode(&mut buf, 9).unwrap();
-    buf.freeze()
-}
+use sluice::storage::log::{self};
 
 fn decode(c: &mut Criterion) {
-    let frame_bytes = produce_frame();
+    let frame_bytes = common::produce_frame(common::keyed_batch(16, 1000));
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Bytes(frame_bytes.len() as u64));
     group.bench_function("produce_v9_header_and_body_16KiB", |b| {
@@ -116,20 +89,8 @@ fn bench_log_flushing(
     flush_messages: i64,
 ) -> (tempfile::TempDir, log::LogRef) {
     let dir = tempfile::tempdir_in(parent).unwrap();
-    let config = TopicConfig {
-        flush_messages,
-        segment_bytes: 256 << 20,
-        ..TopicConfig::default()
-    };
-    let log = PartitionLog::open(
-        Arc::from("bench"),
-        0,
-        dir.path().to_path_buf(),
-        config,
-        Arc::new(PartitionShared::default()),
-    )
-    .unwrap();
-    (dir, Rc::new(RefCell::new(log)))
+    let log = common::open_log(dir.path(), flush_messages, 256 << 20);
+    (dir, log)
 }
 
 fn append(c: &mut Criterion) {

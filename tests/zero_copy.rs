@@ -143,6 +143,20 @@ fn responses(broker: &TestBroker, topic: &str, topic_id: Uuid, ends: [i64; 2]) -
         .collect()
 }
 
+/// How many `.log` segment files a partition directory holds.
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count()
+}
+
 /// Record data of the first partition of a decoded Fetch response.
 fn records_of(frame: &Bytes, version: i16) -> Bytes {
     let mut body = frame.clone();
@@ -198,16 +212,7 @@ fn spliced_and_copied_fetches_send_identical_bytes() {
         "one fetch spans many segments ({} bytes)",
         whole.len()
     );
-    let segments = std::fs::read_dir(broker.data_dir().join(format!("{name}-0")))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "log")
-        })
-        .count();
+    let segments = segment_files(&broker.data_dir().join(format!("{name}-0")));
     assert!(segments > 10, "partition 0 has {segments} segments");
     let mut next_offset = 0;
     let mut codecs = std::collections::BTreeSet::new();
@@ -282,18 +287,7 @@ fn a_response_being_sent_keeps_segments_that_retention_deletes() {
 
     // Retention removes every closed segment while that response is in flight.
     let dir = broker.data_dir().join(format!("{name}-0"));
-    let count_logs = || {
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "log")
-            })
-            .count()
-    };
+    let count_logs = || segment_files(&dir);
     assert!(count_logs() > 30);
     let code = wire::incremental_alter(
         &mut admin,

@@ -1,8 +1,23 @@
-//! Batches the benchmarks feed to the code under test.
+//! What the benchmarks feed to the code under test: batches, a Produce
+//! request frame, a partition log in a directory.
+//!
+//! Each bench includes this module and uses part of it.
+#![allow(dead_code)]
 
-use bytes::Bytes;
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::Compression;
+use sluice::metadata::topic_config::TopicConfig;
+use sluice::metadata::PartitionShared;
 use sluice::protocol::encode;
+use sluice::storage::log::{LogRef, PartitionLog};
 
 /// One uncompressed batch of `records` keyed records with `value_bytes`-byte
 /// values, as a producer would send it.
@@ -15,4 +30,46 @@ pub fn keyed_batch(records: i64, value_bytes: usize) -> Bytes {
         })
         .collect();
     encode::encode_batch(&records, Compression::None)
+}
+
+/// A Produce v9 request frame (acks=all, header included, no length prefix)
+/// carrying `records` for partition 0 of "orders".
+pub fn produce_frame(records: Bytes) -> Bytes {
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("orders")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(9)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("bench")))
+        .encode(&mut buf, ApiKey::Produce.request_header_version(9))
+        .unwrap();
+    request.encode(&mut buf, 9).unwrap();
+    buf.freeze()
+}
+
+/// A partition log in `dir` that syncs every `flush_messages` messages
+/// (`i64::MAX`: never) and rolls segments at `segment_bytes`.
+pub fn open_log(dir: &Path, flush_messages: i64, segment_bytes: u64) -> LogRef {
+    let config = TopicConfig {
+        flush_messages,
+        segment_bytes,
+        ..TopicConfig::default()
+    };
+    let log = PartitionLog::open(
+        Arc::from("bench"),
+        0,
+        dir.to_path_buf(),
+        config,
+        Arc::new(PartitionShared::default()),
+    )
+    .unwrap();
+    Rc::new(RefCell::new(log))
 }
