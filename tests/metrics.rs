@@ -269,3 +269,35 @@ fn metrics_follow_real_traffic() {
     drop(consumer);
     drop(producer);
 }
+
+#[test]
+fn a_client_trickling_its_request_does_not_hold_the_endpoint() {
+    let broker = TestBroker::start_with(&["--metrics-listen", "127.0.0.1:0"]);
+    let url = broker.metrics_url.clone().expect("metrics address printed");
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    // A client that sends half a request head and then a byte a second.
+    let trickler = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_secs(1));
+            if stream.write_all(b"X").is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let (status, body) = get(&url, "GET", "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("sluice_requests_total"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a scrape waited {:?} behind a trickling client",
+        started.elapsed()
+    );
+    trickler.join().unwrap();
+}

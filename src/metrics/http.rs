@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::broker::Broker;
 use crate::metrics::{render, PartitionSample};
@@ -58,8 +58,10 @@ fn answer(
     runtime: &compio::runtime::Runtime,
     mut stream: TcpStream,
 ) -> std::io::Result<()> {
+    // One deadline for the whole request head: a client trickling bytes
+    // cannot hold the (one-at-a-time) endpoint longer than this.
+    let deadline = Instant::now() + IO_TIMEOUT;
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
@@ -67,6 +69,11 @@ fn answer(
         if head.len() > REQUEST_HEAD_MAX {
             return respond(&mut stream, "400 Bad Request", "request head too large\n");
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(()); // too slow: dropped without an answer
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Ok(());
@@ -99,10 +106,11 @@ fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<
     stream.flush()
 }
 
-/// Asks every shard for the partitions it owns.
+/// Asks every shard for the partitions it owns; a shard that does not answer
+/// within `IO_TIMEOUT` (stuck, or its queue full) is left out of this scrape.
 async fn collect_partitions(broker: &Arc<Broker>) -> Vec<PartitionSample> {
     let calls = broker.shards.iter().map(|handle| {
-        queue::call(&handle.sender, |shard| async move {
+        let call = queue::call(&handle.sender, |shard| async move {
             let image = shard.broker.image();
             let logs = shard.logs.borrow();
             let mut samples = Vec::with_capacity(logs.len());
@@ -121,12 +129,13 @@ async fn collect_partitions(broker: &Arc<Broker>) -> Vec<PartitionSample> {
                 });
             }
             samples
-        })
+        });
+        compio::time::timeout(IO_TIMEOUT, call)
     });
     let mut all: Vec<PartitionSample> = futures_util::future::join_all(calls)
         .await
         .into_iter()
-        .filter_map(Result::ok)
+        .filter_map(|answer| answer.ok().and_then(Result::ok))
         .flatten()
         .collect();
     all.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
