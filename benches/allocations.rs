@@ -128,7 +128,7 @@ async fn fetch_once(log: &LogRef, offset: i64) -> usize {
         }],
         ..FetchResponse::default()
     };
-    fetch_response::write_frame(12, 1, &response).len()
+    fetch_response::write_frame(12, 1, &response).unwrap().len()
 }
 
 fn allocations(c: &mut Criterion) {

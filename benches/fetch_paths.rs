@@ -24,7 +24,7 @@ use compio::io::AsyncReadExt;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice::protocol::batch::validate_records;
 use sluice::protocol::fetch_response::{self, FetchResponse, PartitionResponse, TopicResponse};
-use sluice::server::send::{send_chain, PipePool};
+use sluice::server::send::{send_chain, Destination, PipePool};
 use sluice::storage::commit::GroupCommit;
 use sluice::storage::log::{self, LogRef};
 
@@ -105,8 +105,14 @@ async fn fetch_all(
             ..FetchResponse::default()
         };
         correlation_id += 1;
-        let frame = fetch_response::write_frame(12, correlation_id, &response);
-        send_chain(stream, pipes, frame).await.unwrap();
+        let frame = fetch_response::write_frame(12, correlation_id, &response).unwrap();
+        let progress = std::cell::Cell::new(std::time::Instant::now());
+        let to = Destination {
+            stream,
+            pipes,
+            progress: &progress,
+        };
+        send_chain(&to, frame).await.unwrap();
         let mut reader = stream;
         let compio::BufResult(ack, _) = reader.read_exact(vec![0u8; 1]).await;
         ack.unwrap();

@@ -91,6 +91,10 @@ pub struct Cli {
     /// off unless given.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Close a connection whose response has made no progress (the client
+    /// stopped reading) for this long [default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub send_stall_timeout_ms: Option<u64>,
     /// Log level filter (e.g. info, debug, sluice=trace); RUST_LOG also works [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -121,6 +125,7 @@ struct FileConfig {
     io_driver: Option<String>,
     fetch_zero_copy: Option<String>,
     metrics_listen: Option<SocketAddr>,
+    send_stall_timeout_ms: Option<u64>,
     log_retention_check_interval_ms: Option<u64>,
     log_cleaner_interval_ms: Option<u64>,
     offsets_topic_segment_bytes: Option<u64>,
@@ -150,6 +155,7 @@ pub struct Config {
     pub io_driver: IoDriver,
     pub fetch_zero_copy: FetchZeroCopy,
     pub metrics_listen: Option<SocketAddr>,
+    pub send_stall_timeout_ms: u64,
     pub log_retention_check_interval_ms: u64,
     pub log_cleaner_interval_ms: u64,
     pub offsets_topic_segment_bytes: u64,
@@ -278,6 +284,13 @@ impl Config {
                 ))
             }
         };
+        let send_stall_timeout_ms = cli
+            .send_stall_timeout_ms
+            .or(file.send_stall_timeout_ms)
+            .unwrap_or(60_000);
+        if send_stall_timeout_ms == 0 {
+            return Err(invalid("send-stall-timeout-ms", "must be above 0"));
+        }
         let fetch_zero_copy = match cli.fetch_zero_copy.or(file.fetch_zero_copy).as_deref() {
             None | Some("auto") => FetchZeroCopy::Auto,
             Some("always") => FetchZeroCopy::Always,
@@ -402,6 +415,7 @@ impl Config {
             io_driver,
             fetch_zero_copy,
             metrics_listen: cli.metrics_listen.or(file.metrics_listen),
+            send_stall_timeout_ms,
             log_retention_check_interval_ms,
             log_cleaner_interval_ms,
             offsets_topic_segment_bytes,

@@ -342,3 +342,107 @@ fn a_response_being_sent_keeps_segments_that_retention_deletes() {
     assert_eq!(p.log_start_offset, earliest);
     assert!(!p.records.as_ref().unwrap().is_empty());
 }
+
+/// Open descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_partition_listed_many_times_is_read_once() {
+    let broker = TestBroker::start_with(&["--fetch-zero-copy", "always"]);
+    let pid = broker.pid().unwrap();
+    let name = topic("zc-dup");
+    let mut conn = Conn::open(&broker.addr);
+    create_topic(&mut conn, &name, 1, &[]);
+    for i in 0..4 {
+        let answer = wire::produce(&mut conn, &name, 0, batch(10, 10_000, i, Compression::None));
+        assert_eq!(answer.error_code, NONE);
+    }
+    let before = open_fds(pid);
+    // 20,000 entries of the same partition: about 400 KB of request.
+    let parts: Vec<(i32, i64, i32)> = (0..20_000).map(|i| (0, i % 40, 70_000)).collect();
+    let request = sessionless(4, &name, Uuid::nil(), &parts, 0, 0, i32::MAX);
+    let response = wire::fetch(&mut conn, 4, &request);
+    assert_eq!(response.responses.len(), 1);
+    let partitions = &response.responses[0].partitions;
+    assert_eq!(partitions.len(), 1, "one answer for the partition");
+    // Kafka's semantics: the first place in the request, the last values given.
+    let records = partitions[0].records.clone().unwrap();
+    let first = BatchIter::new(&records, true).next().unwrap().unwrap().0;
+    assert!(
+        first.base_offset <= 39 && first.last_offset() >= 39,
+        "read from offset 39"
+    );
+    assert!(records.len() <= 70_000 || BatchIter::new(&records, true).count() == 1);
+    let after = open_fds(pid);
+    assert!(
+        after <= before + 4,
+        "descriptors {before} -> {after}: a read must not open one per listed partition"
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_is_disconnected() {
+    let broker = TestBroker::start_with(&[
+        "--fetch-zero-copy",
+        "always",
+        "--send-stall-timeout-ms",
+        "1500",
+    ]);
+    let pid = broker.pid().unwrap();
+    let name = topic("zc-stall");
+    let mut admin = Conn::open(&broker.addr);
+    create_topic(&mut admin, &name, 1, &[("segment.bytes", "1048576")]);
+    for i in 0..30u64 {
+        let answer = wire::produce(
+            &mut admin,
+            &name,
+            0,
+            batch(50, 20_000, i, Compression::None),
+        );
+        assert_eq!(answer.error_code, NONE);
+    }
+    let request = sessionless(12, &name, Uuid::nil(), &[(0, 0, 64 << 20)], 0, 0, 64 << 20);
+    // A reader that keeps up first: each segment then has its one shared
+    // descriptor open (kept for the segment's life, not per response).
+    let whole = wire::fetch(&mut admin, 12, &request);
+    assert_eq!(whole.responses[0].partitions[0].error_code, NONE);
+    let before = open_fds(pid);
+    let mut stalled = Conn::open(&broker.addr);
+    let correlation_id = stalled.send(ApiKey::Fetch, 12, &request);
+    assert!(correlation_id > 0);
+    // Do not read for longer than the stall timeout: the broker gives up.
+    std::thread::sleep(Duration::from_millis(4000));
+    stalled
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match stalled.stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    assert!(
+        received < 30 * 50 * 20_000,
+        "the connection closed before the whole response ({received} bytes) went out"
+    );
+    // What the stalled response held is released, and others are served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) > before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors {before} -> {}",
+            open_fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let small = sessionless(12, &name, Uuid::nil(), &[(0, 0, 100_000)], 0, 0, 100_000);
+    let response = wire::fetch(&mut admin, 12, &small);
+    assert_eq!(response.responses[0].partitions[0].error_code, NONE);
+}

@@ -122,23 +122,34 @@ impl Writer {
         }
     }
 
-    fn finish(mut self) -> Chain {
+    fn finish(mut self) -> Result<Chain, ResponseTooLarge> {
         self.flush();
         let mut head = self.head.take().expect("the frame starts in memory");
         let total = head.len() + self.done.iter().map(Piece::len).sum::<usize>();
-        let length = i32::try_from(total - 4).expect("a Fetch response is below 2 GiB");
+        let length = i32::try_from(total - 4).map_err(|_| ResponseTooLarge(total))?;
         head[..4].copy_from_slice(&length.to_be_bytes());
         let mut chain = Chain::default();
         chain.push(Piece::Memory(head.freeze()));
         for piece in self.done {
             chain.push(piece);
         }
-        chain
+        Ok(chain)
     }
 }
 
+/// A response whose frame length does not fit the protocol's `i32`. The Fetch
+/// handler caps record data far below this; hitting it means a bug or an
+/// absurd request, answered by closing the connection.
+#[derive(Debug, thiserror::Error)]
+#[error("a Fetch response of {0} bytes does not fit a frame")]
+pub struct ResponseTooLarge(pub usize);
+
 /// The complete response frame for Fetch `version` (4-16).
-pub fn write_frame(version: i16, correlation_id: i32, response: &FetchResponse) -> Chain {
+pub fn write_frame(
+    version: i16,
+    correlation_id: i32,
+    response: &FetchResponse,
+) -> Result<Chain, ResponseTooLarge> {
     assert!(
         (4..=16).contains(&version),
         "Fetch v{version} is not served"
@@ -190,6 +201,7 @@ pub fn write_frame(version: i16, correlation_id: i32, response: &FetchResponse) 
 pub fn write_frame_bytes(version: i16, correlation_id: i32, response: &FetchResponse) -> Bytes {
     Bytes::from(
         write_frame(version, correlation_id, response)
+            .expect("a test response fits a frame")
             .to_vec()
             .expect("memory pieces always read"),
     )
@@ -314,7 +326,7 @@ mod tests {
             chain
         });
         for version in [4, 11, 12, 13, 16] {
-            let chain = write_frame(version, 5, &response);
+            let chain = write_frame(version, 5, &response).unwrap();
             let file_pieces = chain
                 .pieces()
                 .iter()

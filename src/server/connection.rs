@@ -13,9 +13,10 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::io::AsyncReadExt;
 use compio::BufResult;
 use event_listener::Event;
 use futures_util::future::{select, Either};
@@ -27,6 +28,7 @@ use crate::runtime::Shard;
 use crate::server::dispatch::{self, Reply};
 use crate::server::handlers::fetch::FetchSessions;
 use crate::server::send;
+use crate::storage::chain::Chain;
 
 /// Requests of one connection being handled at once. Kafka handles one at a
 /// time per connection; pipelining a few more keeps a shard busy without letting
@@ -241,28 +243,46 @@ async fn write_loop(conn: Rc<Connection>, rx: async_channel::Receiver<InFlight>)
 
 /// Sends one reply; false when the connection must close.
 async fn write_reply(conn: &Connection, reply: Reply) -> bool {
-    match reply {
-        Reply::Frame(bytes) => {
-            conn.shard.metrics().add_out(bytes.len());
-            let mut stream = &conn.stream;
-            if let BufResult(Err(error), _) = stream.write_all(bytes).await {
-                tracing::debug!(peer = %conn.peer, %error, "write failed");
-                conn.shut_down();
-                return false;
-            }
-            true
-        }
-        Reply::Chain(chain) => {
-            conn.shard.metrics().add_out(chain.len());
-            if let Err(error) = send::send_chain(&conn.stream, &conn.shard.pipes, chain).await {
-                tracing::debug!(peer = %conn.peer, %error, "write failed");
-                conn.shut_down();
-                return false;
-            }
-            true
-        }
-        Reply::Nothing => true,
+    let chain = match reply {
+        Reply::Frame(bytes) => Chain::from(bytes),
+        Reply::Chain(chain) => chain,
+        Reply::Nothing => return true,
         Reply::Close => {
+            conn.shut_down();
+            return false;
+        }
+    };
+    conn.shard.metrics().add_out(chain.len());
+    let progress = Cell::new(Instant::now());
+    let to = send::Destination {
+        stream: &conn.stream,
+        pipes: &conn.shard.pipes,
+        progress: &progress,
+    };
+    // A client that stops reading must not hold the response (file
+    // descriptors, a kernel worker blocked in splice, memory) forever: when
+    // nothing has moved for the stall timeout, the connection closes.
+    let stall = Duration::from_millis(conn.shard.broker.config.send_stall_timeout_ms);
+    let watchdog = async {
+        loop {
+            let idle = progress.get().elapsed();
+            if idle >= stall {
+                return;
+            }
+            compio::time::sleep(stall - idle).await;
+        }
+    };
+    let send = std::pin::pin!(send::send_chain(&to, chain));
+    let watchdog = std::pin::pin!(watchdog);
+    match select(send, watchdog).await {
+        Either::Left((Ok(()), _)) => true,
+        Either::Left((Err(error), _)) => {
+            tracing::debug!(peer = %conn.peer, %error, "write failed");
+            conn.shut_down();
+            false
+        }
+        Either::Right(((), _)) => {
+            tracing::warn!(peer = %conn.peer, ?stall, "response made no progress; closing connection");
             conn.shut_down();
             false
         }

@@ -123,11 +123,13 @@ async fn serve(conn: Rc<Connection>, mut request: Bytes) -> Reply {
         ApiKey::Fetch => match Decodable::decode(&mut request, version) {
             Ok(body) => {
                 let response = handlers::fetch::handle(&ctx, body).await;
-                Reply::Chain(fetch_response::write_frame(
-                    version,
-                    prefix.correlation_id,
-                    &response,
-                ))
+                match fetch_response::write_frame(version, prefix.correlation_id, &response) {
+                    Ok(chain) => Reply::Chain(chain),
+                    Err(error) => {
+                        tracing::error!(peer = %conn.peer, %error, "closing connection");
+                        Reply::Close
+                    }
+                }
             }
             Err(_) => close(&conn, Some(prefix), "malformed request body"),
         },

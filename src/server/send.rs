@@ -7,9 +7,10 @@
 //! small packet per piece. Pipes come from a per-shard pool; a pipe is returned
 //! only when empty (an error halfway leaves data in it, and it is dropped).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use bytes::Bytes;
 use compio::driver::SharedFd;
@@ -28,6 +29,8 @@ const PIPE_BYTES: usize = 1 << 20;
 const POOL_MAX: usize = 16;
 /// iovecs per vectored write (Linux accepts at most 1024).
 const IOVECS_PER_WRITE: usize = 512;
+/// Bytes per write of memory pieces: progress is marked after each.
+const WRITE_UNIT_BYTES: usize = 1 << 20;
 
 /// A pipe used as the kernel-side buffer of splice.
 pub struct SplicePipe {
@@ -73,15 +76,31 @@ impl PipePool {
 
     fn give_back(&self, pipe: SplicePipe) {
         let mut pipes = self.pipes.borrow_mut();
-        if pipes.len() < POOL_MAX {
+        // A pipe the kernel would not enlarge (over the per-user pipe budget)
+        // is not kept: each splice through it would move only a few pages.
+        if pipes.len() < POOL_MAX && pipe.capacity >= PIPE_BYTES {
             pipes.push(pipe);
         }
     }
 }
 
+/// Where one response goes, and when it last made progress (a connection's
+/// watchdog closes it when a response stops moving, see `connection.rs`).
+pub struct Destination<'a> {
+    pub stream: &'a TcpStream,
+    pub pipes: &'a PipePool,
+    pub progress: &'a Cell<Instant>,
+}
+
+impl Destination<'_> {
+    fn moved(&self) {
+        self.progress.set(Instant::now());
+    }
+}
+
 /// Sends `chain` whole, or fails (the connection must then close: part of a
 /// frame may have gone out).
-pub async fn send_chain(stream: &TcpStream, pipes: &PipePool, chain: Chain) -> io::Result<()> {
+pub async fn send_chain(to: &Destination<'_>, chain: Chain) -> io::Result<()> {
     if !chain.has_file_pieces() {
         let memory: Vec<Bytes> = chain
             .into_pieces()
@@ -91,9 +110,9 @@ pub async fn send_chain(stream: &TcpStream, pipes: &PipePool, chain: Chain) -> i
                 Piece::File(_) => None,
             })
             .collect();
-        return write_memory(stream, memory).await;
+        return write_memory(to, memory).await;
     }
-    let socket = socket2::SockRef::from(stream);
+    let socket = socket2::SockRef::from(to.stream);
     let _ = socket.set_cork(true);
     let result = async {
         let mut memory = Vec::new();
@@ -101,38 +120,58 @@ pub async fn send_chain(stream: &TcpStream, pipes: &PipePool, chain: Chain) -> i
             match piece {
                 Piece::Memory(bytes) => memory.push(bytes),
                 Piece::File(slice) => {
-                    write_memory(stream, std::mem::take(&mut memory)).await?;
-                    send_file(stream, pipes, slice).await?;
+                    write_memory(to, std::mem::take(&mut memory)).await?;
+                    send_file(to, slice).await?;
                 }
             }
         }
-        write_memory(stream, memory).await
+        write_memory(to, memory).await
     }
     .await;
     let _ = socket.set_cork(false);
     result
 }
 
-async fn write_memory(stream: &TcpStream, mut pieces: Vec<Bytes>) -> io::Result<()> {
-    let mut stream = stream;
-    while !pieces.is_empty() {
-        let rest = pieces.split_off(pieces.len().min(IOVECS_PER_WRITE));
-        let BufResult(result, _) = if pieces.len() == 1 {
-            let only = pieces.pop().expect("one piece");
+/// Writes memory pieces with vectored writes of at most `IOVECS_PER_WRITE`
+/// pieces and `WRITE_UNIT_BYTES` bytes each, marking progress after each.
+pub async fn write_memory(to: &Destination<'_>, pieces: Vec<Bytes>) -> io::Result<()> {
+    let mut stream = to.stream;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch_bytes = 0;
+    let mut pieces = pieces.into_iter().peekable();
+    loop {
+        // Fill a batch, cutting large pieces into units.
+        while let Some(piece) = pieces.peek_mut() {
+            if batch.len() == IOVECS_PER_WRITE || batch_bytes == WRITE_UNIT_BYTES {
+                break;
+            }
+            let take = piece.len().min(WRITE_UNIT_BYTES - batch_bytes);
+            batch.push(piece.split_to(take));
+            batch_bytes += take;
+            if piece.is_empty() {
+                pieces.next();
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let BufResult(result, _) = if batch.len() == 1 {
+            let only = batch.pop().expect("one piece");
             let BufResult(result, _) = stream.write_all(only).await;
             BufResult(result, Vec::new())
         } else {
-            stream.write_vectored_all(pieces).await
+            stream.write_vectored_all(std::mem::take(&mut batch)).await
         };
         result?;
-        pieces = rest;
+        to.moved();
+        batch_bytes = 0;
     }
-    Ok(())
 }
 
 /// Splices `slice` from its file to the socket. Falls back to copying when the
 /// kernel refuses to splice from that file before any of it was sent.
-async fn send_file(stream: &TcpStream, pipes: &PipePool, slice: FileSlice) -> io::Result<()> {
+async fn send_file(to: &Destination<'_>, slice: FileSlice) -> io::Result<()> {
+    let (stream, pipes) = (to.stream, to.pipes);
     let pipe = pipes.take().await?;
     let file = SharedFd::new(slice.file.clone());
     let mut position = slice.position;
@@ -154,7 +193,7 @@ async fn send_file(stream: &TcpStream, pipes: &PipePool, slice: FileSlice) -> io
             Err(error) if left == slice.len && cannot_splice(&error) => {
                 pipes.give_back(pipe);
                 tracing::debug!(%error, "splice from a segment file refused; copying");
-                return copy_file(stream, &slice).await;
+                return copy_file(to, &slice).await;
             }
             Err(error) => {
                 pipes.give_back(pipe); // nothing entered the pipe
@@ -174,6 +213,7 @@ async fn send_file(stream: &TcpStream, pipes: &PipePool, slice: FileSlice) -> io
                 ));
             }
             in_pipe -= sent;
+            to.moved();
         }
         position += filled as u64;
         left -= filled;
@@ -191,7 +231,7 @@ fn cannot_splice(error: &io::Error) -> bool {
 
 /// The copying fallback for one file slice: pread into a page-aligned buffer
 /// (on this thread: the data was just in the page cache), then write.
-async fn copy_file(stream: &TcpStream, slice: &FileSlice) -> io::Result<()> {
+async fn copy_file(to: &Destination<'_>, slice: &FileSlice) -> io::Result<()> {
     use compio::buf::{IoBufMut, SetLen};
     use std::os::unix::fs::FileExt;
     let mut position = slice.position;
@@ -204,7 +244,7 @@ async fn copy_file(stream: &TcpStream, slice: &FileSlice) -> io::Result<()> {
             .read_exact_at(&mut buf.ensure_init()[..chunk], position)?;
         // SAFETY: `ensure_init` initialized all `chunk` bytes of the capacity.
         unsafe { buf.set_len(chunk) };
-        write_memory(stream, vec![buf.freeze()]).await?;
+        write_memory(to, vec![buf.freeze()]).await?;
         position += chunk as u64;
         left -= chunk;
     }

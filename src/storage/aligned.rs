@@ -45,7 +45,10 @@ impl AlignedBuf {
     }
 
     fn layout(capacity: usize) -> Layout {
-        let size = capacity.max(1).next_multiple_of(PAGE);
+        let size = capacity
+            .max(1)
+            .checked_next_multiple_of(PAGE)
+            .expect("a buffer size below usize::MAX");
         Layout::from_size_align(size, PAGE).expect("a page-aligned layout of a sane size")
     }
 

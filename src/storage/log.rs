@@ -820,7 +820,7 @@ pub async fn read(
             return Ok(empty);
         };
         (
-            SegmentView::of(&log.segments[i]),
+            SegmentView::of(&log.segments[i], zero_copy_min_bytes.is_some()),
             position,
             high_watermark,
             log.log_start_offset,
@@ -893,19 +893,23 @@ pub async fn read(
         } else {
             0
         };
-        segment = SegmentView::of(next);
+        segment = SegmentView::of(next, zero_copy_min_bytes.is_some());
     }
     let mut records = Chain::default();
     for (segment, start, end, inline) in ranges {
         let len = (end - start) as usize;
-        let piece = match (inline, zero_copy_min_bytes) {
-            (_, Some(min)) if len >= min => Piece::File(FileSlice {
-                file: segment.shared_file()?,
+        let splice_from = segment
+            .shared
+            .clone()
+            .filter(|_| zero_copy_min_bytes.is_some_and(|min| len >= min));
+        let piece = match (inline, splice_from) {
+            (_, Some(file)) => Piece::File(FileSlice {
+                file,
                 position: start,
                 len,
             }),
-            (Some(bytes), _) => Piece::Memory(bytes),
-            (None, _) => Piece::Memory(
+            (Some(bytes), None) => Piece::Memory(bytes),
+            (None, None) => Piece::Memory(
                 aligned::read_at(&segment.file, start, len)
                     .await
                     .map_err(|e| ReadError::Storage(format!("read at {start}: {e}")))?,
@@ -929,28 +933,30 @@ pub async fn read(
 struct SegmentView {
     base_offset: i64,
     file: Rc<compio::fs::File>,
+    /// The descriptor responses may hold, when the read may splice (None when
+    /// it may not, or when the descriptor could not be opened: then it copies).
+    shared: Option<Arc<std::fs::File>>,
     readable: u64,
 }
 
 impl SegmentView {
-    fn of(segment: &Segment) -> SegmentView {
+    fn of(segment: &Segment, may_splice: bool) -> SegmentView {
+        let shared = if may_splice {
+            segment
+                .shared_file()
+                .inspect_err(
+                    |error| tracing::warn!(%error, "no shared descriptor for a segment; copying"),
+                )
+                .ok()
+        } else {
+            None
+        };
         SegmentView {
             base_offset: segment.base_offset,
             file: segment.file.clone(),
+            shared,
             readable: segment.readable_bytes,
         }
-    }
-
-    /// A descriptor of the segment file that a response may hold on to, on any
-    /// shard, after the segment is deleted.
-    fn shared_file(&self) -> Result<Arc<std::fs::File>, ReadError> {
-        use std::os::fd::AsFd;
-        let fd = self
-            .file
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| ReadError::Storage(format!("dup of a segment file: {e}")))?;
-        Ok(Arc::new(std::fs::File::from(fd)))
     }
 }
 
@@ -996,6 +1002,14 @@ impl<'a> HeaderWalker<'a> {
         let header = BatchHeader::parse(&self.chunk[at..])
             .map_err(|e| ReadError::Storage(format!("corrupt batch at {position}: {e}")))?;
         let len = header.total_len() as u64;
+        if header.magic != 2 || len < BATCH_HEADER_LEN as u64 {
+            // Never walk by a length that is not a batch's: a damaged header
+            // could otherwise stop the walk (length 0) or land mid-batch.
+            return Err(ReadError::Storage(format!(
+                "corrupt batch at {position}: magic {}, length {len}",
+                header.magic
+            )));
+        }
         if position + len > self.segment.readable {
             return Err(ReadError::Storage(format!(
                 "batch at {position} runs past the readable end {}",

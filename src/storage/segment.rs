@@ -9,6 +9,7 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::protocol::batch::{
     compute_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD,
@@ -167,6 +168,11 @@ pub struct Segment {
     pub log_path: PathBuf,
     /// The open `.log` file, shared with in-flight reads and writes.
     pub file: Rc<compio::fs::File>,
+    /// A second descriptor of the same file that Fetch responses hold (on any
+    /// shard) while they splice from it; opened once, on the first such read,
+    /// so a segment costs at most two descriptors however many responses refer
+    /// to it. Keeps the data readable after retention deletes the file.
+    shared_file: std::cell::OnceCell<Arc<fs::File>>,
     /// Bytes reserved by appends, written or still in flight. The next append goes here.
     pub reserved_bytes: u64,
     /// Bytes whose writes have completed, in order; readers never look past this.
@@ -216,6 +222,7 @@ impl Segment {
             base_offset,
             log_path,
             file: Rc::new(file),
+            shared_file: std::cell::OnceCell::new(),
             reserved_bytes: size,
             readable_bytes: size,
             next_offset: base_offset,
@@ -506,6 +513,16 @@ impl Segment {
 
     pub fn is_empty(&self) -> bool {
         self.reserved_bytes == 0
+    }
+
+    /// The descriptor Fetch responses share (see `shared_file`).
+    pub fn shared_file(&self) -> io::Result<Arc<fs::File>> {
+        if let Some(file) = self.shared_file.get() {
+            return Ok(file.clone());
+        }
+        use std::os::fd::AsFd;
+        let file = Arc::new(fs::File::from(self.file.as_fd().try_clone_to_owned()?));
+        Ok(self.shared_file.get_or_init(|| file).clone())
     }
 
     /// Removes the segment's files (retention, DeleteRecords, topic deletion).

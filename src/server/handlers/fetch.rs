@@ -27,6 +27,8 @@ use crate::storage::log::{self, ReadError};
 
 /// Fetch sessions one connection may hold. Clients use one per broker connection.
 pub const FETCH_SESSIONS_PER_CONNECTION_MAX: usize = 8;
+/// Record bytes of one Fetch response at most (Kafka's `fetch.max.bytes` default).
+pub const FETCH_MAX_BYTES: usize = 55 << 20;
 /// Upper bound on a long-poll, whatever the client asks.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
 
@@ -124,10 +126,13 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;
+    // Kafka's broker-side fetch.max.bytes: whatever the client asks, a
+    // response carries at most this much record data (plus, per KIP-74, one
+    // first batch), so it stays far below the 2 GiB a frame can hold.
     let max_bytes = if request.max_bytes <= 0 {
-        i32::MAX as usize
+        FETCH_MAX_BYTES
     } else {
-        request.max_bytes as usize
+        (request.max_bytes as usize).min(FETCH_MAX_BYTES)
     };
     let results = loop {
         // Listen before reading, so that an append landing in between still wakes us.
@@ -188,11 +193,13 @@ fn open_session(
     request: &FetchRequest,
     by_id: bool,
 ) -> Result<(SessionMode, Vec<Wanted>), ErrorCode> {
-    let listed: Vec<Wanted> = request
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| Wanted {
+    // A partition listed twice is read once: at its first place in the
+    // request, with the last values given for it (Kafka keeps the request's
+    // partitions in an insertion-ordered map the same way).
+    let mut unique: IndexMap<(String, Uuid, i32), Wanted> = IndexMap::new();
+    for t in &request.topics {
+        for p in &t.partitions {
+            let wanted = Wanted {
                 topic_name: if by_id {
                     String::new()
                 } else {
@@ -202,9 +209,12 @@ fn open_session(
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: p.partition_max_bytes,
-            })
-        })
-        .collect();
+            };
+            let key = (wanted.topic_name.clone(), wanted.topic_id, wanted.partition);
+            unique.insert(key, wanted);
+        }
+    }
+    let listed: Vec<Wanted> = unique.into_values().collect();
     if ctx.api_version < 7 {
         return Ok((SessionMode::Sessionless, listed));
     }
