@@ -91,6 +91,10 @@ pub struct Cli {
     /// off unless given.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Request bytes a shard holds at most over all its connections (read and
+    /// not yet answered); reading more waits [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    pub shard_max_request_bytes: Option<usize>,
     /// Close a connection whose response has made no progress (the client
     /// stopped reading) for this long [default: 60000].
     #[arg(long, value_name = "MS")]
@@ -126,6 +130,7 @@ struct FileConfig {
     fetch_zero_copy: Option<String>,
     metrics_listen: Option<SocketAddr>,
     send_stall_timeout_ms: Option<u64>,
+    shard_max_request_bytes: Option<usize>,
     log_retention_check_interval_ms: Option<u64>,
     log_cleaner_interval_ms: Option<u64>,
     offsets_topic_segment_bytes: Option<u64>,
@@ -156,6 +161,7 @@ pub struct Config {
     pub fetch_zero_copy: FetchZeroCopy,
     pub metrics_listen: Option<SocketAddr>,
     pub send_stall_timeout_ms: u64,
+    pub shard_max_request_bytes: usize,
     pub log_retention_check_interval_ms: u64,
     pub log_cleaner_interval_ms: u64,
     pub offsets_topic_segment_bytes: u64,
@@ -416,6 +422,10 @@ impl Config {
             fetch_zero_copy,
             metrics_listen: cli.metrics_listen.or(file.metrics_listen),
             send_stall_timeout_ms,
+            shard_max_request_bytes: cli
+                .shard_max_request_bytes
+                .or(file.shard_max_request_bytes)
+                .unwrap_or(256 << 20),
             log_retention_check_interval_ms,
             log_cleaner_interval_ms,
             offsets_topic_segment_bytes,

@@ -151,3 +151,87 @@ fn idle_connections_slow_readers_and_vanishing_clients_do_not_hurt_others() {
         "correlation id of the first fetch"
     );
 }
+
+/// The value of one series in a Prometheus exposition.
+fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series}"))
+}
+
+#[test]
+fn many_producers_together_stay_within_the_shard_budget() {
+    const BUDGET: usize = 16 << 20;
+    const FRAME: usize = 2 << 20;
+    let broker = TestBroker::start_with(&[
+        "--shard-max-request-bytes",
+        &BUDGET.to_string(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let topic = common::topic("budget");
+    let mut admin = Conn::open(&broker.addr);
+    create_topic(&mut admin, &topic, 2, &[("max.message.bytes", "4194304")]);
+    // 8 connections each pipelining 20 acks=all requests of 2 MiB: 320 MiB
+    // offered at once, 20 times the budget.
+    let records = batch(FRAME);
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let addr = broker.addr.clone();
+            let topic = topic.clone();
+            let records = records.clone();
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(&addr);
+                conn.stream
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
+                let request = produce_request(&topic, c % 2, records);
+                let ids: Vec<i32> = (0..20)
+                    .map(|_| conn.send(ApiKey::Produce, 9, &request))
+                    .collect();
+                for id in ids {
+                    let response: kafka_protocol::messages::ProduceResponse =
+                        conn.recv(ApiKey::Produce, 9, id);
+                    let p = &response.responses[0].partition_responses[0];
+                    assert_eq!(p.error_code, NONE, "produce {id}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let url = broker.metrics_url.clone().unwrap();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    let mut busiest = 0.0f64;
+    for shard in 0..2 {
+        let max = metric(
+            &body,
+            &format!("sluice_shard_request_bytes_in_flight_max{{shard=\"{shard}\"}}"),
+        );
+        // One frame may go over (admitted whole when the rest fits).
+        assert!(
+            max <= (BUDGET + FRAME + 4096) as f64,
+            "shard {shard} held {max} request bytes, budget {BUDGET}"
+        );
+        busiest = busiest.max(max);
+        let now = metric(
+            &body,
+            &format!("sluice_shard_request_bytes_in_flight{{shard=\"{shard}\"}}"),
+        );
+        assert!(
+            now < (64 << 10) as f64,
+            "shard {shard} still holds {now} bytes"
+        );
+    }
+    assert!(
+        busiest >= (BUDGET / 2) as f64,
+        "the load did press on the budget (at most {busiest} bytes held)"
+    );
+}

@@ -92,6 +92,10 @@ pub struct ShardMetrics {
     pub commit_batch: Histogram,
     /// Duration of a group-commit round (the fdatasyncs it runs).
     pub commit_sync_seconds: Histogram,
+    /// Request bytes read and not yet answered, over all connections.
+    pub request_bytes_in_flight: AtomicU64,
+    /// The largest value `request_bytes_in_flight` has had.
+    pub request_bytes_in_flight_max: AtomicU64,
     /// The shard thread's kernel id, for its CPU time (0 until it starts).
     pub thread_id: AtomicI64,
 }
@@ -107,6 +111,8 @@ impl Default for ShardMetrics {
             connections: AtomicI64::new(0),
             commit_batch: Histogram::new(&BATCH_BOUNDS),
             commit_sync_seconds: Histogram::new(&LATENCY_BOUNDS),
+            request_bytes_in_flight: AtomicU64::new(0),
+            request_bytes_in_flight_max: AtomicU64::new(0),
             thread_id: AtomicI64::new(0),
         }
     }

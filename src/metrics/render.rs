@@ -75,6 +75,24 @@ pub fn render(broker: &Broker, partitions: &[PartitionSample]) -> String {
         "Jobs waiting in a shard's cross-shard queue.",
         broker.shards.iter().map(|h| h.sender.len() as f64),
     );
+    gauge_per_shard(
+        &mut out,
+        "sluice_shard_request_bytes_in_flight",
+        "Request bytes read and not yet answered, over a shard's connections.",
+        metrics
+            .shards
+            .iter()
+            .map(|s| s.request_bytes_in_flight.load(Ordering::Relaxed) as f64),
+    );
+    gauge_per_shard(
+        &mut out,
+        "sluice_shard_request_bytes_in_flight_max",
+        "The largest sluice_shard_request_bytes_in_flight seen since start.",
+        metrics
+            .shards
+            .iter()
+            .map(|s| s.request_bytes_in_flight_max.load(Ordering::Relaxed) as f64),
+    );
     header(
         &mut out,
         "sluice_shard_busy_seconds_total",

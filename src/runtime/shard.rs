@@ -1,10 +1,13 @@
 //! A shard: one thread, one compio runtime, the logs of the partitions it owns.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use event_listener::Event;
 
 use futures_channel::oneshot;
 use uuid::Uuid;
@@ -61,6 +64,28 @@ pub struct Shard {
     pub zero_copy_min_bytes: Option<usize>,
     /// Pipes for splicing file data to sockets.
     pub pipes: PipePool,
+    /// Request bytes of all this shard's connections read and not yet answered.
+    request_bytes: Cell<usize>,
+    request_bytes_freed: Event,
+}
+
+/// Request bytes a shard holds, given back when dropped (the request answered,
+/// or dropped with its connection).
+pub struct Admission {
+    shard: Rc<Shard>,
+    bytes: usize,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let left = self.shard.request_bytes.get() - self.bytes;
+        self.shard.request_bytes.set(left);
+        self.shard
+            .metrics()
+            .request_bytes_in_flight
+            .store(left as u64, Ordering::Relaxed);
+        self.shard.request_bytes_freed.notify(usize::MAX);
+    }
 }
 
 impl Shard {
@@ -77,12 +102,48 @@ impl Shard {
         Shard {
             zero_copy_min_bytes,
             pipes: PipePool::default(),
+            request_bytes: Cell::new(0),
+            request_bytes_freed: Event::new(),
             id,
             broker,
             logs: RefCell::new(HashMap::new()),
             commit: Rc::new(commit),
             controller: RefCell::new(None),
             groups: RefCell::new(None),
+        }
+    }
+
+    /// Waits until `bytes` more request bytes fit the shard's budget
+    /// (`--shard-max-request-bytes`), then holds them until the returned
+    /// admission is dropped. A request larger than the budget is admitted when
+    /// nothing else is held, so every legal request makes progress. This bounds
+    /// what many connections together make the shard buffer, on top of each
+    /// connection's own limits.
+    pub async fn admit(self: &Rc<Self>, bytes: usize) -> Admission {
+        let max = self.broker.config.shard_max_request_bytes;
+        loop {
+            let held = self.request_bytes.get();
+            if held == 0 || held + bytes <= max {
+                break;
+            }
+            let listener = self.request_bytes_freed.listen();
+            if self.request_bytes.get() != held {
+                continue;
+            }
+            listener.await;
+        }
+        let held = self.request_bytes.get() + bytes;
+        self.request_bytes.set(held);
+        let metrics = self.metrics();
+        metrics
+            .request_bytes_in_flight
+            .store(held as u64, Ordering::Relaxed);
+        metrics
+            .request_bytes_in_flight_max
+            .fetch_max(held as u64, Ordering::Relaxed);
+        Admission {
+            shard: self.clone(),
+            bytes,
         }
     }
 

@@ -24,6 +24,7 @@ use futures_util::future::{select, Either};
 use kafka_protocol::messages::ApiKey;
 
 use crate::protocol::frame;
+use crate::runtime::shard::Admission;
 use crate::runtime::Shard;
 use crate::server::dispatch::{self, Reply};
 use crate::server::handlers::fetch::FetchSessions;
@@ -63,6 +64,9 @@ pub struct Connection {
 /// A request being handled: its task and its size against the byte budget.
 struct InFlight {
     task: compio::runtime::JoinHandle<Reply>,
+    /// The request's bytes in the shard's budget, given back once its response
+    /// is ready (or when this is dropped with the connection).
+    admission: Admission,
     bytes: usize,
     correlation_id: i32,
     /// Holds the connection's fetch slot until its response is written.
@@ -187,6 +191,8 @@ async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
                 return;
             }
         };
+        // Held from before the body is read until the response is ready.
+        let admission = conn.shard.admit(4 + length).await;
         if !fill(conn, &mut buf, 4 + length).await {
             return;
         }
@@ -206,6 +212,7 @@ async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
         if tx
             .send(InFlight {
                 task,
+                admission,
                 bytes: length,
                 correlation_id,
                 is_fetch,
@@ -222,8 +229,9 @@ async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
 }
 
 async fn write_loop(conn: Rc<Connection>, rx: async_channel::Receiver<InFlight>) {
-    while let Ok(in_flight) = rx.recv().await {
-        let reply = in_flight.task.await;
+    while let Ok(mut in_flight) = rx.recv().await {
+        let reply = (&mut in_flight.task).await;
+        drop(in_flight.admission);
         conn.in_flight_bytes
             .set(conn.in_flight_bytes.get() - in_flight.bytes);
         conn.budget_freed.notify(usize::MAX);
