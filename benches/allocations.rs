@@ -27,7 +27,6 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::Decodable;
 use sluice::protocol::batch::validate_records;
-use sluice::protocol::fetch_response::{self, FetchResponse, PartitionResponse, TopicResponse};
 use sluice::protocol::frame;
 use sluice::storage::commit::GroupCommit;
 use sluice::storage::log::{self, LogRef};
@@ -115,20 +114,7 @@ async fn fetch_once(log: &LogRef, offset: i64) -> usize {
     let read = log::read(log, offset, 1 << 20, true, Some(0))
         .await
         .unwrap();
-    let response = FetchResponse {
-        topics: vec![TopicResponse {
-            name: "orders".into(),
-            partitions: vec![PartitionResponse {
-                high_watermark: read.high_watermark,
-                last_stable_offset: read.high_watermark,
-                records: read.records,
-                ..PartitionResponse::default()
-            }],
-            ..TopicResponse::default()
-        }],
-        ..FetchResponse::default()
-    };
-    fetch_response::write_frame(12, 1, &response).unwrap().len()
+    common::fetch_frame(read, 1).len()
 }
 
 fn allocations(c: &mut Criterion) {

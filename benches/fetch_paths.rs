@@ -23,7 +23,6 @@ use std::time::Duration;
 use compio::io::AsyncReadExt;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice::protocol::batch::validate_records;
-use sluice::protocol::fetch_response::{self, FetchResponse, PartitionResponse, TopicResponse};
 use sluice::server::send::{send_chain, Destination, PipePool};
 use sluice::storage::commit::GroupCommit;
 use sluice::storage::log::{self, LogRef};
@@ -91,21 +90,8 @@ async fn fetch_all(
             .await
             .unwrap();
         let records_len = read.records.len();
-        let response = FetchResponse {
-            topics: vec![TopicResponse {
-                name: "bench".into(),
-                partitions: vec![PartitionResponse {
-                    high_watermark: read.high_watermark,
-                    last_stable_offset: read.high_watermark,
-                    records: read.records,
-                    ..PartitionResponse::default()
-                }],
-                ..TopicResponse::default()
-            }],
-            ..FetchResponse::default()
-        };
         correlation_id += 1;
-        let frame = fetch_response::write_frame(12, correlation_id, &response).unwrap();
+        let frame = common::fetch_frame(read, correlation_id);
         let progress = std::cell::Cell::new(std::time::Instant::now());
         let to = Destination {
             stream,

@@ -17,7 +17,9 @@ use kafka_protocol::records::Compression;
 use sluice::metadata::topic_config::TopicConfig;
 use sluice::metadata::PartitionShared;
 use sluice::protocol::encode;
-use sluice::storage::log::{LogRef, PartitionLog};
+use sluice::protocol::fetch_response::{self, FetchResponse, PartitionResponse, TopicResponse};
+use sluice::storage::chain::Chain;
+use sluice::storage::log::{LogRef, PartitionLog, ReadOutcome};
 
 /// One uncompressed batch of `records` keyed records with `value_bytes`-byte
 /// values, as a producer would send it.
@@ -72,4 +74,22 @@ pub fn open_log(dir: &Path, flush_messages: i64, segment_bytes: u64) -> LogRef {
     )
     .unwrap();
     Rc::new(RefCell::new(log))
+}
+
+/// The Fetch v12 response frame for one partition's read.
+pub fn fetch_frame(read: ReadOutcome, correlation_id: i32) -> Chain {
+    let response = FetchResponse {
+        topics: vec![TopicResponse {
+            name: "orders".into(),
+            partitions: vec![PartitionResponse {
+                high_watermark: read.high_watermark,
+                last_stable_offset: read.high_watermark,
+                records: read.records,
+                ..PartitionResponse::default()
+            }],
+            ..TopicResponse::default()
+        }],
+        ..FetchResponse::default()
+    };
+    fetch_response::write_frame(12, correlation_id, &response).unwrap()
 }
