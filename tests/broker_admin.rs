@@ -23,7 +23,6 @@ use kafka_protocol::messages::{
 use kafka_protocol::records::Compression;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Message, Timestamp};
@@ -32,6 +31,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice::protocol::encode;
 use uuid::Uuid;
 
+use common::clients::{self, admin, create_topic};
 use common::wire::{
     self, create_topics_request, fetch, incremental_alter, incremental_alter_opts, list_offset,
     metadata, produce, sessionless, str_bytes, topic_name, Conn, INVALID_CONFIG,
@@ -125,44 +125,15 @@ fn describe_topic_configs(
 
 // ---------------------------------------------------------------- rdkafka
 
-fn admin(broker: &TestBroker) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .create()
-        .expect("admin client")
-}
-
 fn producer(broker: &TestBroker) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("acks", "all")
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", "10000")
-        .create()
-        .expect("producer")
+    clients::producer(
+        broker,
+        &[("linger.ms", "0"), ("message.timeout.ms", "10000")],
+    )
 }
 
 fn consumer(broker: &TestBroker) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "unused-assign-only")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "50")
-        .create()
-        .expect("consumer")
-}
-
-async fn create_topic(broker: &TestBroker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let mut new_topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        new_topic = new_topic.set(k, v);
-    }
-    let results = admin(broker)
-        .create_topics([&new_topic], &AdminOptions::new())
-        .await
-        .expect("create_topics");
-    assert!(results[0].is_ok(), "create {name}: {:?}", results[0]);
+    clients::consumer(broker, &[("fetch.wait.max.ms", "50")])
 }
 
 /// CreateTopics through the admin client of a topic it must refuse: the error.

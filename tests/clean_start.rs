@@ -22,6 +22,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice::protocol::encode;
 
+use common::clients;
 use common::wire::*;
 use common::TestBroker;
 
@@ -155,13 +156,7 @@ fn expected(topic: &str, count: usize) -> Vec<(i64, String)> {
 }
 
 fn producer(broker: &TestBroker) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .expect("producer")
+    clients::producer(broker, &[("linger.ms", "5")])
 }
 
 /// Every (offset, key, value) of partition 0 up to `last_offset`, read by librdkafka.

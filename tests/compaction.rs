@@ -26,6 +26,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+use common::clients;
 use common::wire::{self, str_bytes, topic_name, Conn, NONE};
 use common::{topic, TestBroker};
 
@@ -39,13 +40,7 @@ const TOMBSTONED: [usize; 3] = [3, 7, 11];
 const DELETE_RETENTION: Duration = Duration::from_millis(3000);
 
 fn producer(broker: &TestBroker) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("acks", "all")
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .expect("producer")
+    clients::producer(broker, &[("linger.ms", "0")])
 }
 
 /// Produces one record (None: a tombstone); returns its offset.

@@ -34,8 +34,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::records::Compression;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::admin::AdminOptions;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
@@ -45,6 +45,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice::protocol::encode;
 
+use common::clients::admin;
 use common::wire::{self, str_bytes, topic_name, Conn, NONE};
 use common::{topic, TestBroker};
 
@@ -316,13 +317,6 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .build()
         .expect("tokio runtime")
         .block_on(future)
-}
-
-fn admin(broker: &TestBroker) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .create()
-        .expect("admin client")
 }
 
 // ---------------------------------------------------------------- helpers: raw protocol

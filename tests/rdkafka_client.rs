@@ -5,68 +5,19 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use common::clients::{admin, consumer, create_topic, producer};
 use common::{topic, TestBroker};
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication,
+    AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn admin(broker: &TestBroker) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .create()
-        .expect("admin client")
-}
-
-fn producer(broker: &TestBroker, extra: &[(&str, &str)]) -> FutureProducer {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &broker.addr)
-        .set("acks", "all")
-        .set("message.timeout.ms", "30000");
-    for (k, v) in extra {
-        config.set(*k, *v);
-    }
-    config.create().expect("producer")
-}
-
-fn consumer(broker: &TestBroker, extra: &[(&str, &str)]) -> BaseConsumer {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "unused-assign-only")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    for (k, v) in extra {
-        config.set(*k, *v);
-    }
-    config.create().expect("consumer")
-}
-
-async fn create_topic(broker: &TestBroker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let mut new_topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        new_topic = new_topic.set(k, v);
-    }
-    let results = admin(broker)
-        .create_topics([&new_topic], &AdminOptions::new())
-        .await
-        .expect("create_topics");
-    assert_eq!(results.len(), 1);
-    assert!(results[0].is_ok(), "create {name}: {:?}", results[0]);
-}
-
-/// Reads from every partition of `name` from the beginning until `expected`
-/// messages arrived; returns them as (partition, offset, key, value, timestamp, headers).
 #[allow(clippy::type_complexity)]
 fn consume_all(
     consumer: &BaseConsumer,

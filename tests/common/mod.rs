@@ -2,6 +2,7 @@
 //! temporary data dir, and stops it with SIGTERM (clean) or SIGKILL (crash).
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod wire;
 
 use std::io::{BufRead, BufReader};
