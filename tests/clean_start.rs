@@ -93,21 +93,10 @@ fn log_bytes(broker: &TestBroker, topic: &str) -> u64 {
         .sum()
 }
 
-fn batch(value: &str) -> Bytes {
-    let record = encode::record(
-        0,
-        1_700_000_000_000,
-        None,
-        Some(Bytes::from(value.to_string())),
-        None,
-    );
-    encode::encode_batch(&[record], Compression::None)
-}
-
 /// Produces `count` one-record batches numbered from `first`.
 fn fill(conn: &mut Conn, topic: &str, first: usize, count: usize) {
     for i in first..first + count {
-        let response = produce(conn, topic, 0, batch(&format!("{topic}-{i:04}")));
+        let response = produce(conn, topic, 0, value_batch(&format!("{topic}-{i:04}")));
         assert_eq!(response.error_code, NONE);
         assert_eq!(response.base_offset, i as i64);
     }
@@ -115,38 +104,7 @@ fn fill(conn: &mut Conn, topic: &str, first: usize, count: usize) {
 
 /// Every (offset, value) of partition 0, fetched from offset 0 with Fetch v12.
 fn contents(conn: &mut Conn, topic: &str) -> (i16, Vec<(i64, String)>) {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let mut request = sessionless(
-            12,
-            topic,
-            uuid::Uuid::nil(),
-            &[(0, 0, 1 << 20)],
-            0,
-            0,
-            1 << 20,
-        );
-        request.topics[0].partitions[0].fetch_offset = offset;
-        let response = fetch(conn, 12, &request);
-        let p = &response.responses[0].partitions[0];
-        if p.error_code != NONE {
-            return (p.error_code, out);
-        }
-        let mut records = p.records.clone().unwrap_or_default();
-        if records.is_empty() {
-            return (NONE, out);
-        }
-        for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).unwrap() {
-            for r in set.records {
-                out.push((
-                    r.offset,
-                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
-                ));
-                offset = r.offset + 1;
-            }
-        }
-    }
+    read_partition(conn, topic, 0)
 }
 
 fn expected(topic: &str, count: usize) -> Vec<(i64, String)> {
@@ -413,7 +371,7 @@ fn a_marker_that_disagrees_with_the_files_means_a_scan_and_the_same_data() {
             Box::new(|b, t| {
                 let active = files(b, t, "log").pop().unwrap();
                 let mut bytes = fs::read(&active).unwrap();
-                let extra = batch("torn");
+                let extra = value_batch("torn");
                 bytes.extend_from_slice(&extra[..extra.len() / 2]);
                 fs::write(&active, bytes).unwrap();
             }),

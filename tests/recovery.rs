@@ -7,26 +7,12 @@ mod common;
 use std::fs;
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, MetadataResponse};
-use kafka_protocol::records::Compression;
-use sluice::protocol::encode;
 
 use common::wire::*;
 use common::TestBroker;
 
 const KAFKA_STORAGE_ERROR: i16 = 56;
-
-fn batch(value: &str) -> Bytes {
-    let record = encode::record(
-        0,
-        1_700_000_000_000,
-        None,
-        Some(Bytes::from(value.to_string())),
-        None,
-    );
-    encode::encode_batch(&[record], Compression::None)
-}
 
 fn log_files(broker: &TestBroker, topic: &str, partition: i32, extension: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> =
@@ -46,45 +32,17 @@ fn fill(conn: &mut Conn, topic: &str, partition: i32, count: usize) {
             conn,
             topic,
             partition,
-            batch(&format!("{topic}-{partition}-{i:04}")),
+            value_batch(&format!("{topic}-{partition}-{i:04}")),
         );
         assert_eq!(response.error_code, NONE);
         assert_eq!(response.base_offset, i as i64);
     }
 }
 
-/// Reads every record value of a partition from offset 0 with Fetch v12.
+/// Every record value of a partition from offset 0 (Fetch v12).
 fn values(conn: &mut Conn, topic: &str, partition: i32) -> (i16, Vec<String>) {
-    let request = sessionless(
-        12,
-        topic,
-        uuid::Uuid::nil(),
-        &[(partition, 0, 1 << 20)],
-        0,
-        0,
-        1 << 20,
-    );
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let mut request = request.clone();
-        request.topics[0].partitions[0].fetch_offset = offset;
-        let response = fetch(conn, 12, &request);
-        let p = &response.responses[0].partitions[0];
-        if p.error_code != NONE {
-            return (p.error_code, out);
-        }
-        let mut records = p.records.clone().unwrap_or_default();
-        if records.is_empty() {
-            return (NONE, out);
-        }
-        for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).unwrap() {
-            for r in set.records {
-                out.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
-                offset = r.offset + 1;
-            }
-        }
-    }
+    let (error, records) = read_partition(conn, topic, partition);
+    (error, records.into_iter().map(|(_, value)| value).collect())
 }
 
 #[test]
@@ -105,7 +63,7 @@ fn deleted_indexes_are_rebuilt_and_a_torn_tail_is_cut() {
     }
     // A torn write: half a batch at the end of the active segment.
     let active = log_files(&broker, &topic, 0, "log").pop().unwrap();
-    let torn = batch("torn");
+    let torn = value_batch("torn");
     let mut bytes = fs::read(&active).unwrap();
     let good_len = bytes.len();
     bytes.extend_from_slice(&torn[..torn.len() / 2]);
@@ -129,7 +87,7 @@ fn deleted_indexes_are_rebuilt_and_a_torn_tail_is_cut() {
     assert_eq!(latest_offset(&mut conn, &topic, 0), 40);
     // The log takes appends again at the right offset.
     assert_eq!(
-        produce(&mut conn, &topic, 0, batch("after")).base_offset,
+        produce(&mut conn, &topic, 0, value_batch("after")).base_offset,
         40
     );
 }
@@ -172,7 +130,7 @@ fn corruption_in_the_middle_takes_only_that_partition_offline() {
         "no wrong data is served"
     );
     assert_eq!(
-        produce(&mut conn, &topic, 0, batch("x")).error_code,
+        produce(&mut conn, &topic, 0, value_batch("x")).error_code,
         KAFKA_STORAGE_ERROR
     );
     assert_eq!(list_offset(&mut conn, &topic, 0, -1).0, KAFKA_STORAGE_ERROR);
@@ -180,8 +138,14 @@ fn corruption_in_the_middle_takes_only_that_partition_offline() {
     // The healthy partition and new topics work as before.
     let (error, read) = values(&mut conn, &topic, 1);
     assert_eq!((error, read.len()), (NONE, 30));
-    assert_eq!(produce(&mut conn, &topic, 1, batch("y")).base_offset, 30);
+    assert_eq!(
+        produce(&mut conn, &topic, 1, value_batch("y")).base_offset,
+        30
+    );
     let other = common::topic("healthy");
     create_topic(&mut conn, &other, 1, &[]);
-    assert_eq!(produce(&mut conn, &other, 0, batch("z")).base_offset, 0);
+    assert_eq!(
+        produce(&mut conn, &other, 0, value_batch("z")).base_offset,
+        0
+    );
 }

@@ -480,3 +480,51 @@ pub fn incremental_alter_opts(
     assert_eq!(r.resource_type, RESOURCE_TOPIC, "v{version}: resource type");
     r.error_code
 }
+
+/// A one-record batch holding `value` (no key), as a simple producer sends it.
+pub fn value_batch(value: &str) -> Bytes {
+    let record = sluice::protocol::encode::record(
+        0,
+        1_700_000_000_000,
+        None,
+        Some(Bytes::from(value.to_string())),
+        None,
+    );
+    sluice::protocol::encode::encode_batch(&[record], kafka_protocol::records::Compression::None)
+}
+
+/// Every (offset, value) of a partition from offset 0, read with Fetch v12
+/// until a fetch returns nothing; stops at the first error code, returned
+/// with what was read before it.
+pub fn read_partition(conn: &mut Conn, topic: &str, partition: i32) -> (i16, Vec<(i64, String)>) {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut request = sessionless(
+            12,
+            topic,
+            Uuid::nil(),
+            &[(partition, 0, 1 << 20)],
+            0,
+            0,
+            1 << 20,
+        );
+        request.topics[0].partitions[0].fetch_offset = offset;
+        let response = fetch(conn, 12, &request);
+        let p = &response.responses[0].partitions[0];
+        if p.error_code != NONE {
+            return (p.error_code, out);
+        }
+        let mut records = p.records.clone().unwrap_or_default();
+        if records.is_empty() {
+            return (NONE, out);
+        }
+        for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).unwrap() {
+            for r in set.records {
+                let value = r.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+                out.push((r.offset, value.unwrap_or_default()));
+                offset = r.offset + 1;
+            }
+        }
+    }
+}
