@@ -8,6 +8,7 @@
 //! state every shard reads is the metadata image (an `ArcSwap`) and the
 //! per-partition atomics in [`crate::metadata::PartitionShared`].
 
+pub mod budget;
 pub mod queue;
 pub mod shard;
 

@@ -1,13 +1,11 @@
 //! A shard: one thread, one compio runtime, the logs of the partitions it owns.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-use event_listener::Event;
 
 use futures_channel::oneshot;
 use uuid::Uuid;
@@ -17,6 +15,7 @@ use crate::config::FetchZeroCopy;
 use crate::group::coordinator::GroupCoordinator;
 use crate::metadata::controller::Controller;
 use crate::metrics::ShardMetrics;
+use crate::runtime::budget::ByteBudget;
 use crate::runtime::queue::{self, CallError};
 use crate::server::send::PipePool;
 use crate::storage::commit::GroupCommit;
@@ -65,8 +64,7 @@ pub struct Shard {
     /// Pipes for splicing file data to sockets.
     pub pipes: PipePool,
     /// Request bytes of all this shard's connections read and not yet answered.
-    request_bytes: Cell<usize>,
-    request_bytes_freed: Event,
+    request_bytes: ByteBudget,
 }
 
 /// Request bytes a shard holds, given back when dropped (the request answered,
@@ -78,13 +76,11 @@ pub struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let left = self.shard.request_bytes.get() - self.bytes;
-        self.shard.request_bytes.set(left);
+        let left = self.shard.request_bytes.give_back(self.bytes);
         self.shard
             .metrics()
             .request_bytes_in_flight
             .store(left as u64, Ordering::Relaxed);
-        self.shard.request_bytes_freed.notify(usize::MAX);
     }
 }
 
@@ -102,8 +98,7 @@ impl Shard {
         Shard {
             zero_copy_min_bytes,
             pipes: PipePool::default(),
-            request_bytes: Cell::new(0),
-            request_bytes_freed: Event::new(),
+            request_bytes: ByteBudget::new(broker.config.shard_max_request_bytes),
             id,
             broker,
             logs: RefCell::new(HashMap::new()),
@@ -120,20 +115,7 @@ impl Shard {
     /// what many connections together make the shard buffer, on top of each
     /// connection's own limits.
     pub async fn admit(self: &Rc<Self>, bytes: usize) -> Admission {
-        let max = self.broker.config.shard_max_request_bytes;
-        loop {
-            let held = self.request_bytes.get();
-            if held == 0 || held + bytes <= max {
-                break;
-            }
-            let listener = self.request_bytes_freed.listen();
-            if self.request_bytes.get() != held {
-                continue;
-            }
-            listener.await;
-        }
-        let held = self.request_bytes.get() + bytes;
-        self.request_bytes.set(held);
+        let held = self.request_bytes.take(bytes, || false).await;
         let metrics = self.metrics();
         metrics
             .request_bytes_in_flight

@@ -24,6 +24,7 @@ use futures_util::future::{select, Either};
 use kafka_protocol::messages::ApiKey;
 
 use crate::protocol::frame;
+use crate::runtime::budget::ByteBudget;
 use crate::runtime::shard::Admission;
 use crate::runtime::Shard;
 use crate::server::dispatch::{self, Reply};
@@ -47,8 +48,8 @@ pub struct Connection {
     pub shard: Rc<Shard>,
     stream: compio::net::TcpStream,
     pub peer: SocketAddr,
-    in_flight_bytes: Cell<usize>,
-    budget_freed: Event,
+    /// Request bytes of this connection being handled (`IN_FLIGHT_BYTES_MAX`).
+    in_flight_bytes: ByteBudget,
     /// Set when the connection must close (a malformed request, a write error).
     closing: Cell<bool>,
     /// KIP-227 fetch sessions opened on this connection.
@@ -79,8 +80,7 @@ pub async fn serve(shard: Rc<Shard>, stream: compio::net::TcpStream, peer: Socke
         shard,
         stream,
         peer,
-        in_flight_bytes: Cell::new(0),
-        budget_freed: Event::new(),
+        in_flight_bytes: ByteBudget::new(IN_FLIGHT_BYTES_MAX),
         closing: Cell::new(false),
         fetch_sessions: RefCell::new(FetchSessions::default()),
         fetch_in_flight: Cell::new(false),
@@ -106,7 +106,7 @@ impl Connection {
         self.closing.set(true);
         // Wake a read loop waiting for a slot or for budget: it must see `closing`.
         self.fetch_done.notify(usize::MAX);
-        self.budget_freed.notify(usize::MAX);
+        self.in_flight_bytes.wake_all();
         // SAFETY: the descriptor belongs to `self.stream`, which outlives this call;
         // shutdown(2) does not close or invalidate it.
         unsafe {
@@ -129,23 +129,6 @@ impl Connection {
     fn release_fetch_slot(&self) {
         self.fetch_in_flight.set(false);
         self.fetch_done.notify(usize::MAX);
-    }
-
-    async fn wait_for_budget(&self, frame_bytes: usize) {
-        loop {
-            let in_flight = self.in_flight_bytes.get();
-            if in_flight == 0
-                || in_flight + frame_bytes <= IN_FLIGHT_BYTES_MAX
-                || self.closing.get()
-            {
-                return;
-            }
-            let listener = self.budget_freed.listen();
-            if self.in_flight_bytes.get() != in_flight {
-                continue;
-            }
-            listener.await;
-        }
     }
 }
 
@@ -199,9 +182,9 @@ async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
         buf.advance(4);
         let request: Bytes = buf.split_to(length).freeze();
         conn.shard.metrics().add_in(4 + length);
-        conn.wait_for_budget(length).await;
         conn.in_flight_bytes
-            .set(conn.in_flight_bytes.get() + length);
+            .take(length, || conn.closing.get())
+            .await;
         let correlation_id = frame::peek_header(&request).map_or(-1, |h| h.correlation_id);
         let is_fetch =
             frame::peek_header(&request).is_some_and(|h| h.api_key == ApiKey::Fetch as i16);
@@ -232,9 +215,7 @@ async fn write_loop(conn: Rc<Connection>, rx: async_channel::Receiver<InFlight>)
     while let Ok(mut in_flight) = rx.recv().await {
         let reply = (&mut in_flight.task).await;
         drop(in_flight.admission);
-        conn.in_flight_bytes
-            .set(conn.in_flight_bytes.get() - in_flight.bytes);
-        conn.budget_freed.notify(usize::MAX);
+        conn.in_flight_bytes.give_back(in_flight.bytes);
         let reply = reply.unwrap_or_else(|error| {
             tracing::error!(peer = %conn.peer, correlation_id = in_flight.correlation_id, ?error, "request handler failed; closing connection");
             Reply::Close
