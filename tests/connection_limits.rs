@@ -202,13 +202,8 @@ fn many_producers_together_stay_within_the_shard_budget() {
         client.join().unwrap();
     }
     let url = broker.metrics_url.clone().unwrap();
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
+    let (status, body) = common::http_get(&url, "GET", "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
     let mut busiest = 0.0f64;
     for shard in 0..2 {
         let max = metric(

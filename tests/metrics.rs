@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -16,26 +16,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use common::wire::{create_topic, Conn};
-use common::{topic, TestBroker};
+use common::{http_get as get, topic, TestBroker};
 
 const MESSAGES: usize = 2000;
 const VALUE_BYTES: usize = 500;
-
-/// GET `path` from the metrics endpoint: (status line, body).
-fn get(url: &str, method: &str, path: &str) -> (String, String) {
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    (head.lines().next().unwrap().to_string(), body.to_string())
-}
 
 /// Every sample of the exposition as (name{labels}, value), checking the
 /// format line by line on the way.
