@@ -185,9 +185,9 @@ async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
         conn.in_flight_bytes
             .take(length, || conn.closing.get())
             .await;
-        let correlation_id = frame::peek_header(&request).map_or(-1, |h| h.correlation_id);
-        let is_fetch =
-            frame::peek_header(&request).is_some_and(|h| h.api_key == ApiKey::Fetch as i16);
+        let prefix = frame::peek_header(&request);
+        let correlation_id = prefix.map_or(-1, |h| h.correlation_id);
+        let is_fetch = prefix.is_some_and(|h| h.api_key == ApiKey::Fetch as i16);
         if is_fetch {
             conn.claim_fetch_slot().await;
         }
