@@ -3,13 +3,12 @@
 
 use std::path::Path;
 
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 
-use crate::admin::Target;
+use crate::admin::{self, Target};
 use crate::chart;
-use crate::config::{Cli, Mode, RunMode, Stop, Workload};
+use crate::config::{Cli, Mode, Stop, Workload};
+use crate::copy;
 use crate::progress;
 use crate::report::{self, Report, RunResult};
 use crate::run;
@@ -25,34 +24,37 @@ pub fn main(cli: Cli) -> Result<bool> {
     let target = Target::Broker {
         bootstrap: args.bootstrap.clone(),
     };
+    let start_mock = |n: i32| -> Result<Target> {
+        let mock = Target::mock(n)?;
+        if progress {
+            eprintln!(
+                "sluice-bench: baseline: librdkafka mock cluster, {n} broker(s) at {}",
+                mock.bootstrap()
+            );
+        }
+        Ok(mock)
+    };
+    let mut workloads = workloads;
+    let mut mock = None;
+    if let (Mode::Consume(_), Some(n)) = (&cli.mode, args.baseline_mock) {
+        // Both read the same batches: a copy of the start of the target's
+        // topic, made on each of them.
+        let m = start_mock(n)?;
+        for w in &mut workloads {
+            *w = same_data(w, &target, &m, progress)?;
+        }
+        mock = Some(m);
+    }
     let results = run_all(&workloads, &target, is_sweep, progress)?;
     let baseline = match args.baseline_mock {
+        // Started only now otherwise, so that it is idle, not there, while the
+        // target is measured.
         Some(n) if !crate::interrupt::interrupted() => {
-            let mock = Target::mock(n)?;
-            if progress {
-                eprintln!(
-                    "sluice-bench: baseline: librdkafka mock cluster, {n} broker(s) at {}",
-                    mock.bootstrap()
-                );
-            }
-            let mut mock_workloads = workloads.clone();
-            if matches!(cli.mode, Mode::Consume(_)) {
-                // A new mock cluster is empty: give it as many messages as
-                // were read from the target (as many as it keeps), and read those.
-                for (w, r) in mock_workloads.iter_mut().zip(&results) {
-                    let n = r.consume.as_ref().map_or(0, |c| c.total_consumed);
-                    let fill = n.min(mock_capacity(w));
-                    if fill < n {
-                        eprintln!(
-                            "sluice-bench: the mock cluster keeps only {MOCK_PARTITION_BYTES} bytes \
-                             per partition: its consume run reads {fill} messages, not {n}"
-                        );
-                    }
-                    prefill(w, &mock, fill)?;
-                    w.stop = Stop::Messages(fill.max(1));
-                }
-            }
-            run_all(&mock_workloads, &mock, is_sweep, progress)?
+            let mock = match mock {
+                Some(m) => m,
+                None => start_mock(n)?,
+            };
+            run_all(&workloads, &mock, is_sweep, progress)?
         }
         _ => Vec::new(),
     };
@@ -164,41 +166,68 @@ fn run_all(
 
 /// What librdkafka's mock cluster keeps of a partition before dropping its
 /// oldest batches (rdkafka_mock.c: max_size 5 MiB, max_cnt 100000 batches).
-const MOCK_PARTITION_BYTES: u64 = 5 * 1024 * 1024;
+const MOCK_PARTITION_BYTES: usize = 5 * 1024 * 1024;
 
-/// How many messages of the workload's size the mock topic surely keeps:
-/// half its capacity, as unkeyed batches do not spread exactly evenly, with
-/// 32 bytes of record and batch overhead per message.
-fn mock_capacity(w: &Workload) -> u64 {
-    let per_message = w.point.message.max() as u64 + 32;
-    w.partitions.max(1) as u64 * MOCK_PARTITION_BYTES / 2 / per_message
-}
+/// How much of each partition is copied for a consume comparison: what the
+/// mock surely keeps, leaving room for one more large batch.
+const SAME_DATA_PARTITION_BYTES: usize = MOCK_PARTITION_BYTES - (1 << 20);
 
-/// Produces `n` messages of the workload's size and keys to the mock
-/// cluster's topic, unthrottled and unmeasured.
-fn prefill(w: &Workload, mock: &Target, n: u64) -> Result<()> {
-    if n == 0 {
-        return Ok(());
+/// Copies the start of every partition of the workload's topic on the target
+/// (whole batches, up to what the mock keeps, and up to the workload's share of
+/// `--messages`), byte for byte, into a new topic on both the target and the
+/// mock; returns the workload that reads that topic to its end.
+fn same_data(w: &Workload, target: &Target, mock: &Target, progress: bool) -> Result<Workload> {
+    let partitions = admin::ensure_topic(target, w)?;
+    let starts: Vec<(i32, i64)> = admin::watermarks(target.bootstrap(), w, partitions)?
+        .iter()
+        .map(|&(p, lo, _)| (p, lo))
+        .collect();
+    let max_messages = match w.stop {
+        Stop::Messages(n) => n.div_ceil(partitions.max(1) as u64),
+        _ => u64::MAX,
+    };
+    let mut copy = w.clone();
+    copy.topic = format!(
+        "{}-same-{}",
+        w.topic,
+        crate::workload::clock().unix_now_ns() / 1_000_000
+    );
+    copy.partitions = partitions;
+    copy.stop = Stop::EndOfTopic;
+    for t in [target, mock] {
+        admin::ensure_topic(t, &copy)?;
     }
-    let mut p = w.clone();
-    p.mode = RunMode::Produce;
-    p.stop = Stop::Messages(n);
-    p.warmup = Duration::ZERO;
-    p.point.rate = 0.0;
-    p.producers = p.producers.max(1);
-    // Spread unkeyed messages per message, not per sticky batch, so no
-    // partition overflows the mock's per-partition limit.
-    p.extra
-        .push(("sticky.partitioning.linger.ms".into(), "0".into()));
-    let r = run::run(&p, mock, "mock prefill", false).context("filling the mock topic")?;
-    if r.error_count > 0 {
-        bail!(
-            "filling the mock topic: {} errors: {:?}",
-            r.error_count,
-            r.errors
+    if progress {
+        eprintln!(
+            "sluice-bench: copying the first {} MiB of each partition of {} on the target, \
+             batch for batch, to {} on the target and the mock",
+            SAME_DATA_PARTITION_BYTES >> 20,
+            w.topic,
+            copy.topic
         );
     }
-    Ok(())
+    let copied = copy::copy_prefix(
+        target.bootstrap(),
+        &w.topic,
+        &starts,
+        SAME_DATA_PARTITION_BYTES,
+        max_messages,
+        &[target.bootstrap(), mock.bootstrap()],
+        &copy.topic,
+    )
+    .context("copying the data to compare")?;
+    if copied.messages == 0 {
+        bail!("topic {} on the target has no messages to consume", w.topic);
+    }
+    eprintln!(
+        "sluice-bench: both brokers hold the same {} batches ({} messages, {} bytes, {:.1} KB per batch) in {}",
+        copied.batches,
+        copied.messages,
+        copied.bytes,
+        copied.bytes as f64 / copied.batches as f64 / 1e3,
+        copy.topic
+    );
+    Ok(copy)
 }
 
 fn write_outputs(dir: &Path, report: &Report, is_sweep: bool) -> Result<()> {

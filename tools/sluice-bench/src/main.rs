@@ -6,6 +6,7 @@ mod app;
 mod chart;
 mod config;
 mod consume;
+mod copy;
 mod histogram;
 mod interrupt;
 mod produce;
@@ -13,6 +14,7 @@ mod progress;
 mod report;
 mod run;
 mod sweep;
+mod wire;
 mod workload;
 
 use std::process::ExitCode;

@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+// The raw client sluice-bench copies batches with, used here to check the copy.
+#[allow(dead_code)]
+#[path = "../src/wire.rs"]
+mod wire;
+
 const BENCH: &str = env!("CARGO_BIN_EXE_sluice-bench");
 
 /// target/<profile>/sluice next to the sluice-bench binary. It is not built
@@ -379,8 +384,8 @@ fn baseline_mock_reports_both_and_the_ratio() {
     let brokers: Vec<&str> = rows.iter().map(|r| col(&h, r, "broker")).collect();
     assert_eq!(brokers, ["target", "mock"]);
 
-    // consume: the (new, empty) mock topic is first filled with as many
-    // messages as the target's held, so both read the same amount.
+    // consume: the start of the target's topic is copied batch for batch into
+    // a new topic on the target and on the (empty) mock, and both read it all.
     let cdir = d.join("consume");
     let o = bench(&[
         "consume",
@@ -402,6 +407,33 @@ fn baseline_mock_reports_both_and_the_ratio() {
         .unwrap()
         .iter()
         .any(|r| r["metric"] == "consume MB/s"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let copy_topic = stderr
+        .lines()
+        .find(|l| l.contains("both brokers hold the same"))
+        .and_then(|l| l.split_whitespace().last())
+        .expect("the copy is reported")
+        .to_string();
+    assert!(copy_topic.starts_with("bench-mock-same-"), "{copy_topic}");
+    // The copy on the target holds the original's batches, byte for byte
+    // (offsets included: both start at 0).
+    let mut conn = wire::Conn::connect(&broker.addr, "modes-test").unwrap();
+    let mut batches_seen = 0;
+    for partition in 0..j["results"][0]["partitions"].as_u64().unwrap_or(1) as i32 {
+        let original = conn
+            .fetch("bench-mock", partition, 0, 1 << 20)
+            .unwrap()
+            .records
+            .to_vec();
+        let copied = conn
+            .fetch(&copy_topic, partition, 0, 1 << 20)
+            .unwrap()
+            .records
+            .to_vec();
+        assert_eq!(original, copied, "partition {partition}: copy differs");
+        batches_seen += wire::batches(&copied).unwrap().len();
+    }
+    assert!(batches_seen > 0);
 }
 
 #[test]

@@ -12,11 +12,14 @@
 //! The broker must lead the partition (no metadata request is made). Prints
 //! bytes, seconds and GB/s per pass, and the median of the passes.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+
+// Shared with sluice-bench, which also produces with it.
+#[allow(dead_code)]
+#[path = "../wire.rs"]
+mod wire;
 
 struct Args {
     bootstrap: String,
@@ -59,122 +62,19 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
-/// A Fetch v4 request frame (header v1) for one partition.
-fn fetch_request(args: &Args, correlation_id: i32, offset: i64) -> Vec<u8> {
-    let mut b = Vec::with_capacity(128);
-    b.extend_from_slice(&0i32.to_be_bytes()); // length, patched below
-    b.extend_from_slice(&1i16.to_be_bytes()); // api key: Fetch
-    b.extend_from_slice(&4i16.to_be_bytes()); // version 4
-    b.extend_from_slice(&correlation_id.to_be_bytes());
-    let client = b"fetch-raw";
-    b.extend_from_slice(&(client.len() as i16).to_be_bytes());
-    b.extend_from_slice(client);
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
-    b.extend_from_slice(&500i32.to_be_bytes()); // max wait ms
-    b.extend_from_slice(&1i32.to_be_bytes()); // min bytes
-    b.extend_from_slice(&args.fetch_bytes.to_be_bytes()); // max bytes
-    b.push(0); // isolation level: read uncommitted
-    b.extend_from_slice(&1i32.to_be_bytes()); // one topic
-    b.extend_from_slice(&(args.topic.len() as i16).to_be_bytes());
-    b.extend_from_slice(args.topic.as_bytes());
-    b.extend_from_slice(&1i32.to_be_bytes()); // one partition
-    b.extend_from_slice(&args.partition.to_be_bytes());
-    b.extend_from_slice(&offset.to_be_bytes());
-    b.extend_from_slice(&args.fetch_bytes.to_be_bytes()); // partition max bytes
-    let len = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&len.to_be_bytes());
-    b
-}
-
-struct Cursor<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.at + n > self.buf.len() {
-            bail!("response shorter than its fields");
-        }
-        let out = &self.buf[self.at..self.at + n];
-        self.at += n;
-        Ok(out)
-    }
-    fn i16(&mut self) -> Result<i16> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into()?))
-    }
-    fn i32(&mut self) -> Result<i32> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into()?))
-    }
-    fn i64(&mut self) -> Result<i64> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into()?))
-    }
-}
-
-/// From a Fetch v4 response body: (high watermark, record bytes, next offset).
-fn parse_response(body: &[u8], offset: i64) -> Result<(i64, usize, i64)> {
-    let mut c = Cursor { buf: body, at: 0 };
-    c.i32()?; // correlation id
-    c.i32()?; // throttle
-    if c.i32()? != 1 {
-        bail!("expected one topic in the response");
-    }
-    let name_len = c.i16()?.max(0) as usize;
-    c.take(name_len)?;
-    if c.i32()? != 1 {
-        bail!("expected one partition in the response");
-    }
-    c.i32()?; // partition
-    let error = c.i16()?;
-    if error != 0 {
-        bail!("fetch at offset {offset}: error code {error}");
-    }
-    let high_watermark = c.i64()?;
-    c.i64()?; // last stable offset
-    let aborted = c.i32()?;
-    for _ in 0..aborted.max(0) {
-        c.take(16)?;
-    }
-    let records_len = c.i32()?.max(0) as usize;
-    let records = c.take(records_len)?;
-    // Walk batch headers only: base offset (8), length (4), ..., last offset delta at 23.
-    let mut next = offset;
-    let mut at = 0;
-    while at + 61 <= records.len() {
-        let base = i64::from_be_bytes(records[at..at + 8].try_into()?);
-        let len = i32::from_be_bytes(records[at + 8..at + 12].try_into()?) as usize + 12;
-        if at + len > records.len() {
-            break; // a partial batch at the end (allowed by the protocol)
-        }
-        let delta = i32::from_be_bytes(records[at + 23..at + 27].try_into()?);
-        next = base + i64::from(delta) + 1;
-        at += len;
-    }
-    Ok((high_watermark, records_len, next))
-}
-
 fn one_pass(args: &Args) -> Result<(u64, f64)> {
-    let mut stream = TcpStream::connect(&args.bootstrap)
-        .with_context(|| format!("connect {}", args.bootstrap))?;
-    stream.set_nodelay(true)?;
+    let mut conn = wire::Conn::connect(&args.bootstrap, "fetch-raw")?;
     let mut offset = args.from;
     let mut total = 0u64;
-    let mut correlation_id = 0;
-    let mut body = Vec::new();
     let started = Instant::now();
     loop {
-        correlation_id += 1;
-        stream.write_all(&fetch_request(args, correlation_id, offset))?;
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len)?;
-        let len = i32::from_be_bytes(len);
-        if !(4..=1 << 30).contains(&len) {
-            bail!("implausible response length {len}");
-        }
-        body.resize(len as usize, 0);
-        stream.read_exact(&mut body)?;
-        let (high_watermark, bytes, next) = parse_response(&body, offset)?;
-        total += bytes as u64;
+        let fetched = conn.fetch(&args.topic, args.partition, offset, args.fetch_bytes)?;
+        total += fetched.records.len() as u64;
+        let high_watermark = fetched.high_watermark;
+        // Only batch headers are walked, to learn the next offset.
+        let next = wire::batches(fetched.records)?
+            .last()
+            .map_or(offset, |&(_, last, _)| last + 1);
         if next >= high_watermark {
             break;
         }
