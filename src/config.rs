@@ -87,6 +87,11 @@ pub struct Cli {
     /// page-aligned buffers). Splicing needs the io_uring driver [default: auto].
     #[arg(long, value_name = "MODE")]
     pub fetch_zero_copy: Option<String>,
+    /// Record bytes one Fetch response carries at most, whatever the client
+    /// asks (Kafka's broker `fetch.max.bytes`; one first batch may exceed it,
+    /// KIP-74) [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub fetch_max_bytes: Option<usize>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9644);
     /// off unless given.
     #[arg(long, value_name = "ADDR")]
@@ -128,6 +133,7 @@ struct FileConfig {
     socket_request_max_bytes: Option<u32>,
     io_driver: Option<String>,
     fetch_zero_copy: Option<String>,
+    fetch_max_bytes: Option<usize>,
     metrics_listen: Option<SocketAddr>,
     send_stall_timeout_ms: Option<u64>,
     shard_max_request_bytes: Option<usize>,
@@ -162,6 +168,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub send_stall_timeout_ms: u64,
     pub shard_max_request_bytes: usize,
+    /// Record bytes of one Fetch response at most (Kafka's broker `fetch.max.bytes`).
+    pub fetch_max_bytes: usize,
     pub log_retention_check_interval_ms: u64,
     pub log_cleaner_interval_ms: u64,
     pub offsets_topic_segment_bytes: u64,
@@ -196,6 +204,17 @@ pub enum IoDriver {
 
 /// Kafka's default request size limit (`socket.request.max.bytes`).
 pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
+
+/// Record bytes of one Fetch response at most, by default. Kafka's is 55 MiB;
+/// Sluice's is smaller because a librdkafka consumer reads each response into
+/// a buffer of its own, and a large one is fresh memory every time (page
+/// faults on every 4 KiB): on this project's machine librdkafka consumed 0.71-0.78
+/// GB/s with 55 MiB responses and 1.10-1.16 GB/s with 8 MiB ones, the best of
+/// 2-55 MiB (BENCHMARKS.md, "Fetch response size").
+pub const FETCH_MAX_BYTES_DEFAULT: usize = 8 << 20;
+/// Largest accepted `--fetch-max-bytes`: a response (one KIP-74 first batch
+/// over it included) stays far below the 2 GiB a frame can hold.
+pub const FETCH_MAX_BYTES_LIMIT: usize = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -296,6 +315,16 @@ impl Config {
             .unwrap_or(60_000);
         if send_stall_timeout_ms == 0 {
             return Err(invalid("send-stall-timeout-ms", "must be above 0"));
+        }
+        let fetch_max_bytes = cli
+            .fetch_max_bytes
+            .or(file.fetch_max_bytes)
+            .unwrap_or(FETCH_MAX_BYTES_DEFAULT);
+        if !(1024..=FETCH_MAX_BYTES_LIMIT).contains(&fetch_max_bytes) {
+            return Err(invalid(
+                "fetch-max-bytes",
+                format!("must be from 1024 to {FETCH_MAX_BYTES_LIMIT}"),
+            ));
         }
         let fetch_zero_copy = match cli.fetch_zero_copy.or(file.fetch_zero_copy).as_deref() {
             None | Some("auto") => FetchZeroCopy::Auto,
@@ -420,6 +449,7 @@ impl Config {
             socket_request_max_bytes,
             io_driver,
             fetch_zero_copy,
+            fetch_max_bytes,
             metrics_listen: cli.metrics_listen.or(file.metrics_listen),
             send_stall_timeout_ms,
             shard_max_request_bytes: cli
@@ -479,6 +509,25 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert!(config.auto_create_topics);
         assert_eq!(config.topic_defaults.max_message_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn fetch_max_bytes_default_and_range() {
+        let config = Config::resolve(Cli::default()).unwrap();
+        assert_eq!(config.fetch_max_bytes, 8 << 20);
+        for bad in [0, 1023, FETCH_MAX_BYTES_LIMIT + 1] {
+            let cli = Cli {
+                fetch_max_bytes: Some(bad),
+                ..Cli::default()
+            };
+            let err = Config::resolve(cli).unwrap_err();
+            assert!(err.to_string().contains("fetch-max-bytes"), "{bad}: {err}");
+        }
+        let cli = Cli {
+            fetch_max_bytes: Some(1024),
+            ..Cli::default()
+        };
+        assert_eq!(Config::resolve(cli).unwrap().fetch_max_bytes, 1024);
     }
 
     #[test]

@@ -502,6 +502,79 @@ fn max_bytes_left_over_goes_to_the_next_partition() {
     }
 }
 
+/// 2d. The broker's own cap (`--fetch-max-bytes`, Kafka's broker
+///     fetch.max.bytes) bounds every response whatever the client asks, in
+///     whole batches, but a first batch larger than the cap still comes whole.
+#[test]
+fn broker_fetch_max_bytes_caps_every_response() {
+    const CAP: usize = 25_000;
+    let broker = TestBroker::start_with(&["--fetch-max-bytes", "25000"]);
+    let mut conn = Conn::open(&broker.addr);
+    let name = common::topic("broker-cap");
+    create_topic(&mut conn, &name, 2, &[]);
+    let id = topic_id(&mut conn, &name);
+    for p in 0..2 {
+        for b in 0..4i64 {
+            let base = produce(&mut conn, &name, p, batch(10, 1000, &format!("p{p}b{b}")));
+            assert_eq!(base, b * 10);
+        }
+    }
+    // One batch larger than the cap, at offset 40 of partition 0.
+    assert_eq!(produce(&mut conn, &name, 0, batch(40, 1000, "big")), 40);
+
+    for version in [4i16, 12, 16] {
+        let what = format!("Fetch v{version}, max_bytes 50 MB, broker cap {CAP}");
+        let response = fetch_now(
+            &mut conn,
+            version,
+            &name,
+            id,
+            &[(0, 0, MB), (1, 0, MB)],
+            50 * MB,
+        );
+        let (p0, p1) = two_summaries(&response, &what);
+        let size = p0[0].size;
+        assert!(
+            size > 10_000 && 2 * size <= CAP && 3 * size > CAP,
+            "{what}: batch size {size}"
+        );
+        assert_eq!(bases(&p0), vec![0, 10], "{what}: partition 0");
+        assert!(
+            p1.is_empty(),
+            "{what}: partition 1 got {p1:?} beyond the cap"
+        );
+
+        // Partition 0 from its last small batch: that one and nothing of the
+        // big batch behind it; partition 1 then gets one batch of what is left.
+        let response = fetch_now(
+            &mut conn,
+            version,
+            &name,
+            id,
+            &[(0, 30, MB), (1, 0, MB)],
+            50 * MB,
+        );
+        let (p0, p1) = two_summaries(&response, &what);
+        assert_eq!(bases(&p0), vec![30], "{what}: partition 0 from 30");
+        assert_eq!(
+            bases(&p1),
+            vec![0],
+            "{what}: partition 1 after partition 0 from 30"
+        );
+
+        // KIP-74: the batch over the cap comes whole when it is the first.
+        let response = fetch_now(&mut conn, version, &name, id, &[(0, 40, MB)], 50 * MB);
+        let got = batches(&records_of(&partition(&response, 0, &what)), &what);
+        assert_eq!(got.len(), 1, "{what}: the big batch alone");
+        assert_eq!((got[0].base_offset, got[0].records), (40, 40));
+        assert!(
+            got[0].size > CAP,
+            "{what}: the big batch is {} bytes",
+            got[0].size
+        );
+    }
+}
+
 /// 3. Offsets beyond the high watermark, at it, and unknown topics by name and by id.
 #[test]
 fn offset_and_topic_errors() {

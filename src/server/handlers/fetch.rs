@@ -27,8 +27,6 @@ use crate::storage::log::{self, ReadError};
 
 /// Fetch sessions one connection may hold. Clients use one per broker connection.
 pub const FETCH_SESSIONS_PER_CONNECTION_MAX: usize = 8;
-/// Record bytes of one Fetch response at most (Kafka's `fetch.max.bytes` default).
-pub const FETCH_MAX_BYTES: usize = 55 << 20;
 /// Upper bound on a long-poll, whatever the client asks.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
 
@@ -128,11 +126,12 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let min_bytes = request.min_bytes.max(0) as usize;
     // Kafka's broker-side fetch.max.bytes: whatever the client asks, a
     // response carries at most this much record data (plus, per KIP-74, one
-    // first batch), so it stays far below the 2 GiB a frame can hold.
+    // first batch).
+    let broker_max = ctx.conn.shard.broker.config.fetch_max_bytes;
     let max_bytes = if request.max_bytes <= 0 {
-        FETCH_MAX_BYTES
+        broker_max
     } else {
-        (request.max_bytes as usize).min(FETCH_MAX_BYTES)
+        (request.max_bytes as usize).min(broker_max)
     };
     let results = loop {
         // Listen before reading, so that an append landing in between still wakes us.
