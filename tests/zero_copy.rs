@@ -235,11 +235,14 @@ fn spliced_and_copied_fetches_send_identical_bytes() {
 
 #[test]
 fn a_response_being_sent_keeps_segments_that_retention_deletes() {
+    // The response must outgrow the socket buffers: above the default 8 MiB cap.
     let broker = TestBroker::start_with(&[
         "--fetch-zero-copy",
         "always",
         "--log-retention-check-interval-ms",
         "100",
+        "--fetch-max-bytes",
+        "67108864",
     ]);
     let name = topic("zc-retention");
     let mut admin = Conn::open(&broker.addr);
