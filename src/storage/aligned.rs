@@ -32,7 +32,7 @@ impl AlignedBuf {
     /// A buffer that holds exactly `capacity` bytes (at least one page is allocated).
     pub fn with_capacity(capacity: usize) -> AlignedBuf {
         let layout = Self::layout(capacity);
-        if let Some(ptr) = pool::take(layout.size()) {
+        if let Some(ptr) = pool::global().take(layout.size()) {
             return AlignedBuf {
                 ptr,
                 len: 0,
@@ -71,7 +71,7 @@ impl AlignedBuf {
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         let layout = Self::layout(self.capacity);
-        if pool::give(self.ptr, layout.size()) {
+        if pool::global().give(self.ptr, layout.size()) {
             return;
         }
         // SAFETY: `ptr` was allocated with this same layout (by `with_capacity`,
@@ -80,34 +80,96 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// Recycled buffers, per thread. On this project's machine memory the process
-/// has not touched before costs a page fault per 4 KiB page and fills at about
-/// 1.5 GB/s, against 20 GB/s for memory already in use, so large read buffers
-/// are kept for the next response instead of going back to the allocator.
+/// Recycled buffers. On this project's machine memory the process has not
+/// touched before costs a page fault per 4 KiB page and fills at about 1.5
+/// GB/s, against 20 GB/s for memory already in use, so large read buffers are
+/// kept for the next read instead of going back to the allocator.
+///
+/// One pool for the whole process, lock-free: a Fetch reads on the shard that
+/// owns a partition and the response is dropped on the connection's shard, so
+/// per-thread pools would fill on one shard and stay empty on the other.
 mod pool {
     use std::alloc::{self, Layout};
-    use std::cell::RefCell;
     use std::ptr::NonNull;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+
+    use crossbeam_queue::ArrayQueue;
 
     use super::PAGE;
 
-    /// Sizes kept: powers of two from 64 KiB to 16 MiB.
+    /// Sizes kept: powers of two from 64 KiB to 16 MiB (a page-rounded size
+    /// above 32 KiB is allocated as the next of these).
     const SMALLEST: usize = 64 << 10;
     const LARGEST: usize = 16 << 20;
     const CLASSES: usize = (LARGEST / SMALLEST).trailing_zeros() as usize + 1;
-    /// Bytes kept per thread at most.
-    const KEPT_MAX: usize = 64 << 20;
+    /// Bytes kept at most, over all classes.
+    pub const KEPT_MAX: usize = 64 << 20;
 
-    struct Pool {
-        free: [Vec<NonNull<u8>>; CLASSES],
-        kept: usize,
+    /// A pointer to a free buffer of one class, owned by the pool.
+    struct Free(NonNull<u8>);
+
+    // SAFETY: a `Free` is the only handle to an allocation nobody else uses;
+    // handing it to another thread moves that ownership, as with a `Box`.
+    unsafe impl Send for Free {}
+
+    pub struct Pool {
+        free: Vec<ArrayQueue<Free>>,
+        kept: AtomicUsize,
+    }
+
+    impl Pool {
+        pub fn new() -> Pool {
+            Pool {
+                free: (0..CLASSES)
+                    .map(|class| ArrayQueue::new((KEPT_MAX / (SMALLEST << class)).max(1)))
+                    .collect(),
+                kept: AtomicUsize::new(0),
+            }
+        }
+
+        /// A kept buffer of exactly `size` (a class size), if there is one.
+        pub fn take(&self, size: usize) -> Option<NonNull<u8>> {
+            class_size(size)?;
+            let Free(ptr) = self.free[class_of(size)].pop()?;
+            self.kept.fetch_sub(size, Ordering::Relaxed);
+            Some(ptr)
+        }
+
+        /// Keeps a buffer of `size` bytes allocated with `layout_of(size)`;
+        /// false if the pool does not want it (the caller frees it).
+        pub fn give(&self, ptr: NonNull<u8>, size: usize) -> bool {
+            if class_size(size) != Some(size) {
+                return false;
+            }
+            // Reserve the bytes first, so that concurrent gives stay within the bound.
+            let reserved = self
+                .kept
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |kept| {
+                    (kept + size <= KEPT_MAX).then_some(kept + size)
+                });
+            if reserved.is_err() {
+                return false;
+            }
+            if self.free[class_of(size)].push(Free(ptr)).is_err() {
+                self.kept.fetch_sub(size, Ordering::Relaxed);
+                return false;
+            }
+            true
+        }
+
+        /// Bytes held.
+        #[cfg(test)]
+        pub fn kept(&self) -> usize {
+            self.kept.load(Ordering::Relaxed)
+        }
     }
 
     impl Drop for Pool {
         fn drop(&mut self) {
-            for (class, list) in self.free.iter_mut().enumerate() {
-                let layout = Layout::from_size_align(SMALLEST << class, PAGE).expect("valid");
-                for ptr in list.drain(..) {
+            for (class, queue) in self.free.iter().enumerate() {
+                let layout = layout_of(SMALLEST << class);
+                while let Some(Free(ptr)) = queue.pop() {
                     // SAFETY: every pooled pointer was allocated with its class's layout.
                     unsafe { alloc::dealloc(ptr.as_ptr(), layout) }
                 }
@@ -115,11 +177,10 @@ mod pool {
         }
     }
 
-    thread_local! {
-        static POOL: RefCell<Pool> = RefCell::new(Pool {
-            free: Default::default(),
-            kept: 0,
-        });
+    /// The process's pool.
+    pub fn global() -> &'static Pool {
+        static POOL: OnceLock<Pool> = OnceLock::new();
+        POOL.get_or_init(Pool::new)
     }
 
     /// The size class of a page-rounded size, if the pool keeps such buffers.
@@ -131,41 +192,74 @@ mod pool {
         (size / SMALLEST).trailing_zeros() as usize
     }
 
-    /// A kept buffer of exactly `size` (a class size), if there is one.
-    pub fn take(size: usize) -> Option<NonNull<u8>> {
-        class_size(size)?;
-        POOL.try_with(|p| {
-            let mut p = p.borrow_mut();
-            let ptr = p.free[class_of(size)].pop()?;
-            p.kept -= size;
-            Some(ptr)
-        })
-        .ok()
-        .flatten()
+    fn layout_of(size: usize) -> Layout {
+        Layout::from_size_align(size, PAGE).expect("a page-aligned layout of a sane size")
     }
 
-    /// Bytes this thread's pool holds.
     #[cfg(test)]
-    pub fn kept() -> usize {
-        POOL.with(|p| p.borrow().kept)
-    }
+    mod tests {
+        use super::*;
 
-    /// Keeps a buffer of `size` bytes; false if the pool does not want it (the
-    /// caller frees it).
-    pub fn give(ptr: NonNull<u8>, size: usize) -> bool {
-        if class_size(size) != Some(size) {
-            return false;
+        fn alloc(size: usize) -> NonNull<u8> {
+            // SAFETY: class sizes are non-zero.
+            NonNull::new(unsafe { alloc::alloc(layout_of(size)) }).unwrap()
         }
-        POOL.try_with(|p| {
-            let mut p = p.borrow_mut();
-            if p.kept + size > KEPT_MAX {
-                return false;
+
+        #[test]
+        fn buffers_come_back_by_class_within_the_bound() {
+            let pool = Pool::new();
+            let a = alloc(4 << 20);
+            assert!(pool.give(a, 4 << 20));
+            assert_eq!(pool.kept(), 4 << 20);
+            // Another class does not get it; its own class does.
+            assert_eq!(pool.take(1 << 20), None);
+            assert_eq!(pool.take(4 << 20), Some(a));
+            assert_eq!(pool.kept(), 0);
+
+            // At most KEPT_MAX over all classes: sixteen 4 MiB buffers, then
+            // no room for a 64 KiB one either.
+            let many: Vec<_> = (0..17).map(|_| alloc(4 << 20)).collect();
+            let kept = many.iter().filter(|&&p| pool.give(p, 4 << 20)).count();
+            assert_eq!(kept, 16);
+            assert_eq!(pool.kept(), KEPT_MAX);
+            let small = alloc(64 << 10);
+            assert!(!pool.give(small, 64 << 10));
+            // SAFETY: the pool refused these, so they are still ours.
+            unsafe {
+                alloc::dealloc(many[16].as_ptr(), layout_of(4 << 20));
+                alloc::dealloc(small.as_ptr(), layout_of(64 << 10));
             }
-            p.kept += size;
-            p.free[class_of(size)].push(ptr);
-            true
-        })
-        .unwrap_or(false)
+
+            // Sizes outside the classes are refused; the rest is freed on drop.
+            let odd = alloc(48 << 10);
+            assert!(!pool.give(odd, 48 << 10));
+            // SAFETY: refused, still ours.
+            unsafe { alloc::dealloc(odd.as_ptr(), layout_of(48 << 10)) }
+            assert_eq!(class_size(16 << 10), None);
+            assert_eq!(class_size(32 << 20), None);
+            assert_eq!(class_size(40 << 10), Some(64 << 10));
+            assert_eq!(class_size(LARGEST), Some(LARGEST));
+        }
+
+        #[test]
+        fn a_buffer_freed_on_another_thread_is_reused() {
+            let pool = std::sync::Arc::new(Pool::new());
+            let a = alloc(1 << 20);
+            let address = a.as_ptr() as usize;
+            let other = pool.clone();
+            std::thread::spawn(move || {
+                let a = NonNull::new(address as *mut u8).unwrap();
+                assert!(other.give(a, 1 << 20));
+            })
+            .join()
+            .unwrap();
+            assert_eq!(
+                pool.take(1 << 20).map(|p| p.as_ptr() as usize),
+                Some(address)
+            );
+            // SAFETY: taken back from the pool, ours again.
+            unsafe { alloc::dealloc(address as *mut u8, layout_of(1 << 20)) }
+        }
     }
 }
 
@@ -255,49 +349,14 @@ mod tests {
     }
 
     #[test]
-    fn large_buffers_are_recycled_within_the_bound_and_small_ones_are_not() {
-        // Each test runs on a thread of its own, so this pool starts empty.
-        let address = |b: &AlignedBuf| b.ptr.as_ptr() as usize;
-        let a = AlignedBuf::with_capacity(3 << 20);
-        let first = address(&a);
+    fn a_dropped_large_buffer_is_handed_out_again() {
+        // The 16 MiB class (8-16 MiB), which no other test of this process uses.
+        let a = AlignedBuf::with_capacity(12 << 20);
+        let first = a.ptr.as_ptr() as usize;
         drop(a);
-        // The same size class (4 MiB) gets the same memory back.
-        let b = AlignedBuf::with_capacity((4 << 20) - 100);
-        assert_eq!(address(&b), first);
-        assert_eq!(b.capacity, (4 << 20) - 100);
-        // Another class does not.
-        let c = AlignedBuf::with_capacity(1 << 20);
-        assert_ne!(address(&c), first);
-        drop((b, c));
-
-        assert_eq!(pool::kept(), (4 << 20) + (1 << 20));
-
-        // At most 64 MiB is kept: of 20 freed 4 MiB buffers, 15 more (with
-        // the 1 MiB one still there); taking them empties the 4 MiB class.
-        let many: Vec<_> = (0..20)
-            .map(|_| AlignedBuf::with_capacity(4 << 20))
-            .collect();
-        assert_eq!(pool::kept(), 1 << 20);
-        drop(many);
-        assert_eq!(pool::kept(), (1 << 20) + 15 * (4 << 20));
-        let again: Vec<_> = (0..20)
-            .map(|_| AlignedBuf::with_capacity(4 << 20))
-            .collect();
-        assert_eq!(pool::kept(), 1 << 20);
-        drop(again);
-
-        // Below 32 KiB and above 16 MiB buffers go back to the allocator,
-        // and a recycled buffer exposes none of its earlier bytes.
-        let kept = pool::kept();
-        drop((
-            AlignedBuf::with_capacity(16 << 10),
-            AlignedBuf::with_capacity(20 << 20),
-        ));
-        assert_eq!(pool::kept(), kept);
-        assert_eq!(pool::class_size(16 << 10), None);
-        assert_eq!(pool::class_size(32 << 20), None);
-        assert_eq!(pool::class_size(40 << 10), Some(64 << 10));
-        let reused = AlignedBuf::with_capacity(4 << 20);
-        assert!(reused.as_init().is_empty());
+        let b = AlignedBuf::with_capacity(10 << 20);
+        assert_eq!(b.ptr.as_ptr() as usize, first);
+        assert_eq!(b.capacity, 10 << 20);
+        assert!(b.as_init().is_empty(), "a recycled buffer starts empty");
     }
 }
