@@ -1,6 +1,7 @@
 //! The broker under test: a real one given by --bootstrap, or librdkafka's
 //! in-process mock cluster (--baseline-mock); topic creation and watermarks.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -146,6 +147,76 @@ fn topic_partitions(
         return Ok(None);
     }
     Ok(Some(t.partitions().len() as i32))
+}
+
+fn admin_client(bootstrap: &str, w: &Workload) -> Result<AdminClient<DefaultClientContext>> {
+    let mut cfg = base_config(bootstrap, &w.extra);
+    cfg.set("client.id", "sluice-bench-admin");
+    cfg.create()
+        .map_err(|e| anyhow!("creating an admin client for {bootstrap}: {e}"))
+}
+
+/// The partition count of the workload's topic if it exists (with leaders).
+pub fn existing_partitions(target: &Target, w: &Workload) -> Result<Option<i32>> {
+    let admin = admin_client(target.bootstrap(), w)?;
+    topic_partitions(&admin, &w.topic, w.timeout)
+        .with_context(|| format!("cannot reach a broker at {}", target.bootstrap()))
+}
+
+/// The address (host:port) of each partition's leader, from Metadata.
+pub fn leaders(target: &Target, w: &Workload) -> Result<HashMap<i32, String>> {
+    let admin = admin_client(target.bootstrap(), w)?;
+    let md = admin
+        .inner()
+        .fetch_metadata(Some(&w.topic), w.timeout)
+        .map_err(|e| anyhow!("Metadata for {}: {e}", w.topic))?;
+    let brokers: HashMap<i32, String> = md
+        .brokers()
+        .iter()
+        .map(|b| (b.id(), format!("{}:{}", b.host(), b.port())))
+        .collect();
+    let topic = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == w.topic)
+        .with_context(|| format!("topic {} is not in the metadata", w.topic))?;
+    topic
+        .partitions()
+        .iter()
+        .map(|p| {
+            let address = brokers.get(&p.leader()).with_context(|| {
+                format!(
+                    "{}/{}: leader {} is not a known broker",
+                    w.topic,
+                    p.id(),
+                    p.leader()
+                )
+            })?;
+            Ok((p.id(), address.clone()))
+        })
+        .collect()
+}
+
+/// Deletes the workload's topic on a real broker (the mock has no DeleteTopics).
+pub fn delete_topic(target: &Target, w: &Workload) -> Result<()> {
+    let Target::Broker { .. } = target else {
+        return Ok(());
+    };
+    let admin = admin_client(target.bootstrap(), w)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("tokio runtime for admin requests")?;
+    let opts = AdminOptions::new().request_timeout(Some(w.timeout));
+    let results = rt
+        .block_on(admin.delete_topics(&[&w.topic], &opts))
+        .map_err(|e| anyhow!("DeleteTopics {}: {e}", w.topic))?;
+    for r in results {
+        if let Err((t, code)) = r {
+            bail!("DeleteTopics {t}: {code}");
+        }
+    }
+    Ok(())
 }
 
 /// (partition, low, high) watermarks of every partition of a topic.

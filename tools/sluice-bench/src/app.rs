@@ -36,6 +36,7 @@ pub fn main(cli: Cli) -> Result<bool> {
     };
     let mut workloads = workloads;
     let mut mock = None;
+    let mut copied = false;
     if let (Mode::Consume(_), Some(n)) = (&cli.mode, args.baseline_mock) {
         // Both read the same batches: a copy of the start of the target's
         // topic, made on each of them.
@@ -44,6 +45,7 @@ pub fn main(cli: Cli) -> Result<bool> {
             *w = same_data(w, &target, &m, progress)?;
         }
         mock = Some(m);
+        copied = true;
     }
     let results = run_all(&workloads, &target, is_sweep, progress)?;
     let baseline = match args.baseline_mock {
@@ -58,6 +60,13 @@ pub fn main(cli: Cli) -> Result<bool> {
         }
         _ => Vec::new(),
     };
+    if copied && !args.keep_copy {
+        for w in &workloads {
+            if let Err(e) = admin::delete_topic(&target, w) {
+                eprintln!("sluice-bench: could not delete the copy {}: {e:#}", w.topic);
+            }
+        }
+    }
     let ratios: Vec<Vec<report::Ratio>> = results
         .iter()
         .zip(&baseline)
@@ -175,9 +184,15 @@ const SAME_DATA_PARTITION_BYTES: usize = MOCK_PARTITION_BYTES - (1 << 20);
 /// Copies the start of every partition of the workload's topic on the target
 /// (whole batches, up to what the mock keeps, and up to the workload's share of
 /// `--messages`), byte for byte, into a new topic on both the target and the
-/// mock; returns the workload that reads that topic to its end.
+/// mock; returns the workload that reads that topic to its end. The caller
+/// deletes that topic on the target afterwards.
 fn same_data(w: &Workload, target: &Target, mock: &Target, progress: bool) -> Result<Workload> {
-    let partitions = admin::ensure_topic(target, w)?;
+    let Some(partitions) = admin::existing_partitions(target, w)? else {
+        bail!(
+            "topic {} does not exist on the target: nothing to consume",
+            w.topic
+        );
+    };
     let starts: Vec<(i32, i64)> = admin::watermarks(target.bootstrap(), w, partitions)?
         .iter()
         .map(|&(p, lo, _)| (p, lo))
@@ -207,12 +222,12 @@ fn same_data(w: &Workload, target: &Target, mock: &Target, progress: bool) -> Re
         );
     }
     let copied = copy::copy_prefix(
-        target.bootstrap(),
+        &admin::leaders(target, w)?,
         &w.topic,
         &starts,
         SAME_DATA_PARTITION_BYTES,
         max_messages,
-        &[target.bootstrap(), mock.bootstrap()],
+        &[admin::leaders(target, &copy)?, admin::leaders(mock, &copy)?],
         &copy.topic,
     )
     .context("copying the data to compare")?;

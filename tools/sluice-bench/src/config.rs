@@ -133,6 +133,11 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub baseline_mock: Option<i32>,
 
+    /// consume with --baseline-mock: leave the copy of the data (topic
+    /// <topic>-same-<ms>) on the target instead of deleting it after the run.
+    #[arg(long)]
+    pub keep_copy: bool,
+
     /// Keys drawn uniformly from N distinct keys; 0 = no key.
     #[arg(long, default_value_t = 0)]
     pub keys: u64,

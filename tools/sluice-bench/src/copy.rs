@@ -8,6 +8,8 @@
 //! under test, and copied batch by batch with raw Produce requests (a client
 //! library would re-batch it) into a new topic on every destination.
 
+use std::collections::{BTreeMap, HashMap};
+
 use anyhow::{bail, Result};
 
 use crate::wire::{self, Conn};
@@ -23,20 +25,46 @@ pub struct Copied {
     pub bytes: u64,
 }
 
+/// Where a topic's partitions are: the address of each partition's leader.
+pub type Leaders = HashMap<i32, String>;
+
+/// One connection per broker address, opened when first needed.
+#[derive(Default)]
+struct Conns(HashMap<String, Conn>);
+
+impl Conns {
+    fn to(&mut self, address: &str) -> Result<&mut Conn> {
+        if !self.0.contains_key(address) {
+            let conn = Conn::connect(address, "sluice-bench-copy")?;
+            self.0.insert(address.to_string(), conn);
+        }
+        Ok(self.0.get_mut(address).expect("just inserted"))
+    }
+}
+
+fn leader<'a>(leaders: &'a Leaders, topic: &str, partition: i32) -> Result<&'a str> {
+    match leaders.get(&partition) {
+        Some(address) => Ok(address),
+        None => bail!("{topic}/{partition}: no leader known"),
+    }
+}
+
 /// Reads whole batches from the start (`starts[p]`) of every partition of
-/// `topic` on `source`, up to `max_bytes` and `max_messages` per partition,
-/// and appends them, in order and one batch per partition per request, to
-/// `dest_topic` (which must exist with as many partitions) on each of `dests`.
+/// `topic` (on the brokers `source`), up to `max_bytes` and `max_messages`
+/// per partition, and appends them, in order and one batch per partition per
+/// request, to `dest_topic` (which must exist with as many partitions) on
+/// each destination. Fails if some partition with data yields no whole batch
+/// within the limits.
 pub fn copy_prefix(
-    source: &str,
+    source: &Leaders,
     topic: &str,
     starts: &[(i32, i64)],
     max_bytes: usize,
     max_messages: u64,
-    dests: &[&str],
+    dests: &[Leaders],
     dest_topic: &str,
 ) -> Result<Copied> {
-    let mut conn = Conn::connect(source, "sluice-bench-copy")?;
+    let mut conns = Conns::default();
     let mut per_partition: Vec<(i32, Vec<Vec<u8>>)> = Vec::with_capacity(starts.len());
     let mut copied = Copied {
         batches: 0,
@@ -44,31 +72,39 @@ pub fn copy_prefix(
         bytes: 0,
     };
     for &(partition, start) in starts {
+        let conn = conns.to(leader(source, topic, partition)?)?;
         let (mut offset, mut bytes, mut messages) = (start, 0usize, 0u64);
         let mut kept = Vec::new();
+        let mut high_watermark: i64;
         'fetching: loop {
             let fetched = conn.fetch(topic, partition, offset, READ_BYTES)?;
-            let high_watermark = fetched.high_watermark;
+            high_watermark = fetched.high_watermark;
             let found = wire::batches(fetched.records)?;
             if found.is_empty() {
                 if offset < high_watermark {
-                    bail!("{topic}/{partition}: no whole batch at offset {offset} within {READ_BYTES} bytes");
+                    bail!("{topic}/{partition}: the broker returned no whole batch at offset {offset}");
                 }
                 break;
             }
             for (base, last, batch) in found {
-                let count = (last - base + 1).max(0) as u64;
+                let count = last.saturating_sub(base).saturating_add(1).max(0) as u64;
                 if bytes + batch.len() > max_bytes || messages + count > max_messages {
                     break 'fetching;
                 }
                 bytes += batch.len();
                 messages += count;
-                offset = last + 1;
+                offset = last.saturating_add(1);
                 kept.push(batch.to_vec());
             }
             if offset >= high_watermark {
                 break;
             }
+        }
+        if kept.is_empty() && start < high_watermark {
+            bail!(
+                "{topic}/{partition}: its first batch is over the copy's limits \
+                 ({max_bytes} bytes, {max_messages} messages per partition)"
+            );
         }
         copied.batches += kept.len() as u64;
         copied.messages += messages;
@@ -82,13 +118,20 @@ pub fn copy_prefix(
         .max()
         .unwrap_or(0);
     for dest in dests {
-        let mut conn = Conn::connect(dest, "sluice-bench-copy")?;
         for round in 0..rounds {
-            let request: Vec<(i32, &[u8])> = per_partition
-                .iter()
-                .filter_map(|(p, batches)| batches.get(round).map(|b| (*p, b.as_slice())))
-                .collect();
-            conn.produce(dest_topic, &request)?;
+            // This round's batches, one per partition, grouped by leader.
+            let mut by_leader: BTreeMap<&str, Vec<(i32, &[u8])>> = BTreeMap::new();
+            for (partition, batches) in &per_partition {
+                if let Some(batch) = batches.get(round) {
+                    by_leader
+                        .entry(leader(dest, dest_topic, *partition)?)
+                        .or_default()
+                        .push((*partition, batch.as_slice()));
+                }
+            }
+            for (address, request) in by_leader {
+                conns.to(address)?.produce(dest_topic, &request)?;
+            }
         }
     }
     Ok(copied)

@@ -17,8 +17,11 @@ const PRODUCE: i16 = 0;
 /// Offset of the length field, and the size of the fixed part of a v2 batch header.
 const BATCH_LENGTH_AT: usize = 8;
 const BATCH_HEADER_LEN: usize = 61;
-/// Largest response accepted.
+/// Largest response accepted (a bench tool talking to a broker it was
+/// pointed at: a bad length costs at most this much memory, then an error).
 const MAX_RESPONSE: usize = 1 << 30;
+/// Where a response's body starts in `Conn::body`: after the correlation id.
+const BODY_AT: usize = 4;
 
 pub struct Conn {
     stream: TcpStream,
@@ -68,12 +71,15 @@ impl Conn {
         b.extend_from_slice(&max_bytes.to_be_bytes()); // partition max bytes
         self.round_trip(b)?;
 
-        let mut c = Cursor::new(&self.body);
+        let mut c = Cursor::new(&self.body[BODY_AT..]);
         c.i32()?; // throttle
         expect_one(&mut c, "topic")?;
-        c.string()?;
+        expect_name(&mut c, topic)?;
         expect_one(&mut c, "partition")?;
-        c.i32()?; // partition
+        let answered = c.i32()?;
+        if answered != partition {
+            bail!("fetch of {topic}/{partition} answered for partition {answered}");
+        }
         let error = c.i16()?;
         if error != 0 {
             bail!("fetch {topic}/{partition} at offset {offset}: error code {error}");
@@ -93,7 +99,7 @@ impl Conn {
     }
 
     /// Produce v3 with acks=all of one record batch per listed partition;
-    /// returns each partition's base offset, or fails on any error code.
+    /// returns the base offsets in the order answered, or fails on any error code.
     pub fn produce(&mut self, topic: &str, batches: &[(i32, &[u8])]) -> Result<Vec<i64>> {
         let mut b = self.request(PRODUCE, 3);
         b.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
@@ -109,9 +115,9 @@ impl Conn {
         }
         self.round_trip(b)?;
 
-        let mut c = Cursor::new(&self.body);
+        let mut c = Cursor::new(&self.body[BODY_AT..]);
         expect_one(&mut c, "topic")?;
-        c.string()?;
+        expect_name(&mut c, topic)?;
         let n = c.i32()?;
         if n != batches.len() as i32 {
             bail!(
@@ -122,6 +128,9 @@ impl Conn {
         let mut offsets = Vec::with_capacity(batches.len());
         for _ in 0..n {
             let partition = c.i32()?;
+            if !batches.iter().any(|&(sent, _)| sent == partition) {
+                bail!("produce to {topic}: answer for partition {partition}, which was not sent");
+            }
             let error = c.i16()?;
             let base_offset = c.i64()?;
             c.i64()?; // log append time
@@ -145,7 +154,7 @@ impl Conn {
         b
     }
 
-    /// Sends `frame` and reads the response body after its correlation id into `self.body`.
+    /// Sends `frame` and reads the response (correlation id, then body) into `self.body`.
     fn round_trip(&mut self, mut frame: Vec<u8>) -> Result<()> {
         let len = (frame.len() - 4) as i32;
         frame[..4].copy_from_slice(&len.to_be_bytes());
@@ -158,14 +167,13 @@ impl Conn {
         }
         self.body.resize(len as usize, 0);
         self.stream.read_exact(&mut self.body)?;
-        let correlation_id = i32::from_be_bytes(self.body[..4].try_into()?);
+        let correlation_id = i32::from_be_bytes(self.body[..BODY_AT].try_into()?);
         if correlation_id != self.correlation_id {
             bail!(
                 "response for correlation id {correlation_id}, expected {}",
                 self.correlation_id
             );
         }
-        self.body.drain(..4);
         Ok(())
     }
 }
@@ -186,7 +194,10 @@ pub fn batches(records: &[u8]) -> Result<Vec<(i64, i64, &[u8])>> {
         if at + total > records.len() {
             break; // a partial batch at the end (allowed by the protocol)
         }
-        out.push((base, base + i64::from(delta), &records[at..at + total]));
+        let Some(last) = base.checked_add(i64::from(delta)) else {
+            bail!("batch at byte {at}: offsets overflow (base {base}, delta {delta})");
+        };
+        out.push((base, last, &records[at..at + total]));
         at += total;
     }
     Ok(out)
@@ -195,6 +206,17 @@ pub fn batches(records: &[u8]) -> Result<Vec<(i64, i64, &[u8])>> {
 fn put_string(b: &mut Vec<u8>, s: &str) {
     b.extend_from_slice(&(s.len() as i16).to_be_bytes());
     b.extend_from_slice(s.as_bytes());
+}
+
+fn expect_name(c: &mut Cursor, topic: &str) -> Result<()> {
+    let name = c.string()?;
+    if name != topic.as_bytes() {
+        bail!(
+            "answer for topic {:?} where {topic} was asked",
+            String::from_utf8_lossy(name)
+        );
+    }
+    Ok(())
 }
 
 fn expect_one(c: &mut Cursor, what: &str) -> Result<()> {

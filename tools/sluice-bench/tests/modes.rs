@@ -395,6 +395,7 @@ fn baseline_mock_reports_both_and_the_ratio() {
         "bench-mock",
         "--baseline-mock",
         "1",
+        "--keep-copy",
         "--out",
         cdir.to_str().unwrap(),
     ]);
@@ -434,6 +435,31 @@ fn baseline_mock_reports_both_and_the_ratio() {
         batches_seen += wire::batches(&copied).unwrap().len();
     }
     assert!(batches_seen > 0);
+
+    // Without --keep-copy the copy is deleted after the run: only the kept one remains.
+    let o = bench(&[
+        "consume",
+        "--bootstrap",
+        &broker.addr,
+        "--topic",
+        "bench-mock",
+        "--baseline-mock",
+        "1",
+    ]);
+    assert!(o.status.success(), "exits 0");
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .unwrap();
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10))
+        .unwrap();
+    let copies: Vec<&str> = md
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|n| n.starts_with("bench-mock-same-"))
+        .collect();
+    assert_eq!(copies, [copy_topic.as_str()]);
 }
 
 #[test]
