@@ -207,10 +207,11 @@ pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
 
 /// Record bytes of one Fetch response at most, by default. Kafka's is 55 MiB;
 /// Sluice's is smaller because a librdkafka consumer reads each response into
-/// a buffer of its own, and a large one is fresh memory every time (page
-/// faults on every 4 KiB): on this project's machine librdkafka consumed 0.71-0.78
-/// GB/s with 55 MiB responses and 1.10-1.16 GB/s with 8 MiB ones, the best of
-/// 2-55 MiB (BENCHMARKS.md, "Fetch response size").
+/// a buffer of its own, and one above 32 MiB is fresh memory every time (a
+/// page fault per 4 KiB): on this project's machine librdkafka consumed 726-766
+/// MB/s with 55 MiB responses and 1,194-1,213 MB/s with 8 MiB ones, level with
+/// 4 MiB and ahead of every other size from 1 to 55 MiB (BENCHMARKS.md,
+/// "Fetch response size").
 pub const FETCH_MAX_BYTES_DEFAULT: usize = 8 << 20;
 /// Largest accepted `--fetch-max-bytes`: a response (one KIP-74 first batch
 /// over it included) stays far below the 2 GiB a frame can hold.
