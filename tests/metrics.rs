@@ -243,6 +243,11 @@ fn metrics_follow_real_traffic() {
         .map(|s| value(&samples, &format!("sluice_connections{{shard=\"{s}\"}}")))
         .sum();
     assert!(connections >= 2.0, "{connections} connections");
+    let pooled = value(&samples, "sluice_read_buffer_pool_bytes");
+    assert!(
+        (0.0..=(64 << 20) as f64).contains(&pooled),
+        "{pooled} bytes of pooled read buffers"
+    );
 
     // Anything else is refused.
     assert_eq!(get(&url, "GET", "/").0, "HTTP/1.1 404 Not Found");

@@ -95,6 +95,17 @@ pub fn render(broker: &Broker, partitions: &[PartitionSample]) -> String {
     );
     header(
         &mut out,
+        "sluice_read_buffer_pool_bytes",
+        "gauge",
+        "Bytes of page-aligned read buffers kept for reuse by the copying Fetch path (at most 64 MiB).",
+    );
+    let _ = writeln!(
+        out,
+        "sluice_read_buffer_pool_bytes {}",
+        crate::storage::aligned::pooled_bytes()
+    );
+    header(
+        &mut out,
         "sluice_shard_busy_seconds_total",
         "counter",
         "CPU time (user + system) of each shard thread.",

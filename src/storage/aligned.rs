@@ -159,7 +159,6 @@ mod pool {
         }
 
         /// Bytes held.
-        #[cfg(test)]
         pub fn kept(&self) -> usize {
             self.kept.load(Ordering::Relaxed)
         }
@@ -261,6 +260,11 @@ mod pool {
             unsafe { alloc::dealloc(address as *mut u8, layout_of(1 << 20)) }
         }
     }
+}
+
+/// Bytes of read buffers the process keeps for reuse (at most 64 MiB).
+pub fn pooled_bytes() -> usize {
+    pool::global().kept()
 }
 
 impl AsRef<[u8]> for AlignedBuf {
