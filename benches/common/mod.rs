@@ -4,10 +4,7 @@
 //! Each bench includes this module and uses part of it.
 #![allow(dead_code)]
 
-use std::cell::RefCell;
 use std::path::Path;
-use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -15,7 +12,6 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName}
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::Compression;
 use sluice::metadata::topic_config::TopicConfig;
-use sluice::metadata::PartitionShared;
 use sluice::protocol::encode;
 use sluice::protocol::fetch_response::{self, FetchResponse, PartitionResponse, TopicResponse};
 use sluice::storage::chain::Chain;
@@ -65,15 +61,7 @@ pub fn open_log(dir: &Path, flush_messages: i64, segment_bytes: u64) -> LogRef {
         segment_bytes,
         ..TopicConfig::default()
     };
-    let log = PartitionLog::open(
-        Arc::from("bench"),
-        0,
-        dir.to_path_buf(),
-        config,
-        Arc::new(PartitionShared::default()),
-    )
-    .unwrap();
-    Rc::new(RefCell::new(log))
+    PartitionLog::open_private("bench", 0, dir.to_path_buf(), config).unwrap()
 }
 
 /// The Fetch v12 response frame for one partition's read.

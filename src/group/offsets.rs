@@ -12,14 +12,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
 use serde::{Deserialize, Serialize};
 
 use crate::metadata::topic_config::{CleanupPolicy, TopicConfig};
-use crate::metadata::PartitionShared;
 use crate::protocol::batch::validate_records;
 use crate::protocol::encode;
 use crate::runtime::shard_for_partition;
@@ -110,15 +108,9 @@ impl OffsetStore {
                 },
                 ..TopicConfig::default()
             };
-            let log = PartitionLog::open(
-                Arc::from(OFFSETS_TOPIC),
-                partition,
-                dir,
-                config,
-                Arc::new(PartitionShared::default()),
-            )
-            .map_err(|e| e.to_string())?;
-            logs.insert(partition, Rc::new(RefCell::new(log)));
+            let log = PartitionLog::open_private(OFFSETS_TOPIC, partition, dir, config)
+                .map_err(|e| e.to_string())?;
+            logs.insert(partition, log);
         }
         offsets.retain(|_, group| !group.is_empty());
         Ok(OffsetStore {

@@ -58,18 +58,12 @@ impl Controller {
             segment_bytes: 64 << 20,
             ..TopicConfig::default()
         };
-        let log = PartitionLog::open(
-            Arc::from("__sluice_metadata"),
-            0,
-            dir,
-            config,
-            Arc::new(PartitionShared::default()),
-        )
-        .map_err(|e| e.to_string())?;
+        let log = PartitionLog::open_private("__sluice_metadata", 0, dir, config)
+            .map_err(|e| e.to_string())?;
         let next = shard.broker.image().next_producer_id;
         Ok(Controller {
             shard: shard.clone(),
-            log: Rc::new(RefCell::new(log)),
+            log,
             lock: async_lock::Mutex::new(()),
             next_producer_id: Cell::new(next),
             producer_id_block_end: Cell::new(next),

@@ -475,7 +475,7 @@ mod tests {
     mod with_a_log {
         use super::super::*;
         use crate::metadata::topic_config::TopicConfig;
-        use crate::metadata::PartitionShared;
+
         use crate::protocol::batch::validate_records;
         use crate::protocol::encode::{self, ProducerFields};
         use crate::storage::commit::GroupCommit;
@@ -483,10 +483,9 @@ mod tests {
         use crate::storage::segment::{segment_file_name, Segment};
         use bytes::Bytes;
         use kafka_protocol::records::Compression;
-        use std::cell::RefCell;
+
         use std::path::PathBuf;
         use std::rc::Rc;
-        use std::sync::Arc;
 
         fn run<F: std::future::Future>(f: F) -> F::Output {
             compio::runtime::Runtime::new()
@@ -500,15 +499,7 @@ mod tests {
                 index_interval_bytes: 256,
                 ..TopicConfig::default()
             };
-            let log = PartitionLog::open(
-                Arc::from("t"),
-                0,
-                dir.to_path_buf(),
-                config,
-                Arc::new(PartitionShared::default()),
-            )
-            .expect("log opens");
-            Rc::new(RefCell::new(log))
+            PartitionLog::open_private("t", 0, dir.to_path_buf(), config).expect("log opens")
         }
 
         /// 60 batches of 2 records (2 KiB segments roll often), the last 10

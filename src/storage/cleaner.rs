@@ -1120,15 +1120,14 @@ pub fn check_keys(records: &Bytes, decompressed_bytes_max: usize) -> Result<(), 
 mod tests {
     use super::*;
     use crate::metadata::topic_config::{CleanupPolicy, TopicConfig};
-    use crate::metadata::PartitionShared;
+
     use crate::protocol::batch::{validate_records, BatchIter};
     use crate::protocol::encode::{self, ProducerFields};
     use crate::storage::commit::GroupCommit;
     use crate::storage::log::{self, read, AppendError};
     use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
-    use std::cell::{Cell, RefCell};
+    use std::cell::Cell;
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     const MINUTE: i64 = 60_000;
 
@@ -1152,15 +1151,7 @@ mod tests {
     }
 
     fn open(dir: &Path, config: TopicConfig) -> LogRef {
-        let log = PartitionLog::open(
-            Arc::from("t"),
-            0,
-            dir.to_path_buf(),
-            config,
-            Arc::new(PartitionShared::default()),
-        )
-        .expect("log opens");
-        Rc::new(RefCell::new(log))
+        PartitionLog::open_private("t", 0, dir.to_path_buf(), config).expect("log opens")
     }
 
     fn record(index: i64, timestamp: i64, key: Option<&str>, value: Option<&str>) -> Record {

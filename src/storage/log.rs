@@ -144,6 +144,19 @@ impl PartitionLog {
         data_dir.join(format!("{topic}-{partition}"))
     }
 
+    /// [`PartitionLog::open`] for a log whose watermark nobody else waits on
+    /// (the internal logs, tests, benches), as the `LogRef` its users share.
+    pub fn open_private(
+        topic: &str,
+        partition: i32,
+        dir: PathBuf,
+        config: TopicConfig,
+    ) -> Result<LogRef, OpenError> {
+        let shared = Arc::new(PartitionShared::default());
+        let log = PartitionLog::open(Arc::from(topic), partition, dir, config, shared)?;
+        Ok(Rc::new(RefCell::new(log)))
+    }
+
     /// Opens (recovering) or creates the log in `dir`. Runs on the owning shard at
     /// start-up or topic creation; its file I/O is synchronous.
     pub fn open(
@@ -1216,15 +1229,7 @@ mod tests {
             segment_bytes,
             ..TopicConfig::default()
         };
-        let log = PartitionLog::open(
-            Arc::from("t"),
-            0,
-            dir.to_path_buf(),
-            config,
-            Arc::new(PartitionShared::default()),
-        )
-        .expect("log opens");
-        Rc::new(RefCell::new(log))
+        PartitionLog::open_private("t", 0, dir.to_path_buf(), config).expect("log opens")
     }
 
     async fn append_one(
