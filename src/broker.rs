@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 
@@ -39,6 +39,11 @@ pub struct Broker {
     /// The port actually bound (differs from the config when it asked for port 0).
     pub port: u16,
     pub metrics: Arc<Metrics>,
+    /// The next producer id InitProducerId will hand out: every id below it was
+    /// handed out (or lies in a block recorded before a restart), none at or
+    /// above it was. Written only by the controller; Produce reads it to refuse
+    /// batches from ids this broker never issued.
+    pub next_producer_id: AtomicI64,
 }
 
 impl Broker {
@@ -249,9 +254,11 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         handles.push(ShardHandle { id, sender });
         receivers.push(receiver);
     }
+    let next_producer_id = AtomicI64::new(image.next_producer_id);
     let broker = Arc::new(Broker {
         config,
         cluster_id,
+        next_producer_id,
         metadata: ArcSwap::from_pointee(image),
         shards: handles,
         shutdown: ShutdownSignal::default(),

@@ -19,6 +19,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -29,8 +30,9 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription, DescribeGroupsRequest,
     DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::records::Compression;
@@ -1408,6 +1410,32 @@ fn group_requests_with_bad_input_are_refused() {
     assert_eq!(
         unknown.error_code, UNKNOWN_MEMBER_ID,
         "SyncGroup v5 of an unknown member: {unknown:?}"
+    );
+
+    // Member ids are the broker's to hand out: a JoinGroup with a made-up one
+    // (the KIP-394 step skipped) is refused, and so is a LeaveGroup of a
+    // member that is not in the group; neither disturbs the real member.
+    let mut impostor = Join::consumer(&group, &name);
+    impostor.member_id = "made-up-member".to_string();
+    let answer = impostor.send(&mut conn);
+    assert_eq!(
+        answer.error_code, UNKNOWN_MEMBER_ID,
+        "JoinGroup v9 with a member id the broker never handed out: {answer:?}"
+    );
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(str_bytes(&group)))
+        .with_members(vec![
+            MemberIdentity::default().with_member_id(str_bytes("made-up-member"))
+        ]);
+    let left: LeaveGroupResponse = conn.call(ApiKey::LeaveGroup, 5, &leave);
+    assert_eq!(left.error_code, NONE, "LeaveGroup v5: {left:?}");
+    assert_eq!(
+        left.members
+            .iter()
+            .map(|m| m.error_code)
+            .collect::<Vec<_>>(),
+        [UNKNOWN_MEMBER_ID],
+        "LeaveGroup v5 of a member that is not in the group: {left:?}"
     );
 
     // OffsetCommit / OffsetFetch with an empty group id.

@@ -10,6 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -45,8 +46,8 @@ pub struct Controller {
     log: LogRef,
     /// One change at a time.
     lock: async_lock::Mutex<()>,
-    /// Producer ids handed out so far, and the end of the recorded block.
-    next_producer_id: Cell<i64>,
+    /// The end of the last recorded block of producer ids (the next id to hand
+    /// out is `Broker::next_producer_id`).
     producer_id_block_end: Cell<i64>,
 }
 
@@ -65,7 +66,6 @@ impl Controller {
             shard: shard.clone(),
             log,
             lock: async_lock::Mutex::new(()),
-            next_producer_id: Cell::new(next),
             producer_id_block_end: Cell::new(next),
         })
     }
@@ -343,7 +343,8 @@ impl Controller {
     /// id is never handed out twice, even across restarts.
     pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
         let _guard = self.lock.lock().await;
-        let id = self.next_producer_id.get();
+        let next = &self.shard.broker.next_producer_id;
+        let id = next.load(Ordering::Acquire);
         if id >= self.producer_id_block_end.get() {
             let end = id + PRODUCER_ID_BLOCK;
             let record = MetadataRecord::ProducerIdBlock { end };
@@ -351,7 +352,7 @@ impl Controller {
             self.publish(record)?;
             self.producer_id_block_end.set(end);
         }
-        self.next_producer_id.set(id + 1);
+        next.store(id + 1, Ordering::Release);
         Ok(id)
     }
 }

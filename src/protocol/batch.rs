@@ -286,6 +286,13 @@ pub fn peek_magic(buf: &[u8]) -> Result<i8, BatchError> {
     field(buf, OFF_MAGIC).map(i8::from_be_bytes)
 }
 
+/// Whether `buf` starts with a v2 batch whose transactional bit is set, from
+/// its header alone (nothing else is checked).
+pub fn peek_transactional(buf: &[u8]) -> bool {
+    peek_magic(buf) == Ok(2)
+        && read_i16(buf, OFF_ATTRIBUTES).is_ok_and(|attributes| attributes & TRANSACTIONAL_BIT != 0)
+}
+
 /// CRC-32C over `batch[21..]`; pass exactly one batch.
 pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(batch.get(OFF_ATTRIBUTES..).unwrap_or(&[]))

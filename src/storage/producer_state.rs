@@ -3,6 +3,12 @@
 //! duplicate (acknowledged with its original offset, not written twice) and a gap in
 //! sequences is refused.
 //!
+//! A batch is a duplicate only when producer id, epoch, first and last sequence
+//! all match one of the cached batches (what Kafka's `ProducerStateEntry.
+//! findDuplicateBatch` compares). Anything else from a known producer must
+//! follow its last sequence, or it is refused with OUT_OF_ORDER_SEQUENCE_NUMBER;
+//! never with DUPLICATE_SEQUENCE_NUMBER, which Java clients take as success.
+//!
 //! Rebuilt at start-up from the batch headers in the log (`Segment::open` reports
 //! every batch).
 
@@ -63,12 +69,11 @@ impl ProducerStateTable {
     /// Checks `header` (an incoming batch with a producer id) against the state.
     pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
         let Some(entry) = self.producers.get(&header.producer_id) else {
-            // First batch we see from this producer: it must start at sequence 0.
-            return if header.base_sequence == 0 {
-                Ok(SequenceCheck::Append)
-            } else {
-                Err(SequenceError::OutOfOrder)
-            };
+            // A producer this partition holds no state for: any sequence is
+            // accepted, as Kafka does since KIP-360 (`ProducerAppendInfo`). Its
+            // earlier batches may have been removed by retention or
+            // DeleteRecords; it cannot be a retry of something stored here.
+            return Ok(SequenceCheck::Append);
         };
         if header.producer_epoch < entry.epoch {
             return Err(SequenceError::InvalidEpoch);
@@ -291,10 +296,11 @@ mod tests {
             table.check(&batch(7, 1, 5, 1, -1)),
             Err(SequenceError::OutOfOrder)
         );
-        // An unknown producer must start at 0.
+        // A producer the partition has no state for may start anywhere
+        // (its earlier batches may be gone); it is never a duplicate.
         assert_eq!(
             table.check(&batch(8, 0, 4, 1, -1)),
-            Err(SequenceError::OutOfOrder)
+            Ok(SequenceCheck::Append)
         );
     }
 

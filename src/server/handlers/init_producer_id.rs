@@ -1,5 +1,14 @@
 //! InitProducerId: hands out producer ids for idempotent producers. Transactions
 //! are not supported yet: a transactional id is refused.
+//!
+//! Without a transactional id Kafka ignores the producer id and epoch in the
+//! request and always hands out a fresh id with epoch 0
+//! (`TransactionCoordinator.handleInitProducerId`): the epoch-bump path of
+//! KIP-360 exists only for transactional ids, whose owner the coordinator
+//! knows. An idempotent producer's id proves nothing about who sent it, so
+//! taking it as "bump my epoch" would let two clients share one id, and the
+//! second one's batches would be acknowledged as duplicates of the first one's
+//! without being stored.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
@@ -7,32 +16,28 @@ use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::dispatch::RequestContext;
 
+fn error_response(code: ErrorCode) -> InitProducerIdResponse {
+    InitProducerIdResponse::default()
+        .with_error_code(code.code())
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+}
+
 pub async fn handle(
     ctx: &RequestContext,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
-    if request.transactional_id.is_some() {
-        return InitProducerIdResponse::default()
-            .with_error_code(ErrorCode::TransactionalIdAuthorizationFailed.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
+    // Kafka (KafkaApis.handleInitProducerIdRequest): an id without an epoch, or
+    // an epoch without an id, is a malformed request.
+    let no_id = request.producer_id.0 == -1;
+    let no_epoch = request.producer_epoch == -1;
+    if no_id != no_epoch {
+        return error_response(ErrorCode::InvalidRequest);
     }
-    // An idempotent producer re-initialising with its id keeps it and bumps the epoch (KIP-360).
-    if request.producer_id.0 >= 0 && request.producer_epoch >= 0 {
-        if request.producer_id.0 >= ctx.conn.shard.broker.image().next_producer_id {
-            // Never handed out by this cluster.
-            return InitProducerIdResponse::default()
-                .with_error_code(ErrorCode::InvalidProducerIdMapping.code())
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1);
-        }
-        if request.producer_epoch == i16::MAX {
-            // Epoch exhausted: fall through to a new id.
-        } else {
-            return InitProducerIdResponse::default()
-                .with_producer_id(request.producer_id)
-                .with_producer_epoch(request.producer_epoch + 1);
-        }
+    match request.transactional_id.as_deref().map(|id| id.is_empty()) {
+        Some(true) => return error_response(ErrorCode::InvalidRequest),
+        Some(false) => return error_response(ErrorCode::TransactionalIdAuthorizationFailed),
+        None => {}
     }
     let result = ctx
         .conn
@@ -42,16 +47,13 @@ pub async fn handle(
                 .controller()
                 .allocate_producer_id()
                 .await
-                .map_err(|e| e.code.code())
+                .map_err(|e| e.code)
         })
         .await;
     match result {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
-        Err(code) => InitProducerIdResponse::default()
-            .with_error_code(code)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
+        Err(code) => error_response(code),
     }
 }

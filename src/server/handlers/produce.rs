@@ -21,9 +21,17 @@ use crate::storage::{cleaner, log};
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
     let wants_ack = acks != 0;
+    // Kafka refuses the whole request when it carries transactional batches
+    // without a transactional id (or with one it does not authorize; here:
+    // any, until transactions exist).
+    let transactional_batches = request
+        .topic_data
+        .iter()
+        .flat_map(|topic| &topic.partition_data)
+        .any(|p| p.records.as_deref().is_some_and(batch::peek_transactional));
     let request_error = if !matches!(acks, -1..=1) {
         Some(ErrorCode::InvalidRequiredAcks)
-    } else if request.transactional_id.is_some() {
+    } else if request.transactional_id.is_some() || transactional_batches {
         Some(ErrorCode::TransactionalIdAuthorizationFailed)
     } else {
         None
@@ -65,6 +73,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                             };
                             (code, Some(e.to_string()))
                         })?;
+                    check_producer_issued(shard, &validated.first)?;
                     if topic.config.cleanup_policy.compact {
                         let limit = decompressed_bytes_max(topic.config.max_message_bytes);
                         cleaner::check_keys(&records, limit).map_err(|error| {
@@ -111,6 +120,31 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
         return None;
     }
     Some(ProduceResponse::default().with_responses(topics))
+}
+
+/// A batch from a producer id this broker never handed out is refused with
+/// UNKNOWN_PRODUCER_ID (the code Kafka gives for producer state it does not
+/// know; clients answer it by asking for a new id). Without this check a
+/// client that made up an id would share another producer's sequence state,
+/// and its batches could be taken for that producer's retries.
+fn check_producer_issued(
+    shard: &crate::runtime::Shard,
+    header: &batch::BatchHeader,
+) -> Result<(), (ErrorCode, Option<String>)> {
+    let next = shard
+        .broker
+        .next_producer_id
+        .load(std::sync::atomic::Ordering::Acquire);
+    if header.has_producer_id() && header.producer_id >= next {
+        return Err((
+            ErrorCode::UnknownProducerId,
+            Some(format!(
+                "producer id {} was never issued by this broker (InitProducerId hands out ids)",
+                header.producer_id
+            )),
+        ));
+    }
+    Ok(())
 }
 
 type AppendResult = Result<log::AppendOutcome, (ErrorCode, Option<String>)>;
