@@ -22,7 +22,7 @@ use crate::group::coordinator::GroupCoordinator;
 use crate::group::offsets::OffsetStore;
 use crate::group::state::GroupConfig;
 use crate::metadata::controller::Controller;
-use crate::metadata::{records, MetadataImage};
+use crate::metadata::{is_internal_topic, records, MetadataImage};
 use crate::metrics::Metrics;
 use crate::runtime::shard::{serve_queue, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
 use crate::runtime::{shard_for_partition, CONTROLLER_SHARD};
@@ -232,6 +232,13 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let image =
         records::replay(&data_dir, &config).map_err(|e| StartError::Metadata(e.to_string()))?;
     tracing::info!(topics = image.topics.len(), "metadata log replayed");
+    for name in image.topics.keys().filter(|name| is_internal_topic(name)) {
+        tracing::warn!(
+            topic = %name,
+            "an ordinary topic has a name Kafka reserves for an internal topic (an older Sluice \
+             let a client create it); clients cannot produce to it; DeleteTopics removes it"
+        );
+    }
 
     let shard_count = config.cores;
     let listeners = listener::bind_reuseport(config.listen, shard_count).map_err(|source| {

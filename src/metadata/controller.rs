@@ -18,7 +18,8 @@ use uuid::Uuid;
 use crate::metadata::records::{MetadataRecord, PRODUCER_ID_BLOCK};
 use crate::metadata::topic_config::TopicConfig;
 use crate::metadata::{
-    validate_topic_name, PartitionShared, TopicMeta, METADATA_LOG_DIR, PARTITIONS_PER_TOPIC_MAX,
+    is_internal_topic, validate_topic_name, PartitionShared, TopicMeta, METADATA_LOG_DIR,
+    PARTITIONS_PER_TOPIC_MAX,
 };
 use crate::protocol::batch::validate_records;
 use crate::protocol::errors::ErrorCode;
@@ -111,6 +112,13 @@ impl Controller {
     ) -> Result<TopicConfig, ApiError> {
         validate_topic_name(name)
             .map_err(|m| ApiError::new(ErrorCode::InvalidTopicException, m))?;
+        if is_internal_topic(name) {
+            // Kafka's answer for its own reserved metadata topic.
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("Creation of internal topic {name} is prohibited."),
+            ));
+        }
         if self.shard.broker.image().topic(name).is_some() {
             return Err(ApiError::new(
                 ErrorCode::TopicAlreadyExists,

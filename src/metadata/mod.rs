@@ -34,6 +34,24 @@ pub const METADATA_LOG_DIR: &str = "__sluice_metadata-0";
 /// directories share the data dir with user partitions.
 pub const RESERVED_TOPIC_PREFIX: &str = "__sluice";
 
+/// The names Kafka keeps for its own topics (`Topic.isInternal`, plus the
+/// KRaft metadata topic). Sluice keeps this state in internal logs of its own,
+/// but a client must still not create, auto-create, delete or produce to a
+/// topic of these names: tools such as Burrow ask Metadata for
+/// `__consumer_offsets`, and an ordinary topic of that name would be created
+/// and stay empty forever.
+pub const KAFKA_INTERNAL_TOPICS: &[&str] = &[
+    "__consumer_offsets",
+    "__transaction_state",
+    "__share_group_state",
+    "__cluster_metadata",
+];
+
+/// Whether `name` is one of Kafka's internal topic names.
+pub fn is_internal_topic(name: &str) -> bool {
+    KAFKA_INTERNAL_TOPICS.contains(&name)
+}
+
 /// What every shard may know about a partition without asking its owner.
 /// Written only by the owning shard.
 #[derive(Debug)]

@@ -200,6 +200,12 @@ impl TestBroker {
         self.spawn();
     }
 
+    /// Starts a stopped broker again on the same data dir (on a new port).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the broker is still running");
+        self.spawn();
+    }
+
     /// Crash and recover: SIGKILL (if still running), then start again on the
     /// same data dir (on a new port).
     pub fn restart_after_kill(&mut self) {

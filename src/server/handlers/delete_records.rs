@@ -6,6 +6,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
+use crate::metadata::is_internal_topic;
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::RequestContext;
 
@@ -18,6 +19,15 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
         for p in topic.partitions {
             let result =
                 DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            if is_internal_topic(topic.name.0.as_str()) {
+                // Kafka: "Cannot delete records of internal topic".
+                partitions.push(
+                    result
+                        .with_low_watermark(-1)
+                        .with_error_code(ErrorCode::InvalidTopicException.code()),
+                );
+                continue;
+            }
             let Some(meta) = meta
                 .as_ref()
                 .filter(|m| m.partition(p.partition_index).is_some())

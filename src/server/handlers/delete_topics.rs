@@ -4,6 +4,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use uuid::Uuid;
 
+use crate::metadata::is_internal_topic;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::dispatch::RequestContext;
@@ -30,19 +31,26 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
             (_, false) => image
                 .topic_by_id(&id)
                 .cloned()
-                .ok_or(ErrorCode::UnknownTopicId),
+                .ok_or((ErrorCode::UnknownTopicId, None)),
+            // Kafka's internal topics cannot be deleted. A topic of such a
+            // name that an older Sluice let a client create is an ordinary
+            // topic, and deleting it is how it is cleaned up.
+            (Some(name), true) if is_internal_topic(name) => image.topic(name).cloned().ok_or((
+                ErrorCode::InvalidRequest,
+                Some(format!("internal topic {name} cannot be deleted")),
+            )),
             (Some(name), true) => image
                 .topic(name)
                 .cloned()
-                .ok_or(ErrorCode::UnknownTopicOrPartition),
-            (None, true) => Err(ErrorCode::InvalidRequest),
+                .ok_or((ErrorCode::UnknownTopicOrPartition, None)),
+            (None, true) => Err((ErrorCode::InvalidRequest, None)),
         };
         drop(image);
         let result = DeletableTopicResult::default()
             .with_name(name.as_deref().map(topic_name))
             .with_topic_id(id);
         let outcome = match topic {
-            Err(code) => Err((code, None)),
+            Err(error) => Err(error),
             Ok(topic) => {
                 let (topic_id, found_name) = (topic.id, topic.name.to_string());
                 ctx.conn

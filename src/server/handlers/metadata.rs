@@ -9,7 +9,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
-use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::metadata::{is_internal_topic, validate_topic_name, TopicMeta};
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::dispatch::RequestContext;
@@ -102,6 +102,10 @@ async fn find_or_create(
     if validate_topic_name(name).is_err() {
         return error(ErrorCode::InvalidTopicException);
     }
+    if is_internal_topic(name) {
+        // Never auto-created: Sluice keeps that state in logs of its own.
+        return error(ErrorCode::UnknownTopicOrPartition).with_is_internal(true);
+    }
     if !may_create {
         return error(ErrorCode::UnknownTopicOrPartition);
     }
@@ -174,8 +178,11 @@ pub(crate) fn describe_topic(
             partition
         })
         .collect();
+    // Only a topic left by an older Sluice can carry an internal name;
+    // flagging it keeps it out of clients' pattern subscriptions.
     let response = MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
+        .with_is_internal(is_internal_topic(&topic.name))
         .with_partitions(partitions);
     if version >= 10 {
         response.with_topic_id(topic.id)

@@ -11,6 +11,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use std::sync::Arc;
+
+use crate::metadata::{is_internal_topic, TopicMeta};
 use crate::protocol::batch::{self, peek_magic};
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::RequestContext;
@@ -41,8 +44,15 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let topic = match request_error {
-            Some(code) => Err(code),
-            None => resolve_topic(ctx, topic_data.name.0.as_str(), &topic_data.topic_id),
+            Some(code) => Err((code, None)),
+            None => resolve_topic(ctx, topic_data.name.0.as_str(), &topic_data.topic_id)
+                .map_err(|code| (code, None))
+                .and_then(refuse_internal),
+        };
+        let topic = if is_internal_topic(topic_data.name.0.as_str()) {
+            refuse_internal_name(topic_data.name.0.as_str())
+        } else {
+            topic
         };
         let mut appends = Vec::with_capacity(topic_data.partition_data.len());
         for partition_data in topic_data.partition_data {
@@ -51,7 +61,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
             let version = ctx.api_version;
             appends.push(
                 async move {
-                    let topic = topic.map_err(|code| (code, None))?;
+                    let topic = topic?;
                     match topic.partition(index) {
                         None => return Err((ErrorCode::UnknownTopicOrPartition, None)),
                         Some(shared) if shared.is_offline() => {
@@ -120,6 +130,22 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
         return None;
     }
     Some(ProduceResponse::default().with_responses(topics))
+}
+
+/// Kafka: "Cannot append to internal topic" (INVALID_TOPIC_EXCEPTION), also
+/// for a topic of such a name that an older Sluice let a client create.
+fn refuse_internal_name<T>(name: &str) -> Result<T, (ErrorCode, Option<String>)> {
+    Err((
+        ErrorCode::InvalidTopicException,
+        Some(format!("Cannot append to internal topic {name}")),
+    ))
+}
+
+fn refuse_internal(topic: Arc<TopicMeta>) -> Result<Arc<TopicMeta>, (ErrorCode, Option<String>)> {
+    if is_internal_topic(&topic.name) {
+        return refuse_internal_name(&topic.name);
+    }
+    Ok(topic)
 }
 
 /// A batch from a producer id this broker never handed out is refused with
