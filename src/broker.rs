@@ -254,6 +254,16 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
             source,
         })?;
 
+    // Bound now, so that a metrics port in use fails the start before any
+    // shard serves (std's bind sets no SO_REUSEPORT: a second bind fails).
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| StartError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
+
     let mut receivers = Vec::with_capacity(shard_count);
     let mut handles = Vec::with_capacity(shard_count);
     for id in 0..shard_count {
@@ -312,15 +322,16 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         broker.shutdown.trigger();
         return Err(StartError::Shard(error));
     }
-    let metrics_addr = match broker.config.metrics_listen {
-        Some(addr) => match crate::metrics::http::start(broker.clone(), addr) {
+    let metrics_addr = match (metrics_listener, broker.config.metrics_listen) {
+        (Some(listener), Some(addr)) => match crate::metrics::http::start(broker.clone(), listener)
+        {
             Ok(local) => Some(local),
             Err(source) => {
                 broker.shutdown.trigger();
                 return Err(StartError::Listen { addr, source });
             }
         },
-        None => None,
+        _ => None,
     };
     Ok(RunningBroker {
         broker,

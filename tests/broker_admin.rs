@@ -1046,6 +1046,64 @@ fn start_up_failures_help_and_sigterm() {
     );
 }
 
+/// A second broker (another data dir) on a port the first one serves, or on
+/// its metrics port, fails to start with "Address already in use" and a
+/// non-zero exit, as Kafka does; before, SO_REUSEPORT let it join and the
+/// kernel split new connections between two unrelated brokers.
+#[test]
+fn a_second_broker_cannot_share_a_port() {
+    let broker = TestBroker::start_with(&["--metrics-listen", "127.0.0.1:0"]);
+    let metrics_addr = broker
+        .metrics_url
+        .as_deref()
+        .and_then(|url| url.strip_prefix("http://"))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .expect("metrics address")
+        .to_string();
+    let temp = tempfile::tempdir().unwrap();
+    let other_dir = temp.path().join("other").to_string_lossy().to_string();
+    for (what, args) in [
+        ("the Kafka port", vec!["--listen", broker.addr.as_str()]),
+        (
+            "the metrics port",
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                metrics_addr.as_str(),
+            ],
+        ),
+    ] {
+        let mut all = vec!["--data-dir", other_dir.as_str(), "--cores", "2"];
+        all.extend(args);
+        let (code, stdout, stderr) = run_sluice(&all);
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "second broker on {what}: exit {code:?}, stdout {stdout:?}, stderr {stderr:?}"
+        );
+        assert!(
+            stderr.contains("Address already in use"),
+            "second broker on {what}: {stderr:?}"
+        );
+        assert!(
+            !stdout.contains("listening"),
+            "second broker on {what} listened: {stdout:?}"
+        );
+    }
+    // Every new connection still reaches the first broker: one cluster id.
+    let cluster_ids: std::collections::BTreeSet<String> = (0..20)
+        .map(|_| {
+            let mut conn = Conn::open(&broker.addr);
+            let response = metadata(&mut conn, None, false);
+            response
+                .cluster_id
+                .map(|c| c.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(cluster_ids.len(), 1, "{cluster_ids:?}");
+}
+
 /// 8. Metadata and auto-creation: allow=false, --auto-create-topics false, invalid names.
 #[test]
 fn metadata_auto_creation_rules() {

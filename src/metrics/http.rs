@@ -15,9 +15,9 @@ use crate::runtime::queue;
 const REQUEST_HEAD_MAX: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Binds `addr` and serves scrapes on a thread of its own until shutdown.
-pub fn start(broker: Arc<Broker>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
+/// Serves scrapes on `listener` (bound by start-up, before the shards start,
+/// so that a port in use fails the start) on a thread of its own until shutdown.
+pub fn start(broker: Arc<Broker>, listener: TcpListener) -> std::io::Result<SocketAddr> {
     let local = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
