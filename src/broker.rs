@@ -24,6 +24,7 @@ use crate::group::state::GroupConfig;
 use crate::metadata::controller::Controller;
 use crate::metadata::{is_internal_topic, records, MetadataImage};
 use crate::metrics::Metrics;
+use crate::runtime::descriptors::{raise_open_file_limit, DescriptorBudget};
 use crate::runtime::shard::{serve_queue, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
 use crate::runtime::{shard_for_partition, CONTROLLER_SHARD};
 use crate::server::listener;
@@ -44,6 +45,8 @@ pub struct Broker {
     /// above it was. Written only by the controller; Produce reads it to refuse
     /// batches from ids this broker never issued.
     pub next_producer_id: AtomicI64,
+    /// How the open file limit is shared out between connections and partitions.
+    pub descriptors: DescriptorBudget,
 }
 
 impl Broker {
@@ -241,6 +244,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     }
 
     let shard_count = config.cores;
+    let descriptors = open_file_budget(shard_count, config.max_connections);
     let listeners = listener::bind_reuseport(config.listen, shard_count).map_err(|source| {
         StartError::Listen {
             addr: config.listen,
@@ -276,6 +280,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         config,
         cluster_id,
         next_producer_id,
+        descriptors,
         metadata: ArcSwap::from_pointee(image),
         shards: handles,
         shutdown: ShutdownSignal::default(),
@@ -321,6 +326,17 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     if let Ok(error) = error_rx.try_recv() {
         broker.shutdown.trigger();
         return Err(StartError::Shard(error));
+    }
+    let budget = &broker.descriptors;
+    if budget.segment_descriptors() > budget.segments_max {
+        tracing::warn!(
+            segments = crate::storage::segment::segments_open(),
+            descriptors = budget.segment_descriptors(),
+            allowed = budget.segments_max,
+            limit = budget.limit,
+            "the partitions in the data dir may need more file descriptors than the budget allows; \
+             raise the open file limit (ulimit -n) or lower --max-connections"
+        );
     }
     let metrics_addr = match (metrics_listener, broker.config.metrics_listen) {
         (Some(listener), Some(addr)) => match crate::metrics::http::start(broker.clone(), listener)
@@ -421,6 +437,35 @@ fn run_shard(
         }
         Ok(())
     })
+}
+
+/// Raises the open file limit and shares it out (see `runtime::descriptors`).
+fn open_file_budget(shards: usize, max_connections: Option<u64>) -> DescriptorBudget {
+    let (before, limit) = match raise_open_file_limit() {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open file limit; assuming 1024");
+            (1024, 1024)
+        }
+    };
+    let budget = DescriptorBudget::new(limit, shards, max_connections);
+    if let Some(asked) = max_connections {
+        if asked + budget.reserved >= limit {
+            tracing::warn!(
+                max_connections = asked,
+                limit,
+                "--max-connections leaves no file descriptors for partitions"
+            );
+        }
+    }
+    tracing::info!(
+        limit,
+        raised_from = before,
+        connections_max = budget.connections_max,
+        partition_descriptors_max = budget.segments_max,
+        "open file limit"
+    );
+    budget
 }
 
 /// Replays this shard's partitions of the offsets log and creates its coordinator.

@@ -104,6 +104,11 @@ pub struct Cli {
     /// stopped reading) for this long [default: 60000].
     #[arg(long, value_name = "MS")]
     pub send_stall_timeout_ms: Option<u64>,
+    /// Client connections accepted at most (Kafka's `max.connections`); more
+    /// are closed at once. Their descriptors are kept out of what partitions
+    /// may use [default: a quarter of the open file limit].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u64>,
     /// Log level filter (e.g. info, debug, sluice=trace); RUST_LOG also works [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -136,6 +141,7 @@ struct FileConfig {
     fetch_max_bytes: Option<usize>,
     metrics_listen: Option<SocketAddr>,
     send_stall_timeout_ms: Option<u64>,
+    max_connections: Option<u64>,
     shard_max_request_bytes: Option<usize>,
     log_retention_check_interval_ms: Option<u64>,
     log_cleaner_interval_ms: Option<u64>,
@@ -167,6 +173,8 @@ pub struct Config {
     pub fetch_zero_copy: FetchZeroCopy,
     pub metrics_listen: Option<SocketAddr>,
     pub send_stall_timeout_ms: u64,
+    /// None: a quarter of the open file limit (see `runtime::descriptors`).
+    pub max_connections: Option<u64>,
     pub shard_max_request_bytes: usize,
     /// Record bytes of one Fetch response at most (Kafka's broker `fetch.max.bytes`).
     pub fetch_max_bytes: usize,
@@ -317,6 +325,10 @@ impl Config {
         if send_stall_timeout_ms == 0 {
             return Err(invalid("send-stall-timeout-ms", "must be above 0"));
         }
+        let max_connections = cli.max_connections.or(file.max_connections);
+        if max_connections == Some(0) {
+            return Err(invalid("max-connections", "must be above 0"));
+        }
         let fetch_max_bytes = cli
             .fetch_max_bytes
             .or(file.fetch_max_bytes)
@@ -453,6 +465,7 @@ impl Config {
             fetch_max_bytes,
             metrics_listen: cli.metrics_listen.or(file.metrics_listen),
             send_stall_timeout_ms,
+            max_connections,
             shard_max_request_bytes: cli
                 .shard_max_request_bytes
                 .or(file.shard_max_request_bytes)

@@ -39,7 +39,6 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    raise_open_file_limit();
     let running = match sluice::broker::start(config) {
         Ok(running) => running,
         Err(error) => {
@@ -63,19 +62,4 @@ fn main() -> ExitCode {
     running.join();
     tracing::info!("stopped");
     ExitCode::SUCCESS
-}
-
-/// Every connection and every segment holds a file descriptor; the soft limit
-/// (often 1024) is raised to the hard one, as brokers do.
-fn raise_open_file_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!(%error, soft, hard, "cannot raise the open file limit");
-            }
-        }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "cannot read the open file limit"),
-    }
 }

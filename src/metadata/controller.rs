@@ -131,12 +131,24 @@ impl Controller {
                 format!("number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"),
             ));
         }
+        self.check_descriptors(partitions)?;
         self.shard
             .broker
             .config
             .topic_defaults
             .with_overrides(configs)
             .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))
+    }
+
+    /// Refuses new partitions the descriptor budget has no room for, with
+    /// POLICY_VIOLATION and a message naming the limit (one lock holder at a
+    /// time checks and creates, so two requests cannot both take the last room).
+    fn check_descriptors(&self, new_partitions: i32) -> Result<(), ApiError> {
+        self.shard
+            .broker
+            .descriptors
+            .check_new_partitions(new_partitions.max(0) as u64)
+            .map_err(|message| ApiError::new(ErrorCode::PolicyViolation, message))
     }
 
     pub async fn create_topic(
@@ -284,6 +296,7 @@ impl Controller {
                 format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
             ));
         }
+        self.check_descriptors(count - old.partition_count())?;
         if validate_only {
             return Ok(());
         }

@@ -88,6 +88,8 @@ pub struct ShardMetrics {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub connections: AtomicI64,
+    /// Connections closed at once because the broker held `--max-connections`.
+    pub connections_refused: AtomicU64,
     /// Appends covered per group-commit round.
     pub commit_batch: Histogram,
     /// Duration of a group-commit round (the fdatasyncs it runs).
@@ -109,6 +111,7 @@ impl Default for ShardMetrics {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             connections: AtomicI64::new(0),
+            connections_refused: AtomicU64::new(0),
             commit_batch: Histogram::new(&BATCH_BOUNDS),
             commit_sync_seconds: Histogram::new(&LATENCY_BOUNDS),
             request_bytes_in_flight: AtomicU64::new(0),

@@ -69,6 +69,35 @@ pub fn render(broker: &Broker, partitions: &[PartitionSample]) -> String {
             .iter()
             .map(|s| s.connections.load(Ordering::Relaxed) as f64),
     );
+    header(
+        &mut out,
+        "sluice_connections_refused_total",
+        "counter",
+        "Connections closed at once because the broker held --max-connections, by shard.",
+    );
+    for (id, s) in metrics.shards.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "sluice_connections_refused_total{{shard=\"{id}\"}} {}",
+            s.connections_refused.load(Ordering::Relaxed)
+        );
+    }
+    header(
+        &mut out,
+        "sluice_file_descriptors",
+        "gauge",
+        "The open file limit and how it is shared out (limit; the most connections may hold; \
+         the most segments may hold; what open segments may hold now).",
+    );
+    let budget = &broker.descriptors;
+    for (kind, value) in [
+        ("limit", budget.limit),
+        ("connections_max", budget.connections_max),
+        ("segments_max", budget.segments_max),
+        ("segments", budget.segment_descriptors()),
+    ] {
+        let _ = writeln!(out, "sluice_file_descriptors{{kind=\"{kind}\"}} {value}");
+    }
     gauge_per_shard(
         &mut out,
         "sluice_shard_queue_depth",

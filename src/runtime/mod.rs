@@ -9,6 +9,7 @@
 //! per-partition atomics in [`crate::metadata::PartitionShared`].
 
 pub mod budget;
+pub mod descriptors;
 pub mod queue;
 pub mod shard;
 

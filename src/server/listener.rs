@@ -16,6 +16,10 @@ use crate::server::connection;
 
 /// Pending connections the kernel may queue per listener.
 const LISTEN_BACKLOG: i32 = 1024;
+/// The first pause after a failed accept, doubled on each failure in a row.
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+/// The longest pause between accepts while they keep failing.
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Binds `count` listeners on `addr`. With port 0 the first gets an ephemeral port
 /// and the others bind the same one.
@@ -154,6 +158,37 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// Whether the broker holds `--max-connections` connections already (over
+/// all shards; shards may overshoot by one each at the same instant).
+fn at_connection_limit(shard: &Shard) -> bool {
+    let open: i64 = shard
+        .broker
+        .metrics
+        .shards
+        .iter()
+        .map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    open >= 0 && open as u64 >= shard.broker.descriptors.connections_max
+}
+
+/// Counts a connection closed at once for the limit; logs the first and then
+/// every doubling, so a storm of them cannot flood the log.
+fn refuse(shard: &Shard, peer: SocketAddr) {
+    let refused = shard.broker.metrics.shards[shard.id]
+        .connections_refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if refused.is_power_of_two() {
+        tracing::warn!(
+            shard = shard.id,
+            %peer,
+            refused_so_far = refused,
+            max_connections = shard.broker.descriptors.connections_max,
+            "connection closed at once: the broker holds --max-connections connections"
+        );
+    }
+}
+
 /// Accepts connections until shutdown, then waits for every connection of this
 /// shard to finish its in-flight requests.
 pub async fn serve(shard: Rc<Shard>, listener: std::net::TcpListener) {
@@ -165,11 +200,18 @@ pub async fn serve(shard: Rc<Shard>, listener: std::net::TcpListener) {
         }
     };
     let count = Rc::new(ConnectionCount::default());
+    let mut accept_failures: u32 = 0;
     loop {
         let accept = std::pin::pin!(listener.accept());
         let stop = std::pin::pin!(shard.broker.shutdown.wait());
         match select(accept, stop).await {
             Either::Left((Ok((stream, peer)), _)) => {
+                accept_failures = 0;
+                if at_connection_limit(&shard) {
+                    refuse(&shard, peer);
+                    drop(stream);
+                    continue;
+                }
                 let guard = count.enter();
                 let shard = shard.clone();
                 compio::runtime::spawn(async move {
@@ -179,9 +221,27 @@ pub async fn serve(shard: Rc<Shard>, listener: std::net::TcpListener) {
                 .detach();
             }
             Either::Left((Err(error), _)) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(shard = shard.id, %error, "accept failed");
-                compio::time::sleep(std::time::Duration::from_millis(10)).await;
+                // EMFILE and friends: the connection stays in the kernel's
+                // backlog; back off (10 ms doubling to 1 s) instead of spinning,
+                // and log the first failure and then every doubling of the run.
+                accept_failures = accept_failures.saturating_add(1);
+                let delay = ACCEPT_BACKOFF_MIN
+                    .saturating_mul(1 << (accept_failures - 1).min(7))
+                    .min(ACCEPT_BACKOFF_MAX);
+                if accept_failures.is_power_of_two() {
+                    tracing::warn!(
+                        shard = shard.id,
+                        %error,
+                        failures_in_a_row = accept_failures,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "accept failed"
+                    );
+                }
+                let sleep = std::pin::pin!(compio::time::sleep(delay));
+                let stop = std::pin::pin!(shard.broker.shutdown.wait());
+                if let Either::Right(_) = select(sleep, stop).await {
+                    break;
+                }
             }
             Either::Right(_) => break,
         }

@@ -9,6 +9,7 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::protocol::batch::{
@@ -162,6 +163,34 @@ fn read_chunk(file: &fs::File, pos: u64, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Descriptors a segment may hold: its `.log` file, and the second descriptor
+/// Fetch responses share (`shared_file`), opened on the first zero-copy read.
+pub const DESCRIPTORS_PER_SEGMENT: u64 = 2;
+
+/// Segments alive in this process (every partition log, internal ones too).
+static SEGMENTS_OPEN: AtomicU64 = AtomicU64::new(0);
+
+/// How many segments are open in this process, for the descriptor budget.
+pub fn segments_open() -> u64 {
+    SEGMENTS_OPEN.load(Ordering::Relaxed)
+}
+
+/// Counts one segment in [`SEGMENTS_OPEN`] for as long as it lives.
+struct SegmentCount;
+
+impl SegmentCount {
+    fn new() -> SegmentCount {
+        SEGMENTS_OPEN.fetch_add(1, Ordering::Relaxed);
+        SegmentCount
+    }
+}
+
+impl Drop for SegmentCount {
+    fn drop(&mut self) {
+        SEGMENTS_OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A segment of a partition log.
 pub struct Segment {
     pub base_offset: i64,
@@ -188,6 +217,8 @@ pub struct Segment {
     pub offset_of_max_timestamp: i64,
     /// Wall-clock time of the first append, for `segment.ms` rolling.
     pub created_ms: i64,
+    /// Keeps this segment counted in [`segments_open`].
+    _count: SegmentCount,
 }
 
 impl Segment {
@@ -232,6 +263,7 @@ impl Segment {
             max_timestamp_ms: -1,
             offset_of_max_timestamp: -1,
             created_ms: now_ms,
+            _count: SegmentCount::new(),
         }
     }
 

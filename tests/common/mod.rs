@@ -24,6 +24,8 @@ pub struct TestBroker {
     cores: usize,
     /// When set, the broker's log (storage at info level) is appended here.
     log_path: Option<PathBuf>,
+    /// When set, the broker runs with this RLIMIT_NOFILE (soft and hard).
+    nofile: Option<u64>,
 }
 
 impl TestBroker {
@@ -45,6 +47,26 @@ impl TestBroker {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             cores: 2,
             log_path: None,
+            nofile: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// Starts a logging broker (see [`TestBroker::start_logging`]) whose open
+    /// file limit, soft and hard, is `nofile`.
+    pub fn start_with_nofile(nofile: u64, extra_args: &[&str]) -> TestBroker {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut broker = TestBroker {
+            child: None,
+            addr: String::new(),
+            metrics_url: None,
+            data_dir: temp.path().join("data"),
+            log_path: Some(temp.path().join("broker.log")),
+            _temp: Some(temp),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            cores: 2,
+            nofile: Some(nofile),
         };
         broker.spawn();
         broker
@@ -63,6 +85,7 @@ impl TestBroker {
             _temp: Some(temp),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             cores: 2,
+            nofile: None,
         };
         broker.spawn();
         broker
@@ -100,6 +123,7 @@ impl TestBroker {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             cores: 2,
             log_path: None,
+            nofile: None,
         };
         broker.spawn();
         broker
@@ -130,6 +154,23 @@ impl TestBroker {
             command
                 .env("RUST_LOG", "warn,sluice::storage=info")
                 .stderr(Stdio::from(file));
+        }
+        if let Some(limit) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and only
+            // calls setrlimit, which is async-signal-safe; it allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = command.spawn().expect("sluice binary starts");
         let stdout = child.stdout.take().expect("piped stdout");
