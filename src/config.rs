@@ -118,7 +118,10 @@ pub struct Cli {
     /// flush.ms, index.interval.bytes, max.message.bytes, message.timestamp.after.max.ms,
     /// message.timestamp.before.max.ms, message.timestamp.type,
     /// min.cleanable.dirty.ratio, min.compaction.lag.ms, min.insync.replicas,
-    /// retention.bytes, retention.ms, segment.bytes, segment.ms.
+    /// retention.bytes, retention.ms, segment.bytes, segment.ms; and Kafka 3's
+    /// deprecated message.format.version and message.downconversion.enable
+    /// (ignored), message.timestamp.difference.max.ms (stands in for the
+    /// before/after pair where they are unset).
     #[arg(long = "topic-default", value_name = "KEY=VALUE")]
     pub topic_defaults: Vec<String>,
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::metadata::records::{MetadataRecord, PRODUCER_ID_BLOCK};
-use crate::metadata::topic_config::TopicConfig;
+use crate::metadata::topic_config::{deprecation_note, TopicConfig};
 use crate::metadata::{
     is_internal_topic, validate_topic_name, PartitionShared, TopicMeta, METADATA_LOG_DIR,
     PARTITIONS_PER_TOPIC_MAX,
@@ -38,6 +38,52 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+        }
+    }
+}
+
+/// Checks one partition's manual replica assignment the way Kafka's
+/// controller does (`ReplicationControlManager.validateManualPartitionAssignment`):
+/// not empty, only registered brokers (on one node: this one), none twice, and
+/// as many replicas as `replication_factor` when that is known.
+pub fn check_replica_assignment(
+    replicas: &[i32],
+    registered: &[i32],
+    replication_factor: Option<usize>,
+) -> Result<(), ApiError> {
+    let refuse = |message: String| Err(ApiError::new(ErrorCode::InvalidReplicaAssignment, message));
+    if replicas.is_empty() {
+        return refuse("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut sorted = replicas.to_vec();
+    sorted.sort_unstable();
+    for (i, broker) in sorted.iter().enumerate() {
+        if !registered.contains(broker) {
+            return refuse(format!(
+                "The manual partition assignment includes broker {broker}, but no such broker is registered."
+            ));
+        }
+        if i > 0 && sorted[i - 1] == *broker {
+            return refuse(format!(
+                "The manual partition assignment includes the broker {broker} more than once."
+            ));
+        }
+    }
+    if let Some(factor) = replication_factor.filter(|&f| f != sorted.len()) {
+        return refuse(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this is \
+             not consistent with previous partitions, which have {factor} replica(s).",
+            sorted.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Logs, for each deprecated config being set, what Sluice does with it.
+fn note_deprecated(topic: &str, configs: &BTreeMap<String, String>) {
+    for (key, value) in configs {
+        if let Some(note) = deprecation_note(key) {
+            tracing::info!(topic, config = %key, %value, "{note}");
         }
     }
 }
@@ -186,6 +232,7 @@ impl Controller {
         let image = self.shard.broker.image().with_topic(topic.clone());
         self.shard.broker.metadata.store(Arc::new(image));
         tracing::info!(topic = %name, partitions, "topic created");
+        note_deprecated(&name, &topic.overrides);
         Ok(topic)
     }
 
@@ -273,10 +320,13 @@ impl Controller {
             })
     }
 
+    /// Grows `name` to `count` partitions; `assignments`, when the request
+    /// gave manual replica assignments, is how many it gave.
     pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
+        assignments: Option<usize>,
         validate_only: bool,
     ) -> Result<(), ApiError> {
         let _guard = self.lock.lock().await;
@@ -296,7 +346,16 @@ impl Controller {
                 format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
             ));
         }
-        self.check_descriptors(count - old.partition_count())?;
+        let additional = count - old.partition_count();
+        if let Some(given) = assignments.filter(|&given| given as i64 != i64::from(additional)) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReplicaAssignment,
+                format!(
+                    "Attempted to add {additional} additional partition(s), but only {given} assignment(s) were specified."
+                ),
+            ));
+        }
+        self.check_descriptors(additional)?;
         if validate_only {
             return Ok(());
         }
@@ -339,6 +398,7 @@ impl Controller {
         if validate_only {
             return Ok(());
         }
+        note_deprecated(name, &configs);
         let record = MetadataRecord::SetTopicConfigs {
             name: name.to_string(),
             configs,

@@ -42,6 +42,15 @@ pub struct TopicConfig {
     pub message_timestamp_before_max_ms: i64,
     /// A CreateTime batch further in the future than this is refused.
     pub message_timestamp_after_max_ms: i64,
+    /// Deprecated in Kafka 3.6 (KIP-937): stands in for the two above where
+    /// they are left at their default (Kafka's `LogConfig` does the same).
+    pub message_timestamp_difference_max_ms: i64,
+    /// Deprecated, ignored: the record format is always v2 (Kafka ignores it
+    /// from 3.0 and removed it in 4.0); kept so that tools written for Kafka 3
+    /// can set it and read it back.
+    pub message_format_version: String,
+    /// Deprecated, ignored: Sluice never converts batches down to v0/v1.
+    pub message_downconversion_enable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +63,7 @@ pub struct TopicConfigError {
 /// A config's type as DescribeConfigs v3+ reports it (Kafka's ConfigType codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigKind {
+    Boolean = 1,
     String = 2,
     Int = 3,
     Long = 5,
@@ -204,6 +214,41 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
         show: |c| c.message_timestamp_before_max_ms.to_string(),
     },
     ConfigDef {
+        name: "message.timestamp.difference.max.ms",
+        kind: ConfigKind::Long,
+        default: "9223372036854775807",
+        apply: |c, v| {
+            c.message_timestamp_difference_max_ms = parse_i64(v, 0)?;
+            Ok(())
+        },
+        show: |c| c.message_timestamp_difference_max_ms.to_string(),
+    },
+    ConfigDef {
+        name: "message.downconversion.enable",
+        kind: ConfigKind::Boolean,
+        default: "true",
+        apply: |c, v| {
+            c.message_downconversion_enable = match v.trim() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(format!("`{v}` is not true or false")),
+            };
+            Ok(())
+        },
+        show: |c| c.message_downconversion_enable.to_string(),
+    },
+    ConfigDef {
+        name: "message.format.version",
+        kind: ConfigKind::String,
+        default: "3.0-IV1",
+        apply: |c, v| {
+            check_kafka_version(v.trim())?;
+            c.message_format_version = v.trim().to_string();
+            Ok(())
+        },
+        show: |c| c.message_format_version.clone(),
+    },
+    ConfigDef {
         name: "message.timestamp.type",
         kind: ConfigKind::String,
         default: "CreateTime",
@@ -303,6 +348,54 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     },
 ];
 
+/// Checks a Kafka version string as `message.format.version` takes it
+/// (Kafka's `MetadataVersion.fromVersionString`): 0.8.0 to 0.11.0, 1.0 to
+/// 3.9, optionally with an `-IVn` suffix or further numbers
+/// (`0.10.0.0`, `2.8-IV1`, `3.0`).
+fn check_kafka_version(version: &str) -> Result<(), String> {
+    let refuse = || format!("`{version}` is not a valid Kafka version");
+    let release = version.split_once("-IV").map_or(version, |(release, iv)| {
+        if iv.is_empty() || !iv.bytes().all(|b| b.is_ascii_digit()) {
+            ""
+        } else {
+            release
+        }
+    });
+    let parts: Vec<u32> = release
+        .split('.')
+        .map(|p| p.parse().map_err(|_| refuse()))
+        .collect::<Result<_, _>>()?;
+    let known = match parts.as_slice() {
+        [0, minor, _, ..] => (8..=11).contains(minor),
+        [1, minor, ..] => *minor <= 1,
+        [2, minor, ..] => *minor <= 8,
+        [3, minor, ..] => *minor <= 9,
+        _ => false,
+    };
+    if known {
+        Ok(())
+    } else {
+        Err(refuse())
+    }
+}
+
+/// Why a deprecated config is accepted although Sluice does not use it as
+/// Kafka 3 did; logged when an operator or client sets it.
+pub fn deprecation_note(name: &str) -> Option<&'static str> {
+    match name {
+        "message.format.version" => Some(
+            "deprecated and ignored: the record format is always v2 (Kafka ignores it from 3.0 and removed it in 4.0)",
+        ),
+        "message.downconversion.enable" => Some(
+            "deprecated and ignored: batches are never converted down to message format v0/v1 (removed in Kafka 4.0)",
+        ),
+        "message.timestamp.difference.max.ms" => Some(
+            "deprecated: used as message.timestamp.before.max.ms and message.timestamp.after.max.ms where those are not set (KIP-937; removed in Kafka 4.0)",
+        ),
+        _ => None,
+    }
+}
+
 pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
     CONFIG_DEFS.iter().find(|d| d.name == name)
 }
@@ -331,6 +424,9 @@ impl Default for TopicConfig {
             index_interval_bytes: 0,
             message_timestamp_before_max_ms: 0,
             message_timestamp_after_max_ms: 0,
+            message_timestamp_difference_max_ms: 0,
+            message_format_version: String::new(),
+            message_downconversion_enable: true,
         };
         for def in CONFIG_DEFS {
             (def.apply)(&mut config, def.default).expect("built-in default parses");
@@ -364,6 +460,37 @@ impl TopicConfig {
         (def.show)(self)
     }
 
+    /// `message.timestamp.before.max.ms`, or the deprecated
+    /// `message.timestamp.difference.max.ms` when it is left at its default.
+    pub fn timestamp_before_max_ms(&self) -> i64 {
+        if self.message_timestamp_before_max_ms != i64::MAX {
+            self.message_timestamp_before_max_ms
+        } else {
+            self.message_timestamp_difference_max_ms
+        }
+    }
+
+    /// `message.timestamp.after.max.ms`, likewise.
+    pub fn timestamp_after_max_ms(&self) -> i64 {
+        if self.message_timestamp_after_max_ms != i64::MAX {
+            self.message_timestamp_after_max_ms
+        } else {
+            self.message_timestamp_difference_max_ms
+        }
+    }
+
+    /// The CreateTime timestamps accepted at `now_ms`, `[low, high]`; None on
+    /// a LogAppendTime topic (the broker stamps its batches).
+    pub fn create_time_range(&self, now_ms: i64) -> Option<(i64, i64)> {
+        match self.message_timestamp_type {
+            TimestampType::LogAppendTime => None,
+            TimestampType::CreateTime => Some((
+                now_ms.saturating_sub(self.timestamp_before_max_ms()),
+                now_ms.saturating_add(self.timestamp_after_max_ms()),
+            )),
+        }
+    }
+
     /// Checks a batch's timestamps against the broker clock (CreateTime topics
     /// only; LogAppendTime overwrites them). Kafka's rule: -1 means "no
     /// timestamp", any other negative value is invalid.
@@ -379,18 +506,16 @@ impl TopicConfig {
         if self.message_timestamp_type == TimestampType::LogAppendTime || max_timestamp_ms == -1 {
             return Ok(());
         }
-        if min_timestamp_ms >= 0
-            && now_ms.saturating_sub(min_timestamp_ms) > self.message_timestamp_before_max_ms
-        {
+        let before = self.timestamp_before_max_ms();
+        let after = self.timestamp_after_max_ms();
+        if min_timestamp_ms >= 0 && now_ms.saturating_sub(min_timestamp_ms) > before {
             return Err(format!(
-                "timestamp {min_timestamp_ms} is more than message.timestamp.before.max.ms ({}) in the past",
-                self.message_timestamp_before_max_ms
+                "timestamp {min_timestamp_ms} is more than message.timestamp.before.max.ms ({before}) in the past"
             ));
         }
-        if max_timestamp_ms.saturating_sub(now_ms) > self.message_timestamp_after_max_ms {
+        if max_timestamp_ms.saturating_sub(now_ms) > after {
             return Err(format!(
-                "timestamp {max_timestamp_ms} is more than message.timestamp.after.max.ms ({}) in the future",
-                self.message_timestamp_after_max_ms
+                "timestamp {max_timestamp_ms} is more than message.timestamp.after.max.ms ({after}) in the future"
             ));
         }
         Ok(())
@@ -457,6 +582,68 @@ mod tests {
             c.check_timestamps(0, 5_000, 1_000).is_ok(),
             "the broker stamps these"
         );
+    }
+
+    #[test]
+    fn deprecated_configs_are_accepted_and_the_difference_stands_in() {
+        let base = TopicConfig::default();
+        assert_eq!(base.message_format_version, "3.0-IV1");
+        let mut o = BTreeMap::new();
+        for good in [
+            "0.10.0.0", "0.10.0", "0.8.2", "2.8-IV1", "3.0", "3.9-IV0", "1.1",
+        ] {
+            o.insert("message.format.version".to_string(), good.to_string());
+            let c = base
+                .with_overrides(&o)
+                .unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(c.message_format_version, good);
+        }
+        for bad in [
+            "", "banana", "0.7.0", "4.0", "3.10", "3.0-IV", "3.0-IVx", "0.10",
+        ] {
+            o.insert("message.format.version".to_string(), bad.to_string());
+            assert!(base.with_overrides(&o).is_err(), "{bad:?} accepted");
+        }
+        let mut o = BTreeMap::new();
+        o.insert(
+            "message.downconversion.enable".to_string(),
+            "false".to_string(),
+        );
+        assert!(
+            !base
+                .with_overrides(&o)
+                .unwrap()
+                .message_downconversion_enable
+        );
+        o.insert(
+            "message.downconversion.enable".to_string(),
+            "no".to_string(),
+        );
+        assert!(base.with_overrides(&o).is_err());
+        // The deprecated difference applies where before/after are unset.
+        let mut o = BTreeMap::new();
+        o.insert(
+            "message.timestamp.difference.max.ms".to_string(),
+            "100".to_string(),
+        );
+        let c = base.with_overrides(&o).unwrap();
+        assert_eq!(
+            (c.timestamp_before_max_ms(), c.timestamp_after_max_ms()),
+            (100, 100)
+        );
+        assert!(c.check_timestamps(850, 1_000, 1_000).is_err(), "too old");
+        assert_eq!(c.create_time_range(1_000), Some((900, 1_100)));
+        o.insert(
+            "message.timestamp.after.max.ms".to_string(),
+            "5".to_string(),
+        );
+        let c = base.with_overrides(&o).unwrap();
+        assert_eq!(
+            (c.timestamp_before_max_ms(), c.timestamp_after_max_ms()),
+            (100, 5)
+        );
+        assert!(deprecation_note("message.format.version").is_some());
+        assert!(deprecation_note("retention.ms").is_none());
     }
 
     #[test]

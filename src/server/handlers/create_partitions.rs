@@ -1,31 +1,59 @@
 //! CreatePartitions: grow a topic's partition count (never shrink, as Kafka).
 
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use crate::metadata::controller::{check_replica_assignment, ApiError};
 
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::str_bytes;
+
+/// Manual assignments of the new partitions, checked as Kafka's controller
+/// does (`ReplicationControlManager.createPartitions`): each a valid replica
+/// list of the topic's replication factor (1 here). That there is one per new
+/// partition the controller checks, since it knows the topic's size.
+fn check_assignments(topic: &CreatePartitionsTopic, node_id: i32) -> Result<(), ApiError> {
+    let Some(assignments) = &topic.assignments else {
+        return Ok(());
+    };
+    for assignment in assignments {
+        let replicas: Vec<i32> = assignment.broker_ids.iter().map(|b| b.0).collect();
+        check_replica_assignment(&replicas, &[node_id], Some(1))?;
+    }
+    Ok(())
+}
 
 pub async fn handle(
     ctx: &RequestContext,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
+    let node_id = ctx.conn.shard.broker.config.node_id;
     for topic in request.topics {
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        if let Err(e) = check_assignments(&topic, node_id) {
+            results.push(
+                result
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(str_bytes(e.message))),
+            );
+            continue;
+        }
         let name = topic.name.0.to_string();
         let (count, validate_only) = (topic.count, request.validate_only);
+        let assignments = topic.assignments.as_ref().map(Vec::len);
         let outcome = ctx
             .conn
             .shard
             .run_on(CONTROLLER_SHARD, move |shard| async move {
                 shard
                     .controller()
-                    .create_partitions(&name, count, validate_only)
+                    .create_partitions(&name, count, assignments, validate_only)
                     .await
             })
             .await;
-        let result = CreatePartitionsTopicResult::default().with_name(topic.name);
         results.push(match outcome {
             Ok(()) => result,
             Err(e) => result

@@ -8,16 +8,22 @@
 //! the 61-byte header is copied to patch the base offset.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{is_internal_topic, TopicMeta};
 use crate::protocol::batch::{self, peek_magic};
 use crate::protocol::errors::ErrorCode;
+use crate::runtime::Shard;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::{resolve_topic, str_bytes};
+use crate::storage::cleaner::{RecordCheckError, RecordError, RecordRules};
 use crate::storage::decompress::decompressed_bytes_max;
 use crate::storage::{cleaner, log};
 
@@ -43,80 +49,40 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
 
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
+        let name = topic_data.name.0.as_str();
         let topic = match request_error {
-            Some(code) => Err((code, None)),
-            None => resolve_topic(ctx, topic_data.name.0.as_str(), &topic_data.topic_id)
-                .map_err(|code| (code, None))
-                .and_then(refuse_internal),
-        };
-        let topic = if is_internal_topic(topic_data.name.0.as_str()) {
-            refuse_internal_name(topic_data.name.0.as_str())
-        } else {
-            topic
+            Some(code) => Err(Refusal::from(code)),
+            None if is_internal_topic(name) => Err(refuse_internal(name)),
+            None => resolve_topic(ctx, name, &topic_data.topic_id)
+                .map_err(Refusal::from)
+                .and_then(|topic| {
+                    if is_internal_topic(&topic.name) {
+                        return Err(refuse_internal(&topic.name));
+                    }
+                    Ok(topic)
+                }),
         };
         let mut appends = Vec::with_capacity(topic_data.partition_data.len());
         for partition_data in topic_data.partition_data {
             let index = partition_data.index;
-            let topic = topic.clone();
-            let version = ctx.api_version;
-            appends.push(
-                async move {
-                    let topic = topic?;
-                    match topic.partition(index) {
-                        None => return Err((ErrorCode::UnknownTopicOrPartition, None)),
-                        Some(shared) if shared.is_offline() => {
-                            return Err((
-                                ErrorCode::KafkaStorageError,
-                                Some("partition is offline".into()),
-                            ))
-                        }
-                        Some(_) => {}
-                    }
-                    let records = partition_data.records.unwrap_or_default();
-                    let max_batch_bytes = topic.config.max_message_bytes.max(0) as usize;
-                    let validated =
-                        batch::validate_records(&records, max_batch_bytes).map_err(|e| {
-                            let code = match peek_magic(&records) {
-                                Ok(0 | 1) => ErrorCode::UnsupportedForMessageFormat,
-                                _ => ErrorCode::try_from_code(e.kafka_error_code())
-                                    .unwrap_or(ErrorCode::CorruptMessage),
-                            };
-                            (code, Some(e.to_string()))
-                        })?;
-                    check_producer_issued(shard, &validated.first)?;
-                    if topic.config.cleanup_policy.compact {
-                        let limit = decompressed_bytes_max(topic.config.max_message_bytes);
-                        cleaner::check_keys(&records, limit).map_err(|error| {
-                            (
-                                error.error_code(),
-                                Some(format!("{error} in topic partition {}-{index}", topic.name)),
-                            )
-                        })?;
-                    }
-                    // base_timestamp is the batch's smallest timestamp.
-                    topic
-                        .config
-                        .check_timestamps(
-                            validated.first.base_timestamp,
-                            validated.max_timestamp,
-                            log::now_ms(),
-                        )
-                        .map_err(|message| (ErrorCode::InvalidTimestamp, Some(message)))?;
-                    let key = (topic.id, index);
-                    let owner = shard.broker.shard_for(&topic.name, index);
-                    shard
-                        .run_on(owner, move |owner| async move {
-                            let Some(log) = owner.log(&key) else {
-                                return Err((ErrorCode::UnknownTopicOrPartition, None));
-                            };
-                            log::append(&log, &owner.commit, records, &validated, wants_ack)
-                                .await
-                                .map_err(|e| (e.error_code(), Some(e.to_string())))
-                        })
-                        .await
-                }
-                .map_result(index, version),
-            );
+            let records = partition_data.records.unwrap_or_default();
+            let append = match &topic {
+                Ok(topic) => Ok(append_partition(
+                    shard,
+                    topic.clone(),
+                    index,
+                    records,
+                    wants_ack,
+                )),
+                Err(refusal) => Err(refusal.clone()),
+            };
+            appends.push(async move {
+                let result = match append {
+                    Ok(append) => append.await,
+                    Err(refusal) => Err(refusal),
+                };
+                partition_response(index, ctx.api_version, result)
+            });
         }
         let partitions = futures_util::future::join_all(appends).await;
         topics.push(
@@ -132,20 +98,124 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     Some(ProduceResponse::default().with_responses(topics))
 }
 
-/// Kafka: "Cannot append to internal topic" (INVALID_TOPIC_EXCEPTION), also
-/// for a topic of such a name that an older Sluice let a client create.
-fn refuse_internal_name<T>(name: &str) -> Result<T, (ErrorCode, Option<String>)> {
-    Err((
-        ErrorCode::InvalidTopicException,
-        Some(format!("Cannot append to internal topic {name}")),
-    ))
+/// Why a partition's batch was not appended: Kafka's error code, a message,
+/// and (KIP-467) the records at fault, so that a client can fail those and
+/// resend the others.
+#[derive(Debug, Clone)]
+struct Refusal {
+    code: ErrorCode,
+    message: Option<String>,
+    record_errors: Vec<RecordError>,
 }
 
-fn refuse_internal(topic: Arc<TopicMeta>) -> Result<Arc<TopicMeta>, (ErrorCode, Option<String>)> {
-    if is_internal_topic(&topic.name) {
-        return refuse_internal_name(&topic.name);
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: Some(message.into()),
+            record_errors: Vec::new(),
+        }
     }
-    Ok(topic)
+}
+
+impl From<ErrorCode> for Refusal {
+    fn from(code: ErrorCode) -> Refusal {
+        Refusal {
+            code,
+            message: None,
+            record_errors: Vec::new(),
+        }
+    }
+}
+
+/// Validates one partition's records here, then appends them on the owning shard.
+async fn append_partition(
+    shard: &Rc<Shard>,
+    topic: Arc<TopicMeta>,
+    index: i32,
+    records: Bytes,
+    wants_ack: bool,
+) -> Result<log::AppendOutcome, Refusal> {
+    match topic.partition(index) {
+        None => return Err(ErrorCode::UnknownTopicOrPartition.into()),
+        Some(shared) if shared.is_offline() => {
+            return Err(Refusal::new(
+                ErrorCode::KafkaStorageError,
+                "partition is offline",
+            ))
+        }
+        Some(_) => {}
+    }
+    let config = &topic.config;
+    let max_batch_bytes = config.max_message_bytes.max(0) as usize;
+    let validated = batch::validate_records(&records, max_batch_bytes).map_err(|e| {
+        let code = match peek_magic(&records) {
+            Ok(0 | 1) => ErrorCode::UnsupportedForMessageFormat,
+            _ => {
+                ErrorCode::try_from_code(e.kafka_error_code()).unwrap_or(ErrorCode::CorruptMessage)
+            }
+        };
+        Refusal::new(code, e.to_string())
+    })?;
+    check_producer_issued(shard, &validated.first)?;
+    // The batch header gives the timestamp range cheaply (base_timestamp is
+    // the first record's, which producers make the smallest); the records
+    // are looked at one by one only on a compacted topic, or when that range
+    // is out of bounds, to name the records at fault.
+    let now = log::now_ms();
+    let header_check =
+        config.check_timestamps(validated.first.base_timestamp, validated.max_timestamp, now);
+    let claims_log_append_time = config.message_timestamp_type == TimestampType::CreateTime
+        && validated.first.is_log_append_time();
+    if config.cleanup_policy.compact || header_check.is_err() || claims_log_append_time {
+        let rules = RecordRules {
+            keys_required: config.cleanup_policy.compact,
+            create_time_range: config.create_time_range(now),
+        };
+        let limit = decompressed_bytes_max(config.max_message_bytes);
+        let topic_partition = format!("{}-{index}", topic.name);
+        cleaner::check_records(&records, rules, limit, &topic_partition).map_err(|error| {
+            match error {
+                RecordCheckError::Records {
+                    code,
+                    message,
+                    errors,
+                } => Refusal {
+                    code,
+                    message: Some(message),
+                    record_errors: errors,
+                },
+                other => Refusal::new(
+                    other.error_code(),
+                    format!("{other} in topic partition {topic_partition}"),
+                ),
+            }
+        })?;
+    }
+    // No record is at fault, yet the header's range is out of bounds: the
+    // header lies about its records; refused as a whole.
+    header_check.map_err(|message| Refusal::new(ErrorCode::InvalidTimestamp, message))?;
+    let key = (topic.id, index);
+    let owner = shard.broker.shard_for(&topic.name, index);
+    shard
+        .run_on(owner, move |owner| async move {
+            let Some(log) = owner.log(&key) else {
+                return Err(Refusal::from(ErrorCode::UnknownTopicOrPartition));
+            };
+            log::append(&log, &owner.commit, records, &validated, wants_ack)
+                .await
+                .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
+        })
+        .await
+}
+
+/// Kafka: "Cannot append to internal topic" (INVALID_TOPIC_EXCEPTION), also
+/// for a topic of such a name that an older Sluice let a client create.
+fn refuse_internal(name: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::InvalidTopicException,
+        format!("Cannot append to internal topic {name}"),
+    )
 }
 
 /// A batch from a producer id this broker never handed out is refused with
@@ -153,59 +223,57 @@ fn refuse_internal(topic: Arc<TopicMeta>) -> Result<Arc<TopicMeta>, (ErrorCode, 
 /// know; clients answer it by asking for a new id). Without this check a
 /// client that made up an id would share another producer's sequence state,
 /// and its batches could be taken for that producer's retries.
-fn check_producer_issued(
-    shard: &crate::runtime::Shard,
-    header: &batch::BatchHeader,
-) -> Result<(), (ErrorCode, Option<String>)> {
+fn check_producer_issued(shard: &Shard, header: &batch::BatchHeader) -> Result<(), Refusal> {
     let next = shard
         .broker
         .next_producer_id
         .load(std::sync::atomic::Ordering::Acquire);
     if header.has_producer_id() && header.producer_id >= next {
-        return Err((
+        return Err(Refusal::new(
             ErrorCode::UnknownProducerId,
-            Some(format!(
+            format!(
                 "producer id {} was never issued by this broker (InitProducerId hands out ids)",
                 header.producer_id
-            )),
+            ),
         ));
     }
     Ok(())
 }
 
-type AppendResult = Result<log::AppendOutcome, (ErrorCode, Option<String>)>;
-
-/// Turns a partition's append result into its response entry.
-trait MapResult {
-    fn map_result(
-        self,
-        index: i32,
-        version: i16,
-    ) -> impl std::future::Future<Output = PartitionProduceResponse>;
-}
-
-impl<F: std::future::Future<Output = AppendResult>> MapResult for F {
-    async fn map_result(self, index: i32, version: i16) -> PartitionProduceResponse {
-        let mut response = PartitionProduceResponse::default().with_index(index);
-        match self.await {
-            Ok(outcome) => {
-                response.base_offset = outcome.base_offset;
-                response.log_append_time_ms = outcome.log_append_time_ms;
-                if version >= 5 {
-                    response.log_start_offset = outcome.log_start_offset;
-                }
-            }
-            Err((code, message)) => {
-                response.error_code = code.code();
-                response.base_offset = -1;
-                response.log_append_time_ms = -1;
-                if version >= 8 {
-                    response.error_message = message.map(str_bytes);
-                }
+/// A partition's response entry; fields newer than `version` stay at their defaults.
+fn partition_response(
+    index: i32,
+    version: i16,
+    result: Result<log::AppendOutcome, Refusal>,
+) -> PartitionProduceResponse {
+    let mut response = PartitionProduceResponse::default().with_index(index);
+    match result {
+        Ok(outcome) => {
+            response.base_offset = outcome.base_offset;
+            response.log_append_time_ms = outcome.log_append_time_ms;
+            if version >= 5 {
+                response.log_start_offset = outcome.log_start_offset;
             }
         }
-        response
+        Err(refusal) => {
+            response.error_code = refusal.code.code();
+            response.base_offset = -1;
+            response.log_append_time_ms = -1;
+            if version >= 8 {
+                response.error_message = refusal.message.map(str_bytes);
+                response.record_errors = refusal
+                    .record_errors
+                    .into_iter()
+                    .map(|e| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(e.batch_index)
+                            .with_batch_index_error_message(Some(str_bytes(e.message)))
+                    })
+                    .collect();
+            }
+        }
     }
+    response
 }
 
 /// A legacy Produce request that does not parse.
