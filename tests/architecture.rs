@@ -92,7 +92,6 @@ const DEBT: &[&str] = &[
     "server/listener.rs -> server/connection.rs",
     "server/send.rs -> storage/aligned.rs",
     "size group/state.rs",
-    "size storage/cleaner.rs",
     "size storage/log.rs",
     "storage/aligned.rs -> storage/mod.rs",
     "storage/cleaner.rs -> runtime/shard.rs",

@@ -25,13 +25,14 @@ use compio::io::{AsyncReadAtExt, AsyncWriteAtExt};
 use crate::metadata::topic_config::{TimestampType, TopicConfig};
 use crate::metadata::PartitionShared;
 use crate::protocol::batch::{self, BatchHeader, ValidatedRecords, BATCH_HEADER_LEN};
+use crate::protocol::compression::decompressed_bytes_max;
 use crate::protocol::errors::ErrorCode;
+use crate::protocol::records::{records_area, RecordIter};
 use crate::storage::aligned;
 use crate::storage::chain::{Chain, FileSlice, Piece};
 use crate::storage::clean_shutdown;
-use crate::storage::cleaner::{records_area, CleanerState, RecordIter};
+use crate::storage::cleaner::CleanerState;
 use crate::storage::commit::GroupCommit;
-use crate::storage::decompress;
 use crate::storage::producer_state::{ProducerStateTable, SequenceCheck, SequenceError};
 use crate::storage::segment::{parse_segment_file_name, OpenError, Segment};
 
@@ -1063,7 +1064,7 @@ pub async fn offset_for_timestamp(
     let (file, mut position, readable_end, decompressed_bytes_max) = {
         let log = log.borrow();
         log.check_online().map_err(ReadError::Storage)?;
-        let limit = decompress::decompressed_bytes_max(log.config.max_message_bytes);
+        let limit = decompressed_bytes_max(log.config.max_message_bytes);
         match log.locate_timestamp(timestamp_ms) {
             Some((file, position, readable, _base)) => (file, position, readable, limit),
             None => return Ok(None),

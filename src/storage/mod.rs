@@ -10,7 +10,6 @@
 //! - `producer_state.rs`: idempotent-producer sequence tracking.
 //! - `clean_shutdown.rs`: the marker a clean shutdown leaves so that the next
 //!   start can trust the files instead of scanning them.
-//! - `decompress.rs`: bounded decompression of record batches (zip-bomb cap).
 //! - `cleaner.rs`: log compaction, a background pass per shard over compacted logs.
 //!
 //! The on-disk format is described in `docs/FORMAT.md`.
@@ -20,7 +19,6 @@ pub mod chain;
 pub mod clean_shutdown;
 pub mod cleaner;
 pub mod commit;
-pub mod decompress;
 pub mod index;
 pub mod log;
 pub mod producer_state;

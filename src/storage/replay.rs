@@ -14,7 +14,7 @@ use bytes::Bytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
 use crate::protocol::batch::BatchIter;
-use crate::storage::decompress::{decompress, DECOMPRESSED_BYTES_FLOOR};
+use crate::protocol::compression::{decompress, DECOMPRESSED_BYTES_FLOOR};
 use crate::storage::segment::{parse_segment_file_name, segment_file_name};
 
 /// Calls `on_record` for each record of the log in `dir` (a missing dir is an empty log).

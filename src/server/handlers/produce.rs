@@ -19,13 +19,13 @@ use std::sync::Arc;
 use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{is_internal_topic, TopicMeta};
 use crate::protocol::batch::{self, peek_magic};
+use crate::protocol::compression::decompressed_bytes_max;
 use crate::protocol::errors::ErrorCode;
+use crate::protocol::record_rules::{self, RecordCheckError, RecordError, RecordRules};
 use crate::runtime::Shard;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::{resolve_topic, str_bytes};
-use crate::storage::cleaner::{RecordCheckError, RecordError, RecordRules};
-use crate::storage::decompress::decompressed_bytes_max;
-use crate::storage::{cleaner, log};
+use crate::storage::log;
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -174,7 +174,7 @@ async fn append_partition(
         };
         let limit = decompressed_bytes_max(config.max_message_bytes);
         let topic_partition = format!("{}-{index}", topic.name);
-        cleaner::check_records(&records, rules, limit, &topic_partition).map_err(|error| {
+        record_rules::check_records(&records, rules, limit, &topic_partition).map_err(|error| {
             match error {
                 RecordCheckError::Records {
                     code,

@@ -1,4 +1,5 @@
-//! Bounded decompression of record batches.
+//! Record batch compression: [`compress`] for the batches the log cleaner
+//! rewrites, and bounded decompression of record batches.
 //!
 //! Produce stores compressed batches as received, without decompressing them,
 //! so a batch within `max.message.bytes` can be a "zip bomb": 1 GiB of zeros
@@ -22,7 +23,29 @@
 
 use std::io::{self, Read};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+
+/// Compresses `records` (a records area) with the batch codec `codec` (the
+/// attribute bits 0-2) and appends the result to `out`.
+pub fn compress(codec: u8, records: &[u8], out: &mut BytesMut) -> Result<(), String> {
+    let fill = |tmp: &mut BytesMut| -> anyhow::Result<()> {
+        tmp.extend_from_slice(records);
+        Ok(())
+    };
+    let result = match codec {
+        0 => {
+            out.extend_from_slice(records);
+            return Ok(());
+        }
+        1 => <Gzip as Compressor<BytesMut>>::compress(out, fill),
+        2 => <Snappy as Compressor<BytesMut>>::compress(out, fill),
+        3 => <Lz4 as Compressor<BytesMut>>::compress(out, fill),
+        4 => <Zstd as Compressor<BytesMut>>::compress(out, fill),
+        other => return Err(format!("unknown compression codec {other}")),
+    };
+    result.map_err(|e| format!("compressing: {e}"))
+}
 
 /// The smallest decompression limit. 64 MiB is 64 times the default
 /// `max.message.bytes` (1 MiB): clients bound a batch by its *uncompressed*
