@@ -22,10 +22,10 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sluice::metadata::topic_config::TopicConfig;
 use sluice::metadata::PartitionShared;
 use sluice::protocol::batch::set_base_offset;
 use sluice::storage::clean_shutdown::{CleanShutdown, MARKER_FILE};
+use sluice::storage::config::LogConfig;
 use sluice::storage::log::PartitionLog;
 use sluice::storage::segment::{segment_file_name, Segment};
 
@@ -76,7 +76,7 @@ fn recovery(c: &mut Criterion) {
                 Arc::from("bench"),
                 0,
                 dir.path().to_path_buf(),
-                TopicConfig::default(),
+                LogConfig::default(),
                 Arc::new(PartitionShared::default()),
             )
             .expect("recovers");

@@ -399,7 +399,7 @@ fn run_shard(
         broker.metrics.shards[id].set_current_thread();
         let splice_works = driver == DriverType::IoUring;
         let shard = Rc::new(Shard::new(id, broker.clone(), splice_works));
-        let open_result = crate::storage::open_owned_logs(&shard);
+        let open_result = crate::partition::open_owned_logs(&shard);
         if id == CONTROLLER_SHARD {
             match Controller::open(&shard) {
                 Ok(controller) => *shard.controller.borrow_mut() = Some(Rc::new(controller)),
@@ -416,19 +416,19 @@ fn run_shard(
         groups.start_timers(&shard);
         let retention_interval =
             std::time::Duration::from_millis(shard.broker.config.log_retention_check_interval_ms);
-        crate::storage::start_retention(&shard, retention_interval);
-        crate::storage::start_periodic_flush(&shard);
+        crate::partition::start_retention(&shard, retention_interval);
+        crate::partition::start_periodic_flush(&shard);
         *shard.groups.borrow_mut() = Some(groups);
         let cleaner_interval =
             std::time::Duration::from_millis(shard.broker.config.log_cleaner_interval_ms);
-        crate::storage::cleaner::start_cleaner(&shard, cleaner_interval);
+        crate::partition::start_cleaner(&shard, cleaner_interval);
         let queue = compio::runtime::spawn(serve_queue(shard.clone(), receiver));
         listener::serve(shard.clone(), listener).await;
         // Every connection of this shard has finished. Wait for the others, still
         // serving the queue, since their in-flight requests may need this shard.
         drained.wait().await;
         drop(queue);
-        crate::storage::close_owned_logs(&shard);
+        crate::partition::close_owned_logs(&shard);
         if let Some(controller) = shard.controller.borrow_mut().take() {
             controller.close();
         }

@@ -11,10 +11,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::Compression;
-use sluice::metadata::topic_config::TopicConfig;
 use sluice::protocol::encode;
 use sluice::protocol::fetch_response::{self, FetchResponse, PartitionResponse, TopicResponse};
 use sluice::storage::chain::Chain;
+use sluice::storage::config::LogConfig;
 use sluice::storage::log::{LogRef, PartitionLog, ReadOutcome};
 
 /// One uncompressed batch of `records` keyed records with `value_bytes`-byte
@@ -56,10 +56,10 @@ pub fn produce_frame(records: Bytes) -> Bytes {
 /// A partition log in `dir` that syncs every `flush_messages` messages
 /// (`i64::MAX`: never) and rolls segments at `segment_bytes`.
 pub fn open_log(dir: &Path, flush_messages: i64, segment_bytes: u64) -> LogRef {
-    let config = TopicConfig {
+    let config = LogConfig {
         flush_messages,
         segment_bytes,
-        ..TopicConfig::default()
+        ..LogConfig::default()
     };
     PartitionLog::open_private("bench", 0, dir.to_path_buf(), config).unwrap()
 }

@@ -17,11 +17,11 @@ use bytes::Bytes;
 use kafka_protocol::records::Compression;
 use serde::{Deserialize, Serialize};
 
-use crate::metadata::topic_config::{CleanupPolicy, TopicConfig};
 use crate::protocol::batch::validate_records;
 use crate::protocol::encode;
 use crate::runtime::shard_for_partition;
 use crate::storage::commit::GroupCommit;
+use crate::storage::config::{CleanupPolicy, LogConfig};
 use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
 use crate::storage::replay;
 
@@ -100,13 +100,13 @@ impl OffsetStore {
                 }
                 Ok(())
             })?;
-            let config = TopicConfig {
+            let config = LogConfig {
                 segment_bytes,
                 cleanup_policy: CleanupPolicy {
                     delete: false,
                     compact: true,
                 },
-                ..TopicConfig::default()
+                ..LogConfig::default()
             };
             let log = PartitionLog::open_private(OFFSETS_TOPIC, partition, dir, config)
                 .map_err(|e| e.to_string())?;

@@ -24,6 +24,7 @@ use crate::metadata::{
 use crate::protocol::batch::validate_records;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::Shard;
+use crate::storage::config::LogConfig;
 use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
 
 /// An error to report to the client: a Kafka error code and a message.
@@ -102,9 +103,9 @@ impl Controller {
     /// Opens the metadata log (recovering its tail) on shard 0.
     pub fn open(shard: &Rc<Shard>) -> Result<Controller, String> {
         let dir = shard.broker.config.data_dir.join(METADATA_LOG_DIR);
-        let config = TopicConfig {
+        let config = LogConfig {
             segment_bytes: 64 << 20,
-            ..TopicConfig::default()
+            ..LogConfig::default()
         };
         let log = PartitionLog::open_private("__sluice_metadata", 0, dir, config)
             .map_err(|e| e.to_string())?;
@@ -244,7 +245,7 @@ impl Controller {
             let owner = self.shard.broker.shard_for(&topic.name, partition);
             let name = topic.name.clone();
             let id = topic.id;
-            let config = topic.config.clone();
+            let config = topic.config.log_config();
             let shared = topic.partitions[partition as usize].clone();
             let dir = PartitionLog::dir_for(&data_dir, &name, partition);
             opens.push(self.shard.run_on(owner, move |shard| async move {
@@ -409,7 +410,7 @@ impl Controller {
         for partition in 0..old.partition_count() {
             let owner = self.shard.broker.shard_for(name, partition);
             let id = old.id;
-            let config = topic_config.clone();
+            let config = topic_config.log_config();
             updates.push(self.shard.run_on(owner, move |shard| async move {
                 if let Some(log) = shard.log(&(id, partition)) {
                     log.borrow_mut().set_config(config);

@@ -15,10 +15,8 @@ pub mod records;
 pub mod topic_config;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
-use event_listener::Event;
 use uuid::Uuid;
 
 use crate::metadata::topic_config::TopicConfig;
@@ -52,58 +50,7 @@ pub fn is_internal_topic(name: &str) -> bool {
     KAFKA_INTERNAL_TOPICS.contains(&name)
 }
 
-/// What every shard may know about a partition without asking its owner.
-/// Written only by the owning shard.
-#[derive(Debug)]
-pub struct PartitionShared {
-    /// Offset after the last batch whose write completed (readable by consumers).
-    high_watermark: AtomicI64,
-    log_start_offset: AtomicI64,
-    /// True when the partition's storage failed (corruption at start-up, an
-    /// fsync error): requests get KAFKA_STORAGE_ERROR.
-    offline: AtomicBool,
-    /// Notified when the high watermark moves, to wake long-polling fetches.
-    data_arrived: Event,
-}
-
-impl Default for PartitionShared {
-    fn default() -> Self {
-        PartitionShared {
-            high_watermark: AtomicI64::new(0),
-            log_start_offset: AtomicI64::new(0),
-            offline: AtomicBool::new(false),
-            data_arrived: Event::new(),
-        }
-    }
-}
-
-impl PartitionShared {
-    pub fn high_watermark(&self) -> i64 {
-        self.high_watermark.load(Ordering::Acquire)
-    }
-    pub fn log_start_offset(&self) -> i64 {
-        self.log_start_offset.load(Ordering::Acquire)
-    }
-    pub fn is_offline(&self) -> bool {
-        self.offline.load(Ordering::Acquire)
-    }
-    pub fn set_offline(&self) {
-        self.offline.store(true, Ordering::Release);
-        self.data_arrived.notify(usize::MAX);
-    }
-    pub fn set_log_start_offset(&self, offset: i64) {
-        self.log_start_offset.store(offset, Ordering::Release);
-    }
-    pub fn set_high_watermark(&self, offset: i64) {
-        self.high_watermark.store(offset, Ordering::Release);
-        self.data_arrived.notify(usize::MAX);
-    }
-    /// A listener to await for the next high-watermark move. Register it before
-    /// re-checking the watermark, so that no notification is missed.
-    pub fn listen(&self) -> event_listener::EventListener {
-        self.data_arrived.listen()
-    }
-}
+pub use crate::storage::shared::PartitionShared;
 
 /// One topic as the metadata image knows it.
 #[derive(Debug)]

@@ -5,18 +5,9 @@
 
 use std::collections::BTreeMap;
 
-/// How a topic's records are cleaned up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CleanupPolicy {
-    pub delete: bool,
-    pub compact: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimestampType {
-    CreateTime,
-    LogAppendTime,
-}
+pub use crate::protocol::batch::TimestampType;
+pub use crate::storage::config::CleanupPolicy;
+use crate::storage::config::LogConfig;
 
 /// The effective configuration of one topic (broker defaults overlaid by topic overrides).
 #[derive(Debug, Clone, PartialEq)]
@@ -525,6 +516,25 @@ impl TopicConfig {
     pub fn sync_every_append(&self) -> bool {
         self.flush_messages <= 1
     }
+
+    /// The part of this config the storage engine uses.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            cleanup_policy: self.cleanup_policy,
+            max_message_bytes: self.max_message_bytes,
+            message_timestamp_type: self.message_timestamp_type,
+            flush_messages: self.flush_messages,
+            flush_ms: self.flush_ms,
+            index_interval_bytes: self.index_interval_bytes,
+            delete_retention_ms: self.delete_retention_ms,
+            min_compaction_lag_ms: self.min_compaction_lag_ms,
+            min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -644,6 +654,11 @@ mod tests {
         );
         assert!(deprecation_note("message.format.version").is_some());
         assert!(deprecation_note("retention.ms").is_none());
+    }
+
+    #[test]
+    fn the_default_log_config_is_the_storage_engines() {
+        assert_eq!(TopicConfig::default().log_config(), LogConfig::default());
     }
 
     #[test]

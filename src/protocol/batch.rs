@@ -150,6 +150,16 @@ impl BatchError {
     }
 }
 
+/// Whose clock a batch's timestamps are (attribute bit 3; a topic's
+/// `message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's.
+    CreateTime,
+    /// The broker's, stamped as the batch is appended.
+    LogAppendTime,
+}
+
 /// The fixed 61-byte header of a v2 record batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {

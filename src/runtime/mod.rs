@@ -6,7 +6,7 @@
 //! closure over a bounded cross-shard queue ([`Shard::run_on`]) and its result
 //! comes back on a oneshot channel. Shard state is `Rc`, never shared: the only
 //! state every shard reads is the metadata image (an `ArcSwap`) and the
-//! per-partition atomics in [`crate::metadata::PartitionShared`].
+//! per-partition atomics in [`crate::storage::shared::PartitionShared`].
 
 pub mod budget;
 pub mod descriptors;

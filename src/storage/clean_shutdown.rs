@@ -474,7 +474,7 @@ mod tests {
 
     mod with_a_log {
         use super::super::*;
-        use crate::metadata::topic_config::TopicConfig;
+        use crate::storage::config::LogConfig;
 
         use crate::protocol::batch::validate_records;
         use crate::protocol::encode::{self, ProducerFields};
@@ -494,10 +494,10 @@ mod tests {
         }
 
         fn open(dir: &Path) -> LogRef {
-            let config = TopicConfig {
+            let config = LogConfig {
                 segment_bytes: 2048,
                 index_interval_bytes: 256,
-                ..TopicConfig::default()
+                ..LogConfig::default()
             };
             PartitionLog::open_private("t", 0, dir.to_path_buf(), config).expect("log opens")
         }

@@ -49,16 +49,14 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::batch::{compute_crc, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
 use crate::protocol::compression::{compress, decompressed_bytes_max, DecompressError};
 use crate::protocol::records::{records_area, RecordIter, RecordView};
-use crate::runtime::Shard;
-use crate::storage::log::{now_ms, LogRef, PartitionLog};
+use crate::storage::log::{LogRef, PartitionLog};
 use crate::storage::segment::{segment_file_name, Segment, SegmentState};
 
 /// Name of the file holding the cleaner's progress in a partition directory.
@@ -118,44 +116,6 @@ pub struct CleanStats {
     pub bytes_after: u64,
     /// The new checkpoint: offsets below it are now clean.
     pub first_dirty: i64,
-}
-
-/// Runs the cleaner over this shard's compacted logs, and its offsets logs,
-/// every `interval` until shutdown.
-pub fn start_cleaner(shard: &Rc<Shard>, interval: Duration) {
-    let shard = shard.clone();
-    compio::runtime::spawn(async move {
-        while !shard.broker.shutdown.is_triggered() {
-            compio::time::sleep(interval).await;
-            let mut logs: Vec<LogRef> = shard
-                .logs
-                .borrow()
-                .values()
-                .filter(|log| log.borrow().config().cleanup_policy.compact)
-                .cloned()
-                .collect();
-            if let Some(groups) = shard.groups.borrow().as_ref() {
-                logs.extend(groups.offsets.logs());
-            }
-            for log in logs {
-                if shard.broker.shutdown.is_triggered() {
-                    break;
-                }
-                match clean(&log, now_ms(), CleanerLimits::default()).await {
-                    Ok(Some(stats)) => {
-                        let log = log.borrow();
-                        tracing::debug!(topic = %log.topic, partition = log.partition, ?stats, "log cleaned");
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        let log = log.borrow();
-                        tracing::warn!(topic = %log.topic, partition = log.partition, %error, "log cleaning failed");
-                    }
-                }
-            }
-        }
-    })
-    .detach();
 }
 
 /// One cleaning pass over `log` if it is due (see the module doc); None if not.
@@ -912,7 +872,9 @@ fn filter_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::topic_config::{CleanupPolicy, TopicConfig};
+    use crate::storage::config::{CleanupPolicy, LogConfig};
+    use crate::storage::log::now_ms;
+    use std::rc::Rc;
 
     use crate::protocol::batch::{validate_records, BatchIter};
     use crate::protocol::encode::{self, ProducerFields};
@@ -930,8 +892,8 @@ mod tests {
             .block_on(f)
     }
 
-    fn compact_config(segment_bytes: u64) -> TopicConfig {
-        TopicConfig {
+    fn compact_config(segment_bytes: u64) -> LogConfig {
+        LogConfig {
             segment_bytes,
             cleanup_policy: CleanupPolicy {
                 delete: false,
@@ -939,11 +901,11 @@ mod tests {
             },
             delete_retention_ms: MINUTE,
             min_cleanable_dirty_ratio: 0.01,
-            ..TopicConfig::default()
+            ..LogConfig::default()
         }
     }
 
-    fn open(dir: &Path, config: TopicConfig) -> LogRef {
+    fn open(dir: &Path, config: LogConfig) -> LogRef {
         PartitionLog::open_private("t", 0, dir.to_path_buf(), config).expect("log opens")
     }
 
@@ -1233,7 +1195,7 @@ mod tests {
         let t0: i64 = 1_000_000;
         run(async {
             let commit = Rc::new(GroupCommit::default());
-            let config = TopicConfig {
+            let config = LogConfig {
                 min_compaction_lag_ms: 10_000,
                 ..compact_config(1024)
             };
@@ -1269,7 +1231,7 @@ mod tests {
                 .expect("the rest is");
             assert_eq!(stats.first_dirty, active_base(&log));
             // A little new dirty data: below the ratio.
-            log.borrow_mut().set_config(TopicConfig {
+            log.borrow_mut().set_config(LogConfig {
                 min_cleanable_dirty_ratio: 0.5,
                 ..compact_config(1024)
             });

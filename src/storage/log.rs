@@ -22,8 +22,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use compio::io::{AsyncReadAtExt, AsyncWriteAtExt};
 
-use crate::metadata::topic_config::{TimestampType, TopicConfig};
-use crate::metadata::PartitionShared;
+use crate::protocol::batch::TimestampType;
 use crate::protocol::batch::{self, BatchHeader, ValidatedRecords, BATCH_HEADER_LEN};
 use crate::protocol::compression::decompressed_bytes_max;
 use crate::protocol::errors::ErrorCode;
@@ -33,8 +32,10 @@ use crate::storage::chain::{Chain, FileSlice, Piece};
 use crate::storage::clean_shutdown;
 use crate::storage::cleaner::CleanerState;
 use crate::storage::commit::GroupCommit;
+use crate::storage::config::LogConfig;
 use crate::storage::producer_state::{ProducerStateTable, SequenceCheck, SequenceError};
 use crate::storage::segment::{parse_segment_file_name, OpenError, Segment};
+use crate::storage::shared::PartitionShared;
 
 pub type LogRef = Rc<RefCell<PartitionLog>>;
 
@@ -53,7 +54,7 @@ pub struct PartitionLog {
     pub topic: Arc<str>,
     pub partition: i32,
     pub(super) dir: PathBuf,
-    config: TopicConfig,
+    config: LogConfig,
     /// Sorted by base offset; never empty; the last one takes appends.
     pub(super) segments: Vec<Segment>,
     log_start_offset: i64,
@@ -151,7 +152,7 @@ impl PartitionLog {
         topic: &str,
         partition: i32,
         dir: PathBuf,
-        config: TopicConfig,
+        config: LogConfig,
     ) -> Result<LogRef, OpenError> {
         let shared = Arc::new(PartitionShared::default());
         let log = PartitionLog::open(Arc::from(topic), partition, dir, config, shared)?;
@@ -164,7 +165,7 @@ impl PartitionLog {
         topic: Arc<str>,
         partition: i32,
         dir: PathBuf,
-        config: TopicConfig,
+        config: LogConfig,
         shared: Arc<PartitionShared>,
     ) -> Result<PartitionLog, OpenError> {
         fs::create_dir_all(&dir)?;
@@ -247,10 +248,10 @@ impl PartitionLog {
     pub fn log_end_offset(&self) -> i64 {
         self.next_offset
     }
-    pub fn config(&self) -> &TopicConfig {
+    pub fn config(&self) -> &LogConfig {
         &self.config
     }
-    pub fn set_config(&mut self, config: TopicConfig) {
+    pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;
     }
     pub fn size_bytes(&self) -> u64 {
@@ -1114,7 +1115,7 @@ pub async fn offset_for_timestamp(
 fn scan_segments(
     dir: &Path,
     bases: &[i64],
-    config: &TopicConfig,
+    config: &LogConfig,
     now: i64,
 ) -> Result<(Vec<Segment>, ProducerStateTable), OpenError> {
     let mut producers = ProducerStateTable::default();
@@ -1226,9 +1227,9 @@ mod tests {
     }
 
     fn open(dir: &Path, segment_bytes: u64) -> LogRef {
-        let config = TopicConfig {
+        let config = LogConfig {
             segment_bytes,
-            ..TopicConfig::default()
+            ..LogConfig::default()
         };
         PartitionLog::open_private("t", 0, dir.to_path_buf(), config).expect("log opens")
     }
@@ -1366,7 +1367,7 @@ mod tests {
             Arc::from("t"),
             0,
             dir.path().to_path_buf(),
-            TopicConfig::default(),
+            LogConfig::default(),
             Arc::new(PartitionShared::default()),
         );
         match result {
@@ -1492,10 +1493,10 @@ mod tests {
             // (timestamps are from 1970, so use a "now" close to them).
             assert_eq!(log.borrow_mut().apply_retention(2_000), 0);
 
-            log.borrow_mut().set_config(TopicConfig {
+            log.borrow_mut().set_config(LogConfig {
                 segment_bytes: 1024,
                 retention_bytes: 3000,
-                ..TopicConfig::default()
+                ..LogConfig::default()
             });
             let removed = log.borrow_mut().apply_retention(2_000);
             assert!(removed > 0 && removed < segments);
@@ -1521,10 +1522,10 @@ mod tests {
                 start
             );
 
-            log.borrow_mut().set_config(TopicConfig {
+            log.borrow_mut().set_config(LogConfig {
                 segment_bytes: 1024,
                 retention_ms: 60_000,
-                ..TopicConfig::default()
+                ..LogConfig::default()
             });
             log.borrow_mut().apply_retention(1_000_000_000);
             assert_eq!(
@@ -1538,14 +1539,14 @@ mod tests {
                 "retention never moves the end"
             );
 
-            let compact = crate::metadata::topic_config::CleanupPolicy {
+            let compact = crate::storage::config::CleanupPolicy {
                 delete: false,
                 compact: true,
             };
-            log.borrow_mut().set_config(TopicConfig {
+            log.borrow_mut().set_config(LogConfig {
                 cleanup_policy: compact,
                 retention_ms: 0,
-                ..TopicConfig::default()
+                ..LogConfig::default()
             });
             assert_eq!(
                 log.borrow_mut().apply_retention(i64::MAX),
@@ -1561,10 +1562,10 @@ mod tests {
         run(async {
             let commit = Rc::new(GroupCommit::default());
             let log = open(dir.path(), 1 << 20);
-            log.borrow_mut().set_config(TopicConfig {
+            log.borrow_mut().set_config(LogConfig {
                 flush_messages: 10,
                 flush_ms: 1_000,
-                ..TopicConfig::default()
+                ..LogConfig::default()
             });
             for i in 0..4 {
                 append_one(&log, &commit, batch(2, i, None)).await.unwrap();
