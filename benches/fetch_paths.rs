@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use compio::io::AsyncReadExt;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sluice::io::send::{send_chain, Destination, PipePool};
 use sluice::protocol::batch::validate_records;
-use sluice::server::send::{send_chain, Destination, PipePool};
 use sluice::storage::commit::GroupCommit;
 use sluice::storage::log::{self, LogRef};
 

@@ -35,6 +35,7 @@
 pub mod broker;
 pub mod config;
 pub mod group;
+pub mod io;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;

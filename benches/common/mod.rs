@@ -11,9 +11,9 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::Compression;
+use sluice::io::chain::Chain;
 use sluice::protocol::encode;
-use sluice::protocol::fetch_response::{self, FetchResponse, PartitionResponse, TopicResponse};
-use sluice::storage::chain::Chain;
+use sluice::server::fetch_response::{self, FetchResponse, PartitionResponse, TopicResponse};
 use sluice::storage::config::LogConfig;
 use sluice::storage::log::{LogRef, PartitionLog, ReadOutcome};
 

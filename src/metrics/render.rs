@@ -131,7 +131,7 @@ pub fn render(broker: &Broker, partitions: &[PartitionSample]) -> String {
     let _ = writeln!(
         out,
         "sluice_read_buffer_pool_bytes {}",
-        crate::storage::aligned::pooled_bytes()
+        crate::io::aligned::pooled_bytes()
     );
     header(
         &mut out,

@@ -10,7 +10,6 @@ pub mod batch;
 pub mod compression;
 pub mod encode;
 pub mod errors;
-pub mod fetch_response;
 pub mod frame;
 pub mod record_rules;
 pub mod records;

@@ -13,11 +13,11 @@ use uuid::Uuid;
 use crate::broker::Broker;
 use crate::config::FetchZeroCopy;
 use crate::group::coordinator::GroupCoordinator;
+use crate::io::send::PipePool;
 use crate::metadata::controller::Controller;
 use crate::metrics::ShardMetrics;
 use crate::runtime::budget::ByteBudget;
 use crate::runtime::queue::{self, CallError};
-use crate::server::send::PipePool;
 use crate::storage::commit::GroupCommit;
 use crate::storage::log::LogRef;
 

@@ -23,14 +23,14 @@ use futures_util::future::{select, Either};
 
 use kafka_protocol::messages::ApiKey;
 
+use crate::io::chain::Chain;
+use crate::io::send;
 use crate::protocol::frame;
 use crate::runtime::budget::ByteBudget;
 use crate::runtime::shard::Admission;
 use crate::runtime::Shard;
 use crate::server::dispatch::{self, Reply};
 use crate::server::handlers::fetch::FetchSessions;
-use crate::server::send;
-use crate::storage::chain::Chain;
 
 /// Requests of one connection being handled at once. Kafka handles one at a
 /// time per connection; pipelining a few more keeps a shard busy without letting

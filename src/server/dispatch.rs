@@ -14,12 +14,12 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use crate::protocol::fetch_response;
+use crate::io::chain::Chain;
 use crate::protocol::frame::{self, HeaderPrefix};
 use crate::protocol::versions::{self, PRODUCE_MIN_SERVED};
 use crate::server::connection::Connection;
+use crate::server::fetch_response;
 use crate::server::handlers;
-use crate::storage::chain::Chain;
 
 /// What the write loop does with a handled request.
 pub enum Reply {

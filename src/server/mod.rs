@@ -18,6 +18,6 @@
 
 pub mod connection;
 pub mod dispatch;
+pub mod fetch_response;
 pub mod handlers;
 pub mod listener;
-pub mod send;

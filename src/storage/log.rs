@@ -22,13 +22,13 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use compio::io::{AsyncReadAtExt, AsyncWriteAtExt};
 
+use crate::io::aligned;
+use crate::io::chain::{Chain, FileSlice, Piece};
 use crate::protocol::batch::TimestampType;
 use crate::protocol::batch::{self, BatchHeader, ValidatedRecords, BATCH_HEADER_LEN};
 use crate::protocol::compression::decompressed_bytes_max;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::records::{records_area, RecordIter};
-use crate::storage::aligned;
-use crate::storage::chain::{Chain, FileSlice, Piece};
 use crate::storage::clean_shutdown;
 use crate::storage::cleaner::CleanerState;
 use crate::storage::commit::GroupCommit;

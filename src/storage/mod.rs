@@ -16,8 +16,6 @@
 //!
 //! The on-disk format is described in `docs/FORMAT.md`.
 
-pub mod aligned;
-pub mod chain;
 pub mod clean_shutdown;
 pub mod cleaner;
 pub mod commit;

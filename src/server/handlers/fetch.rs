@@ -16,13 +16,13 @@ use indexmap::IndexMap;
 use kafka_protocol::messages::FetchRequest;
 use uuid::Uuid;
 
+use crate::io::chain::Chain;
 use crate::metadata::TopicMeta;
 use crate::protocol::errors::ErrorCode;
-use crate::protocol::fetch_response::{FetchResponse, PartitionResponse, TopicResponse};
 use crate::runtime::shard::PartitionKey;
 use crate::runtime::Shard;
 use crate::server::dispatch::RequestContext;
-use crate::storage::chain::Chain;
+use crate::server::fetch_response::{FetchResponse, PartitionResponse, TopicResponse};
 use crate::storage::log::{self, ReadError};
 
 /// Fetch sessions one connection may hold. Clients use one per broker connection.

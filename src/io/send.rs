@@ -19,8 +19,8 @@ use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
 use compio::BufResult;
 
-use crate::storage::aligned::AlignedBuf;
-use crate::storage::chain::{Chain, FileSlice, Piece};
+use crate::io::aligned::AlignedBuf;
+use crate::io::chain::{Chain, FileSlice, Piece};
 
 /// Pipe size asked for (the default limit for unprivileged processes,
 /// `/proc/sys/fs/pipe-max-size`): each splice moves up to this much.

@@ -19,7 +19,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
-use crate::storage::chain::{Chain, Piece};
+use crate::io::chain::{Chain, Piece};
 
 /// Record pieces in memory below this size are copied into the surrounding
 /// buffer rather than sent as a piece of their own.
@@ -210,8 +210,8 @@ pub fn write_frame_bytes(version: i16, correlation_id: i32, response: &FetchResp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::chain::FileSlice;
     use crate::protocol::frame;
-    use crate::storage::chain::FileSlice;
     use kafka_protocol::messages::fetch_response as generated;
     use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
     use kafka_protocol::protocol::StrBytes;

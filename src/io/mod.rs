@@ -1,0 +1,12 @@
+//! The I/O floor: what moves bytes between memory, files and sockets, below
+//! the storage engine and the server.
+//!
+//! - `chain.rs`: a chain of bytes to send, some in memory, some still in
+//!   segment files (file slices that keep their file open).
+//! - `aligned.rs`: page-aligned read buffers and a process-wide pool of them.
+//! - `send.rs`: a chain to a socket: vectored writes, and splice through a
+//!   per-shard pool of pipes for file slices.
+
+pub mod aligned;
+pub mod chain;
+pub mod send;
