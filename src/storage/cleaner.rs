@@ -56,7 +56,7 @@ use bytes::{Bytes, BytesMut};
 use crate::protocol::batch::{compute_crc, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
 use crate::protocol::compression::{compress, decompressed_bytes_max, DecompressError};
 use crate::protocol::records::{records_area, RecordIter, RecordView};
-use crate::storage::log::{LogRef, PartitionLog};
+use crate::storage::log::{CleanerState, LogRef, PartitionLog};
 use crate::storage::segment::{segment_file_name, Segment, SegmentState};
 
 /// Name of the file holding the cleaner's progress in a partition directory.
@@ -75,17 +75,6 @@ const AT_ATTRIBUTES: usize = 21;
 const AT_MAX_TIMESTAMP: usize = 35;
 const AT_RECORD_COUNT: usize = 57;
 const COMPRESSION_MASK: i16 = 0x07;
-
-/// The cleaner's progress on one log, kept in the log and in `cleaner-checkpoint`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CleanerState {
-    loaded: bool,
-    /// Offsets below this were cleaned by an earlier pass (the clean section).
-    first_dirty: i64,
-    /// When the earliest tombstone kept in the clean section may be removed: a
-    /// pass is due then even without new dirty data.
-    tombstones_due_ms: Option<i64>,
-}
 
 /// Knobs of a pass.
 #[derive(Debug, Clone, Copy)]

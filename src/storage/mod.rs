@@ -6,13 +6,16 @@
 //! - `config.rs`: the part of a topic's configuration the engine uses.
 //! - `segment.rs`: one segment, its start-up scan and recovery of a torn tail.
 //! - `index.rs`: the sparse offset and time indexes.
-//! - `log.rs`: a partition log: append (reserve, write with io_uring, wait for
-//!   group commit), read by offset, look up by timestamp.
+//! - `log/`: a partition log: `state.rs` (open, close, the segment list),
+//!   `append.rs` (reserve, write with io_uring, wait for group commit),
+//!   `read.rs` (read by offset, look up by timestamp), `retention.rs`
+//!   (segment rolls, retention, DeleteRecords).
 //! - `commit.rs`: group commit, one fdatasync round for every waiting append of a shard.
 //! - `producer_state.rs`: idempotent-producer sequence tracking.
 //! - `clean_shutdown.rs`: the marker a clean shutdown leaves so that the next
 //!   start can trust the files instead of scanning them.
-//! - `cleaner.rs`: log compaction, a background pass per shard over compacted logs.
+//! - `cleaner.rs`: log compaction, a pass over one compacted log.
+//! - `replay.rs`: reading an internal log's records back at start-up.
 //!
 //! The on-disk format is described in `docs/FORMAT.md`.
 

@@ -1,0 +1,325 @@
+//! Appends: reserve offsets and file space synchronously, write with
+//! io_uring, wait until every earlier write of the partition is complete, then
+//! for group commit when the flush policy says so.
+
+use std::fs;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use compio::io::AsyncWriteAtExt;
+
+use crate::protocol::batch::TimestampType;
+use crate::protocol::batch::{self, BatchHeader, ValidatedRecords, BATCH_HEADER_LEN};
+use crate::storage::commit::GroupCommit;
+use crate::storage::producer_state::SequenceCheck;
+
+use super::state::*;
+
+impl PartitionLog {
+    /// Reserves room for `records` (one validated batch) and patches its header.
+    /// Returns what to write and where, or the outcome of a duplicate.
+    fn reserve(
+        &mut self,
+        records: &Bytes,
+        validated: &ValidatedRecords,
+        now: i64,
+    ) -> Result<Reservation, AppendError> {
+        self.check_online().map_err(AppendError::Storage)?;
+        if let Some(error) = &self.write_error {
+            return Err(AppendError::Storage(format!(
+                "an earlier write failed and is being rolled back: {error}"
+            )));
+        }
+        let header = validated.first;
+        if header.has_producer_id() && header.base_sequence >= 0 {
+            if let SequenceCheck::Duplicate { base_offset } = self.producers.check(&header)? {
+                return Ok(Reservation::Duplicate(AppendOutcome {
+                    base_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: self.log_start_offset,
+                }));
+            }
+        }
+        let len = records.len() as u64;
+        self.maybe_roll(len, now)
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
+
+        let base_offset = self.next_offset;
+        let mut patched = BytesMut::from(&records[..BATCH_HEADER_LEN]);
+        batch::set_base_offset(&mut patched, base_offset);
+        let log_append_time_ms = match self.config.message_timestamp_type {
+            TimestampType::LogAppendTime => {
+                // The CRC covers the timestamps, so patch with the full batch in view.
+                let mut whole = BytesMut::from(&records[..]);
+                batch::set_base_offset(&mut whole, base_offset);
+                batch::set_log_append_time(&mut whole, now);
+                patched = whole.split_to(BATCH_HEADER_LEN);
+                patched.unsplit(whole);
+                now
+            }
+            TimestampType::CreateTime => -1,
+        };
+        let stored_header =
+            BatchHeader::parse(&patched).map_err(|_| AppendError::InvalidRecord("header"))?;
+        let (head, body) = if patched.len() > BATCH_HEADER_LEN {
+            // LogAppendTime: the patched copy holds the whole batch.
+            (patched.freeze(), Bytes::new())
+        } else {
+            (patched.freeze(), records.slice(BATCH_HEADER_LEN..))
+        };
+
+        let index_interval = self.config.index_interval_bytes;
+        let active = self
+            .segments
+            .last_mut()
+            .expect("a log has at least one segment");
+        let position = active.reserved_bytes;
+        active.note_batch(&stored_header, position, index_interval);
+        active.reserved_bytes += len;
+        let segment_base = active.base_offset;
+        let file = active.file.clone();
+        let end_offset = stored_header.last_offset() + 1;
+        self.next_offset = end_offset;
+        self.producers.record(&stored_header);
+        let id = self.next_write_id;
+        self.next_write_id += 1;
+        self.in_flight.push_back(InFlightWrite {
+            id,
+            segment_base,
+            end_position: position + len,
+            end_offset,
+            done: false,
+            failed: false,
+        });
+        self.unflushed_messages += i64::from(stored_header.record_count);
+        Ok(Reservation::Write(PendingWrite {
+            id,
+            file,
+            position,
+            head,
+            body,
+            outcome: AppendOutcome {
+                base_offset,
+                log_append_time_ms,
+                log_start_offset: self.log_start_offset,
+            },
+        }))
+    }
+
+    /// Marks write `id` complete (or failed) and advances the high watermark over
+    /// every completed write at the front of the queue; never past a failed one.
+    /// Once a failure's fellow writes have all finished, rolls the log back.
+    pub(super) fn complete_write(&mut self, id: u64, error: Option<&std::io::Error>) {
+        if let Some(w) = self.in_flight.iter_mut().find(|w| w.id == id) {
+            w.done = true;
+            w.failed = error.is_some();
+        }
+        if let Some(error) = error {
+            tracing::warn!(topic = %self.topic, partition = self.partition, %error, "append failed; refusing appends until it is rolled back");
+            self.write_error.get_or_insert_with(|| error.to_string());
+        }
+        let mut new_watermark = None;
+        while self.in_flight.front().is_some_and(|w| w.done && !w.failed) {
+            let w = self.in_flight.pop_front().expect("front exists");
+            if let Some(segment) = self
+                .segments
+                .iter_mut()
+                .rev()
+                .find(|s| s.base_offset == w.segment_base)
+            {
+                segment.readable_bytes = segment.readable_bytes.max(w.end_position);
+            }
+            new_watermark = Some(w.end_offset);
+        }
+        if let Some(offset) = new_watermark {
+            self.shared.set_high_watermark(offset);
+        }
+        if self.write_error.is_some() && self.in_flight.iter().all(|w| w.done) {
+            self.roll_back_failed_writes();
+        }
+    }
+
+    /// Forgets everything after the high watermark (the failed write and any
+    /// reserved after it): truncates the files, indexes, offsets and producer
+    /// state back to the last complete write, then accepts appends again.
+    pub(super) fn roll_back_failed_writes(&mut self) {
+        let high_watermark = self.high_watermark();
+        self.in_flight.clear();
+        while self.segments.len() > 1
+            && self
+                .segments
+                .last()
+                .is_some_and(|s| s.base_offset >= high_watermark)
+        {
+            let segment = self.segments.pop().expect("checked");
+            segment.remove_files();
+        }
+        let active = self
+            .segments
+            .last_mut()
+            .expect("a log has at least one segment");
+        let keep = active.readable_bytes;
+        let truncated = fs::OpenOptions::new()
+            .write(true)
+            .open(&active.log_path)
+            .and_then(|f| f.set_len(keep));
+        if let Err(error) = truncated {
+            self.fail(format!("cannot roll back a failed write: {error}"));
+            return;
+        }
+        active.reserved_bytes = keep;
+        active.next_offset = high_watermark.max(active.base_offset);
+        active.index.truncate_to_position(keep as u32);
+        let relative = u32::try_from(high_watermark - active.base_offset).unwrap_or(u32::MAX);
+        active.time_index.truncate_to_relative_offset(relative);
+        self.next_offset = high_watermark;
+        self.producers.truncate_from(high_watermark);
+        self.rollbacks += 1;
+        let error = self.write_error.take().unwrap_or_default();
+        tracing::warn!(topic = %self.topic, partition = self.partition, high_watermark, %error, "rolled back failed appends; accepting appends again");
+        // Wake appends waiting for the watermark: theirs was discarded.
+        self.shared.set_high_watermark(high_watermark);
+    }
+
+    /// Whether this append must wait for fdatasync before it is acknowledged, and
+    /// resets the unflushed count when a sync is due.
+    pub(super) fn take_sync_due(&mut self) -> bool {
+        if self.config.sync_every_append() || self.unflushed_messages >= self.config.flush_messages
+        {
+            self.unflushed_messages = 0;
+            self.last_flush_ms = now_ms();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `flush.ms`: the active segment's file if unsynced appends are older than
+    /// the topic's flush interval (only reachable when `flush.messages` > 1,
+    /// since otherwise every acknowledged append is synced).
+    pub fn take_periodic_flush(&mut self, now: i64) -> Option<Rc<compio::fs::File>> {
+        if self.unflushed_messages == 0
+            || now.saturating_sub(self.last_flush_ms) < self.config.flush_ms
+        {
+            return None;
+        }
+        self.unflushed_messages = 0;
+        self.last_flush_ms = now;
+        self.segments.last().map(|s| s.file.clone())
+    }
+}
+
+enum Reservation {
+    Duplicate(AppendOutcome),
+    Write(PendingWrite),
+}
+
+struct PendingWrite {
+    id: u64,
+    file: Rc<compio::fs::File>,
+    position: u64,
+    head: Bytes,
+    body: Bytes,
+    outcome: AppendOutcome,
+}
+
+/// Appends one validated batch; waits for durability when the topic's flush
+/// policy says so and `acks` asked for an acknowledgement.
+pub async fn append(
+    log: &LogRef,
+    commit: &Rc<GroupCommit>,
+    records: Bytes,
+    validated: &ValidatedRecords,
+    wants_ack: bool,
+) -> Result<AppendOutcome, AppendError> {
+    if validated.batch_count != 1 {
+        // Kafka: produce requests of v3 and above carry exactly one batch per partition.
+        return Err(AppendError::InvalidRecord(
+            "exactly one record batch per partition is allowed",
+        ));
+    }
+    let reservation = log.borrow_mut().reserve(&records, validated, now_ms())?;
+    let write = match reservation {
+        Reservation::Duplicate(outcome) => {
+            // The original may still be in flight: answer once it is complete (or
+            // fail with it, and the producer's retry then appends it anew).
+            let end_offset = outcome.base_offset + i64::from(validated.first.last_offset_delta) + 1;
+            let rollbacks = log.borrow().rollbacks;
+            wait_for_watermark(log, end_offset, rollbacks).await?;
+            return Ok(outcome);
+        }
+        Reservation::Write(write) => write,
+    };
+    let (rollbacks_at_reserve, end_offset) = {
+        let log = log.borrow();
+        let end = log
+            .in_flight
+            .iter()
+            .find(|w| w.id == write.id)
+            .map_or(log.next_offset, |w| w.end_offset);
+        (log.rollbacks, end)
+    };
+    let mut file: &compio::fs::File = &write.file;
+    let result = if write.body.is_empty() {
+        file.write_all_at(write.head, write.position).await.0
+    } else {
+        file.write_vectored_all_at([write.head, write.body], write.position)
+            .await
+            .0
+    };
+    log.borrow_mut()
+        .complete_write(write.id, result.as_ref().err());
+    if let Err(error) = result {
+        return Err(AppendError::Storage(error.to_string()));
+    }
+    // Acknowledge only once every earlier write of the partition is complete: a
+    // sync must cover them too, and a failed earlier write discards this one.
+    wait_for_watermark(log, end_offset, rollbacks_at_reserve).await?;
+    let sync_due = log.borrow_mut().take_sync_due();
+    if sync_due {
+        let commit = commit.clone();
+        let file = write.file.clone();
+        let sync = async move { commit.sync(file).await };
+        if wants_ack {
+            if let Err(error) = sync.await {
+                log.borrow_mut().fail(format!("fdatasync failed: {error}"));
+                return Err(AppendError::Storage(error.to_string()));
+            }
+        } else {
+            let log = log.clone();
+            compio::runtime::spawn(async move {
+                if let Err(error) = sync.await {
+                    log.borrow_mut().fail(format!("fdatasync failed: {error}"));
+                }
+            })
+            .detach();
+        }
+    }
+    Ok(write.outcome)
+}
+
+/// Waits until the high watermark reaches `end_offset`; fails if the log was
+/// rolled back (or failed) since the append was reserved.
+pub(super) async fn wait_for_watermark(
+    log: &LogRef,
+    end_offset: i64,
+    rollbacks_at_reserve: u64,
+) -> Result<(), AppendError> {
+    loop {
+        let listener = {
+            let log = log.borrow();
+            let listener = log.shared.listen();
+            if log.rollbacks != rollbacks_at_reserve {
+                return Err(AppendError::Storage(
+                    "discarded: an earlier write to the partition failed".into(),
+                ));
+            }
+            log.check_online().map_err(AppendError::Storage)?;
+            if log.high_watermark() >= end_offset {
+                return Ok(());
+            }
+            listener
+        };
+        listener.await;
+    }
+}

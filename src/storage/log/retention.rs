@@ -1,0 +1,99 @@
+//! Segment rolls, retention by time and size, and DeleteRecords: what moves a
+//! log's start and its segment list.
+
+use std::io;
+
+use crate::protocol::errors::ErrorCode;
+use crate::storage::segment::Segment;
+
+use super::state::*;
+
+impl PartitionLog {
+    /// Rolls to a new segment if the active one is full or old.
+    pub(super) fn maybe_roll(&mut self, incoming_bytes: u64, now: i64) -> io::Result<()> {
+        let active = self
+            .segments
+            .last()
+            .expect("a log has at least one segment");
+        let too_big = active.reserved_bytes + incoming_bytes > self.config.segment_bytes;
+        let too_old = now.saturating_sub(active.created_ms) > self.config.segment_ms;
+        if active.is_empty() || !(too_big || too_old) {
+            return Ok(());
+        }
+        active.write_index_files()?;
+        let segment = Segment::create(&self.dir, self.next_offset, now)?;
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (-1: the high
+    /// watermark) and removes the segments entirely below it. Returns the new
+    /// log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, ErrorCode> {
+        if self.failure.is_some() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        let high_watermark = self.high_watermark();
+        let target = if offset == -1 { high_watermark } else { offset };
+        if target < 0 || target > high_watermark {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        if target <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        write_log_start_checkpoint(&self.dir, target).map_err(|error| {
+            tracing::error!(topic = %self.topic, partition = self.partition, %error, "writing the log start checkpoint");
+            ErrorCode::KafkaStorageError
+        })?;
+        self.log_start_offset = target;
+        self.shared.set_log_start_offset(target);
+        while self.segments.len() > 1 && self.segments[1].base_offset <= target {
+            let segment = self.segments.remove(0);
+            // Readers holding the file keep it readable until they finish (Linux unlink semantics).
+            segment.remove_files();
+        }
+        Ok(target)
+    }
+
+    /// Retention, for topics whose cleanup.policy includes `delete`: removes the
+    /// oldest closed segments while the newest record in them is older than
+    /// `retention.ms`, or while the log without them would still hold at least
+    /// `retention.bytes` (Kafka's rules). The active segment is never removed.
+    /// Returns how many segments went.
+    pub fn apply_retention(&mut self, now_ms: i64) -> usize {
+        if self.failure.is_some() || !self.config.cleanup_policy.delete {
+            return 0;
+        }
+        let mut removed = 0;
+        let mut total: u64 = self.size_bytes();
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            // A segment without timestamps is aged by when it was written.
+            let newest_ms = if oldest.max_timestamp_ms >= 0 {
+                oldest.max_timestamp_ms
+            } else {
+                oldest.created_ms
+            };
+            let too_old = self.config.retention_ms >= 0
+                && now_ms.saturating_sub(newest_ms) > self.config.retention_ms;
+            let too_big = self.config.retention_bytes >= 0
+                && total.saturating_sub(oldest.reserved_bytes)
+                    >= self.config.retention_bytes as u64;
+            if !(too_old || too_big) {
+                break;
+            }
+            let segment = self.segments.remove(0);
+            total -= segment.reserved_bytes;
+            // Readers holding the file keep it readable until they finish (Linux unlink semantics).
+            segment.remove_files();
+            removed += 1;
+        }
+        if removed > 0 {
+            let start = self.segments[0].base_offset.max(self.log_start_offset);
+            self.log_start_offset = start;
+            self.shared.set_log_start_offset(start);
+            tracing::info!(topic = %self.topic, partition = self.partition, removed, log_start_offset = start, "retention removed segments");
+        }
+        removed
+    }
+}

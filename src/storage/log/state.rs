@@ -1,0 +1,420 @@
+//! The partition log's state: its segments, producer state and writes in
+//! flight; opening (a scan, or a clean start), closing, and what callers read
+//! of it. Appends are in `append.rs`, reads in `read.rs`, segment rolls,
+//! retention and DeleteRecords in `retention.rs`.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::io::chain::Chain;
+use crate::protocol::errors::ErrorCode;
+use crate::storage::clean_shutdown;
+use crate::storage::config::LogConfig;
+use crate::storage::producer_state::{ProducerStateTable, SequenceError};
+use crate::storage::segment::{parse_segment_file_name, OpenError, Segment};
+use crate::storage::shared::PartitionShared;
+
+pub type LogRef = Rc<RefCell<PartitionLog>>;
+
+pub struct PartitionLog {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub(in crate::storage) dir: PathBuf,
+    pub(in crate::storage) config: LogConfig,
+    /// Sorted by base offset; never empty; the last one takes appends.
+    pub(in crate::storage) segments: Vec<Segment>,
+    pub(in crate::storage) log_start_offset: i64,
+    /// Offset the next appended batch gets.
+    pub(in crate::storage) next_offset: i64,
+    pub(super) in_flight: VecDeque<InFlightWrite>,
+    pub(in crate::storage) next_write_id: u64,
+    pub(in crate::storage) producers: ProducerStateTable,
+    pub(in crate::storage) shared: Arc<PartitionShared>,
+    /// Set when storage failed; the partition then refuses reads and writes.
+    pub(in crate::storage) failure: Option<String>,
+    /// Set when a write failed (e.g. the disk is full). Appends are refused until
+    /// the writes in flight have finished and the log is rolled back to its last
+    /// complete write; then appends are tried again, so writes resume when space
+    /// returns. (A failed fdatasync is different: see `fail`.)
+    pub(in crate::storage) write_error: Option<String>,
+    /// How many roll-backs happened; an append reserved before a roll-back was discarded.
+    pub(in crate::storage) rollbacks: u64,
+    /// Messages appended since the last sync, for `flush.messages` > 1.
+    pub(in crate::storage) unflushed_messages: i64,
+    /// When the last sync of this log was started, for `flush.ms`.
+    pub(in crate::storage) last_flush_ms: i64,
+    /// The log cleaner's progress (compacted topics).
+    pub(in crate::storage) cleaner: CleanerState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    /// The timestamp the broker assigned, or -1 for CreateTime topics.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    #[error("invalid batch: {0}")]
+    InvalidRecord(&'static str),
+}
+
+impl AppendError {
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            AppendError::Storage(_) => ErrorCode::KafkaStorageError,
+            AppendError::Sequence(SequenceError::OutOfOrder) => ErrorCode::OutOfOrderSequenceNumber,
+            AppendError::Sequence(SequenceError::InvalidEpoch) => ErrorCode::InvalidProducerEpoch,
+            AppendError::InvalidRecord(_) => ErrorCode::InvalidRecord,
+        }
+    }
+}
+
+/// Record data of one partition read for a Fetch.
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    /// Whole batches, starting with the one that holds the fetch offset.
+    pub records: Chain,
+    /// Length of the first batch in `records` (0 when empty).
+    pub first_batch_len: usize,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is outside [{log_start_offset}, {high_watermark}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl PartitionLog {
+    /// Directory of a partition's log under the data dir.
+    pub fn dir_for(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+        data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    /// [`PartitionLog::open`] for a log whose watermark nobody else waits on
+    /// (the internal logs, tests, benches), as the `LogRef` its users share.
+    pub fn open_private(
+        topic: &str,
+        partition: i32,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<LogRef, OpenError> {
+        let shared = Arc::new(PartitionShared::default());
+        let log = PartitionLog::open(Arc::from(topic), partition, dir, config, shared)?;
+        Ok(Rc::new(RefCell::new(log)))
+    }
+
+    /// Opens (recovering) or creates the log in `dir`. Runs on the owning shard at
+    /// start-up or topic creation; its file I/O is synchronous.
+    pub fn open(
+        topic: Arc<str>,
+        partition: i32,
+        dir: PathBuf,
+        config: LogConfig,
+        shared: Arc<PartitionShared>,
+    ) -> Result<PartitionLog, OpenError> {
+        fs::create_dir_all(&dir)?;
+        let mut bases: Vec<i64> = fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()))
+            .collect();
+        bases.sort_unstable();
+        let now = now_ms();
+        let started = std::time::Instant::now();
+        // Deleted (durably) before anything else: from here on a crash means a scanned start.
+        let marker = clean_shutdown::take(&dir)?;
+        let clean = match marker {
+            None => Err("no clean-shutdown marker".to_string()),
+            Some(bytes) => open_clean(&dir, &bases, &bytes, now),
+        };
+        let (mut segments, producers) = match clean {
+            Ok((segments, producers, bytes_scanned)) => {
+                tracing::info!(
+                    %topic,
+                    partition,
+                    segments = segments.len(),
+                    bytes_scanned,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "clean start: the clean-shutdown marker agrees with the files, scan skipped"
+                );
+                (segments, producers)
+            }
+            Err(reason) => {
+                let (segments, producers) = scan_segments(&dir, &bases, &config, now)?;
+                let bytes_scanned: u64 = segments.iter().map(|s| s.reserved_bytes).sum();
+                tracing::info!(
+                    %topic,
+                    partition,
+                    segments = segments.len(),
+                    bytes_scanned,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    %reason,
+                    "scanned start: every batch checked"
+                );
+                (segments, producers)
+            }
+        };
+        if segments.is_empty() {
+            segments.push(Segment::create(&dir, 0, now)?);
+        }
+        let log_start_offset = read_log_start_checkpoint(&dir)
+            .unwrap_or(segments[0].base_offset)
+            .max(segments[0].base_offset);
+        let next_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        shared.set_log_start_offset(log_start_offset);
+        shared.set_high_watermark(next_offset);
+        Ok(PartitionLog {
+            topic,
+            partition,
+            dir,
+            config,
+            segments,
+            log_start_offset,
+            next_offset,
+            in_flight: VecDeque::new(),
+            next_write_id: 0,
+            producers,
+            shared,
+            failure: None,
+            write_error: None,
+            rollbacks: 0,
+            unflushed_messages: 0,
+            last_flush_ms: now,
+            cleaner: CleanerState::default(),
+        })
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.shared.high_watermark()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.reserved_bytes).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub(super) fn fail(&mut self, reason: String) {
+        tracing::error!(topic = %self.topic, partition = self.partition, %reason, "partition storage failed; taking it offline");
+        self.failure = Some(reason);
+        self.shared.set_offline();
+    }
+
+    pub(super) fn check_online(&self) -> Result<(), String> {
+        match &self.failure {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Clean shutdown: writes the current index files and, when every write
+    /// has completed and the log is healthy, syncs the segments and writes the
+    /// clean-shutdown marker so that the next start can skip the scan (see
+    /// `clean_shutdown.rs`). Afterwards the log refuses appends, reads and
+    /// cleaner passes, so that nothing changes the files behind the marker.
+    pub fn close(&mut self) -> io::Result<()> {
+        let result = self.close_files();
+        if self.failure.is_none() {
+            self.failure = Some("the log is closed".to_string());
+        }
+        result
+    }
+
+    pub(super) fn close_files(&mut self) -> io::Result<()> {
+        let blocker = if let Some(failure) = &self.failure {
+            Some(format!("storage failed: {failure}"))
+        } else if self.write_error.is_some() || !self.in_flight.is_empty() {
+            Some("writes are still in flight or being rolled back".to_string())
+        } else if self
+            .segments
+            .iter()
+            .any(|s| s.readable_bytes != s.reserved_bytes)
+        {
+            Some("a segment has incomplete writes".to_string())
+        } else {
+            None
+        };
+        if let Some(reason) = blocker {
+            tracing::info!(topic = %self.topic, partition = self.partition, %reason, "no clean-shutdown marker; the next start scans");
+            if let Some(active) = self.segments.last() {
+                active.write_index_files()?;
+            }
+            return Ok(());
+        }
+        // Writes (and syncs) the index files that differ from memory: the
+        // active segment's at least.
+        let segments = self
+            .segments
+            .iter()
+            .map(Segment::prepare_clean_shutdown)
+            .collect::<io::Result<Vec<_>>>()?;
+        let marker = clean_shutdown::CleanShutdown {
+            segments,
+            producers: std::mem::take(&mut self.producers),
+        };
+        let written = clean_shutdown::write(&self.dir, &marker);
+        self.producers = marker.producers;
+        written
+    }
+
+    /// Removes the log's files (topic deletion). The log must not be used afterwards.
+    pub fn delete_files(&mut self) -> io::Result<()> {
+        // Refuse further use: in-flight requests that still hold the log get
+        // KAFKA_STORAGE_ERROR rather than writing into a deleted directory.
+        self.failure = Some("partition deleted".to_string());
+        fs::remove_dir_all(&self.dir)
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.producers.producer_count()
+    }
+}
+
+/// Opens every segment with the full scan (lengths, magic, CRC32C; torn tail
+/// of the active segment truncated), rebuilding indexes and producer state.
+pub(super) fn scan_segments(
+    dir: &Path,
+    bases: &[i64],
+    config: &LogConfig,
+    now: i64,
+) -> Result<(Vec<Segment>, ProducerStateTable), OpenError> {
+    let mut producers = ProducerStateTable::default();
+    let mut segments = Vec::with_capacity(bases.len().max(1));
+    for (i, &base) in bases.iter().enumerate() {
+        let is_active = i + 1 == bases.len();
+        let path = dir.join(crate::storage::segment::segment_file_name(base, "log"));
+        let segment = Segment::open(
+            &path,
+            base,
+            is_active,
+            config.index_interval_bytes,
+            now,
+            |header| producers.record(header),
+        )?;
+        segments.push(segment);
+    }
+    Ok((segments, producers))
+}
+
+/// Opens the segments as the clean-shutdown marker `bytes` describes them,
+/// without the scan; Err says why the marker cannot be trusted (then the
+/// caller scans). Returns the segments, the producer state and the bytes read.
+pub(super) fn open_clean(
+    dir: &Path,
+    bases: &[i64],
+    bytes: &[u8],
+    now: i64,
+) -> Result<(Vec<Segment>, ProducerStateTable, u64), String> {
+    let marker = clean_shutdown::CleanShutdown::decode(bytes)
+        .map_err(|e| format!("invalid clean-shutdown marker: {e}"))?;
+    if !marker
+        .segments
+        .iter()
+        .map(|s| s.base_offset)
+        .eq(bases.iter().copied())
+    {
+        return Err("the segment files differ from the clean-shutdown marker's".to_string());
+    }
+    let mut segments = Vec::with_capacity(bases.len());
+    let mut bytes_read = 0u64;
+    for (i, summary) in marker.segments.iter().enumerate() {
+        let is_active = i + 1 == marker.segments.len();
+        let path = dir.join(crate::storage::segment::segment_file_name(
+            summary.base_offset,
+            "log",
+        ));
+        let (segment, read) = Segment::open_clean(&path, summary, is_active, now)
+            .map_err(|e| format!("segment {}: {e}", summary.base_offset))?;
+        segments.push(segment);
+        bytes_read += read;
+    }
+    Ok((segments, marker.producers, bytes_read))
+}
+
+/// A write whose completion is awaited before the high watermark passes it.
+pub(super) struct InFlightWrite {
+    pub(super) id: u64,
+    pub(super) segment_base: i64,
+    pub(super) end_position: u64,
+    pub(super) end_offset: i64,
+    pub(super) done: bool,
+    /// The write returned an error (ENOSPC, EIO): nothing from here on is kept.
+    pub(super) failed: bool,
+}
+
+/// Name of the file holding the log start offset when it is above the first segment's base.
+const LOG_START_CHECKPOINT: &str = "log-start-offset";
+
+/// Writes the checkpoint durably: temp file, fsync, rename.
+pub(super) fn write_log_start_checkpoint(dir: &Path, offset: i64) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{LOG_START_CHECKPOINT}.tmp"));
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(offset.to_string().as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(LOG_START_CHECKPOINT))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+pub(super) fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
+    fs::read_to_string(dir.join(LOG_START_CHECKPOINT))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The cleaner's progress on one log, kept in the log and in `cleaner-checkpoint`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanerState {
+    pub(in crate::storage) loaded: bool,
+    /// Offsets below this were cleaned by an earlier pass (the clean section).
+    pub(in crate::storage) first_dirty: i64,
+    /// When the earliest tombstone kept in the clean section may be removed: a
+    /// pass is due then even without new dirty data.
+    pub(in crate::storage) tombstones_due_ms: Option<i64>,
+}

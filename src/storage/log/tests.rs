@@ -1,0 +1,416 @@
+use super::*;
+use std::fs;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::protocol::batch::BatchHeader;
+use crate::protocol::batch::{validate_records, BatchIter};
+use crate::protocol::encode::{self, ProducerFields};
+use crate::protocol::errors::ErrorCode;
+use crate::storage::commit::GroupCommit;
+use crate::storage::config::LogConfig;
+use crate::storage::producer_state::SequenceError;
+use crate::storage::segment::OpenError;
+use crate::storage::shared::PartitionShared;
+use kafka_protocol::records::Compression;
+
+/// One batch of `count` records with timestamps from `first_timestamp`, optionally
+/// from an idempotent producer (id, epoch, base sequence).
+fn batch(count: i64, first_timestamp: i64, producer: Option<(i64, i16, i32)>) -> Bytes {
+    let producer = producer.map(
+        |(producer_id, producer_epoch, base_sequence)| ProducerFields {
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        },
+    );
+    let records: Vec<_> = (0..count)
+        .map(|i| {
+            let key = Some(Bytes::from(format!("key-{i}")));
+            encode::record(
+                i,
+                first_timestamp + i,
+                key,
+                Some(Bytes::from(vec![b'v'; 40])),
+                producer,
+            )
+        })
+        .collect();
+    encode::encode_batch(&records, Compression::None)
+}
+
+fn open(dir: &Path, segment_bytes: u64) -> LogRef {
+    let config = LogConfig {
+        segment_bytes,
+        ..LogConfig::default()
+    };
+    PartitionLog::open_private("t", 0, dir.to_path_buf(), config).expect("log opens")
+}
+
+async fn append_one(
+    log: &LogRef,
+    commit: &Rc<GroupCommit>,
+    records: Bytes,
+) -> Result<AppendOutcome, AppendError> {
+    let validated = validate_records(&records, usize::MAX).expect("valid batch");
+    append(log, commit, records, &validated, true).await
+}
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    compio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(f)
+}
+
+#[test]
+fn append_read_roll_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1024);
+        for i in 0..100 {
+            let outcome = append_one(&log, &commit, batch(3, 1000 + i * 10, None))
+                .await
+                .unwrap();
+            assert_eq!(outcome.base_offset, i * 3);
+        }
+        assert_eq!(log.borrow().high_watermark(), 300);
+        assert!(log.borrow().segment_count() > 5, "1 KiB segments rolled");
+        assert!(commit.stats().rounds >= 1);
+        // Every offset is readable and the first batch returned holds it.
+        for offset in 0..300 {
+            let read = read(&log, offset, 1 << 20, true, None).await.unwrap();
+            let header = BatchHeader::parse(&read.records.to_bytes().unwrap()).unwrap();
+            assert!(
+                header.base_offset <= offset && offset <= header.last_offset(),
+                "offset {offset}"
+            );
+            let mut expected = header.base_offset;
+            for item in BatchIter::new(&read.records.to_bytes().unwrap(), true) {
+                let (h, _) = item.unwrap();
+                assert_eq!(h.base_offset, expected, "batches are contiguous");
+                expected = h.last_offset() + 1;
+            }
+        }
+        assert!(read(&log, 300, 1024, true, None)
+            .await
+            .unwrap()
+            .records
+            .is_empty());
+        assert!(matches!(
+            read(&log, 301, 1024, true, None).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        log.borrow_mut().close().unwrap();
+    });
+    // Reopen: same end, same data.
+    run(async {
+        let log = open(dir.path(), 1024);
+        assert_eq!(log.borrow().log_end_offset(), 300);
+        let read = read(&log, 150, 1 << 20, true, None).await.unwrap();
+        let header = BatchHeader::parse(&read.records.to_bytes().unwrap()).unwrap();
+        assert_eq!(header.base_offset, 150);
+    });
+}
+
+#[test]
+fn max_bytes_is_honoured_but_the_first_batch_always_comes_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1 << 20);
+        for i in 0..10 {
+            append_one(&log, &commit, batch(5, i * 100, None))
+                .await
+                .unwrap();
+        }
+        let one = BatchHeader::parse(
+            &read(&log, 0, 1 << 20, true, None)
+                .await
+                .unwrap()
+                .records
+                .to_bytes()
+                .unwrap(),
+        )
+        .unwrap()
+        .total_len();
+        let two = read(&log, 0, 2 * one + 1, true, None).await.unwrap();
+        assert_eq!(two.records.len(), 2 * one);
+        let tiny = read(&log, 0, 10, true, None).await.unwrap();
+        assert_eq!(tiny.records.len(), one, "KIP-74: first batch whole");
+        let none = read(&log, 0, 10, false, None).await.unwrap();
+        assert!(none.records.is_empty());
+    });
+}
+
+#[test]
+fn torn_tail_is_truncated_and_mid_log_corruption_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment_path = dir
+        .path()
+        .join(crate::storage::segment::segment_file_name(0, "log"));
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1 << 20);
+        for i in 0..4 {
+            append_one(&log, &commit, batch(2, i, None)).await.unwrap();
+        }
+    });
+    let good_len = fs::metadata(&segment_path).unwrap().len();
+    // A torn write: half a batch at the tail.
+    let extra = batch(2, 99, None);
+    let mut bytes = fs::read(&segment_path).unwrap();
+    bytes.extend_from_slice(&extra[..extra.len() / 2]);
+    fs::write(&segment_path, &bytes).unwrap();
+    run(async {
+        let log = open(dir.path(), 1 << 20);
+        assert_eq!(log.borrow().log_end_offset(), 8);
+    });
+    assert_eq!(
+        fs::metadata(&segment_path).unwrap().len(),
+        good_len,
+        "torn tail truncated"
+    );
+    // A flipped byte inside the second batch, with valid batches after it.
+    let mut bytes = fs::read(&segment_path).unwrap();
+    let first_len = BatchHeader::parse(&bytes).unwrap().total_len();
+    bytes[first_len + 70] ^= 0xff;
+    fs::write(&segment_path, &bytes).unwrap();
+    let result = PartitionLog::open(
+        Arc::from("t"),
+        0,
+        dir.path().to_path_buf(),
+        LogConfig::default(),
+        Arc::new(PartitionShared::default()),
+    );
+    match result {
+        Err(OpenError::Corrupt { position, .. }) => assert_eq!(position, first_len as u64),
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("corruption in the middle of the log was not detected"),
+    }
+}
+
+#[test]
+fn idempotent_duplicates_are_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1 << 20);
+        let first = append_one(&log, &commit, batch(3, 0, Some((42, 0, 0))))
+            .await
+            .unwrap();
+        let second = append_one(&log, &commit, batch(2, 0, Some((42, 0, 3))))
+            .await
+            .unwrap();
+        assert_eq!((first.base_offset, second.base_offset), (0, 3));
+        let retry = append_one(&log, &commit, batch(3, 0, Some((42, 0, 0))))
+            .await
+            .unwrap();
+        assert_eq!(retry.base_offset, 0, "duplicate acknowledged at its offset");
+        assert_eq!(log.borrow().high_watermark(), 5, "and not written again");
+        let gap = append_one(&log, &commit, batch(1, 0, Some((42, 0, 9)))).await;
+        assert!(matches!(
+            gap,
+            Err(AppendError::Sequence(SequenceError::OutOfOrder))
+        ));
+        log.borrow_mut().close().unwrap();
+    });
+    // The producer state is rebuilt from the log after a restart.
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1 << 20);
+        assert_eq!(log.borrow().producer_count(), 1);
+        let retry = append_one(&log, &commit, batch(2, 0, Some((42, 0, 3))))
+            .await
+            .unwrap();
+        assert_eq!(retry.base_offset, 3);
+        let next = append_one(&log, &commit, batch(1, 0, Some((42, 0, 5))))
+            .await
+            .unwrap();
+        assert_eq!(next.base_offset, 5);
+    });
+}
+
+#[test]
+fn timestamps_and_delete_records() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1024);
+        for i in 0..50 {
+            append_one(&log, &commit, batch(2, 10_000 + i * 100, None))
+                .await
+                .unwrap();
+        }
+        // Record i of batch b has timestamp 10000 + 100 b + i.
+        assert_eq!(
+            offset_for_timestamp(&log, 10_000).await.unwrap(),
+            Some((0, 10_000))
+        );
+        assert_eq!(
+            offset_for_timestamp(&log, 10_001).await.unwrap(),
+            Some((1, 10_001))
+        );
+        assert_eq!(
+            offset_for_timestamp(&log, 12_050).await.unwrap(),
+            Some((42, 12_100))
+        );
+        assert_eq!(offset_for_timestamp(&log, 99_999).await.unwrap(), None);
+        assert_eq!(log.borrow().max_timestamp(), (14_901, 99));
+
+        let segments_before = log.borrow().segment_count();
+        assert_eq!(log.borrow_mut().delete_records_before(60), Ok(60));
+        assert!(
+            log.borrow().segment_count() < segments_before,
+            "whole segments below 60 removed"
+        );
+        assert!(matches!(
+            read(&log, 10, 1024, true, None).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        let read = read(&log, 60, 1 << 20, true, None).await.unwrap();
+        assert_eq!(
+            BatchHeader::parse(&read.records.to_bytes().unwrap())
+                .unwrap()
+                .base_offset,
+            60
+        );
+        assert_eq!(
+            log.borrow_mut().delete_records_before(1000),
+            Err(ErrorCode::OffsetOutOfRange)
+        );
+    });
+    run(async {
+        let log = open(dir.path(), 1024);
+        assert_eq!(
+            log.borrow().log_start_offset(),
+            60,
+            "log start offset survives a restart"
+        );
+    });
+}
+
+#[test]
+fn retention_by_size_and_by_time_removes_only_closed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1024);
+        for i in 0..60 {
+            append_one(&log, &commit, batch(2, 1_000 + i, None))
+                .await
+                .unwrap();
+        }
+        let segments = log.borrow().segment_count();
+        // Retention off by default for size; time retention of 7 days keeps these
+        // (timestamps are from 1970, so use a "now" close to them).
+        assert_eq!(log.borrow_mut().apply_retention(2_000), 0);
+
+        log.borrow_mut().set_config(LogConfig {
+            segment_bytes: 1024,
+            retention_bytes: 3000,
+            ..LogConfig::default()
+        });
+        let removed = log.borrow_mut().apply_retention(2_000);
+        assert!(removed > 0 && removed < segments);
+        let size = log.borrow().size_bytes();
+        assert!((3000..3000 + 1024).contains(&size), "kept {size} bytes");
+        let start = log.borrow().log_start_offset();
+        assert!(start > 0);
+        assert!(matches!(
+            read(&log, start - 1, 1024, true, None).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(
+            BatchHeader::parse(
+                &read(&log, start, 1 << 20, true, None)
+                    .await
+                    .unwrap()
+                    .records
+                    .to_bytes()
+                    .unwrap()
+            )
+            .unwrap()
+            .base_offset,
+            start
+        );
+
+        log.borrow_mut().set_config(LogConfig {
+            segment_bytes: 1024,
+            retention_ms: 60_000,
+            ..LogConfig::default()
+        });
+        log.borrow_mut().apply_retention(1_000_000_000);
+        assert_eq!(
+            log.borrow().segment_count(),
+            1,
+            "only the active segment stays"
+        );
+        assert_eq!(
+            log.borrow().high_watermark(),
+            120,
+            "retention never moves the end"
+        );
+
+        let compact = crate::storage::config::CleanupPolicy {
+            delete: false,
+            compact: true,
+        };
+        log.borrow_mut().set_config(LogConfig {
+            cleanup_policy: compact,
+            retention_ms: 0,
+            ..LogConfig::default()
+        });
+        assert_eq!(
+            log.borrow_mut().apply_retention(i64::MAX),
+            0,
+            "compact-only topics are not deleted by retention"
+        );
+    });
+}
+
+#[test]
+fn looser_flush_policies_defer_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1 << 20);
+        log.borrow_mut().set_config(LogConfig {
+            flush_messages: 10,
+            flush_ms: 1_000,
+            ..LogConfig::default()
+        });
+        for i in 0..4 {
+            append_one(&log, &commit, batch(2, i, None)).await.unwrap();
+        }
+        assert_eq!(
+            commit.stats().rounds,
+            0,
+            "8 messages < flush.messages=10: no sync yet"
+        );
+        let now = now_ms();
+        assert!(
+            log.borrow_mut().take_periodic_flush(now).is_none(),
+            "flush.ms not reached"
+        );
+        assert!(
+            log.borrow_mut().take_periodic_flush(now + 1_000).is_some(),
+            "flush.ms reached"
+        );
+        assert!(
+            log.borrow_mut().take_periodic_flush(now + 5_000).is_none(),
+            "nothing new to flush"
+        );
+        for i in 0..5 {
+            append_one(&log, &commit, batch(2, i, None)).await.unwrap();
+        }
+        assert_eq!(
+            commit.stats().rounds,
+            1,
+            "the 10th message triggered a sync"
+        );
+    });
+}
