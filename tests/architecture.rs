@@ -75,7 +75,6 @@ const DEBT: &[&str] = &[
     "server/handlers/mod.rs -> server/dispatch.rs",
     "server/listener.rs -> runtime/shard.rs",
     "server/listener.rs -> server/connection.rs",
-    "size group/state.rs",
 ];
 
 fn src_dir() -> PathBuf {
