@@ -23,10 +23,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, FetchResponse, ProduceRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use sluice::node::shard::SHARD_QUEUE_DEPTH;
 use sluice::protocol::batch::validate_records;
 use sluice::protocol::frame;
 use sluice::runtime::queue;
-use sluice::runtime::shard::SHARD_QUEUE_DEPTH;
 use sluice::storage::commit::GroupCommit;
 use sluice::storage::index::{OffsetEntry, OffsetIndex};
 use sluice::storage::log::{self};

@@ -3,17 +3,19 @@
 //! them in order.
 
 use std::fs;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use event_listener::Event;
 
 use compio::driver::{DriverType, ProactorBuilder};
 
@@ -22,111 +24,20 @@ use crate::group::coordinator::GroupCoordinator;
 use crate::group::offsets::OffsetStore;
 use crate::group::state::GroupConfig;
 use crate::metadata::controller::Controller;
-use crate::metadata::{is_internal_topic, records, MetadataImage};
-use crate::metrics::Metrics;
+use crate::metadata::{is_internal_topic, records};
+use crate::metrics::{Metrics, PartitionSample, Snapshot};
+use crate::node::shard::{serve_queue, Peers, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
+use crate::node::Node;
 use crate::runtime::descriptors::{raise_open_file_limit, DescriptorBudget};
-use crate::runtime::shard::{serve_queue, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
-use crate::runtime::{shard_for_partition, CONTROLLER_SHARD};
+use crate::runtime::signal::{AsyncBarrier, ShutdownSignal};
+use crate::runtime::{queue, CONTROLLER_SHARD};
 use crate::server::listener;
-
-/// State every shard shares: configuration, the metadata image, the shard queues,
-/// and the shutdown signal. Nothing here is locked on the request path.
-pub struct Broker {
-    pub config: Config,
-    pub cluster_id: String,
-    pub metadata: ArcSwap<MetadataImage>,
-    pub shards: Vec<ShardHandle>,
-    pub shutdown: ShutdownSignal,
-    /// The port actually bound (differs from the config when it asked for port 0).
-    pub port: u16,
-    pub metrics: Arc<Metrics>,
-    /// The next producer id InitProducerId will hand out: every id below it was
-    /// handed out (or lies in a block recorded before a restart), none at or
-    /// above it was. Written only by the controller; Produce reads it to refuse
-    /// batches from ids this broker never issued.
-    pub next_producer_id: AtomicI64,
-    /// How the open file limit is shared out between connections and partitions.
-    pub descriptors: DescriptorBudget,
-}
-
-impl Broker {
-    pub fn image(&self) -> arc_swap::Guard<Arc<MetadataImage>> {
-        self.metadata.load()
-    }
-    pub fn shard_for(&self, topic: &str, partition: i32) -> usize {
-        shard_for_partition(topic, partition, self.shards.len())
-    }
-    pub fn advertised_port(&self) -> i32 {
-        if self.config.advertised_port == 0 {
-            i32::from(self.port)
-        } else {
-            self.config.advertised_port
-        }
-    }
-}
-
-/// Set once, observed by every accept loop and connection.
-#[derive(Default)]
-pub struct ShutdownSignal {
-    stopping: AtomicBool,
-    event: Event,
-}
-
-impl ShutdownSignal {
-    pub fn trigger(&self) {
-        self.stopping.store(true, Ordering::Release);
-        self.event.notify(usize::MAX);
-    }
-    pub fn is_triggered(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-    /// Completes when shutdown is triggered.
-    pub async fn wait(&self) {
-        loop {
-            if self.is_triggered() {
-                return;
-            }
-            let listener = self.event.listen();
-            if self.is_triggered() {
-                return;
-            }
-            listener.await;
-        }
-    }
-}
-
-/// A barrier that shards await without blocking their runtime, so that they keep
-/// serving cross-shard work while they wait.
-pub struct AsyncBarrier {
-    remaining: std::sync::atomic::AtomicUsize,
-    event: Event,
-}
-
-impl AsyncBarrier {
-    pub fn new(count: usize) -> AsyncBarrier {
-        AsyncBarrier {
-            remaining: std::sync::atomic::AtomicUsize::new(count),
-            event: Event::new(),
-        }
-    }
-    pub async fn wait(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.event.notify(usize::MAX);
-            return;
-        }
-        loop {
-            let listener = self.event.listen();
-            if self.remaining.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            listener.await;
-        }
-    }
-}
 
 /// A running broker: its shard threads and the data-dir lock.
 pub struct RunningBroker {
-    pub broker: Arc<Broker>,
+    pub node: Arc<Node>,
+    /// Every shard's queue.
+    pub peers: Peers,
     pub local_addr: SocketAddr,
     /// Where `/metrics` is served, when enabled.
     pub metrics_addr: Option<SocketAddr>,
@@ -138,7 +49,7 @@ impl RunningBroker {
     /// Asks every shard to stop: no new connections, in-flight requests finish,
     /// logs are flushed and closed.
     pub fn shutdown(&self) {
-        self.broker.shutdown.trigger();
+        self.node.shutdown.trigger();
     }
 
     /// Waits for every shard thread to finish.
@@ -275,14 +186,15 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         handles.push(ShardHandle { id, sender });
         receivers.push(receiver);
     }
+    let peers: Peers = handles.into();
     let next_producer_id = AtomicI64::new(image.next_producer_id);
-    let broker = Arc::new(Broker {
+    let node = Arc::new(Node {
         config,
         cluster_id,
         next_producer_id,
         descriptors,
         metadata: ArcSwap::from_pointee(image),
-        shards: handles,
+        shard_count,
         shutdown: ShutdownSignal::default(),
         port: local_addr.port(),
         metrics: Arc::new(Metrics::new(shard_count)),
@@ -298,22 +210,23 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let (error_tx, error_rx) = std::sync::mpsc::channel::<String>();
     let mut threads = Vec::with_capacity(shard_count);
     for (id, (receiver, listener)) in receivers.into_iter().zip(listeners).enumerate() {
-        let broker = broker.clone();
+        let node = node.clone();
+        let peers = peers.clone();
         let started = started.clone();
         let drained = drained.clone();
         let error_tx = error_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
-                let result = run_shard(
+                let start = ShardStart {
                     id,
-                    id % cpus,
-                    broker,
+                    cpu: id % cpus,
+                    node,
+                    peers,
                     receiver,
                     listener,
-                    &started,
-                    &drained,
-                );
+                };
+                let result = run_shard(start, &started, &drained);
                 if let Err(error) = result {
                     let _ = error_tx.send(format!("shard {id}: {error}"));
                 }
@@ -324,10 +237,10 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     drop(error_tx);
     started.wait();
     if let Ok(error) = error_rx.try_recv() {
-        broker.shutdown.trigger();
+        node.shutdown.trigger();
         return Err(StartError::Shard(error));
     }
-    let budget = &broker.descriptors;
+    let budget = &node.descriptors;
     if budget.segment_descriptors() > budget.segments_max {
         tracing::warn!(
             segments = crate::storage::segment::segments_open(),
@@ -338,19 +251,31 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
              raise the open file limit (ulimit -n) or lower --max-connections"
         );
     }
-    let metrics_addr = match (metrics_listener, broker.config.metrics_listen) {
-        (Some(listener), Some(addr)) => match crate::metrics::http::start(broker.clone(), listener)
-        {
-            Ok(local) => Some(local),
-            Err(source) => {
-                broker.shutdown.trigger();
-                return Err(StartError::Listen { addr, source });
+    let metrics_addr = match (metrics_listener, node.config.metrics_listen) {
+        (Some(listener), Some(addr)) => {
+            let page = {
+                let (node, peers) = (node.clone(), peers.clone());
+                move || -> Pin<Box<dyn Future<Output = String>>> {
+                    Box::pin(scrape(node.clone(), peers.clone()))
+                }
+            };
+            let stopping = {
+                let node = node.clone();
+                move || node.shutdown.is_triggered()
+            };
+            match crate::metrics::http::start(listener, page, stopping) {
+                Ok(local) => Some(local),
+                Err(source) => {
+                    node.shutdown.trigger();
+                    return Err(StartError::Listen { addr, source });
+                }
             }
-        },
+        }
         _ => None,
     };
     Ok(RunningBroker {
-        broker,
+        node,
+        peers,
         local_addr,
         metrics_addr,
         threads,
@@ -358,18 +283,31 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     })
 }
 
-fn run_shard(
+/// What a shard thread starts with.
+struct ShardStart {
     id: usize,
+    /// The CPU the thread is pinned to.
     cpu: usize,
-    broker: Arc<Broker>,
-    receiver: crate::runtime::queue::Receiver<Shard>,
+    node: Arc<Node>,
+    peers: Peers,
+    /// This shard's end of its cross-shard queue.
+    receiver: queue::Receiver<Shard>,
+    /// This shard's SO_REUSEPORT listener.
     listener: std::net::TcpListener,
-    started: &Barrier,
-    drained: &AsyncBarrier,
-) -> Result<(), String> {
+}
+
+fn run_shard(start: ShardStart, started: &Barrier, drained: &AsyncBarrier) -> Result<(), String> {
+    let ShardStart {
+        id,
+        cpu,
+        node,
+        peers,
+        receiver,
+        listener,
+    } = start;
     let mut builder = compio::runtime::RuntimeBuilder::new();
     builder.thread_affinity([cpu].into_iter().collect());
-    let forced = match broker.config.io_driver {
+    let forced = match node.config.io_driver {
         IoDriver::Auto => None,
         IoDriver::IoUring => Some(DriverType::IoUring),
         IoDriver::Polling => Some(DriverType::Poll),
@@ -391,17 +329,17 @@ fn run_shard(
     if id == 0 {
         tracing::info!(
             ?driver,
-            shards = broker.shards.len(),
+            shards = node.shard_count,
             "shards starting (driver IoUring: io_uring; Poll: the epoll fallback)"
         );
     }
     runtime.block_on(async move {
-        broker.metrics.shards[id].set_current_thread();
+        node.metrics.shards[id].set_current_thread();
         let splice_works = driver == DriverType::IoUring;
-        let shard = Rc::new(Shard::new(id, broker.clone(), splice_works));
+        let shard = Rc::new(Shard::new(id, node.clone(), peers, splice_works));
         let open_result = crate::partition::open_owned_logs(&shard);
         if id == CONTROLLER_SHARD {
-            match Controller::open(&shard) {
+            match Controller::open(&shard.node, shard.commit.clone()) {
                 Ok(controller) => *shard.controller.borrow_mut() = Some(Rc::new(controller)),
                 Err(error) => {
                     started.wait();
@@ -413,14 +351,14 @@ fn run_shard(
         started.wait();
         open_result?;
         let groups = groups?;
-        groups.start_timers(&shard);
+        groups.start_timers(&shard.node);
         let retention_interval =
-            std::time::Duration::from_millis(shard.broker.config.log_retention_check_interval_ms);
+            std::time::Duration::from_millis(shard.node.config.log_retention_check_interval_ms);
         crate::partition::start_retention(&shard, retention_interval);
         crate::partition::start_periodic_flush(&shard);
         *shard.groups.borrow_mut() = Some(groups);
         let cleaner_interval =
-            std::time::Duration::from_millis(shard.broker.config.log_cleaner_interval_ms);
+            std::time::Duration::from_millis(shard.node.config.log_cleaner_interval_ms);
         crate::partition::start_cleaner(&shard, cleaner_interval);
         let queue = compio::runtime::spawn(serve_queue(shard.clone(), receiver));
         listener::serve(shard.clone(), listener).await;
@@ -436,6 +374,41 @@ fn run_shard(
             groups.close();
         }
         Ok(())
+    })
+}
+
+/// A shard's partitions are left out of a scrape when it does not answer
+/// within this long (stuck, or its queue full).
+const SCRAPE_SHARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One `/metrics` page: the registry, plus what only the shards know (their
+/// partitions, asked over their queues) and the broker's descriptor budget.
+async fn scrape(node: Arc<Node>, peers: Peers) -> String {
+    let calls = peers.iter().map(|handle| {
+        let call = queue::call(&handle.sender, |shard| async move {
+            crate::partition::samples(&shard)
+        });
+        compio::time::timeout(SCRAPE_SHARD_TIMEOUT, call)
+    });
+    let mut partitions: Vec<PartitionSample> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter_map(|answer| answer.ok().and_then(Result::ok))
+        .flatten()
+        .collect();
+    partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let budget = &node.descriptors;
+    crate::metrics::render::render(&Snapshot {
+        metrics: &node.metrics,
+        queue_depths: peers.iter().map(|h| h.sender.len()).collect(),
+        file_descriptors: vec![
+            ("limit", budget.limit),
+            ("connections_max", budget.connections_max),
+            ("segments_max", budget.segments_max),
+            ("segments", budget.segment_descriptors()),
+        ],
+        read_buffer_pool_bytes: crate::io::aligned::pooled_bytes() as u64,
+        partitions,
     })
 }
 
@@ -470,7 +443,7 @@ fn open_file_budget(shards: usize, max_connections: Option<u64>) -> DescriptorBu
 
 /// Replays this shard's partitions of the offsets log and creates its coordinator.
 fn open_group_coordinator(shard: &Rc<Shard>) -> Result<Rc<GroupCoordinator>, String> {
-    let config = &shard.broker.config;
+    let config = &shard.node.config;
     let offsets = OffsetStore::open(
         &config.data_dir,
         shard.id,

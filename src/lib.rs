@@ -38,6 +38,7 @@ pub mod group;
 pub mod io;
 pub mod metadata;
 pub mod metrics;
+pub mod node;
 pub mod partition;
 pub mod protocol;
 pub mod runtime;

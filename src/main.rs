@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         println!("sluice metrics on http://{addr}/metrics");
     }
     println!("sluice listening on {}", running.local_addr);
-    tracing::info!(addr = %running.local_addr, data_dir = %running.broker.config.data_dir.display(), "sluice is serving");
+    tracing::info!(addr = %running.local_addr, data_dir = %running.node.config.data_dir.display(), "sluice is serving");
 
     let signal = signals.wait();
     tracing::info!(

@@ -9,14 +9,15 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
 
 use crate::group::offsets::{CommittedOffset, OffsetStore};
 use crate::group::state::{Group, GroupConfig, GroupState, Output, RequestId};
+use crate::node::Node;
 use crate::protocol::errors::ErrorCode;
-use crate::runtime::Shard;
 use crate::storage::commit::GroupCommit;
 use crate::storage::log::now_ms;
 
@@ -59,13 +60,13 @@ impl GroupCoordinator {
         }
     }
 
-    /// Runs the group timers until the shard stops.
-    pub fn start_timers(self: &Rc<Self>, shard: &Rc<Shard>) {
+    /// Runs the group timers until the node stops.
+    pub fn start_timers(self: &Rc<Self>, node: &Arc<Node>) {
         let this = self.clone();
-        let shard = shard.clone();
+        let node = node.clone();
         compio::runtime::spawn(async move {
             let mut last_expiry = now_ms();
-            while !shard.broker.shutdown.is_triggered() {
+            while !node.shutdown.is_triggered() {
                 compio::time::sleep(TICK_INTERVAL).await;
                 let now = now_ms();
                 this.tick(now);

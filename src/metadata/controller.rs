@@ -2,12 +2,14 @@
 //! 0; handlers on any shard reach it with `run_on(CONTROLLER_SHARD, …)`.
 //!
 //! Every change follows the same steps, one change at a time (`lock`):
-//! validate → prepare the partition logs on their owning shards → append the
-//! change to the metadata log and sync it → publish the new image. A change is
-//! therefore visible to clients only once it is durable, and a partition is in
-//! the image only once its log exists.
+//! validate and plan (`plan_*`) → prepare the partition logs on their owning
+//! shards → append the change to the metadata log, sync it and publish the new
+//! image (`record_*`). A change is therefore visible to clients only once it is
+//! durable, and a partition is in the image only once its log exists. The
+//! middle step needs the shards; `node::topics` runs the three in order, so
+//! that this file knows only the metadata.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -21,9 +23,10 @@ use crate::metadata::{
     is_internal_topic, validate_topic_name, PartitionShared, TopicMeta, METADATA_LOG_DIR,
     PARTITIONS_PER_TOPIC_MAX,
 };
+use crate::node::Node;
 use crate::protocol::batch::validate_records;
 use crate::protocol::errors::ErrorCode;
-use crate::runtime::Shard;
+use crate::storage::commit::GroupCommit;
 use crate::storage::config::LogConfig;
 use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
 
@@ -90,7 +93,9 @@ fn note_deprecated(topic: &str, configs: &BTreeMap<String, String>) {
 }
 
 pub struct Controller {
-    shard: Rc<Shard>,
+    node: Arc<Node>,
+    /// The controller shard's group commit, which the metadata log's appends join.
+    commit: Rc<GroupCommit>,
     log: LogRef,
     /// One change at a time.
     lock: async_lock::Mutex<()>,
@@ -101,17 +106,18 @@ pub struct Controller {
 
 impl Controller {
     /// Opens the metadata log (recovering its tail) on shard 0.
-    pub fn open(shard: &Rc<Shard>) -> Result<Controller, String> {
-        let dir = shard.broker.config.data_dir.join(METADATA_LOG_DIR);
+    pub fn open(node: &Arc<Node>, commit: Rc<GroupCommit>) -> Result<Controller, String> {
+        let dir = node.config.data_dir.join(METADATA_LOG_DIR);
         let config = LogConfig {
             segment_bytes: 64 << 20,
             ..LogConfig::default()
         };
         let log = PartitionLog::open_private("__sluice_metadata", 0, dir, config)
             .map_err(|e| e.to_string())?;
-        let next = shard.broker.image().next_producer_id;
+        let next = node.image().next_producer_id;
         Ok(Controller {
-            shard: shard.clone(),
+            node: node.clone(),
+            commit,
             log,
             lock: async_lock::Mutex::new(()),
             producer_id_block_end: Cell::new(next),
@@ -133,7 +139,7 @@ impl Controller {
                 format!("metadata record: {e}"),
             )
         })?;
-        log::append(&self.log, &self.shard.commit, batch, &validated, true)
+        log::append(&self.log, &self.commit, batch, &validated, true)
             .await
             .map_err(|e| {
                 ApiError::new(ErrorCode::KafkaStorageError, format!("metadata log: {e}"))
@@ -142,11 +148,11 @@ impl Controller {
     }
 
     fn publish(&self, record: MetadataRecord) -> Result<(), ApiError> {
-        let mut image = (**self.shard.broker.image()).clone();
+        let mut image = (**self.node.image()).clone();
         record
-            .apply(&mut image, &self.shard.broker.config)
+            .apply(&mut image, &self.node.config)
             .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e))?;
-        self.shard.broker.metadata.store(Arc::new(image));
+        self.node.metadata.store(Arc::new(image));
         Ok(())
     }
 
@@ -166,7 +172,7 @@ impl Controller {
                 format!("Creation of internal topic {name} is prohibited."),
             ));
         }
-        if self.shard.broker.image().topic(name).is_some() {
+        if self.node.image().topic(name).is_some() {
             return Err(ApiError::new(
                 ErrorCode::TopicAlreadyExists,
                 format!("topic '{name}' already exists"),
@@ -179,8 +185,7 @@ impl Controller {
             ));
         }
         self.check_descriptors(partitions)?;
-        self.shard
-            .broker
+        self.node
             .config
             .topic_defaults
             .with_overrides(configs)
@@ -191,91 +196,60 @@ impl Controller {
     /// POLICY_VIOLATION and a message naming the limit (one lock holder at a
     /// time checks and creates, so two requests cannot both take the last room).
     fn check_descriptors(&self, new_partitions: i32) -> Result<(), ApiError> {
-        self.shard
-            .broker
+        self.node
             .descriptors
             .check_new_partitions(new_partitions.max(0) as u64)
             .map_err(|message| ApiError::new(ErrorCode::PolicyViolation, message))
     }
 
-    pub async fn create_topic(
+    /// One change at a time: callers hold this from their `plan_*` step to
+    /// their `record_*` step.
+    pub async fn lock(&self) -> async_lock::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    /// Validates a new topic and builds it (a fresh id, partition state for
+    /// each partition), without recording it.
+    pub fn plan_topic(
         &self,
-        name: String,
+        name: &str,
         partitions: i32,
         configs: BTreeMap<String, String>,
-        validate_only: bool,
     ) -> Result<Arc<TopicMeta>, ApiError> {
-        let _guard = self.lock.lock().await;
-        let topic_config = self.check_create(&name, partitions, &configs)?;
-        let id = Uuid::new_v4();
+        let topic_config = self.check_create(name, partitions, &configs)?;
         let shared: Vec<Arc<PartitionShared>> = (0..partitions)
             .map(|_| Arc::new(PartitionShared::default()))
             .collect();
-        let topic = Arc::new(TopicMeta {
-            name: Arc::from(name.as_str()),
-            id,
+        Ok(Arc::new(TopicMeta {
+            name: Arc::from(name),
+            id: Uuid::new_v4(),
             partitions: shared,
-            overrides: configs.clone(),
+            overrides: configs,
             config: topic_config,
-        });
-        if validate_only {
-            return Ok(topic);
-        }
-        self.open_partitions(&topic, 0).await?;
+        }))
+    }
+
+    /// Records a planned topic whose logs exist, and publishes it.
+    pub async fn record_topic(&self, topic: &Arc<TopicMeta>) -> Result<(), ApiError> {
         let record = MetadataRecord::CreateTopic {
-            name: name.clone(),
-            id,
-            partitions,
-            configs,
+            name: topic.name.to_string(),
+            id: topic.id,
+            partitions: topic.partition_count(),
+            configs: topic.overrides.clone(),
         };
         self.persist(&record).await?;
         // Publish the very TopicMeta whose PartitionShared the logs were opened with.
-        let image = self.shard.broker.image().with_topic(topic.clone());
-        self.shard.broker.metadata.store(Arc::new(image));
-        tracing::info!(topic = %name, partitions, "topic created");
-        note_deprecated(&name, &topic.overrides);
-        Ok(topic)
-    }
-
-    /// Creates (empty) the logs of `topic`'s partitions from `first` on, each on its shard.
-    async fn open_partitions(&self, topic: &Arc<TopicMeta>, first: i32) -> Result<(), ApiError> {
-        let data_dir = self.shard.broker.config.data_dir.clone();
-        let mut opens = Vec::new();
-        for partition in first..topic.partition_count() {
-            let owner = self.shard.broker.shard_for(&topic.name, partition);
-            let name = topic.name.clone();
-            let id = topic.id;
-            let config = topic.config.log_config();
-            let shared = topic.partitions[partition as usize].clone();
-            let dir = PartitionLog::dir_for(&data_dir, &name, partition);
-            opens.push(self.shard.run_on(owner, move |shard| async move {
-                // A leftover directory (a topic of this name deleted before a crash) is not this topic's data.
-                if dir.exists() {
-                    std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
-                }
-                let log = PartitionLog::open(name, partition, dir, config, shared)
-                    .map_err(|e| e.to_string())?;
-                shard
-                    .logs
-                    .borrow_mut()
-                    .insert((id, partition), Rc::new(RefCell::new(log)));
-                Ok::<(), String>(())
-            }));
-        }
-        for result in futures_util::future::join_all(opens).await {
-            result.map_err(|e| {
-                ApiError::new(
-                    ErrorCode::KafkaStorageError,
-                    format!("creating partition log: {e}"),
-                )
-            })?;
-        }
+        let image = self.node.image().with_topic(topic.clone());
+        self.node.metadata.store(Arc::new(image));
+        tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "topic created");
+        note_deprecated(&topic.name, &topic.overrides);
         Ok(())
     }
 
-    pub async fn delete_topic(&self, topic: Arc<TopicMeta>) -> Result<(), ApiError> {
-        let _guard = self.lock.lock().await;
-        let image = self.shard.broker.image();
+    /// Records the deletion of `topic` (it must still be the topic of that
+    /// name) and publishes it; its logs are removed afterwards.
+    pub async fn record_deletion(&self, topic: &TopicMeta) -> Result<(), ApiError> {
+        let image = self.node.image();
         if image.topic(&topic.name).is_none_or(|t| t.id != topic.id) {
             return Err(ApiError::new(
                 ErrorCode::UnknownTopicOrPartition,
@@ -289,48 +263,30 @@ impl Controller {
         };
         self.persist(&record).await?;
         self.publish(record)?;
-        let mut removals = Vec::new();
-        for partition in 0..topic.partition_count() {
-            let owner = self.shard.broker.shard_for(&topic.name, partition);
-            let id = topic.id;
-            removals.push(self.shard.run_on(owner, move |shard| async move {
-                let log = shard.logs.borrow_mut().remove(&(id, partition));
-                if let Some(log) = log {
-                    if let Err(error) = log.borrow_mut().delete_files() {
-                        tracing::warn!(%error, partition, "removing the files of a deleted partition");
-                    }
-                }
-            }));
-        }
-        futures_util::future::join_all(removals).await;
         tracing::info!(topic = %topic.name, "topic deleted");
         Ok(())
     }
 
     fn existing_topic(&self, name: &str) -> Result<Arc<TopicMeta>, ApiError> {
-        self.shard
-            .broker
-            .image()
-            .topic(name)
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic '{name}' does not exist"),
-                )
-            })
+        self.node.image().topic(name).cloned().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        })
     }
 
-    /// Grows `name` to `count` partitions; `assignments`, when the request
-    /// gave manual replica assignments, is how many it gave.
-    pub async fn create_partitions(
+    /// Validates growing `name` to `count` partitions and builds the grown
+    /// topic (the existing partitions' state shared with the old one), without
+    /// recording it. `assignments`, when the request gave manual replica
+    /// assignments, is how many it gave. Returns the grown topic and the first
+    /// new partition.
+    pub fn plan_partitions(
         &self,
         name: &str,
         count: i32,
         assignments: Option<usize>,
-        validate_only: bool,
-    ) -> Result<(), ApiError> {
-        let _guard = self.lock.lock().await;
+    ) -> Result<(Arc<TopicMeta>, i32), ApiError> {
         let old = self.existing_topic(name)?;
         if count <= old.partition_count() {
             return Err(ApiError::new(
@@ -357,9 +313,6 @@ impl Controller {
             ));
         }
         self.check_descriptors(additional)?;
-        if validate_only {
-            return Ok(());
-        }
         let mut shared = old.partitions.clone();
         shared.extend((old.partition_count()..count).map(|_| Arc::new(PartitionShared::default())));
         let topic = Arc::new(TopicMeta {
@@ -369,63 +322,59 @@ impl Controller {
             overrides: old.overrides.clone(),
             config: old.config.clone(),
         });
-        self.open_partitions(&topic, old.partition_count()).await?;
+        Ok((topic, old.partition_count()))
+    }
+
+    /// Records a grown topic whose new logs exist, and publishes it.
+    pub async fn record_partitions(&self, topic: &Arc<TopicMeta>) -> Result<(), ApiError> {
         self.persist(&MetadataRecord::SetPartitionCount {
-            name: name.to_string(),
-            partitions: count,
+            name: topic.name.to_string(),
+            partitions: topic.partition_count(),
         })
         .await?;
-        let image = self.shard.broker.image().with_topic(topic);
-        self.shard.broker.metadata.store(Arc::new(image));
+        let image = self.node.image().with_topic(topic.clone());
+        self.node.metadata.store(Arc::new(image));
         Ok(())
     }
 
-    /// Replaces the topic-level overrides of `name` with `configs`.
-    pub async fn set_topic_configs(
+    /// Validates `configs` as the new overrides of `name`; returns the topic
+    /// and its new effective config.
+    pub fn plan_configs(
+        &self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(Arc<TopicMeta>, TopicConfig), ApiError> {
+        let old = self.existing_topic(name)?;
+        let topic_config = self
+            .node
+            .config
+            .topic_defaults
+            .with_overrides(configs)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        Ok((old, topic_config))
+    }
+
+    /// Records `configs` as the overrides of `name` and publishes them; the
+    /// logs are told afterwards.
+    pub async fn record_configs(
         &self,
         name: &str,
         configs: BTreeMap<String, String>,
-        validate_only: bool,
     ) -> Result<(), ApiError> {
-        let _guard = self.lock.lock().await;
-        let old = self.existing_topic(name)?;
-        let topic_config = self
-            .shard
-            .broker
-            .config
-            .topic_defaults
-            .with_overrides(&configs)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-        if validate_only {
-            return Ok(());
-        }
         note_deprecated(name, &configs);
         let record = MetadataRecord::SetTopicConfigs {
             name: name.to_string(),
             configs,
         };
         self.persist(&record).await?;
-        self.publish(record)?;
-        let mut updates = Vec::new();
-        for partition in 0..old.partition_count() {
-            let owner = self.shard.broker.shard_for(name, partition);
-            let id = old.id;
-            let config = topic_config.log_config();
-            updates.push(self.shard.run_on(owner, move |shard| async move {
-                if let Some(log) = shard.log(&(id, partition)) {
-                    log.borrow_mut().set_config(config);
-                }
-            }));
-        }
-        futures_util::future::join_all(updates).await;
-        Ok(())
+        self.publish(record)
     }
 
     /// Hands out a new producer id; records a new block first when needed, so an
     /// id is never handed out twice, even across restarts.
     pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
         let _guard = self.lock.lock().await;
-        let next = &self.shard.broker.next_producer_id;
+        let next = &self.node.next_producer_id;
         let id = next.load(Ordering::Acquire);
         if id >= self.producer_id_block_end.get() {
             let end = id + PRODUCER_ID_BLOCK;

@@ -1,33 +1,40 @@
 //! The `/metrics` endpoint: a small HTTP/1.1 server on its own thread and port
-//! (`--metrics-listen`, off by default), away from the shards. A scrape asks
-//! every shard for its partitions over the cross-shard queues, then renders.
+//! (`--metrics-listen`, off by default), away from the shards. The page comes
+//! from a function the broker hands it (which asks every shard for its
+//! partitions over the cross-shard queues, then renders); this module knows
+//! HTTP only.
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
-
-use crate::broker::Broker;
-use crate::metrics::{render, PartitionSample};
-use crate::runtime::queue;
 
 /// Largest request head read; anything longer is answered 400.
 const REQUEST_HEAD_MAX: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The page of one scrape, produced on the endpoint's own runtime.
+pub type Page = Pin<Box<dyn Future<Output = String>>>;
+
 /// Serves scrapes on `listener` (bound by start-up, before the shards start,
-/// so that a port in use fails the start) on a thread of its own until shutdown.
-pub fn start(broker: Arc<Broker>, listener: TcpListener) -> std::io::Result<SocketAddr> {
+/// so that a port in use fails the start) on a thread of its own, each
+/// answered with what `page` produces, until `stopping` says so.
+pub fn start(
+    listener: TcpListener,
+    page: impl Fn() -> Page + Send + 'static,
+    stopping: impl Fn() -> bool + Send + 'static,
+) -> std::io::Result<SocketAddr> {
     let local = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || serve(broker, listener))?;
+        .spawn(move || serve(listener, page, stopping))?;
     tracing::info!(%local, "metrics endpoint listening (GET /metrics)");
     Ok(local)
 }
 
-fn serve(broker: Arc<Broker>, listener: TcpListener) {
+fn serve(listener: TcpListener, page: impl Fn() -> Page, stopping: impl Fn() -> bool) {
     let runtime = match compio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -35,10 +42,10 @@ fn serve(broker: Arc<Broker>, listener: TcpListener) {
             return;
         }
     };
-    while !broker.shutdown.is_triggered() {
+    while !stopping() {
         match listener.accept() {
             Ok((stream, _)) => {
-                if let Err(error) = answer(&broker, &runtime, stream) {
+                if let Err(error) = answer(&page, &runtime, stream) {
                     tracing::debug!(%error, "metrics request failed");
                 }
             }
@@ -54,7 +61,7 @@ fn serve(broker: Arc<Broker>, listener: TcpListener) {
 }
 
 fn answer(
-    broker: &Arc<Broker>,
+    page: &impl Fn() -> Page,
     runtime: &compio::runtime::Runtime,
     mut stream: TcpStream,
 ) -> std::io::Result<()> {
@@ -92,8 +99,8 @@ fn answer(
     if path != b"/metrics" && !path.starts_with(b"/metrics?") {
         return respond(&mut stream, "404 Not Found", "try /metrics\n");
     }
-    let partitions = runtime.block_on(collect_partitions(broker));
-    respond(&mut stream, "200 OK", &render(broker, &partitions))
+    let body = runtime.block_on(page());
+    respond(&mut stream, "200 OK", &body)
 }
 
 fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
@@ -104,40 +111,4 @@ fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<
     )?;
     stream.write_all(body.as_bytes())?;
     stream.flush()
-}
-
-/// Asks every shard for the partitions it owns; a shard that does not answer
-/// within `IO_TIMEOUT` (stuck, or its queue full) is left out of this scrape.
-async fn collect_partitions(broker: &Arc<Broker>) -> Vec<PartitionSample> {
-    let calls = broker.shards.iter().map(|handle| {
-        let call = queue::call(&handle.sender, |shard| async move {
-            let image = shard.broker.image();
-            let logs = shard.logs.borrow();
-            let mut samples = Vec::with_capacity(logs.len());
-            for ((topic_id, partition), log) in logs.iter() {
-                let Some(topic) = image.topic_by_id(topic_id) else {
-                    continue;
-                };
-                let log = log.borrow();
-                samples.push(PartitionSample {
-                    topic: topic.name.to_string(),
-                    partition: *partition,
-                    log_start_offset: log.log_start_offset(),
-                    log_end_offset: log.high_watermark(),
-                    size_bytes: log.size_bytes(),
-                    segments: log.segment_count(),
-                });
-            }
-            samples
-        });
-        compio::time::timeout(IO_TIMEOUT, call)
-    });
-    let mut all: Vec<PartitionSample> = futures_util::future::join_all(calls)
-        .await
-        .into_iter()
-        .filter_map(|answer| answer.ok().and_then(Result::ok))
-        .flatten()
-        .collect();
-    all.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    all
 }

@@ -10,7 +10,7 @@
 //! for them.
 
 pub mod http;
-mod render;
+pub mod render;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -158,6 +158,20 @@ impl Metrics {
             shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
         }
     }
+}
+
+/// What a scrape renders: the registry, and what the broker gathers at scrape
+/// time from the shards and from the layers this module does not know.
+pub struct Snapshot<'a> {
+    pub metrics: &'a Metrics,
+    /// Jobs waiting in each shard's cross-shard queue.
+    pub queue_depths: Vec<usize>,
+    /// The open file limit and its budget, as (kind, value).
+    pub file_descriptors: Vec<(&'static str, u64)>,
+    /// Page-aligned read buffers kept for reuse.
+    pub read_buffer_pool_bytes: u64,
+    /// Every partition of every shard that answered.
+    pub partitions: Vec<PartitionSample>,
 }
 
 /// What a shard reports of one partition it owns, at scrape time.

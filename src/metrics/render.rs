@@ -3,13 +3,13 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use crate::broker::Broker;
-use crate::metrics::{Histogram, PartitionSample};
+use crate::metrics::{Histogram, PartitionSample, Snapshot};
 use crate::protocol::versions::SUPPORTED_APIS;
 
-/// Renders every metric; `partitions` come from the shards at scrape time.
-pub fn render(broker: &Broker, partitions: &[PartitionSample]) -> String {
-    let metrics = &broker.metrics;
+/// Renders every metric of `snapshot`.
+pub fn render(snapshot: &Snapshot) -> String {
+    let metrics = snapshot.metrics;
+    let partitions = &snapshot.partitions;
     let mut out = String::with_capacity(16 * 1024);
 
     header(
@@ -89,20 +89,14 @@ pub fn render(broker: &Broker, partitions: &[PartitionSample]) -> String {
         "The open file limit and how it is shared out (limit; the most connections may hold; \
          the most segments may hold; what open segments may hold now).",
     );
-    let budget = &broker.descriptors;
-    for (kind, value) in [
-        ("limit", budget.limit),
-        ("connections_max", budget.connections_max),
-        ("segments_max", budget.segments_max),
-        ("segments", budget.segment_descriptors()),
-    ] {
+    for (kind, value) in &snapshot.file_descriptors {
         let _ = writeln!(out, "sluice_file_descriptors{{kind=\"{kind}\"}} {value}");
     }
     gauge_per_shard(
         &mut out,
         "sluice_shard_queue_depth",
         "Jobs waiting in a shard's cross-shard queue.",
-        broker.shards.iter().map(|h| h.sender.len() as f64),
+        snapshot.queue_depths.iter().map(|&d| d as f64),
     );
     gauge_per_shard(
         &mut out,
@@ -131,7 +125,7 @@ pub fn render(broker: &Broker, partitions: &[PartitionSample]) -> String {
     let _ = writeln!(
         out,
         "sluice_read_buffer_pool_bytes {}",
-        crate::io::aligned::pooled_bytes()
+        snapshot.read_buffer_pool_bytes
     );
     header(
         &mut out,

@@ -10,7 +10,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::runtime::Shard;
+use crate::metrics::PartitionSample;
+use crate::node::shard::Shard;
 use crate::storage::cleaner::{clean, CleanerLimits};
 use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
 
@@ -18,13 +19,13 @@ use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
 /// A partition whose log cannot be opened (corruption) is reported and taken
 /// offline; the others still open.
 pub fn open_owned_logs(shard: &Rc<Shard>) -> Result<(), String> {
-    let image = shard.broker.image();
-    let data_dir = &shard.broker.config.data_dir;
+    let image = shard.node.image();
+    let data_dir = &shard.node.config.data_dir;
     let mut opened = 0usize;
     for topic in image.topics.values() {
         for (partition, shared) in topic.partitions.iter().enumerate() {
             let partition = partition as i32;
-            if shard.broker.shard_for(&topic.name, partition) != shard.id {
+            if shard.node.shard_for(&topic.name, partition) != shard.id {
                 continue;
             }
             let dir = PartitionLog::dir_for(data_dir, &topic.name, partition);
@@ -61,7 +62,7 @@ pub fn open_owned_logs(shard: &Rc<Shard>) -> Result<(), String> {
 pub fn start_retention(shard: &Rc<Shard>, interval: std::time::Duration) {
     let shard = shard.clone();
     compio::runtime::spawn(async move {
-        while !shard.broker.shutdown.is_triggered() {
+        while !shard.node.shutdown.is_triggered() {
             compio::time::sleep(interval).await;
             let now = log::now_ms();
             let logs: Vec<_> = shard.logs.borrow().values().cloned().collect();
@@ -80,7 +81,7 @@ const PERIODIC_FLUSH_CHECK: std::time::Duration = std::time::Duration::from_mill
 pub fn start_periodic_flush(shard: &Rc<Shard>) {
     let shard = shard.clone();
     compio::runtime::spawn(async move {
-        while !shard.broker.shutdown.is_triggered() {
+        while !shard.node.shutdown.is_triggered() {
             compio::time::sleep(PERIODIC_FLUSH_CHECK).await;
             let now = log::now_ms();
             let due: Vec<_> = shard
@@ -115,7 +116,7 @@ pub fn close_owned_logs(shard: &Rc<Shard>) {
 pub fn start_cleaner(shard: &Rc<Shard>, interval: Duration) {
     let shard = shard.clone();
     compio::runtime::spawn(async move {
-        while !shard.broker.shutdown.is_triggered() {
+        while !shard.node.shutdown.is_triggered() {
             compio::time::sleep(interval).await;
             let mut logs: Vec<LogRef> = shard
                 .logs
@@ -128,7 +129,7 @@ pub fn start_cleaner(shard: &Rc<Shard>, interval: Duration) {
                 logs.extend(groups.offsets.logs());
             }
             for log in logs {
-                if shard.broker.shutdown.is_triggered() {
+                if shard.node.shutdown.is_triggered() {
                     break;
                 }
                 match clean(&log, now_ms(), CleanerLimits::default()).await {
@@ -146,4 +147,26 @@ pub fn start_cleaner(shard: &Rc<Shard>, interval: Duration) {
         }
     })
     .detach();
+}
+
+/// This shard's partitions as `/metrics` shows them.
+pub fn samples(shard: &Shard) -> Vec<PartitionSample> {
+    let image = shard.node.image();
+    let logs = shard.logs.borrow();
+    let mut samples = Vec::with_capacity(logs.len());
+    for ((topic_id, partition), log) in logs.iter() {
+        let Some(topic) = image.topic_by_id(topic_id) else {
+            continue;
+        };
+        let log = log.borrow();
+        samples.push(PartitionSample {
+            topic: topic.name.to_string(),
+            partition: *partition,
+            log_start_offset: log.log_start_offset(),
+            log_end_offset: log.high_watermark(),
+            size_bytes: log.size_bytes(),
+            segments: log.segment_count(),
+        });
+    }
+    samples
 }

@@ -11,9 +11,7 @@
 pub mod budget;
 pub mod descriptors;
 pub mod queue;
-pub mod shard;
-
-pub use shard::{Shard, ShardHandle};
+pub mod signal;
 
 /// The shard that owns `topic`'s `partition`: a stable hash of the topic name
 /// plus the partition number, so a topic's partitions spread round-robin over

@@ -25,10 +25,10 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::io::chain::Chain;
 use crate::io::send;
+use crate::node::shard::Admission;
+use crate::node::shard::Shard;
 use crate::protocol::frame;
 use crate::runtime::budget::ByteBudget;
-use crate::runtime::shard::Admission;
-use crate::runtime::Shard;
 use crate::server::dispatch::{self, Reply};
 use crate::server::handlers::fetch::FetchSessions;
 
@@ -143,7 +143,7 @@ async fn fill(conn: &Connection, buf: &mut BytesMut, wanted: usize) -> bool {
         let mut stream = &conn.stream;
         // `append` reads after the bytes already buffered (`read` would overwrite them).
         let read = std::pin::pin!(stream.append(owned));
-        let stop = std::pin::pin!(conn.shard.broker.shutdown.wait());
+        let stop = std::pin::pin!(conn.shard.node.shutdown.wait());
         match select(read, stop).await {
             Either::Left((BufResult(Ok(0), _), _)) => return false,
             Either::Left((BufResult(Ok(_), filled), _)) => *buf = filled,
@@ -159,7 +159,7 @@ async fn fill(conn: &Connection, buf: &mut BytesMut, wanted: usize) -> bool {
 }
 
 async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
-    let max_frame = conn.shard.broker.config.socket_request_max_bytes;
+    let max_frame = conn.shard.node.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         if !fill(conn, &mut buf, 4).await {
@@ -251,7 +251,7 @@ async fn write_reply(conn: &Connection, reply: Reply) -> bool {
     // A client that stops reading must not hold the response (file
     // descriptors, a kernel worker blocked in splice, memory) forever: when
     // nothing has moved for the stall timeout, the connection closes.
-    let stall = Duration::from_millis(conn.shard.broker.config.send_stall_timeout_ms);
+    let stall = Duration::from_millis(conn.shard.node.config.send_stall_timeout_ms);
     let watchdog = async {
         loop {
             let idle = progress.get().elapsed();

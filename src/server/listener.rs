@@ -11,7 +11,7 @@ use event_listener::Event;
 use futures_util::future::{select, Either};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::runtime::Shard;
+use crate::node::shard::Shard;
 use crate::server::connection;
 
 /// Pending connections the kernel may queue per listener.
@@ -162,19 +162,19 @@ impl Drop for ConnectionGuard {
 /// all shards; shards may overshoot by one each at the same instant).
 fn at_connection_limit(shard: &Shard) -> bool {
     let open: i64 = shard
-        .broker
+        .node
         .metrics
         .shards
         .iter()
         .map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
-    open >= 0 && open as u64 >= shard.broker.descriptors.connections_max
+    open >= 0 && open as u64 >= shard.node.descriptors.connections_max
 }
 
 /// Counts a connection closed at once for the limit; logs the first and then
 /// every doubling, so a storm of them cannot flood the log.
 fn refuse(shard: &Shard, peer: SocketAddr) {
-    let refused = shard.broker.metrics.shards[shard.id]
+    let refused = shard.node.metrics.shards[shard.id]
         .connections_refused
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         + 1;
@@ -183,7 +183,7 @@ fn refuse(shard: &Shard, peer: SocketAddr) {
             shard = shard.id,
             %peer,
             refused_so_far = refused,
-            max_connections = shard.broker.descriptors.connections_max,
+            max_connections = shard.node.descriptors.connections_max,
             "connection closed at once: the broker holds --max-connections connections"
         );
     }
@@ -203,7 +203,7 @@ pub async fn serve(shard: Rc<Shard>, listener: std::net::TcpListener) {
     let mut accept_failures: u32 = 0;
     loop {
         let accept = std::pin::pin!(listener.accept());
-        let stop = std::pin::pin!(shard.broker.shutdown.wait());
+        let stop = std::pin::pin!(shard.node.shutdown.wait());
         match select(accept, stop).await {
             Either::Left((Ok((stream, peer)), _)) => {
                 accept_failures = 0;
@@ -238,7 +238,7 @@ pub async fn serve(shard: Rc<Shard>, listener: std::net::TcpListener) {
                     );
                 }
                 let sleep = std::pin::pin!(compio::time::sleep(delay));
-                let stop = std::pin::pin!(shard.broker.shutdown.wait());
+                let stop = std::pin::pin!(shard.node.shutdown.wait());
                 if let Either::Right(_) = select(sleep, stop).await {
                     break;
                 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
+use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::dispatch::RequestContext;
@@ -64,10 +65,7 @@ pub(crate) async fn set_topic_configs(
     ctx.conn
         .shard
         .run_on(CONTROLLER_SHARD, move |shard| async move {
-            shard
-                .controller()
-                .set_topic_configs(&name, configs, validate_only)
-                .await
+            topics::set_topic_configs(&shard, &name, configs, validate_only).await
         })
         .await
         .map_err(|e| (e.code, e.message))

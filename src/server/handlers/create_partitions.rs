@@ -6,6 +6,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 
 use crate::metadata::controller::{check_replica_assignment, ApiError};
 
+use crate::node::topics;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::str_bytes;
@@ -30,7 +31,7 @@ pub async fn handle(
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
-    let node_id = ctx.conn.shard.broker.config.node_id;
+    let node_id = ctx.conn.shard.node.config.node_id;
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         if let Err(e) = check_assignments(&topic, node_id) {
@@ -48,10 +49,7 @@ pub async fn handle(
             .conn
             .shard
             .run_on(CONTROLLER_SHARD, move |shard| async move {
-                shard
-                    .controller()
-                    .create_partitions(&name, count, assignments, validate_only)
-                    .await
+                topics::create_partitions(&shard, &name, count, assignments, validate_only).await
             })
             .await;
         results.push(match outcome {

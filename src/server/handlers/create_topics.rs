@@ -13,6 +13,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use crate::metadata::controller::{check_replica_assignment, ApiError};
 
 use crate::metadata::topic_config::CONFIG_DEFS;
+use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::dispatch::RequestContext;
@@ -64,7 +65,7 @@ fn check_assignments(topic: &CreatableTopic, node_id: i32) -> Result<i32, ApiErr
 }
 
 pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
-    let broker = ctx.conn.shard.broker.clone();
+    let broker = ctx.conn.shard.node.clone();
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -105,10 +106,7 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
             .conn
             .shard
             .run_on(CONTROLLER_SHARD, move |shard| async move {
-                shard
-                    .controller()
-                    .create_topic(name, partitions, configs, validate_only)
-                    .await
+                topics::create_topic(&shard, &name, partitions, configs, validate_only).await
             })
             .await;
         match created {

@@ -14,7 +14,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
     let shard = &ctx.conn.shard;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
-        let meta = shard.broker.image().topic(topic.name.0.as_str()).cloned();
+        let meta = shard.node.image().topic(topic.name.0.as_str()).cloned();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let result =
@@ -41,7 +41,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
             };
             let key = (meta.id, p.partition_index);
             let offset = p.offset;
-            let owner = shard.broker.shard_for(&meta.name, p.partition_index);
+            let owner = shard.node.shard_for(&meta.name, p.partition_index);
             let outcome = shard
                 .run_on(owner, move |owner| async move {
                     match owner.log(&key) {

@@ -5,6 +5,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use uuid::Uuid;
 
 use crate::metadata::is_internal_topic;
+use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::dispatch::RequestContext;
@@ -26,7 +27,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
-        let image = ctx.conn.shard.broker.image();
+        let image = ctx.conn.shard.node.image();
         let topic = match (&name, id.is_nil()) {
             (_, false) => image
                 .topic_by_id(&id)
@@ -56,7 +57,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
                 ctx.conn
                     .shard
                     .run_on(CONTROLLER_SHARD, move |shard| async move {
-                        shard.controller().delete_topic(topic).await
+                        topics::delete_topic(&shard, topic).await
                     })
                     .await
                     .map(|_| (topic_id, found_name))

@@ -10,7 +10,7 @@ pub async fn handle(
     ctx: &RequestContext,
     _request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let broker = &ctx.conn.shard.broker;
+    let broker = &ctx.conn.shard.node;
     let node_id = BrokerId(broker.config.node_id);
     DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.cluster_id.clone()))

@@ -9,8 +9,8 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
-use crate::broker::Broker;
 use crate::metadata::topic_config::{ConfigDef, ConfigKind, CONFIG_DEFS};
+use crate::node::Node;
 use crate::protocol::errors::ErrorCode;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::str_bytes;
@@ -25,7 +25,7 @@ pub const SOURCE_DEFAULT: i8 = 5;
 
 /// Where the effective value of topic config `name` comes from.
 pub fn config_source(
-    broker: &Broker,
+    broker: &Node,
     topic_overrides: Option<&BTreeMap<String, String>>,
     name: &str,
 ) -> i8 {
@@ -41,7 +41,7 @@ pub fn config_source(
 /// Where a topic config's value could come from, most specific first (Kafka's
 /// synonyms): the topic override, the broker setting, the default.
 fn synonyms(
-    broker: &Broker,
+    broker: &Node,
     overrides: &BTreeMap<String, String>,
     def: &ConfigDef,
 ) -> Vec<DescribeConfigsSynonym> {
@@ -66,7 +66,7 @@ pub async fn handle(
     ctx: &RequestContext,
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
-    let broker = &ctx.conn.shard.broker;
+    let broker = &ctx.conn.shard.node;
     let mut results = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let wanted = |name: &str| {

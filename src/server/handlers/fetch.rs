@@ -18,9 +18,9 @@ use uuid::Uuid;
 
 use crate::io::chain::Chain;
 use crate::metadata::TopicMeta;
+use crate::node::shard::PartitionKey;
+use crate::node::shard::Shard;
 use crate::protocol::errors::ErrorCode;
-use crate::runtime::shard::PartitionKey;
-use crate::runtime::Shard;
 use crate::server::dispatch::RequestContext;
 use crate::server::fetch_response::{FetchResponse, PartitionResponse, TopicResponse};
 use crate::storage::log::{self, ReadError};
@@ -127,7 +127,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     // Kafka's broker-side fetch.max.bytes: whatever the client asks, a
     // response carries at most this much record data (plus, per KIP-74, one
     // first batch).
-    let broker_max = ctx.conn.shard.broker.config.fetch_max_bytes;
+    let broker_max = ctx.conn.shard.node.config.fetch_max_bytes;
     let max_bytes = if request.max_bytes <= 0 {
         broker_max
     } else {
@@ -154,7 +154,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         let wake = futures_util::future::select_all(listeners.into_iter().map(Box::pin));
         let timeout = std::pin::pin!(compio::time::sleep(deadline - now));
         // A shutdown ends the wait too, so that stopping never waits out a long-poll.
-        let stop = std::pin::pin!(ctx.conn.shard.broker.shutdown.wait());
+        let stop = std::pin::pin!(ctx.conn.shard.node.shutdown.wait());
         let timeout_or_stop = futures_util::future::select(timeout, stop);
         futures_util::future::select(wake, timeout_or_stop).await;
     };
@@ -166,7 +166,7 @@ fn resolve(
     wanted: &Wanted,
     by_id: bool,
 ) -> Result<Arc<TopicMeta>, ErrorCode> {
-    let image = ctx.conn.shard.broker.image();
+    let image = ctx.conn.shard.node.image();
     let topic = if by_id {
         image.topic_by_id(&wanted.topic_id)
     } else {
@@ -323,7 +323,7 @@ async fn read_all(
                     results[i] = Some(error_result(ErrorCode::KafkaStorageError));
                     continue;
                 }
-                let owner = shard.broker.shard_for(&topic.name, wanted.partition);
+                let owner = shard.node.shard_for(&topic.name, wanted.partition);
                 let partition_max = wanted.partition_max_bytes.max(0) as usize;
                 plan.entry(owner).or_default().push((
                     i,
@@ -382,7 +382,7 @@ async fn read_all(
             continue;
         }
         let topic = topic.as_ref().expect("a partition with data was resolved");
-        let owner = shard.broker.shard_for(&topic.name, wanted.partition);
+        let owner = shard.node.shard_for(&topic.name, wanted.partition);
         again.entry(owner).or_default().push((
             i,
             (topic.id, wanted.partition),

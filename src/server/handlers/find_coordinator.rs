@@ -16,7 +16,7 @@ pub async fn handle(
     ctx: &RequestContext,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let broker = &ctx.conn.shard.broker;
+    let broker = &ctx.conn.shard.node;
     let node_id = BrokerId(broker.config.node_id);
     let host = str_bytes(broker.config.advertised_host.clone());
     let port = broker.advertised_port();

@@ -21,7 +21,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
     let version = ctx.api_version;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
-        let meta = shard.broker.image().topic(topic.name.0.as_str()).cloned();
+        let meta = shard.node.image().topic(topic.name.0.as_str()).cloned();
         let mut lookups = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let meta = meta.clone();
@@ -45,7 +45,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                 }
                 let key = (meta.id, p.partition_index);
                 let timestamp = p.timestamp;
-                let owner = shard.broker.shard_for(&meta.name, p.partition_index);
+                let owner = shard.node.shard_for(&meta.name, p.partition_index);
                 let outcome = shard
                     .run_on(owner, move |owner| async move {
                         let Some(log) = owner.log(&key) else {

@@ -10,6 +10,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use crate::metadata::{is_internal_topic, validate_topic_name, TopicMeta};
+use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::dispatch::RequestContext;
@@ -25,7 +26,7 @@ const CLUSTER_OPERATIONS: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
-    let broker = ctx.conn.shard.broker.clone();
+    let broker = ctx.conn.shard.node.clone();
     let node_id = BrokerId(broker.config.node_id);
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let all_topics = match &request.topics {
@@ -89,7 +90,7 @@ async fn find_or_create(
     name: &str,
     may_create: bool,
 ) -> MetadataResponseTopic {
-    let broker = &ctx.conn.shard.broker;
+    let broker = &ctx.conn.shard.node;
     let node_id = BrokerId(broker.config.node_id);
     if let Some(topic) = broker.image().topic(name) {
         return describe_topic(topic, node_id, ctx.api_version);
@@ -121,15 +122,13 @@ pub(crate) async fn auto_create(
     ctx: &RequestContext,
     name: &str,
 ) -> Result<Arc<TopicMeta>, ErrorCode> {
-    let partitions = ctx.conn.shard.broker.config.num_partitions;
+    let partitions = ctx.conn.shard.node.config.num_partitions;
     let owned = name.to_string();
     let result = ctx
         .conn
         .shard
         .run_on(CONTROLLER_SHARD, move |shard| async move {
-            shard
-                .controller()
-                .create_topic(owned, partitions, BTreeMap::new(), false)
+            topics::create_topic(&shard, &owned, partitions, BTreeMap::new(), false)
                 .await
                 .map_err(|e| e.code.code())
         })
@@ -139,7 +138,7 @@ pub(crate) async fn auto_create(
         Err(code) if code == ErrorCode::TopicAlreadyExists.code() => ctx
             .conn
             .shard
-            .broker
+            .node
             .image()
             .topic(name)
             .cloned()

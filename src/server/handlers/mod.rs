@@ -56,7 +56,7 @@ pub(crate) fn resolve_topic(
     name: &str,
     id: &uuid::Uuid,
 ) -> Result<Arc<TopicMeta>, ErrorCode> {
-    let image = ctx.conn.shard.broker.image();
+    let image = ctx.conn.shard.node.image();
     if !id.is_nil() {
         return image
             .topic_by_id(id)

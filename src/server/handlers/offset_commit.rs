@@ -16,7 +16,7 @@ use crate::storage::log::now_ms;
 pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_id = request.group_id.0.to_string();
     let group_error = check_group_id(&group_id).err();
-    let image = ctx.conn.shard.broker.image();
+    let image = ctx.conn.shard.node.image();
     let now = now_ms();
     // Per partition: Err(code) now, or Ok(offset) to store.
     let mut decided: Vec<(String, i32, Result<CommittedOffset, ErrorCode>)> = Vec::new();

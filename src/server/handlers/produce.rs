@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{is_internal_topic, TopicMeta};
+use crate::node::shard::Shard;
 use crate::protocol::batch::{self, peek_magic};
 use crate::protocol::compression::decompressed_bytes_max;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::record_rules::{self, RecordCheckError, RecordError, RecordRules};
-use crate::runtime::Shard;
 use crate::server::dispatch::RequestContext;
 use crate::server::handlers::{resolve_topic, str_bytes};
 use crate::storage::log;
@@ -196,7 +196,7 @@ async fn append_partition(
     // header lies about its records; refused as a whole.
     header_check.map_err(|message| Refusal::new(ErrorCode::InvalidTimestamp, message))?;
     let key = (topic.id, index);
-    let owner = shard.broker.shard_for(&topic.name, index);
+    let owner = shard.node.shard_for(&topic.name, index);
     shard
         .run_on(owner, move |owner| async move {
             let Some(log) = owner.log(&key) else {
@@ -225,7 +225,7 @@ fn refuse_internal(name: &str) -> Refusal {
 /// and its batches could be taken for that producer's retries.
 fn check_producer_issued(shard: &Shard, header: &batch::BatchHeader) -> Result<(), Refusal> {
     let next = shard
-        .broker
+        .node
         .next_producer_id
         .load(std::sync::atomic::Ordering::Acquire);
     if header.has_producer_id() && header.producer_id >= next {

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use futures_channel::oneshot;
 use uuid::Uuid;
 
-use crate::broker::Broker;
 use crate::config::FetchZeroCopy;
 use crate::group::coordinator::GroupCoordinator;
 use crate::io::send::PipePool;
 use crate::metadata::controller::Controller;
 use crate::metrics::ShardMetrics;
+use crate::node::Node;
 use crate::runtime::budget::ByteBudget;
 use crate::runtime::queue::{self, CallError};
 use crate::storage::commit::GroupCommit;
@@ -34,12 +34,15 @@ pub const ZERO_COPY_AUTO_MIN_BYTES: usize = 64 * 1024;
 /// which is the back-pressure between shards.
 pub const SHARD_QUEUE_DEPTH: usize = 4096;
 
-/// The sending end of a shard's queue; cloned into every shard.
+/// The sending end of a shard's queue.
 #[derive(Clone)]
 pub struct ShardHandle {
     pub id: usize,
     pub(crate) sender: queue::Sender<Shard>,
 }
+
+/// Every shard's queue, by shard id; each shard holds a copy.
+pub type Peers = Arc<[ShardHandle]>;
 
 /// Identifies a partition on its shard: the topic id (so that a topic deleted and
 /// re-created under the same name is a different log) and the partition number.
@@ -48,7 +51,9 @@ pub type PartitionKey = (Uuid, i32);
 /// The state of one shard. Lives on its own thread only (`Rc`).
 pub struct Shard {
     pub id: usize,
-    pub broker: Arc<Broker>,
+    pub node: Arc<Node>,
+    /// Every shard's queue, this one's included.
+    pub peers: Peers,
     /// The logs of the partitions this shard owns.
     pub logs: RefCell<HashMap<PartitionKey, LogRef>>,
     /// Group commit for every log of this shard.
@@ -87,20 +92,21 @@ impl Drop for Admission {
 impl Shard {
     /// A shard; `splice_works` says whether the runtime's driver can splice
     /// from files (io_uring can; the polling fallback cannot wait on a file).
-    pub fn new(id: usize, broker: Arc<Broker>, splice_works: bool) -> Shard {
-        let zero_copy_min_bytes = match broker.config.fetch_zero_copy {
+    pub fn new(id: usize, node: Arc<Node>, peers: Peers, splice_works: bool) -> Shard {
+        let zero_copy_min_bytes = match node.config.fetch_zero_copy {
             _ if !splice_works => None,
             FetchZeroCopy::Auto => Some(ZERO_COPY_AUTO_MIN_BYTES),
             FetchZeroCopy::Always => Some(0),
             FetchZeroCopy::Never => None,
         };
-        let commit = GroupCommit::with_metrics(broker.metrics.clone(), id);
+        let commit = GroupCommit::with_metrics(node.metrics.clone(), id);
         Shard {
             zero_copy_min_bytes,
             pipes: PipePool::default(),
-            request_bytes: ByteBudget::new(broker.config.shard_max_request_bytes),
+            request_bytes: ByteBudget::new(node.config.shard_max_request_bytes),
             id,
-            broker,
+            peers,
+            node,
             logs: RefCell::new(HashMap::new()),
             commit: Rc::new(commit),
             controller: RefCell::new(None),
@@ -131,11 +137,11 @@ impl Shard {
 
     /// This shard's metrics.
     pub fn metrics(&self) -> &ShardMetrics {
-        &self.broker.metrics.shards[self.id]
+        &self.node.metrics.shards[self.id]
     }
 
     pub fn shard_count(&self) -> usize {
-        self.broker.shards.len()
+        self.node.shard_count
     }
 
     pub fn log(&self, key: &PartitionKey) -> Option<LogRef> {
@@ -176,7 +182,7 @@ impl Shard {
                 .await
                 .unwrap_or_else(|_| panic!("shard {target} dropped a job without answering"));
         }
-        match queue::call(&self.broker.shards[target].sender, f).await {
+        match queue::call(&self.peers[target].sender, f).await {
             Ok(result) => result,
             Err(CallError::Closed) => panic!(
                 "shard {target} stopped while shard {} still sends to it",

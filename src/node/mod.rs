@@ -1,0 +1,57 @@
+//! One broker node's Kafka state: what every shard shares ([`Node`]), and what
+//! each shard holds of its own ([`shard::Shard`]): the logs of the partitions
+//! it owns, the group coordinator of its groups, the controller on shard 0.
+
+pub mod shard;
+pub mod topics;
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::metadata::MetadataImage;
+use crate::metrics::Metrics;
+use crate::runtime::descriptors::DescriptorBudget;
+use crate::runtime::shard_for_partition;
+use crate::runtime::signal::ShutdownSignal;
+
+/// What every shard of this broker shares: configuration, the metadata image,
+/// the shutdown signal, metrics. Nothing here is locked on the request path.
+/// (The shards' queues are not here: each shard holds its own copy of them,
+/// `Shard::peers`.)
+pub struct Node {
+    pub config: Config,
+    pub cluster_id: String,
+    pub metadata: ArcSwap<MetadataImage>,
+    /// How many shards there are (partitions are spread over them).
+    pub shard_count: usize,
+    pub shutdown: ShutdownSignal,
+    /// The port actually bound (differs from the config when it asked for port 0).
+    pub port: u16,
+    pub metrics: Arc<Metrics>,
+    /// The next producer id InitProducerId will hand out: every id below it was
+    /// handed out (or lies in a block recorded before a restart), none at or
+    /// above it was. Written only by the controller; Produce reads it to refuse
+    /// batches from ids this broker never issued.
+    pub next_producer_id: AtomicI64,
+    /// How the open file limit is shared out between connections and partitions.
+    pub descriptors: DescriptorBudget,
+}
+
+impl Node {
+    pub fn image(&self) -> arc_swap::Guard<Arc<MetadataImage>> {
+        self.metadata.load()
+    }
+    pub fn shard_for(&self, topic: &str, partition: i32) -> usize {
+        shard_for_partition(topic, partition, self.shard_count)
+    }
+    pub fn advertised_port(&self) -> i32 {
+        if self.config.advertised_port == 0 {
+            i32::from(self.port)
+        } else {
+            self.config.advertised_port
+        }
+    }
+}

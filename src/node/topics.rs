@@ -1,0 +1,143 @@
+//! Topic changes across the shards, run on the controller shard: the
+//! controller plans and records each change (`metadata::controller`), and
+//! between the two the partitions' logs are created, removed or updated on the
+//! shards that own them. One change at a time (the controller's lock).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::metadata::controller::ApiError;
+use crate::metadata::TopicMeta;
+use crate::node::shard::Shard;
+use crate::protocol::errors::ErrorCode;
+use crate::storage::log::PartitionLog;
+
+/// CreateTopics (and auto-creation): `validate_only` checks and builds the
+/// topic without creating it.
+pub async fn create_topic(
+    shard: &Rc<Shard>,
+    name: &str,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<Arc<TopicMeta>, ApiError> {
+    let controller = shard.controller();
+    let _change = controller.lock().await;
+    let topic = controller.plan_topic(name, partitions, configs)?;
+    if validate_only {
+        return Ok(topic);
+    }
+    open_partitions(shard, &topic, 0).await?;
+    controller.record_topic(&topic).await?;
+    Ok(topic)
+}
+
+/// DeleteTopics: recorded first, then each partition's files are removed.
+pub async fn delete_topic(shard: &Rc<Shard>, topic: Arc<TopicMeta>) -> Result<(), ApiError> {
+    let controller = shard.controller();
+    let _change = controller.lock().await;
+    controller.record_deletion(&topic).await?;
+    let removals = (0..topic.partition_count()).map(|partition| {
+        let owner = shard.node.shard_for(&topic.name, partition);
+        let id = topic.id;
+        shard.run_on(owner, move |shard| async move {
+            let log = shard.logs.borrow_mut().remove(&(id, partition));
+            if let Some(log) = log {
+                if let Err(error) = log.borrow_mut().delete_files() {
+                    tracing::warn!(%error, partition, "removing the files of a deleted partition");
+                }
+            }
+        })
+    });
+    futures_util::future::join_all(removals).await;
+    Ok(())
+}
+
+/// CreatePartitions: grows `name` to `count` partitions. `assignments` is how
+/// many manual replica assignments the request gave, if any.
+pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    name: &str,
+    count: i32,
+    assignments: Option<usize>,
+    validate_only: bool,
+) -> Result<(), ApiError> {
+    let controller = shard.controller();
+    let _change = controller.lock().await;
+    let (topic, first_new) = controller.plan_partitions(name, count, assignments)?;
+    if validate_only {
+        return Ok(());
+    }
+    open_partitions(shard, &topic, first_new).await?;
+    controller.record_partitions(&topic).await
+}
+
+/// AlterConfigs / IncrementalAlterConfigs: `configs` become the topic's
+/// overrides; each partition's log gets the new storage config.
+pub async fn set_topic_configs(
+    shard: &Rc<Shard>,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), ApiError> {
+    let controller = shard.controller();
+    let _change = controller.lock().await;
+    let (topic, config) = controller.plan_configs(name, &configs)?;
+    if validate_only {
+        return Ok(());
+    }
+    controller.record_configs(name, configs).await?;
+    let updates = (0..topic.partition_count()).map(|partition| {
+        let owner = shard.node.shard_for(name, partition);
+        let id = topic.id;
+        let config = config.log_config();
+        shard.run_on(owner, move |shard| async move {
+            if let Some(log) = shard.log(&(id, partition)) {
+                log.borrow_mut().set_config(config);
+            }
+        })
+    });
+    futures_util::future::join_all(updates).await;
+    Ok(())
+}
+
+/// Creates (empty) the logs of `topic`'s partitions from `first` on, each on its shard.
+async fn open_partitions(
+    shard: &Rc<Shard>,
+    topic: &Arc<TopicMeta>,
+    first: i32,
+) -> Result<(), ApiError> {
+    let data_dir = shard.node.config.data_dir.clone();
+    let opens = (first..topic.partition_count()).map(|partition| {
+        let owner = shard.node.shard_for(&topic.name, partition);
+        let name = topic.name.clone();
+        let id = topic.id;
+        let config = topic.config.log_config();
+        let shared = topic.partitions[partition as usize].clone();
+        let dir = PartitionLog::dir_for(&data_dir, &name, partition);
+        shard.run_on(owner, move |shard| async move {
+            // A leftover directory (a topic of this name deleted before a crash) is not this topic's data.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
+            }
+            let log = PartitionLog::open(name, partition, dir, config, shared)
+                .map_err(|e| e.to_string())?;
+            shard
+                .logs
+                .borrow_mut()
+                .insert((id, partition), Rc::new(RefCell::new(log)));
+            Ok::<(), String>(())
+        })
+    });
+    for result in futures_util::future::join_all(opens).await {
+        result.map_err(|e| {
+            ApiError::new(
+                ErrorCode::KafkaStorageError,
+                format!("creating partition log: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
