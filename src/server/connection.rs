@@ -9,8 +9,10 @@
 //! flight, so any legal request makes progress.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -29,8 +31,7 @@ use crate::node::shard::Admission;
 use crate::node::shard::Shard;
 use crate::protocol::frame;
 use crate::runtime::budget::ByteBudget;
-use crate::server::dispatch::{self, Reply};
-use crate::server::handlers::fetch::FetchSessions;
+use crate::server::fetch_sessions::FetchSessions;
 
 /// Requests of one connection being handled at once. Kafka handles one at a
 /// time per connection; pipelining a few more keeps a shard busy without letting
@@ -42,6 +43,26 @@ pub const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 /// an idle connection keeps a read (and its buffer) pending: thousands of idle
 /// clients then cost megabytes, not gigabytes.
 const READ_CHUNK_BYTES: usize = 4 << 10;
+
+/// What the write loop does with a handled request.
+pub enum Reply {
+    /// Send this complete response frame.
+    Frame(Bytes),
+    /// Send this frame, parts of which may still be in segment files (Fetch).
+    Chain(Chain),
+    /// Send nothing (Produce with acks=0).
+    Nothing,
+    /// Close the connection.
+    Close,
+}
+
+/// Context of one request for its handler.
+pub struct RequestContext {
+    pub conn: Rc<Connection>,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
 
 /// A connection; lives on one shard.
 pub struct Connection {
@@ -60,6 +81,8 @@ pub struct Connection {
     /// sequential anyway.
     fetch_in_flight: Cell<bool>,
     fetch_done: Event,
+    /// Handles each request.
+    handler: Handler,
 }
 
 /// A request being handled: its task and its size against the byte budget.
@@ -74,7 +97,17 @@ struct InFlight {
     is_fetch: bool,
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: compio::net::TcpStream, peer: SocketAddr) {
+/// How a connection has its requests handled (`dispatch::handle`): a
+/// parameter, so that this file, below dispatch and the handlers, knows none
+/// of them.
+pub type Handler = fn(Rc<Connection>, Bytes) -> Pin<Box<dyn Future<Output = Reply>>>;
+
+pub async fn serve(
+    shard: Rc<Shard>,
+    stream: compio::net::TcpStream,
+    peer: SocketAddr,
+    handler: Handler,
+) {
     let _ = stream.set_nodelay(true);
     let conn = Rc::new(Connection {
         shard,
@@ -85,6 +118,7 @@ pub async fn serve(shard: Rc<Shard>, stream: compio::net::TcpStream, peer: Socke
         fetch_sessions: RefCell::new(FetchSessions::default()),
         fetch_in_flight: Cell::new(false),
         fetch_done: Event::new(),
+        handler,
     });
     tracing::debug!(%peer, shard = conn.shard.id, "connection opened");
     let metrics = conn.shard.metrics();
@@ -191,7 +225,7 @@ async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
         if is_fetch {
             conn.claim_fetch_slot().await;
         }
-        let task = compio::runtime::spawn(dispatch::handle(conn.clone(), request));
+        let task = compio::runtime::spawn((conn.handler)(conn.clone(), request));
         if tx
             .send(InFlight {
                 task,

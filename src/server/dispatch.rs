@@ -7,6 +7,8 @@
 //! none (an unknown API key, a version outside every range, a body that does not
 //! decode) the connection is closed, as Kafka does.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -14,35 +16,19 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use crate::io::chain::Chain;
 use crate::protocol::frame::{self, HeaderPrefix};
 use crate::protocol::versions::{self, PRODUCE_MIN_SERVED};
-use crate::server::connection::Connection;
+use crate::server::connection::{Connection, Reply, RequestContext};
 use crate::server::fetch_response;
 use crate::server::handlers;
 
-/// What the write loop does with a handled request.
-pub enum Reply {
-    /// Send this complete response frame.
-    Frame(Bytes),
-    /// Send this frame, parts of which may still be in segment files (Fetch).
-    Chain(Chain),
-    /// Send nothing (Produce with acks=0).
-    Nothing,
-    /// Close the connection.
-    Close,
+/// Handles one request and records its API's handling time (the
+/// connection's `Handler`).
+pub fn handle(conn: Rc<Connection>, request: Bytes) -> Pin<Box<dyn Future<Output = Reply>>> {
+    Box::pin(handle_request(conn, request))
 }
 
-/// Context of one request for its handler.
-pub struct RequestContext {
-    pub conn: Rc<Connection>,
-    pub api_version: i16,
-    pub correlation_id: i32,
-    pub client_id: Option<String>,
-}
-
-/// Handles one request and records its API's handling time.
-pub async fn handle(conn: Rc<Connection>, request: Bytes) -> Reply {
+async fn handle_request(conn: Rc<Connection>, request: Bytes) -> Reply {
     let started = Instant::now();
     let api_key = frame::peek_header(&request).map(|h| h.api_key);
     let reply = serve(conn.clone(), request).await;

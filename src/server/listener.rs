@@ -12,7 +12,7 @@ use futures_util::future::{select, Either};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::node::shard::Shard;
-use crate::server::connection;
+use crate::server::{connection, dispatch};
 
 /// Pending connections the kernel may queue per listener.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -215,7 +215,7 @@ pub async fn serve(shard: Rc<Shard>, listener: std::net::TcpListener) {
                 let guard = count.enter();
                 let shard = shard.clone();
                 compio::runtime::spawn(async move {
-                    connection::serve(shard, stream, peer).await;
+                    connection::serve(shard, stream, peer, dispatch::handle).await;
                     drop(guard);
                 })
                 .detach();

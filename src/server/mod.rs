@@ -19,5 +19,6 @@
 pub mod connection;
 pub mod dispatch;
 pub mod fetch_response;
+pub mod fetch_sessions;
 pub mod handlers;
 pub mod listener;

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::describe_configs::RESOURCE_TOPIC;
 use crate::server::handlers::str_bytes;
 

@@ -5,7 +5,7 @@ use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::versions::SUPPORTED_APIS;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 
 fn api_keys() -> Vec<ApiVersion> {
     SUPPORTED_APIS

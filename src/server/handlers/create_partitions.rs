@@ -8,7 +8,7 @@ use crate::metadata::controller::{check_replica_assignment, ApiError};
 
 use crate::node::topics;
 use crate::runtime::CONTROLLER_SHARD;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::str_bytes;
 
 /// Manual assignments of the new partitions, checked as Kafka's controller

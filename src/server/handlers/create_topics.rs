@@ -16,7 +16,7 @@ use crate::metadata::topic_config::CONFIG_DEFS;
 use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::describe_configs::config_source;
 use crate::server::handlers::str_bytes;
 

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use crate::metadata::topic_config::{ConfigDef, ConfigKind, CONFIG_DEFS};
 use crate::node::Node;
 use crate::protocol::errors::ErrorCode;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::str_bytes;
 
 pub const RESOURCE_TOPIC: i8 = 2;

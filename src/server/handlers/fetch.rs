@@ -8,7 +8,7 @@
 //! The long-poll waits on the partitions' "high watermark moved" events, which
 //! every shard can listen to without asking the owner.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,57 +21,13 @@ use crate::metadata::TopicMeta;
 use crate::node::shard::PartitionKey;
 use crate::node::shard::Shard;
 use crate::protocol::errors::ErrorCode;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::fetch_response::{FetchResponse, PartitionResponse, TopicResponse};
+use crate::server::fetch_sessions::{FetchSession, SessionPartition, Wanted};
 use crate::storage::log::{self, ReadError};
 
-/// Fetch sessions one connection may hold. Clients use one per broker connection.
-pub const FETCH_SESSIONS_PER_CONNECTION_MAX: usize = 8;
 /// Upper bound on a long-poll, whatever the client asks.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
-
-/// One partition of a fetch, as requested (or remembered by a session).
-#[derive(Debug, Clone)]
-struct Wanted {
-    topic_name: String,
-    topic_id: Uuid,
-    partition: i32,
-    fetch_offset: i64,
-    partition_max_bytes: i32,
-}
-
-/// What a session remembers of a partition: where the client is, and what it
-/// was last told, so that an incremental response can leave unchanged partitions out.
-#[derive(Debug, Clone)]
-struct SessionPartition {
-    wanted: Wanted,
-    last_high_watermark: i64,
-    last_log_start_offset: i64,
-}
-
-#[derive(Debug, Default)]
-struct FetchSession {
-    /// The epoch the next request must carry.
-    next_epoch: i32,
-    partitions: IndexMap<(String, Uuid, i32), SessionPartition>,
-}
-
-/// The fetch sessions of one connection.
-#[derive(Debug, Default)]
-pub struct FetchSessions {
-    sessions: HashMap<i32, FetchSession>,
-    next_id: i32,
-}
-
-impl FetchSessions {
-    fn new_id(&mut self) -> Option<i32> {
-        if self.sessions.len() >= FETCH_SESSIONS_PER_CONNECTION_MAX {
-            return None;
-        }
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        Some(self.next_id)
-    }
-}
 
 /// Which kind of fetch this is (KIP-227).
 enum SessionMode {

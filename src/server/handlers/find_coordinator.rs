@@ -5,7 +5,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
 use crate::protocol::errors::ErrorCode;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::str_bytes;
 
 /// Key types: 0 = consumer group, 1 = transaction.

@@ -5,7 +5,7 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
 use crate::protocol::errors::ErrorCode;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::alter_configs::set_topic_configs;
 use crate::server::handlers::describe_configs::RESOURCE_TOPIC;
 use crate::server::handlers::str_bytes;

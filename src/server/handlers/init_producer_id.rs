@@ -14,7 +14,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 
 fn error_response(code: ErrorCode) -> InitProducerIdResponse {
     InitProducerIdResponse::default()

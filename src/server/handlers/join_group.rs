@@ -6,7 +6,7 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use crate::group::state::{JoinRequest, Output};
 use crate::protocol::errors::ErrorCode;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator, str_bytes};
 use crate::storage::log::now_ms;
 

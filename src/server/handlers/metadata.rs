@@ -13,7 +13,7 @@ use crate::metadata::{is_internal_topic, validate_topic_name, TopicMeta};
 use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::{str_bytes, topic_name};
 
 /// Kafka ACL operation bits (AclOperation codes) allowed on a topic: READ 3,

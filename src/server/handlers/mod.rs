@@ -39,7 +39,7 @@ use crate::group::coordinator::{GroupCoordinator, GROUP_ID_LEN_MAX};
 use crate::group::coordinator_shard;
 use crate::metadata::TopicMeta;
 use crate::protocol::errors::ErrorCode;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 
 pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))

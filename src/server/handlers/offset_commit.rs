@@ -9,7 +9,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use crate::group::coordinator::OFFSET_METADATA_MAX_BYTES;
 use crate::group::offsets::CommittedOffset;
 use crate::protocol::errors::ErrorCode;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator};
 use crate::storage::log::now_ms;
 

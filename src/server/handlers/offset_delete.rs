@@ -14,7 +14,7 @@ use kafka_protocol::protocol::Decodable;
 
 use crate::group::state::GroupState;
 use crate::protocol::errors::ErrorCode;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator};
 
 /// Topics named in consumer-protocol subscriptions (a version, then the subscription).

@@ -8,7 +8,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse};
 
 use crate::group::offsets::CommittedOffset;
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator, str_bytes, topic_name};
 
 /// (topic, partition, offset if committed), or a group-level error.

@@ -23,7 +23,7 @@ use crate::protocol::batch::{self, peek_magic};
 use crate::protocol::compression::decompressed_bytes_max;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::record_rules::{self, RecordCheckError, RecordError, RecordRules};
-use crate::server::dispatch::RequestContext;
+use crate::server::connection::RequestContext;
 use crate::server::handlers::{resolve_topic, str_bytes};
 use crate::storage::log;
 
