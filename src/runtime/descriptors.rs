@@ -36,7 +36,7 @@ pub struct DescriptorBudget {
     pub limit: u64,
     /// Client connections accepted at most; more are closed at once.
     pub connections_max: u64,
-    /// Kept for everything else (see [`RESERVED_FIXED`], [`RESERVED_PER_SHARD`]).
+    /// Kept for everything else (64, and 48 per shard: see `RESERVED_FIXED`).
     pub reserved: u64,
     /// Descriptors segments may hold in all.
     pub segments_max: u64,

@@ -1,12 +1,17 @@
-//! Shards: one pinned thread per core, each running its own compio runtime
-//! (io_uring, or the polling driver where io_uring is unavailable).
+//! The generic thread-per-core pieces, nothing Kafka-specific: one pinned
+//! thread per core (a shard), each running its own compio runtime (io_uring, or
+//! the polling driver where io_uring is unavailable).
 //!
 //! A partition is owned by exactly one shard ([`shard_for_partition`]), and only
 //! that shard touches its log. Work for a partition owned elsewhere travels as a
-//! closure over a bounded cross-shard queue ([`Shard::run_on`]) and its result
-//! comes back on a oneshot channel. Shard state is `Rc`, never shared: the only
-//! state every shard reads is the metadata image (an `ArcSwap`) and the
-//! per-partition atomics in [`crate::storage::shared::PartitionShared`].
+//! closure over a bounded cross-shard queue ([`queue`]) and its result comes
+//! back on a oneshot channel. Shard state is `Rc`, never shared; what shards do
+//! share is read without locks (the node's metadata image, atomics).
+//!
+//! - `queue.rs`: the cross-shard queue, generic over the receiving shard's state.
+//! - `budget.rs`: byte budgets that make readers wait (request bytes in flight).
+//! - `signal.rs`: the shutdown signal and the barrier shards meet at.
+//! - `descriptors.rs`: how the open file limit is shared out.
 
 pub mod budget;
 pub mod descriptors;
