@@ -44,7 +44,13 @@ pub async fn handle(
         }
         let name = topic.name.0.to_string();
         let (count, validate_only) = (topic.count, request.validate_only);
-        let assignments = topic.assignments.as_ref().map(Vec::len);
+        // An empty list is taken as no list (Kafka refuses it as "0
+        // assignment(s)"; kafka-protocol's default request carries one).
+        let assignments = topic
+            .assignments
+            .as_ref()
+            .map(Vec::len)
+            .filter(|&given| given > 0);
         let outcome = ctx
             .conn
             .shard
