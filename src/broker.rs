@@ -400,6 +400,10 @@ async fn scrape(node: Arc<Node>, peers: Peers) -> String {
     let budget = &node.descriptors;
     crate::metrics::render::render(&Snapshot {
         metrics: &node.metrics,
+        apis: crate::server::registry::APIS
+            .iter()
+            .map(|api| api.key)
+            .collect(),
         queue_depths: peers.iter().map(|h| h.sender.len()).collect(),
         file_descriptors: vec![
             ("limit", budget.limit),

@@ -164,6 +164,8 @@ impl Metrics {
 /// time from the shards and from the layers this module does not know.
 pub struct Snapshot<'a> {
     pub metrics: &'a Metrics,
+    /// The APIs the broker serves, in the order to show them.
+    pub apis: Vec<kafka_protocol::messages::ApiKey>,
     /// Jobs waiting in each shard's cross-shard queue.
     pub queue_depths: Vec<usize>,
     /// The open file limit and its budget, as (kind, value).

@@ -4,7 +4,6 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use crate::metrics::{Histogram, PartitionSample, Snapshot};
-use crate::protocol::versions::SUPPORTED_APIS;
 
 /// Renders every metric of `snapshot`.
 pub fn render(snapshot: &Snapshot) -> String {
@@ -18,9 +17,9 @@ pub fn render(snapshot: &Snapshot) -> String {
         "histogram",
         "Time from a request's decoding to its response being ready, by API.",
     );
-    for api in SUPPORTED_APIS {
-        let key = api.key as i16 as usize;
-        let name = format!("{:?}", api.key);
+    for api in &snapshot.apis {
+        let key = *api as i16 as usize;
+        let name = format!("{api:?}");
         let merged: Vec<&Histogram> = metrics.shards.iter().map(|s| &s.requests[key]).collect();
         histogram(
             &mut out,
@@ -35,14 +34,10 @@ pub fn render(snapshot: &Snapshot) -> String {
         "counter",
         "Requests handled, by API.",
     );
-    for api in SUPPORTED_APIS {
-        let key = api.key as i16 as usize;
+    for api in &snapshot.apis {
+        let key = *api as i16 as usize;
         let count: u64 = metrics.shards.iter().map(|s| s.requests[key].count()).sum();
-        let _ = writeln!(
-            out,
-            "sluice_requests_total{{api=\"{:?}\"}} {count}",
-            api.key
-        );
+        let _ = writeln!(out, "sluice_requests_total{{api=\"{api:?}\"}} {count}");
     }
 
     header(

@@ -1,5 +1,4 @@
-//! The Kafka wire protocol, without I/O: framing, request headers, the registry
-//! of supported API versions, record batches (validation, the records inside
+//! The Kafka wire protocol, without I/O: framing, request headers, record batches (validation, the records inside
 //! them, compression), Produce's record checks, and encoding helpers.
 //!
 //! Message bodies are decoded and encoded with the `kafka-protocol` crate, which
@@ -13,4 +12,3 @@ pub mod errors;
 pub mod frame;
 pub mod record_rules;
 pub mod records;
-pub mod versions;

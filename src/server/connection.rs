@@ -59,6 +59,7 @@ pub enum Reply {
 /// Context of one request for its handler.
 pub struct RequestContext {
     pub conn: Rc<Connection>,
+    pub api_key: ApiKey,
     pub api_version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,

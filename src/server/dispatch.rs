@@ -1,5 +1,6 @@
-//! Request dispatch: version checks against the registry, header and body
-//! decoding, the call to the API's handler, response encoding.
+//! Request dispatch: version checks against the registry (`registry.rs`),
+//! header decoding, then the API's entry in the registry decodes the body,
+//! calls the handler and encodes the response.
 //!
 //! A request we cannot serve is answered with the protocol's error where the
 //! protocol has one (ApiVersions newer than ours gets UNSUPPORTED_VERSION with
@@ -14,13 +15,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::protocol::frame::{self, HeaderPrefix};
-use crate::protocol::versions::{self, PRODUCE_MIN_SERVED};
 use crate::server::connection::{Connection, Reply, RequestContext};
-use crate::server::fetch_response;
 use crate::server::handlers;
+use crate::server::handlers::produce::PRODUCE_MIN_SERVED;
+use crate::server::registry;
 
 /// Handles one request and records its API's handling time (the
 /// connection's `Handler`).
@@ -44,25 +44,27 @@ async fn serve(conn: Rc<Connection>, mut request: Bytes) -> Reply {
     let Some(prefix) = frame::peek_header(&request) else {
         return close(&conn, None, "request shorter than its header");
     };
-    let (Ok(api_key), Some(support)) = (
+    let (Ok(api_key), Some(api)) = (
         ApiKey::try_from(prefix.api_key),
-        versions::supported(prefix.api_key),
+        registry::find(prefix.api_key),
     ) else {
         return close(&conn, Some(prefix), "unsupported API key");
     };
     let version = prefix.api_version;
-    if api_key == ApiKey::ApiVersions && version > support.max {
-        // KIP-511: answer a too-new ApiVersions with v0 and our ranges, so the
-        // client can retry with a version we speak.
-        return encode(
-            &conn,
-            api_key,
-            0,
-            prefix.correlation_id,
-            &handlers::api_versions::unsupported_version(),
-        );
-    }
-    if version < support.min || version > support.max {
+    if version < api.min || version > api.max {
+        if api_key == ApiKey::ApiVersions && version > api.max {
+            // KIP-511: answer a too-new ApiVersions with v0 and our ranges, so the
+            // client can retry with a version we speak.
+            return match frame::encode_response(
+                api_key,
+                0,
+                prefix.correlation_id,
+                &registry::api_versions_unsupported(),
+            ) {
+                Ok(bytes) => Reply::Frame(bytes),
+                Err(_) => Reply::Close,
+            };
+        }
         return close(&conn, Some(prefix), "unsupported API version");
     }
     if api_key == ApiKey::Produce && version < PRODUCE_MIN_SERVED {
@@ -80,90 +82,12 @@ async fn serve(conn: Rc<Connection>, mut request: Bytes) -> Reply {
     };
     let ctx = RequestContext {
         conn: conn.clone(),
+        api_key,
         api_version: version,
         correlation_id: prefix.correlation_id,
         client_id: header.client_id.map(|s| s.to_string()),
     };
-
-    /// Decodes the body as `$req`, runs `$handler`, encodes its response.
-    macro_rules! serve {
-        ($handler:path) => {{
-            match Decodable::decode(&mut request, version) {
-                Ok(body) => {
-                    let response = $handler(&ctx, body).await;
-                    encode(&conn, api_key, version, prefix.correlation_id, &response)
-                }
-                Err(_) => close(&conn, Some(prefix), "malformed request body"),
-            }
-        }};
-    }
-
-    match api_key {
-        ApiKey::Produce => match Decodable::decode(&mut request, version) {
-            Ok(body) => match handlers::produce::handle(&ctx, body).await {
-                Some(response) => encode(&conn, api_key, version, prefix.correlation_id, &response),
-                None => Reply::Nothing,
-            },
-            Err(_) => close(&conn, Some(prefix), "malformed request body"),
-        },
-        ApiKey::Fetch => match Decodable::decode(&mut request, version) {
-            Ok(body) => {
-                let response = handlers::fetch::handle(&ctx, body).await;
-                match fetch_response::write_frame(version, prefix.correlation_id, &response) {
-                    Ok(chain) => Reply::Chain(chain),
-                    Err(error) => {
-                        tracing::error!(peer = %conn.peer, %error, "closing connection");
-                        Reply::Close
-                    }
-                }
-            }
-            Err(_) => close(&conn, Some(prefix), "malformed request body"),
-        },
-        ApiKey::ListOffsets => serve!(handlers::list_offsets::handle),
-        ApiKey::Metadata => serve!(handlers::metadata::handle),
-        ApiKey::FindCoordinator => serve!(handlers::find_coordinator::handle),
-        ApiKey::ApiVersions => serve!(handlers::api_versions::handle),
-        ApiKey::CreateTopics => serve!(handlers::create_topics::handle),
-        ApiKey::DeleteTopics => serve!(handlers::delete_topics::handle),
-        ApiKey::DeleteRecords => serve!(handlers::delete_records::handle),
-        ApiKey::InitProducerId => serve!(handlers::init_producer_id::handle),
-        ApiKey::DescribeConfigs => serve!(handlers::describe_configs::handle),
-        ApiKey::AlterConfigs => serve!(handlers::alter_configs::handle),
-        ApiKey::IncrementalAlterConfigs => serve!(handlers::incremental_alter_configs::handle),
-        ApiKey::CreatePartitions => serve!(handlers::create_partitions::handle),
-        ApiKey::DescribeCluster => serve!(handlers::describe_cluster::handle),
-        ApiKey::JoinGroup => serve!(handlers::join_group::handle),
-        ApiKey::SyncGroup => serve!(handlers::sync_group::handle),
-        ApiKey::Heartbeat => serve!(handlers::heartbeat::handle),
-        ApiKey::LeaveGroup => serve!(handlers::leave_group::handle),
-        ApiKey::OffsetCommit => serve!(handlers::offset_commit::handle),
-        ApiKey::OffsetFetch => serve!(handlers::offset_fetch::handle),
-        ApiKey::ListGroups => serve!(handlers::list_groups::handle),
-        ApiKey::DescribeGroups => serve!(handlers::describe_groups::handle),
-        ApiKey::DeleteGroups => serve!(handlers::delete_groups::handle),
-        ApiKey::OffsetDelete => serve!(handlers::offset_delete::handle),
-        _ => close(
-            &conn,
-            Some(prefix),
-            "API listed as supported has no handler",
-        ),
-    }
-}
-
-fn encode<M: Encodable>(
-    conn: &Connection,
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    body: &M,
-) -> Reply {
-    match frame::encode_response(api_key, version, correlation_id, body) {
-        Ok(bytes) => Reply::Frame(bytes),
-        Err(error) => {
-            tracing::error!(peer = %conn.peer, ?api_key, version, %error, "cannot encode response; closing connection");
-            Reply::Close
-        }
-    }
+    (api.serve)(&ctx, request).await
 }
 
 fn close(conn: &Connection, prefix: Option<HeaderPrefix>, reason: &str) -> Reply {

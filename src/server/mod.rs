@@ -9,8 +9,9 @@
 //!    per request, up to a per-connection limit of requests and bytes in flight;
 //!    the write loop sends the responses strictly in request order.
 //! 3. `dispatch`: peeks api key, version and correlation id, checks them against
-//!    the registry (`protocol::versions`), decodes header and body with the
-//!    `kafka-protocol` crate, calls the API's handler, encodes the response.
+//!    the registry (`registry`, one entry per API: its versions and handler),
+//!    decodes the header; the API's entry decodes the body with the
+//!    `kafka-protocol` crate, calls the handler, encodes the response.
 //! 4. `handlers/<api>.rs`: decode → validate → route each partition's work to its
 //!    owning shard (`Shard::run_on`) → execute there → gather → encode. Produce
 //!    validates batches on the connection's shard (spreading CRC work) and sends
@@ -22,3 +23,4 @@ pub mod fetch_response;
 pub mod fetch_sessions;
 pub mod handlers;
 pub mod listener;
+pub mod registry;

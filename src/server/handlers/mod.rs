@@ -1,9 +1,10 @@
-//! One file per Kafka API. Each handler has the same shape: take the decoded
-//! request, validate, route per-partition work to the owning shards, gather, and
-//! return the response struct (the dispatcher encodes it).
+//! One file per Kafka API (ApiVersions, which answers with the registry
+//! itself, is in `server/registry.rs`). Each handler has the same shape: take
+//! the decoded request, validate, route per-partition work to the owning
+//! shards, gather, and return the response struct (the registry's entry
+//! decodes the request and encodes the response).
 
 pub mod alter_configs;
-pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;

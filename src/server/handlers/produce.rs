@@ -276,6 +276,11 @@ fn partition_response(
     response
 }
 
+/// The lowest Produce version served; 0-2 (message formats v0/v1) are
+/// advertised, because librdkafka insists on a range starting at 0, and
+/// answered with UNSUPPORTED_VERSION per partition ([`legacy_unsupported`]).
+pub const PRODUCE_MIN_SERVED: i16 = 3;
+
 /// A legacy Produce request that does not parse.
 #[derive(Debug)]
 pub struct Malformed;

@@ -7,14 +7,15 @@
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind};
 use libfuzzer_sys::fuzz_target;
-use sluice::protocol::{frame, versions};
-use sluice::server::handlers::produce::legacy_unsupported;
+use sluice::protocol::frame;
+use sluice::server::handlers::produce::{legacy_unsupported, PRODUCE_MIN_SERVED};
+use sluice::server::registry;
 
 fuzz_target!(|data: &[u8]| {
     let Some(prefix) = frame::peek_header(data) else {
         return;
     };
-    let Some(support) = versions::supported(prefix.api_key) else {
+    let Some(support) = registry::find(prefix.api_key) else {
         return;
     };
     let Ok(key) = ApiKey::try_from(prefix.api_key) else {
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     if version < support.min || version > support.max {
         return;
     }
-    if key == ApiKey::Produce && version < versions::PRODUCE_MIN_SERVED {
+    if key == ApiKey::Produce && version < PRODUCE_MIN_SERVED {
         let _ = legacy_unsupported(&Bytes::copy_from_slice(data), version);
         return;
     }
