@@ -10,13 +10,13 @@
 //!
 //! | layer | modules | what |
 //! |---|---|---|
-//! | 0 | [`protocol`] | wire format: framing, version registry, record batches, the record parser, compression, Produce's per-record checks; no I/O |
+//! | 0 | [`protocol`] | wire format: framing, record batches, the record parser, compression, Produce's per-record checks; no I/O |
 //! | 0 | [`metrics`] | a registry every layer writes to; renders a snapshot handed to it |
 //! | 1 | [`io`] | bytes between memory, files and sockets: chains of memory and file slices, aligned buffers, splice |
 //! | 2 | [`storage`] | segments, indexes, the partition log, group commit, producer state, compaction; its own config type |
 //! | 3 | [`runtime`] | generic thread-per-core pieces: cross-shard queues, byte budgets, signals, the descriptor budget, the partition→shard hash |
 //! | 4 | [`node`], [`metadata`], [`group`], [`partition`], [`config`] | the Kafka state of one node: what shards share and what each holds, the metadata image and controller, consumer groups, the partitions' life on their shards |
-//! | 5 | [`server`] | listeners, connections, dispatch, one handler per Kafka API |
+//! | 5 | [`server`] | listeners, connections, the registry of APIs and dispatch, one handler per Kafka API |
 //! | 6 | [`broker`] | start-up (lock, replay metadata, bind, start shards) and shutdown |
 //!
 //! `main.rs` parses the configuration and runs [`broker`].
