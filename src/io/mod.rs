@@ -3,10 +3,13 @@
 //!
 //! - `chain.rs`: a chain of bytes to send, some in memory, some still in
 //!   segment files (file slices that keep their file open).
+//! - `fs.rs`: durable file-system operations (durable replace, directory
+//!   fsync, durable directory creation and removal).
 //! - `aligned.rs`: page-aligned read buffers and a process-wide pool of them.
 //! - `send.rs`: a chain to a socket: vectored writes, and splice through a
 //!   per-shard pool of pipes for file slices.
 
 pub mod aligned;
 pub mod chain;
+pub mod fs;
 pub mod send;

@@ -88,10 +88,13 @@ pub fn start_periodic_flush(shard: &Rc<Shard>) {
                 .logs
                 .borrow()
                 .values()
-                .filter_map(|l| l.borrow_mut().take_periodic_flush(now))
+                .filter_map(|l| {
+                    let file = l.borrow_mut().take_periodic_flush(now)?;
+                    Some((l.clone(), file))
+                })
                 .collect();
-            for file in due {
-                if let Err(error) = shard.commit.sync(file).await {
+            for (log, file) in due {
+                if let Err(error) = log::sync_log(log, shard.commit.clone(), file).await {
                     tracing::error!(%error, "periodic flush failed");
                 }
             }

@@ -26,15 +26,15 @@
 //! clean start trusts its segments the same way.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
+use crate::io::fs as durable;
 use crate::protocol::batch::BATCH_HEADER_LEN;
 use crate::storage::producer_state::ProducerStateTable;
 
 /// Name of the marker in a partition directory.
 pub const MARKER_FILE: &str = "clean-shutdown";
-const MARKER_TMP_FILE: &str = "clean-shutdown.tmp";
 const MAGIC: [u8; 4] = *b"SLCS";
 /// Version of the layout below; a marker of any other version is not trusted.
 pub const VERSION: u16 = 1;
@@ -223,13 +223,7 @@ pub fn mtime_ns(metadata: &fs::Metadata) -> io::Result<i64> {
 
 /// Writes the marker durably: temp file, fsync, rename, directory fsync.
 pub fn write(dir: &Path, marker: &CleanShutdown) -> io::Result<()> {
-    let tmp = dir.join(MARKER_TMP_FILE);
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(&marker.encode())?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, dir.join(MARKER_FILE))?;
-    fs::File::open(dir)?.sync_all()
+    durable::write_durably(&dir.join(MARKER_FILE), &marker.encode())
 }
 
 /// Reads the marker (None if there is none, or it is implausibly large) and
@@ -243,17 +237,7 @@ pub fn take(dir: &Path) -> io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    let mut removed = false;
-    for name in [MARKER_FILE, MARKER_TMP_FILE] {
-        match fs::remove_file(dir.join(name)) {
-            Ok(()) => removed = true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if removed {
-        fs::File::open(dir)?.sync_all()?;
-    }
+    durable::remove_durably(dir, &[path.clone(), durable::temp_path(&path)])?;
     Ok(bytes)
 }
 
@@ -465,7 +449,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(take(dir.path()).unwrap().is_none());
         write(dir.path(), &marker()).unwrap();
-        assert!(!dir.path().join(MARKER_TMP_FILE).exists());
+        assert!(!durable::temp_path(&dir.path().join(MARKER_FILE)).exists());
         let bytes = take(dir.path()).unwrap().expect("present");
         assert!(CleanShutdown::decode(&bytes).is_ok());
         assert!(!dir.path().join(MARKER_FILE).exists(), "deleted by take");

@@ -53,6 +53,7 @@ use std::time::UNIX_EPOCH;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::io::fs as durable;
 use crate::protocol::batch::{compute_crc, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
 use crate::protocol::compression::{compress, decompressed_bytes_max, DecompressError};
 use crate::protocol::records::{records_area, RecordIter, RecordView};
@@ -698,17 +699,12 @@ fn read_checkpoint(dir: &Path) -> CleanerState {
 /// Writes the checkpoint durably: temp file, fsync, rename, directory fsync
 /// (which also makes the pass's renames durable).
 fn write_checkpoint(dir: &Path, state: &CleanerState) -> io::Result<()> {
-    let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-    let mut file = fs::File::create(&tmp)?;
-    writeln!(
-        file,
-        "{} {}",
+    let text = format!(
+        "{} {}\n",
         state.first_dirty,
         state.tombstones_due_ms.unwrap_or(-1)
-    )?;
-    file.sync_all()?;
-    fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
-    fs::File::open(dir)?.sync_all()
+    );
+    durable::write_durably(&dir.join(CHECKPOINT_FILE), text.as_bytes())
 }
 
 /// Reads the batches of a segment file in order, in large chunks.

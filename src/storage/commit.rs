@@ -25,7 +25,8 @@ type Waiter = oneshot::Sender<Result<(), Rc<io::Error>>>;
 /// sync is reported to exactly the appends it covers.
 #[derive(Default)]
 struct Round {
-    files: Vec<(Rc<compio::fs::File>, Vec<Waiter>)>,
+    /// (file, whether it is a directory, the appends waiting for it).
+    files: Vec<(Rc<compio::fs::File>, bool, Vec<Waiter>)>,
 }
 
 #[derive(Default)]
@@ -56,12 +57,27 @@ impl GroupCommit {
 
     /// Waits until everything written to `file` before this call is durable.
     pub async fn sync(self: &Rc<Self>, file: Rc<compio::fs::File>) -> Result<(), Rc<io::Error>> {
+        self.join_round(file, false).await
+    }
+
+    /// Waits until the entries of directory `dir` (open as a file) as they
+    /// are at this call are durable: an fsync of the directory, in the same
+    /// round as the files' syncs.
+    pub async fn sync_dir(self: &Rc<Self>, dir: Rc<compio::fs::File>) -> Result<(), Rc<io::Error>> {
+        self.join_round(dir, true).await
+    }
+
+    async fn join_round(
+        self: &Rc<Self>,
+        file: Rc<compio::fs::File>,
+        directory: bool,
+    ) -> Result<(), Rc<io::Error>> {
         let (tx, rx) = oneshot::channel();
         {
             let mut next = self.next.borrow_mut();
-            match next.files.iter_mut().find(|(f, _)| Rc::ptr_eq(f, &file)) {
-                Some((_, waiters)) => waiters.push(tx),
-                None => next.files.push((file, vec![tx])),
+            match next.files.iter_mut().find(|(f, _, _)| Rc::ptr_eq(f, &file)) {
+                Some((_, _, waiters)) => waiters.push(tx),
+                None => next.files.push((file, directory, vec![tx])),
             }
         }
         if !*self.running.borrow() {
@@ -82,9 +98,15 @@ impl GroupCommit {
                 *self.running.borrow_mut() = false;
                 return;
             }
-            let syncs = round.files.iter().map(|(f, _)| {
-                let f = f.clone();
-                async move { f.sync_data().await }
+            let syncs = round.files.iter().map(|(f, directory, _)| {
+                let (f, directory) = (f.clone(), *directory);
+                async move {
+                    if directory {
+                        f.sync_all().await
+                    } else {
+                        f.sync_data().await
+                    }
+                }
             });
             let started = Instant::now();
             let results = futures_util::future::join_all(syncs).await;
@@ -93,13 +115,13 @@ impl GroupCommit {
                 shard
                     .commit_sync_seconds
                     .observe_duration(started.elapsed());
-                let appends: usize = round.files.iter().map(|(_, w)| w.len()).sum();
+                let appends: usize = round.files.iter().map(|(_, _, w)| w.len()).sum();
                 shard.commit_batch.observe(appends as f64);
             }
             let mut stats = self.stats.borrow_mut();
             stats.rounds += 1;
             stats.files_synced += round.files.len() as u64;
-            for ((_, waiters), result) in round.files.into_iter().zip(results) {
+            for ((_, _, waiters), result) in round.files.into_iter().zip(results) {
                 stats.appends_covered += waiters.len() as u64;
                 let result = result.map_err(Rc::new);
                 for waiter in waiters {

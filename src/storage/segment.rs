@@ -5,13 +5,14 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd};
+
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::io::fs::into_compio;
 use crate::protocol::batch::{
     compute_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD,
 };
@@ -235,7 +236,7 @@ impl Segment {
         let _ = fs::remove_file(dir.join(segment_file_name(base_offset, "timeindex")));
         Ok(Segment::from_parts(
             log_path,
-            to_compio(file),
+            into_compio(file),
             base_offset,
             0,
             now_ms,
@@ -288,7 +289,7 @@ impl Segment {
             .open(log_path)?;
         let file_len = file.metadata()?.len();
         // The compio file gets its own descriptor; the scan below uses the std one.
-        let async_file = to_compio(file.try_clone()?);
+        let async_file = into_compio(file.try_clone()?);
         let mut segment =
             Segment::from_parts(log_path.to_path_buf(), async_file, base_offset, 0, now_ms);
         let mut truncated_from = None;
@@ -479,7 +480,7 @@ impl Segment {
         if first != expected_first || !ends_right || tail_max_timestamp > summary.max_timestamp_ms {
             return Err("the tail of the log disagrees with the marker and the index".to_string());
         }
-        let async_file = to_compio(file);
+        let async_file = into_compio(file);
         let mut segment = Segment::from_parts(
             log_path.to_path_buf(),
             async_file,
@@ -529,7 +530,7 @@ impl Segment {
     ) -> Segment {
         let mut segment = Segment::from_parts(
             log_path,
-            to_compio(file),
+            into_compio(file),
             state.base_offset,
             size,
             created_ms,
@@ -668,10 +669,4 @@ pub enum OpenError {
         position: u64,
         error: BatchError,
     },
-}
-
-fn to_compio(file: fs::File) -> compio::fs::File {
-    // SAFETY: `into_raw_fd` hands over sole ownership of a valid, open descriptor,
-    // which the compio file now owns and closes.
-    unsafe { compio::fs::File::from_raw_fd(file.into_raw_fd()) }
 }

@@ -277,25 +277,51 @@ pub async fn append(
     wait_for_watermark(log, end_offset, rollbacks_at_reserve).await?;
     let sync_due = log.borrow_mut().take_sync_due();
     if sync_due {
-        let commit = commit.clone();
-        let file = write.file.clone();
-        let sync = async move { commit.sync(file).await };
+        let sync = sync_log(log.clone(), commit.clone(), write.file.clone());
         if wants_ack {
-            if let Err(error) = sync.await {
-                log.borrow_mut().fail(format!("fdatasync failed: {error}"));
-                return Err(AppendError::Storage(error.to_string()));
-            }
+            sync.await
+                .map_err(|error| AppendError::Storage(error.to_string()))?;
         } else {
-            let log = log.clone();
             compio::runtime::spawn(async move {
-                if let Err(error) = sync.await {
-                    log.borrow_mut().fail(format!("fdatasync failed: {error}"));
-                }
+                let _ = sync.await;
             })
             .detach();
         }
     }
     Ok(write.outcome)
+}
+
+/// Makes what was written to `file` (the log's active segment) durable in the
+/// next group-commit round, with the log's directory when a rolled segment's
+/// entry in it is not yet known to be durable. A failure takes the log
+/// offline (after a failed fsync the page cache cannot be trusted).
+pub async fn sync_log(
+    log: LogRef,
+    commit: Rc<GroupCommit>,
+    file: Rc<compio::fs::File>,
+) -> Result<(), Rc<std::io::Error>> {
+    let dir = log.borrow().dir_sync.clone();
+    let result = match &dir {
+        None => commit.sync(file).await,
+        Some(dir) => {
+            let (data, entries) =
+                futures_util::future::join(commit.sync(file), commit.sync_dir(dir.clone())).await;
+            data.and(entries)
+        }
+    };
+    let mut log = log.borrow_mut();
+    match &result {
+        Err(error) => log.fail(format!("fsync failed: {error}")),
+        // Synced: entries added since another roll need a sync of their own.
+        Ok(()) => {
+            if let (Some(synced), Some(pending)) = (&dir, &log.dir_sync) {
+                if Rc::ptr_eq(synced, pending) {
+                    log.dir_sync = None;
+                }
+            }
+        }
+    }
+    result
 }
 
 /// Waits until the high watermark reaches `end_offset`; fails if the log was

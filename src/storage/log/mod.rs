@@ -17,7 +17,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use append::append;
+pub use append::{append, sync_log};
 pub use read::{offset_for_timestamp, read};
 pub use state::{
     now_ms, AppendError, AppendOutcome, CleanerState, LogRef, PartitionLog, ReadError, ReadOutcome,

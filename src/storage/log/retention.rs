@@ -2,7 +2,9 @@
 //! log's start and its segment list.
 
 use std::io;
+use std::rc::Rc;
 
+use crate::io::fs as durable;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::segment::Segment;
 
@@ -21,8 +23,15 @@ impl PartitionLog {
             return Ok(());
         }
         active.write_index_files()?;
+        // The new segment's name is durable only once the directory is synced:
+        // the next sync round does it, and appends wait for it (`dir_sync`).
+        let dir = match &self.dir_sync {
+            Some(dir) => dir.clone(),
+            None => Rc::new(durable::open_dir(&self.dir)?),
+        };
         let segment = Segment::create(&self.dir, self.next_offset, now)?;
         self.segments.push(segment);
+        self.dir_sync = Some(dir);
         Ok(())
     }
 

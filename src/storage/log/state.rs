@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::io::chain::Chain;
+use crate::io::fs as durable;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::clean_shutdown;
 use crate::storage::config::LogConfig;
@@ -48,6 +49,10 @@ pub struct PartitionLog {
     pub(in crate::storage) unflushed_messages: i64,
     /// When the last sync of this log was started, for `flush.ms`.
     pub(in crate::storage) last_flush_ms: i64,
+    /// The log's directory, open, while an entry in it (a rolled segment) is
+    /// not known to be durable: appends to that segment are acknowledged only
+    /// after a group-commit round has synced the directory too.
+    pub(super) dir_sync: Option<Rc<compio::fs::File>>,
     /// The log cleaner's progress (compacted topics).
     pub(in crate::storage) cleaner: CleanerState,
 }
@@ -139,7 +144,9 @@ impl PartitionLog {
         config: LogConfig,
         shared: Arc<PartitionShared>,
     ) -> Result<PartitionLog, OpenError> {
-        fs::create_dir_all(&dir)?;
+        // A new partition's directory, durably: its entry in the data dir
+        // must survive a crash as surely as the appends it will hold.
+        durable::create_dir_durably(&dir)?;
         let mut bases: Vec<i64> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()))
@@ -182,6 +189,7 @@ impl PartitionLog {
         };
         if segments.is_empty() {
             segments.push(Segment::create(&dir, 0, now)?);
+            durable::sync_dir(&dir)?;
         }
         let log_start_offset = read_log_start_checkpoint(&dir)
             .unwrap_or(segments[0].base_offset)
@@ -206,6 +214,7 @@ impl PartitionLog {
             rollbacks: 0,
             unflushed_messages: 0,
             last_flush_ms: now,
+            dir_sync: None,
             cleaner: CleanerState::default(),
         })
     }
@@ -389,15 +398,12 @@ pub(super) struct InFlightWrite {
 /// Name of the file holding the log start offset when it is above the first segment's base.
 const LOG_START_CHECKPOINT: &str = "log-start-offset";
 
-/// Writes the checkpoint durably: temp file, fsync, rename.
+/// Writes the checkpoint durably (temp file, fsync, rename, directory fsync).
 pub(super) fn write_log_start_checkpoint(dir: &Path, offset: i64) -> io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{LOG_START_CHECKPOINT}.tmp"));
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(offset.to_string().as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&tmp, dir.join(LOG_START_CHECKPOINT))?;
-    fs::File::open(dir)?.sync_all()
+    durable::write_durably(
+        &dir.join(LOG_START_CHECKPOINT),
+        offset.to_string().as_bytes(),
+    )
 }
 
 pub(super) fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {

@@ -414,3 +414,49 @@ fn looser_flush_policies_defer_syncs() {
         );
     });
 }
+
+/// A rolled segment's name is durable only once its directory is synced: the
+/// first acknowledged append to it waits for a round that syncs the directory
+/// as well as the file; later appends sync the file alone.
+#[test]
+fn the_first_appends_after_a_roll_wait_for_a_directory_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        // One batch (~1 KiB) per segment: every append after the first rolls.
+        let log = open(dir.path(), 1024);
+        append_one(&log, &commit, batch(3, 1000, None))
+            .await
+            .unwrap();
+        assert!(log.borrow().dir_sync.is_none(), "no roll yet");
+        let before = commit.stats();
+        let big = batch(20, 2000, None);
+        assert!(big.len() > 1024 / 2);
+        append_one(&log, &commit, big.clone()).await.unwrap();
+        assert_eq!(log.borrow().segment_count(), 2, "rolled");
+        let after = commit.stats();
+        assert_eq!(
+            after.files_synced - before.files_synced,
+            2,
+            "the segment and its directory"
+        );
+        assert!(
+            log.borrow().dir_sync.is_none(),
+            "the directory sync completed"
+        );
+        // The same segment again (no roll): the file alone.
+        let log2 = open(tempfile::tempdir().unwrap().path(), 1 << 20);
+        let commit2 = Rc::new(GroupCommit::default());
+        append_one(&log2, &commit2, batch(3, 1000, None))
+            .await
+            .unwrap();
+        append_one(&log2, &commit2, batch(3, 1000, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            commit2.stats().files_synced,
+            2,
+            "one file per append, no directory"
+        );
+    });
+}
