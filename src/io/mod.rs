@@ -3,6 +3,8 @@
 //!
 //! - `chain.rs`: a chain of bytes to send, some in memory, some still in
 //!   segment files (file slices that keep their file open).
+//! - `disk.rs`: the storage engine's file operations behind one seam, with a
+//!   twin for tests that injects faults and takes crash images.
 //! - `fs.rs`: durable file-system operations (durable replace, directory
 //!   fsync, durable directory creation and removal).
 //! - `aligned.rs`: page-aligned read buffers and a process-wide pool of them.
@@ -11,5 +13,6 @@
 
 pub mod aligned;
 pub mod chain;
+pub mod disk;
 pub mod fs;
 pub mod send;

@@ -29,6 +29,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use crate::io::disk::Disk;
 use crate::io::fs as durable;
 use crate::protocol::batch::BATCH_HEADER_LEN;
 use crate::storage::producer_state::ProducerStateTable;
@@ -222,14 +223,14 @@ pub fn mtime_ns(metadata: &fs::Metadata) -> io::Result<i64> {
 }
 
 /// Writes the marker durably: temp file, fsync, rename, directory fsync.
-pub fn write(dir: &Path, marker: &CleanShutdown) -> io::Result<()> {
-    durable::write_durably(&dir.join(MARKER_FILE), &marker.encode())
+pub fn write(disk: &Disk, dir: &Path, marker: &CleanShutdown) -> io::Result<()> {
+    disk.write_durably(&dir.join(MARKER_FILE), &marker.encode())
 }
 
 /// Reads the marker (None if there is none, or it is implausibly large) and
 /// deletes it, with its temp file, making the deletion durable: after this a
 /// crash means a scanned start.
-pub fn take(dir: &Path) -> io::Result<Option<Vec<u8>>> {
+pub fn take(disk: &Disk, dir: &Path) -> io::Result<Option<Vec<u8>>> {
     let path = dir.join(MARKER_FILE);
     let bytes = match fs::metadata(&path) {
         Ok(m) if m.len() <= MARKER_BYTES_MAX => Some(fs::read(&path)?),
@@ -237,7 +238,7 @@ pub fn take(dir: &Path) -> io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    durable::remove_durably(dir, &[path.clone(), durable::temp_path(&path)])?;
+    disk.remove_durably(dir, &[path.clone(), durable::temp_path(&path)])?;
     Ok(bytes)
 }
 
@@ -447,13 +448,13 @@ mod tests {
     #[test]
     fn write_then_take_deletes_it() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(take(dir.path()).unwrap().is_none());
-        write(dir.path(), &marker()).unwrap();
+        assert!(take(&Disk::Real, dir.path()).unwrap().is_none());
+        write(&Disk::Real, dir.path(), &marker()).unwrap();
         assert!(!durable::temp_path(&dir.path().join(MARKER_FILE)).exists());
-        let bytes = take(dir.path()).unwrap().expect("present");
+        let bytes = take(&Disk::Real, dir.path()).unwrap().expect("present");
         assert!(CleanShutdown::decode(&bytes).is_ok());
         assert!(!dir.path().join(MARKER_FILE).exists(), "deleted by take");
-        assert!(take(dir.path()).unwrap().is_none());
+        assert!(take(&Disk::Real, dir.path()).unwrap().is_none());
     }
 
     mod with_a_log {

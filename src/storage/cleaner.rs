@@ -53,7 +53,7 @@ use std::time::UNIX_EPOCH;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::io::fs as durable;
+use crate::io::disk::Disk;
 use crate::protocol::batch::{compute_crc, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD};
 use crate::protocol::compression::{compress, decompressed_bytes_max, DecompressError};
 use crate::protocol::records::{records_area, RecordIter, RecordView};
@@ -118,7 +118,7 @@ pub async fn clean(
     let Some(plan) = plan(&mut log.borrow_mut(), now_ms, limits)? else {
         return Ok(None);
     };
-    let dir = plan.dir.clone();
+    let (dir, disk) = (plan.dir.clone(), plan.disk.clone());
     let output = compio::runtime::spawn_blocking(move || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(plan)))
             .unwrap_or_else(|_| Err("the cleaner panicked".to_string()))
@@ -128,7 +128,7 @@ pub async fn clean(
     let output = match output {
         Ok(output) => output,
         Err(error) => {
-            remove_stray_files(&dir);
+            remove_stray_files(&disk, &dir);
             return Err(error);
         }
     };
@@ -136,7 +136,7 @@ pub async fn clean(
     let Some(state) = state else {
         return Ok(Some(stats));
     };
-    let written = compio::runtime::spawn_blocking(move || write_checkpoint(&dir, &state))
+    let written = compio::runtime::spawn_blocking(move || write_checkpoint(&disk, &dir, &state))
         .await
         .map_err(|e| format!("cleaner thread: {e:?}"))
         .and_then(|r| r.map_err(|e| format!("writing the cleaner checkpoint: {e}")));
@@ -162,6 +162,8 @@ struct PlannedSegment {
 /// Everything the blocking part needs (`Send`).
 struct Plan {
     dir: PathBuf,
+    /// Where the pass's file operations go.
+    disk: Disk,
     segments: Vec<PlannedSegment>,
     first_dirty: i64,
     first_uncleanable: i64,
@@ -244,6 +246,7 @@ fn plan(
     }
     Ok(Some(Plan {
         dir: log.dir.clone(),
+        disk: log.disk.clone(),
         segments: planned,
         first_dirty,
         first_uncleanable,
@@ -318,7 +321,7 @@ type OffsetMap = HashMap<KeyId, i64, BuildHasherDefault<KeyIdHasher>>;
 
 /// The blocking part of a pass: map the dirty section, write the cleaned segments.
 fn run(plan: Plan) -> Result<Output, String> {
-    remove_stray_files(&plan.dir);
+    remove_stray_files(&plan.disk, &plan.dir);
     let hashing = KeyHashing::new();
     let mut map = OffsetMap::default();
     let end = build_map(&plan, &hashing, &mut map)?;
@@ -492,10 +495,10 @@ fn clean_segment(
     let path = cleaned_path(&plan.dir, segment.base_offset, "log");
     if out_position == 0 && !segment.is_first {
         drop(file);
-        let _ = fs::remove_file(&path);
+        let _ = plan.disk.remove(&path);
         return Ok((Rewrite::Remove, removed, due));
     }
-    file.sync_all().map_err(|e| e.to_string())?;
+    plan.disk.sync_file(&file).map_err(|e| e.to_string())?;
     // Tombstone horizons count from when the segment was written, not cleaned.
     file.set_modified(modified).map_err(|e| e.to_string())?;
     let indexes = [
@@ -503,11 +506,12 @@ fn clean_segment(
         ("timeindex", state.time_index.encode()),
     ];
     for (extension, bytes) in indexes {
-        fs::write(
-            cleaned_path(&plan.dir, segment.base_offset, extension),
-            bytes,
-        )
-        .map_err(|e| e.to_string())?;
+        plan.disk
+            .write(
+                &cleaned_path(&plan.dir, segment.base_offset, extension),
+                &bytes,
+            )
+            .map_err(|e| e.to_string())?;
     }
     Ok((
         Rewrite::Replace {
@@ -521,11 +525,8 @@ fn clean_segment(
 
 fn create_cleaned(plan: &Plan, segment: &PlannedSegment) -> Result<fs::File, String> {
     let path = cleaned_path(&plan.dir, segment.base_offset, "log");
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
+    plan.disk
+        .create(&path)
         .map_err(|e| format!("creating {}: {e}", path.display()))
 }
 
@@ -537,7 +538,7 @@ fn cleaned_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
 }
 
 /// Removes `.cleaned` files left by an interrupted pass.
-fn remove_stray_files(dir: &Path) {
+fn remove_stray_files(disk: &Disk, dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -547,7 +548,7 @@ fn remove_stray_files(dir: &Path) {
             .to_string_lossy()
             .ends_with(CLEANED_SUFFIX)
         {
-            let _ = fs::remove_file(entry.path());
+            let _ = disk.remove(&entry.path());
         }
     }
 }
@@ -575,11 +576,11 @@ fn swap(log: &mut PartitionLog, output: Output) -> (CleanStats, Option<CleanerSt
         first_dirty: output.first_dirty,
         ..CleanStats::default()
     };
-    let dir = log.dir.clone();
+    let (dir, disk) = (log.dir.clone(), log.disk.clone());
     let discard = |outcome: &SegmentOutcome| {
         if let Rewrite::Replace { .. } = outcome.rewrite {
             for extension in ["log", "index", "timeindex"] {
-                let _ = fs::remove_file(cleaned_path(&dir, outcome.base_offset, extension));
+                let _ = disk.remove(&cleaned_path(&dir, outcome.base_offset, extension));
             }
         }
     };
@@ -609,11 +610,11 @@ fn swap(log: &mut PartitionLog, output: Output) -> (CleanStats, Option<CleanerSt
             Rewrite::Remove => {
                 let segment = log.segments.remove(index);
                 // Readers holding the file keep it readable until they finish.
-                segment.remove_files();
+                segment.remove_files(&disk);
                 stats.segments_removed += 1;
             }
             Rewrite::Replace { state, size } => {
-                match install_segment(&dir, &log.segments[index], state, size) {
+                match install_segment(&disk, &dir, &log.segments[index], state, size) {
                     Ok(segment) => {
                         log.segments[index] = segment;
                         stats.segments_rewritten += 1;
@@ -623,7 +624,7 @@ fn swap(log: &mut PartitionLog, output: Output) -> (CleanStats, Option<CleanerSt
                         tracing::warn!(topic = %log.topic, partition = log.partition, %error, "cannot swap in a cleaned segment");
                         for extension in ["log", "index", "timeindex"] {
                             let _ =
-                                fs::remove_file(cleaned_path(&dir, outcome.base_offset, extension));
+                                disk.remove(&cleaned_path(&dir, outcome.base_offset, extension));
                         }
                         stats.bytes_after += outcome.original_size;
                     }
@@ -650,6 +651,7 @@ fn swap(log: &mut PartitionLog, output: Output) -> (CleanStats, Option<CleanerSt
 
 /// Renames the cleaned files over the segment's and opens the result.
 fn install_segment(
+    disk: &Disk,
     dir: &Path,
     old: &Segment,
     mut state: SegmentState,
@@ -658,19 +660,16 @@ fn install_segment(
     let base = old.base_offset;
     // Old indexes go first, so that they are never paired with the new log.
     for extension in ["index", "timeindex"] {
-        let _ = fs::remove_file(dir.join(segment_file_name(base, extension)));
+        disk.remove(&dir.join(segment_file_name(base, extension)))?;
     }
-    fs::rename(cleaned_path(dir, base, "log"), &old.log_path)?;
+    disk.rename(&cleaned_path(dir, base, "log"), &old.log_path)?;
     for extension in ["index", "timeindex"] {
-        let _ = fs::rename(
-            cleaned_path(dir, base, extension),
-            dir.join(segment_file_name(base, extension)),
+        let _ = disk.rename(
+            &cleaned_path(dir, base, extension),
+            &dir.join(segment_file_name(base, extension)),
         );
     }
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&old.log_path)?;
+    let file = disk.open_rw(&old.log_path)?;
     // An emptied last batch may have gone: the segment still spans its offsets.
     state.next_offset = state.next_offset.max(old.next_offset);
     Ok(Segment::from_state(
@@ -698,13 +697,13 @@ fn read_checkpoint(dir: &Path) -> CleanerState {
 
 /// Writes the checkpoint durably: temp file, fsync, rename, directory fsync
 /// (which also makes the pass's renames durable).
-fn write_checkpoint(dir: &Path, state: &CleanerState) -> io::Result<()> {
+fn write_checkpoint(disk: &Disk, dir: &Path, state: &CleanerState) -> io::Result<()> {
     let text = format!(
         "{} {}\n",
         state.first_dirty,
         state.tombstones_due_ms.unwrap_or(-1)
     );
-    durable::write_durably(&dir.join(CHECKPOINT_FILE), text.as_bytes())
+    disk.write_durably(&dir.join(CHECKPOINT_FILE), text.as_bytes())
 }
 
 /// Reads the batches of a segment file in order, in large chunks.

@@ -11,12 +11,14 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_channel::oneshot;
 
+use crate::io::disk::Disk;
 use crate::metrics::Metrics;
 
 type Waiter = oneshot::Sender<Result<(), Rc<io::Error>>>;
@@ -25,8 +27,8 @@ type Waiter = oneshot::Sender<Result<(), Rc<io::Error>>>;
 /// sync is reported to exactly the appends it covers.
 #[derive(Default)]
 struct Round {
-    /// (file, whether it is a directory, the appends waiting for it).
-    files: Vec<(Rc<compio::fs::File>, bool, Vec<Waiter>)>,
+    /// (file, its path if it is a directory, the appends waiting for it).
+    files: Vec<(Rc<compio::fs::File>, Option<PathBuf>, Vec<Waiter>)>,
 }
 
 #[derive(Default)]
@@ -36,6 +38,8 @@ pub struct GroupCommit {
     stats: RefCell<CommitStats>,
     /// Where batch sizes and sync latencies go: the broker's metrics and this shard's slot.
     metrics: Option<(Arc<Metrics>, usize)>,
+    /// Where the syncs go.
+    disk: Disk,
 }
 
 /// Counters for metrics and benchmarks.
@@ -55,22 +59,34 @@ impl GroupCommit {
         }
     }
 
+    /// A group commit whose syncs go to `disk` (a fault-injecting one in tests).
+    pub fn on(disk: Disk) -> GroupCommit {
+        GroupCommit {
+            disk,
+            ..GroupCommit::default()
+        }
+    }
+
     /// Waits until everything written to `file` before this call is durable.
     pub async fn sync(self: &Rc<Self>, file: Rc<compio::fs::File>) -> Result<(), Rc<io::Error>> {
-        self.join_round(file, false).await
+        self.join_round(file, None).await
     }
 
     /// Waits until the entries of directory `dir` (open as a file) as they
     /// are at this call are durable: an fsync of the directory, in the same
     /// round as the files' syncs.
-    pub async fn sync_dir(self: &Rc<Self>, dir: Rc<compio::fs::File>) -> Result<(), Rc<io::Error>> {
-        self.join_round(dir, true).await
+    pub async fn sync_dir(
+        self: &Rc<Self>,
+        dir: Rc<compio::fs::File>,
+        path: PathBuf,
+    ) -> Result<(), Rc<io::Error>> {
+        self.join_round(dir, Some(path)).await
     }
 
     async fn join_round(
         self: &Rc<Self>,
         file: Rc<compio::fs::File>,
-        directory: bool,
+        directory: Option<PathBuf>,
     ) -> Result<(), Rc<io::Error>> {
         let (tx, rx) = oneshot::channel();
         {
@@ -99,12 +115,11 @@ impl GroupCommit {
                 return;
             }
             let syncs = round.files.iter().map(|(f, directory, _)| {
-                let (f, directory) = (f.clone(), *directory);
+                let (f, directory, disk) = (f.clone(), directory.clone(), self.disk.clone());
                 async move {
-                    if directory {
-                        f.sync_all().await
-                    } else {
-                        f.sync_data().await
+                    match directory {
+                        Some(path) => disk.sync_dir_async(&f, &path).await,
+                        None => disk.sync_data_async(&f).await,
                     }
                 }
             });

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::io::disk::Disk;
 use crate::io::fs::into_compio;
 use crate::protocol::batch::{
     compute_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD,
@@ -224,16 +225,12 @@ pub struct Segment {
 
 impl Segment {
     /// Creates an empty segment file (truncating any leftover of the same name).
-    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+    /// Its directory entry is not synced here: the caller decides when.
+    pub fn create(disk: &Disk, dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
         let log_path = dir.join(segment_file_name(base_offset, "log"));
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)?;
-        let _ = fs::remove_file(dir.join(segment_file_name(base_offset, "index")));
-        let _ = fs::remove_file(dir.join(segment_file_name(base_offset, "timeindex")));
+        let file = disk.create(&log_path)?;
+        disk.remove(&dir.join(segment_file_name(base_offset, "index")))?;
+        disk.remove(&dir.join(segment_file_name(base_offset, "timeindex")))?;
         Ok(Segment::from_parts(
             log_path,
             into_compio(file),
@@ -276,6 +273,7 @@ impl Segment {
     /// The scan reads the whole segment. After a clean shutdown `open_clean`
     /// is used instead, when the clean-shutdown marker agrees with the files.
     pub fn open(
+        disk: &Disk,
         log_path: &Path,
         base_offset: i64,
         is_active: bool,
@@ -283,10 +281,7 @@ impl Segment {
         now_ms: i64,
         mut on_batch: impl FnMut(&BatchHeader),
     ) -> Result<Segment, OpenError> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(log_path)?;
+        let file = disk.open_rw(log_path)?;
         let file_len = file.metadata()?.len();
         // The compio file gets its own descriptor; the scan below uses the std one.
         let async_file = into_compio(file.try_clone()?);
@@ -312,8 +307,8 @@ impl Segment {
                     error: BatchError::Truncated,
                 });
             }
-            file.set_len(outcome.valid_end)?;
-            file.sync_all()?;
+            disk.truncate(&file, outcome.valid_end)?;
+            disk.sync_file(&file)?;
             truncated_from = Some(file_len);
         }
         if let Some(old_len) = truncated_from {
@@ -350,9 +345,9 @@ impl Segment {
     /// makes the index files on disk equal the in-memory indexes (rewriting
     /// and syncing them if not), and returns what the marker records about the
     /// segment. All writes to the segment must be complete.
-    pub fn prepare_clean_shutdown(&self) -> io::Result<SegmentSummary> {
-        // fdatasync through a second descriptor flushes the same inode.
-        fs::File::open(&self.log_path)?.sync_data()?;
+    pub fn prepare_clean_shutdown(&self, disk: &Disk) -> io::Result<SegmentSummary> {
+        // A sync through a second descriptor flushes the same inode.
+        disk.sync_path(&self.log_path)?;
         let metadata = fs::metadata(&self.log_path)?;
         if metadata.len() != self.reserved_bytes {
             return Err(io::Error::other(format!(
@@ -369,9 +364,8 @@ impl Segment {
             let path = dir.join(segment_file_name(self.base_offset, extension));
             // Usually written at roll and unchanged since; read back rather than trusted.
             if fs::read(&path).ok().as_ref() != Some(bytes) {
-                let mut file = fs::File::create(&path)?;
-                io::Write::write_all(&mut file, bytes)?;
-                file.sync_all()?;
+                disk.write(&path, bytes)?;
+                disk.sync_path(&path)?;
             }
         }
         let length = |bytes: &Vec<u8>| {
@@ -558,26 +552,28 @@ impl Segment {
         Ok(self.shared_file.get_or_init(|| file).clone())
     }
 
-    /// Removes the segment's files (retention, DeleteRecords, topic deletion).
-    pub fn remove_files(&self) {
+    /// Removes the segment's files (retention, DeleteRecords, topic
+    /// deletion). Best effort: a file left behind is found at the next start
+    /// below the log start and removed then.
+    pub fn remove_files(&self, disk: &Disk) {
         let dir = self.log_path.parent().unwrap_or(Path::new("."));
         for extension in ["log", "index", "timeindex"] {
-            let _ = fs::remove_file(dir.join(segment_file_name(self.base_offset, extension)));
+            let _ = disk.remove(&dir.join(segment_file_name(self.base_offset, extension)));
         }
     }
 
-    /// Writes the index files next to the log (called when the segment is closed).
-    pub fn write_index_files(&self) -> io::Result<()> {
+    /// Writes the index files next to the log (called when the segment is
+    /// closed). Not synced: a lost or torn index is rebuilt from the log.
+    pub fn write_index_files(&self, disk: &Disk) -> io::Result<()> {
         let dir = self.log_path.parent().unwrap_or(Path::new("."));
-        fs::write(
-            dir.join(segment_file_name(self.base_offset, "index")),
-            self.index.encode(),
+        disk.write(
+            &dir.join(segment_file_name(self.base_offset, "index")),
+            &self.index.encode(),
         )?;
-        fs::write(
-            dir.join(segment_file_name(self.base_offset, "timeindex")),
-            self.time_index.encode(),
-        )?;
-        Ok(())
+        disk.write(
+            &dir.join(segment_file_name(self.base_offset, "timeindex")),
+            &self.time_index.encode(),
+        )
     }
 }
 

@@ -2,11 +2,9 @@
 //! io_uring, wait until every earlier write of the partition is complete, then
 //! for group commit when the flush policy says so.
 
-use std::fs;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use compio::io::AsyncWriteAtExt;
 
 use crate::protocol::batch::TimestampType;
 use crate::protocol::batch::{self, BatchHeader, ValidatedRecords, BATCH_HEADER_LEN};
@@ -152,17 +150,17 @@ impl PartitionLog {
                 .is_some_and(|s| s.base_offset >= high_watermark)
         {
             let segment = self.segments.pop().expect("checked");
-            segment.remove_files();
+            segment.remove_files(&self.disk);
         }
         let active = self
             .segments
             .last_mut()
             .expect("a log has at least one segment");
         let keep = active.readable_bytes;
-        let truncated = fs::OpenOptions::new()
-            .write(true)
-            .open(&active.log_path)
-            .and_then(|f| f.set_len(keep));
+        let truncated = self
+            .disk
+            .open_rw(&active.log_path)
+            .and_then(|f| self.disk.truncate(&f, keep));
         if let Err(error) = truncated {
             self.fail(format!("cannot roll back a failed write: {error}"));
             return;
@@ -259,14 +257,10 @@ pub async fn append(
             .map_or(log.next_offset, |w| w.end_offset);
         (log.rollbacks, end)
     };
-    let mut file: &compio::fs::File = &write.file;
-    let result = if write.body.is_empty() {
-        file.write_all_at(write.head, write.position).await.0
-    } else {
-        file.write_vectored_all_at([write.head, write.body], write.position)
-            .await
-            .0
-    };
+    let disk = log.borrow().disk.clone();
+    let result = disk
+        .write_at(&write.file, write.head, write.body, write.position)
+        .await;
     log.borrow_mut()
         .complete_write(write.id, result.as_ref().err());
     if let Err(error) = result {
@@ -300,12 +294,15 @@ pub async fn sync_log(
     commit: Rc<GroupCommit>,
     file: Rc<compio::fs::File>,
 ) -> Result<(), Rc<std::io::Error>> {
-    let dir = log.borrow().dir_sync.clone();
+    let (dir, path) = {
+        let log = log.borrow();
+        (log.dir_sync.clone(), log.dir.clone())
+    };
     let result = match &dir {
         None => commit.sync(file).await,
         Some(dir) => {
-            let (data, entries) =
-                futures_util::future::join(commit.sync(file), commit.sync_dir(dir.clone())).await;
+            let entries = commit.sync_dir(dir.clone(), path);
+            let (data, entries) = futures_util::future::join(commit.sync(file), entries).await;
             data.and(entries)
         }
     };

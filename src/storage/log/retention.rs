@@ -4,7 +4,6 @@
 use std::io;
 use std::rc::Rc;
 
-use crate::io::fs as durable;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::segment::Segment;
 
@@ -22,14 +21,14 @@ impl PartitionLog {
         if active.is_empty() || !(too_big || too_old) {
             return Ok(());
         }
-        active.write_index_files()?;
+        active.write_index_files(&self.disk)?;
         // The new segment's name is durable only once the directory is synced:
         // the next sync round does it, and appends wait for it (`dir_sync`).
         let dir = match &self.dir_sync {
             Some(dir) => dir.clone(),
-            None => Rc::new(durable::open_dir(&self.dir)?),
+            None => Rc::new(self.disk.open_dir(&self.dir)?),
         };
-        let segment = Segment::create(&self.dir, self.next_offset, now)?;
+        let segment = Segment::create(&self.disk, &self.dir, self.next_offset, now)?;
         self.segments.push(segment);
         self.dir_sync = Some(dir);
         Ok(())
@@ -50,7 +49,7 @@ impl PartitionLog {
         if target <= self.log_start_offset {
             return Ok(self.log_start_offset);
         }
-        write_log_start_checkpoint(&self.dir, target).map_err(|error| {
+        write_log_start_checkpoint(&self.disk, &self.dir, target).map_err(|error| {
             tracing::error!(topic = %self.topic, partition = self.partition, %error, "writing the log start checkpoint");
             ErrorCode::KafkaStorageError
         })?;
@@ -59,7 +58,7 @@ impl PartitionLog {
         while self.segments.len() > 1 && self.segments[1].base_offset <= target {
             let segment = self.segments.remove(0);
             // Readers holding the file keep it readable until they finish (Linux unlink semantics).
-            segment.remove_files();
+            segment.remove_files(&self.disk);
         }
         Ok(target)
     }
@@ -94,7 +93,7 @@ impl PartitionLog {
             let segment = self.segments.remove(0);
             total -= segment.reserved_bytes;
             // Readers holding the file keep it readable until they finish (Linux unlink semantics).
-            segment.remove_files();
+            segment.remove_files(&self.disk);
             removed += 1;
         }
         if removed > 0 {

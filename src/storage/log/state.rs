@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::io::chain::Chain;
-use crate::io::fs as durable;
+use crate::io::disk::Disk;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::clean_shutdown;
 use crate::storage::config::LogConfig;
@@ -53,6 +53,8 @@ pub struct PartitionLog {
     /// not known to be durable: appends to that segment are acknowledged only
     /// after a group-commit round has synced the directory too.
     pub(super) dir_sync: Option<Rc<compio::fs::File>>,
+    /// Where the log's file operations go.
+    pub(in crate::storage) disk: Disk,
     /// The log cleaner's progress (compacted topics).
     pub(in crate::storage) cleaner: CleanerState,
 }
@@ -130,8 +132,19 @@ impl PartitionLog {
         dir: PathBuf,
         config: LogConfig,
     ) -> Result<LogRef, OpenError> {
+        PartitionLog::open_private_on(&Disk::Real, topic, partition, dir, config)
+    }
+
+    /// [`PartitionLog::open_private`] on `disk` (a fault-injecting one in tests).
+    pub fn open_private_on(
+        disk: &Disk,
+        topic: &str,
+        partition: i32,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<LogRef, OpenError> {
         let shared = Arc::new(PartitionShared::default());
-        let log = PartitionLog::open(Arc::from(topic), partition, dir, config, shared)?;
+        let log = PartitionLog::open_on(disk, Arc::from(topic), partition, dir, config, shared)?;
         Ok(Rc::new(RefCell::new(log)))
     }
 
@@ -144,9 +157,23 @@ impl PartitionLog {
         config: LogConfig,
         shared: Arc<PartitionShared>,
     ) -> Result<PartitionLog, OpenError> {
+        PartitionLog::open_on(&Disk::Real, topic, partition, dir, config, shared)
+    }
+
+    /// [`PartitionLog::open`] on `disk`: every later file operation of the
+    /// log goes through it.
+    pub fn open_on(
+        disk: &Disk,
+        topic: Arc<str>,
+        partition: i32,
+        dir: PathBuf,
+        config: LogConfig,
+        shared: Arc<PartitionShared>,
+    ) -> Result<PartitionLog, OpenError> {
+        let disk = disk.clone();
         // A new partition's directory, durably: its entry in the data dir
         // must survive a crash as surely as the appends it will hold.
-        durable::create_dir_durably(&dir)?;
+        disk.create_dir_durably(&dir)?;
         let mut bases: Vec<i64> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()))
@@ -155,7 +182,7 @@ impl PartitionLog {
         let now = now_ms();
         let started = std::time::Instant::now();
         // Deleted (durably) before anything else: from here on a crash means a scanned start.
-        let marker = clean_shutdown::take(&dir)?;
+        let marker = clean_shutdown::take(&disk, &dir)?;
         let clean = match marker {
             None => Err("no clean-shutdown marker".to_string()),
             Some(bytes) => open_clean(&dir, &bases, &bytes, now),
@@ -173,7 +200,7 @@ impl PartitionLog {
                 (segments, producers)
             }
             Err(reason) => {
-                let (segments, producers) = scan_segments(&dir, &bases, &config, now)?;
+                let (segments, producers) = scan_segments(&disk, &dir, &bases, &config, now)?;
                 let bytes_scanned: u64 = segments.iter().map(|s| s.reserved_bytes).sum();
                 tracing::info!(
                     %topic,
@@ -188,8 +215,8 @@ impl PartitionLog {
             }
         };
         if segments.is_empty() {
-            segments.push(Segment::create(&dir, 0, now)?);
-            durable::sync_dir(&dir)?;
+            segments.push(Segment::create(&disk, &dir, 0, now)?);
+            disk.sync_dir(&dir)?;
         }
         let log_start_offset = read_log_start_checkpoint(&dir)
             .unwrap_or(segments[0].base_offset)
@@ -215,6 +242,7 @@ impl PartitionLog {
             unflushed_messages: 0,
             last_flush_ms: now,
             dir_sync: None,
+            disk,
             cleaner: CleanerState::default(),
         })
     }
@@ -290,7 +318,7 @@ impl PartitionLog {
         if let Some(reason) = blocker {
             tracing::info!(topic = %self.topic, partition = self.partition, %reason, "no clean-shutdown marker; the next start scans");
             if let Some(active) = self.segments.last() {
-                active.write_index_files()?;
+                active.write_index_files(&self.disk)?;
             }
             return Ok(());
         }
@@ -299,13 +327,13 @@ impl PartitionLog {
         let segments = self
             .segments
             .iter()
-            .map(Segment::prepare_clean_shutdown)
+            .map(|segment| segment.prepare_clean_shutdown(&self.disk))
             .collect::<io::Result<Vec<_>>>()?;
         let marker = clean_shutdown::CleanShutdown {
             segments,
             producers: std::mem::take(&mut self.producers),
         };
-        let written = clean_shutdown::write(&self.dir, &marker);
+        let written = clean_shutdown::write(&self.disk, &self.dir, &marker);
         self.producers = marker.producers;
         written
     }
@@ -315,7 +343,7 @@ impl PartitionLog {
         // Refuse further use: in-flight requests that still hold the log get
         // KAFKA_STORAGE_ERROR rather than writing into a deleted directory.
         self.failure = Some("partition deleted".to_string());
-        fs::remove_dir_all(&self.dir)
+        self.disk.remove_dir_all(&self.dir)
     }
 
     pub fn producer_count(&self) -> usize {
@@ -326,6 +354,7 @@ impl PartitionLog {
 /// Opens every segment with the full scan (lengths, magic, CRC32C; torn tail
 /// of the active segment truncated), rebuilding indexes and producer state.
 pub(super) fn scan_segments(
+    disk: &Disk,
     dir: &Path,
     bases: &[i64],
     config: &LogConfig,
@@ -337,6 +366,7 @@ pub(super) fn scan_segments(
         let is_active = i + 1 == bases.len();
         let path = dir.join(crate::storage::segment::segment_file_name(base, "log"));
         let segment = Segment::open(
+            disk,
             &path,
             base,
             is_active,
@@ -399,8 +429,8 @@ pub(super) struct InFlightWrite {
 const LOG_START_CHECKPOINT: &str = "log-start-offset";
 
 /// Writes the checkpoint durably (temp file, fsync, rename, directory fsync).
-pub(super) fn write_log_start_checkpoint(dir: &Path, offset: i64) -> io::Result<()> {
-    durable::write_durably(
+pub(super) fn write_log_start_checkpoint(disk: &Disk, dir: &Path, offset: i64) -> io::Result<()> {
+    disk.write_durably(
         &dir.join(LOG_START_CHECKPOINT),
         offset.to_string().as_bytes(),
     )
