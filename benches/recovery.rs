@@ -22,12 +22,12 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sluice::metadata::PartitionShared;
 use sluice::protocol::batch::set_base_offset;
 use sluice::storage::clean_shutdown::{CleanShutdown, MARKER_FILE};
 use sluice::storage::config::LogConfig;
 use sluice::storage::log::PartitionLog;
 use sluice::storage::segment::{segment_file_name, Segment};
+use sluice::storage::shared::PartitionShared;
 
 /// Writes a segment of about `mib` MiB of valid batches with consecutive offsets.
 fn build_segment(dir: &std::path::Path, mib: usize) -> u64 {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::metadata::records::{MetadataRecord, PRODUCER_ID_BLOCK};
 use crate::metadata::topic_config::{deprecation_note, TopicConfig};
 use crate::metadata::{
-    is_internal_topic, validate_topic_name, PartitionShared, TopicMeta, METADATA_LOG_DIR,
+    is_internal_topic, validate_topic_name, PartitionState, TopicMeta, METADATA_LOG_DIR,
     PARTITIONS_PER_TOPIC_MAX,
 };
 use crate::node::Node;
@@ -217,8 +217,8 @@ impl Controller {
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<TopicMeta>, ApiError> {
         let topic_config = self.check_create(name, partitions, &configs)?;
-        let shared: Vec<Arc<PartitionShared>> = (0..partitions)
-            .map(|_| Arc::new(PartitionShared::default()))
+        let shared: Vec<Arc<PartitionState>> = (0..partitions)
+            .map(|_| Arc::new(PartitionState::default()))
             .collect();
         Ok(Arc::new(TopicMeta {
             name: Arc::from(name),
@@ -238,7 +238,7 @@ impl Controller {
             configs: topic.overrides.clone(),
         };
         self.persist(&record).await?;
-        // Publish the very TopicMeta whose PartitionShared the logs were opened with.
+        // Publish the very TopicMeta whose PartitionState the logs were opened with.
         let image = self.node.image().with_topic(topic.clone());
         self.node.metadata.store(Arc::new(image));
         tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "topic created");
@@ -314,7 +314,7 @@ impl Controller {
         }
         self.check_descriptors(additional)?;
         let mut shared = old.partitions.clone();
-        shared.extend((old.partition_count()..count).map(|_| Arc::new(PartitionShared::default())));
+        shared.extend((old.partition_count()..count).map(|_| Arc::new(PartitionState::default())));
         let topic = Arc::new(TopicMeta {
             name: old.name.clone(),
             id: old.id,

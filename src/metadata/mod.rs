@@ -7,8 +7,9 @@
 //! as a record to the internal metadata log (`__sluice_metadata-0`, kept by the
 //! storage engine like any partition), and then publishes a new image.
 //!
-//! Each partition has a [`PartitionShared`]: the few facts about it that other
-//! shards need without asking its owner (watermarks, "new data" notifications).
+//! Each partition has a [`PartitionState`]: the few facts about it that other
+//! shards need without asking its owner (watermarks, leader epoch, "new data"
+//! notifications).
 
 pub mod controller;
 pub mod records;
@@ -50,7 +51,7 @@ pub fn is_internal_topic(name: &str) -> bool {
     KAFKA_INTERNAL_TOPICS.contains(&name)
 }
 
-pub use crate::storage::shared::PartitionShared;
+pub use crate::partition::state::PartitionState;
 
 /// One topic as the metadata image knows it.
 #[derive(Debug)]
@@ -58,7 +59,7 @@ pub struct TopicMeta {
     pub name: Arc<str>,
     pub id: Uuid,
     /// Indexed by partition number.
-    pub partitions: Vec<Arc<PartitionShared>>,
+    pub partitions: Vec<Arc<PartitionState>>,
     /// Topic-level config overrides as the user gave them.
     pub overrides: BTreeMap<String, String>,
     /// Effective config: broker defaults overlaid by `overrides`.
@@ -69,7 +70,7 @@ impl TopicMeta {
     pub fn partition_count(&self) -> i32 {
         self.partitions.len() as i32
     }
-    pub fn partition(&self, index: i32) -> Option<&Arc<PartitionShared>> {
+    pub fn partition(&self, index: i32) -> Option<&Arc<PartitionState>> {
         usize::try_from(index)
             .ok()
             .and_then(|i| self.partitions.get(i))

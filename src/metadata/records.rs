@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::metadata::{MetadataImage, PartitionShared, TopicMeta, METADATA_LOG_DIR};
+use crate::metadata::{MetadataImage, PartitionState, TopicMeta, METADATA_LOG_DIR};
 use crate::protocol::encode;
 use crate::storage::replay;
 
@@ -81,7 +81,7 @@ impl MetadataRecord {
                     name: Arc::from(name.as_str()),
                     id,
                     partitions: (0..partitions)
-                        .map(|_| Arc::new(PartitionShared::default()))
+                        .map(|_| Arc::new(PartitionState::default()))
                         .collect(),
                     overrides: configs,
                     config: topic_config,
@@ -99,7 +99,7 @@ impl MetadataRecord {
                     .ok_or_else(|| format!("unknown topic {name}"))?;
                 let mut shared = old.partitions.clone();
                 while (shared.len() as i32) < partitions {
-                    shared.push(Arc::new(PartitionShared::default()));
+                    shared.push(Arc::new(PartitionState::default()));
                 }
                 let topic = TopicMeta {
                     name: old.name.clone(),

@@ -16,10 +16,10 @@ use crate::io::send::PipePool;
 use crate::metadata::controller::Controller;
 use crate::metrics::ShardMetrics;
 use crate::node::Node;
+use crate::partition::local::Partition;
 use crate::runtime::budget::ByteBudget;
 use crate::runtime::queue::{self, CallError};
 use crate::storage::commit::GroupCommit;
-use crate::storage::log::LogRef;
 
 /// With `--fetch-zero-copy auto`, a range of partition data of at least this
 /// size is spliced from the file; smaller ranges are copied (a few kilobytes
@@ -54,8 +54,8 @@ pub struct Shard {
     pub node: Arc<Node>,
     /// Every shard's queue, this one's included.
     pub peers: Peers,
-    /// The logs of the partitions this shard owns.
-    pub logs: RefCell<HashMap<PartitionKey, LogRef>>,
+    /// The partitions this shard owns.
+    pub partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     /// Group commit for every log of this shard.
     pub commit: Rc<GroupCommit>,
     /// The metadata controller; only on shard 0.
@@ -107,7 +107,7 @@ impl Shard {
             id,
             peers,
             node,
-            logs: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::new()),
             commit: Rc::new(commit),
             controller: RefCell::new(None),
             groups: RefCell::new(None),
@@ -144,8 +144,8 @@ impl Shard {
         self.node.shard_count
     }
 
-    pub fn log(&self, key: &PartitionKey) -> Option<LogRef> {
-        self.logs.borrow().get(key).cloned()
+    pub fn partition(&self, key: &PartitionKey) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(key).cloned()
     }
 
     pub fn groups(&self) -> Rc<GroupCoordinator> {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::metadata::controller::ApiError;
 use crate::metadata::TopicMeta;
 use crate::node::shard::Shard;
+use crate::partition::local::Partition;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::log::PartitionLog;
 
@@ -43,9 +44,9 @@ pub async fn delete_topic(shard: &Rc<Shard>, topic: Arc<TopicMeta>) -> Result<()
         let owner = shard.node.shard_for(&topic.name, partition);
         let id = topic.id;
         shard.run_on(owner, move |shard| async move {
-            let log = shard.logs.borrow_mut().remove(&(id, partition));
-            if let Some(log) = log {
-                if let Err(error) = log.borrow_mut().delete_files() {
+            let removed = shard.partitions.borrow_mut().remove(&(id, partition));
+            if let Some(removed) = removed {
+                if let Err(error) = removed.log().borrow_mut().delete_files() {
                     tracing::warn!(%error, partition, "removing the files of a deleted partition");
                 }
             }
@@ -94,8 +95,8 @@ pub async fn set_topic_configs(
         let id = topic.id;
         let config = config.log_config();
         shard.run_on(owner, move |shard| async move {
-            if let Some(log) = shard.log(&(id, partition)) {
-                log.borrow_mut().set_config(config);
+            if let Some(local) = shard.partition(&(id, partition)) {
+                local.log().borrow_mut().set_config(config);
             }
         })
     });
@@ -115,19 +116,20 @@ async fn open_partitions(
         let name = topic.name.clone();
         let id = topic.id;
         let config = topic.config.log_config();
-        let shared = topic.partitions[partition as usize].clone();
+        let state = topic.partitions[partition as usize].clone();
         let dir = PartitionLog::dir_for(&data_dir, &name, partition);
         shard.run_on(owner, move |shard| async move {
             // A leftover directory (a topic of this name deleted before a crash) is not this topic's data.
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
             }
-            let log = PartitionLog::open(name, partition, dir, config, shared)
+            let log = PartitionLog::open(name.clone(), partition, dir, config, state.log_state())
                 .map_err(|e| e.to_string())?;
+            let local = Partition::new(name, partition, state, Rc::new(RefCell::new(log)));
             shard
-                .logs
+                .partitions
                 .borrow_mut()
-                .insert((id, partition), Rc::new(RefCell::new(log)));
+                .insert((id, partition), Rc::new(local));
             Ok::<(), String>(())
         })
     });

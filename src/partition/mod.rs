@@ -1,175 +1,20 @@
-//! The partition layer: the per-shard life of partition logs, between the
-//! handlers and the storage engine. This shard opens the logs it owns at
-//! start, runs their background work (retention, periodic flush, log
-//! cleaning) and closes them at shutdown. The next steps (issue 13) give each
-//! partition its Kafka state here (high watermark, leader epoch, later the
-//! last stable offset and replicas), so that handlers talk to a partition,
-//! not to a `PartitionLog`.
+//! The partition layer, between the handlers and the storage engine.
+//!
+//! - `state.rs`: what every shard may read of a partition's Kafka state (the
+//!   log's watermarks, the leader epoch; later the last stable offset and
+//!   the ISR), held in the metadata image.
+//! - `local.rs`: a partition on the shard that owns it (its log and its
+//!   state); the handlers' Produce, Fetch, ListOffsets and DeleteRecords go
+//!   through it.
+//! - `housekeeping.rs`: the per-shard life of the partitions: opened at start,
+//!   retention, periodic flushes and log cleaning in the background, closed
+//!   at shutdown; and their figures for `/metrics`.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::time::Duration;
+pub mod housekeeping;
+pub mod local;
+pub mod state;
 
-use crate::metrics::PartitionSample;
-use crate::node::shard::Shard;
-use crate::storage::cleaner::{clean, CleanerLimits};
-use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
-
-/// Opens every partition log this shard owns, according to the metadata image.
-/// A partition whose log cannot be opened (corruption) is reported and taken
-/// offline; the others still open.
-pub fn open_owned_logs(shard: &Rc<Shard>) -> Result<(), String> {
-    let image = shard.node.image();
-    let data_dir = &shard.node.config.data_dir;
-    let mut opened = 0usize;
-    for topic in image.topics.values() {
-        for (partition, shared) in topic.partitions.iter().enumerate() {
-            let partition = partition as i32;
-            if shard.node.shard_for(&topic.name, partition) != shard.id {
-                continue;
-            }
-            let dir = PartitionLog::dir_for(data_dir, &topic.name, partition);
-            match PartitionLog::open(
-                topic.name.clone(),
-                partition,
-                dir,
-                topic.config.log_config(),
-                shared.clone(),
-            ) {
-                Ok(log) => {
-                    shard
-                        .logs
-                        .borrow_mut()
-                        .insert((topic.id, partition), Rc::new(RefCell::new(log)));
-                    opened += 1;
-                }
-                Err(error) => {
-                    tracing::error!(topic = %topic.name, partition, %error, "cannot open partition log; partition is offline");
-                    shared.set_offline();
-                }
-            }
-        }
-    }
-    tracing::debug!(
-        shard = shard.id,
-        partitions = opened,
-        "partition logs opened"
-    );
-    Ok(())
-}
-
-/// Runs retention over this shard's logs every `interval` until shutdown.
-pub fn start_retention(shard: &Rc<Shard>, interval: std::time::Duration) {
-    let shard = shard.clone();
-    compio::runtime::spawn(async move {
-        while !shard.node.shutdown.is_triggered() {
-            compio::time::sleep(interval).await;
-            let now = log::now_ms();
-            let logs: Vec<_> = shard.logs.borrow().values().cloned().collect();
-            for log in logs {
-                log.borrow_mut().apply_retention(now);
-            }
-        }
-    })
-    .detach();
-}
-
-/// How often the `flush.ms` policy is checked; the finest useful flush interval.
-const PERIODIC_FLUSH_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Syncs logs whose `flush.ms` has passed since their last sync, until shutdown.
-pub fn start_periodic_flush(shard: &Rc<Shard>) {
-    let shard = shard.clone();
-    compio::runtime::spawn(async move {
-        while !shard.node.shutdown.is_triggered() {
-            compio::time::sleep(PERIODIC_FLUSH_CHECK).await;
-            let now = log::now_ms();
-            let due: Vec<_> = shard
-                .logs
-                .borrow()
-                .values()
-                .filter_map(|l| {
-                    let file = l.borrow_mut().take_periodic_flush(now)?;
-                    Some((l.clone(), file))
-                })
-                .collect();
-            for (log, file) in due {
-                if let Err(error) = log::sync_log(log, shard.commit.clone(), file).await {
-                    tracing::error!(%error, "periodic flush failed");
-                }
-            }
-        }
-    })
-    .detach();
-}
-
-/// Closes every log of this shard (clean shutdown): index files, syncs, and
-/// the clean-shutdown marker that lets the next start skip the scan.
-pub fn close_owned_logs(shard: &Rc<Shard>) {
-    for log in shard.logs.borrow().values() {
-        let mut log = log.borrow_mut();
-        if let Err(error) = log.close() {
-            tracing::warn!(topic = %log.topic, partition = log.partition, %error, "closing log");
-        }
-    }
-}
-
-/// Runs the cleaner over this shard's compacted logs, and its offsets logs,
-/// every `interval` until shutdown.
-pub fn start_cleaner(shard: &Rc<Shard>, interval: Duration) {
-    let shard = shard.clone();
-    compio::runtime::spawn(async move {
-        while !shard.node.shutdown.is_triggered() {
-            compio::time::sleep(interval).await;
-            let mut logs: Vec<LogRef> = shard
-                .logs
-                .borrow()
-                .values()
-                .filter(|log| log.borrow().config().cleanup_policy.compact)
-                .cloned()
-                .collect();
-            if let Some(groups) = shard.groups.borrow().as_ref() {
-                logs.extend(groups.offsets.logs());
-            }
-            for log in logs {
-                if shard.node.shutdown.is_triggered() {
-                    break;
-                }
-                match clean(&log, now_ms(), CleanerLimits::default()).await {
-                    Ok(Some(stats)) => {
-                        let log = log.borrow();
-                        tracing::debug!(topic = %log.topic, partition = log.partition, ?stats, "log cleaned");
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        let log = log.borrow();
-                        tracing::warn!(topic = %log.topic, partition = log.partition, %error, "log cleaning failed");
-                    }
-                }
-            }
-        }
-    })
-    .detach();
-}
-
-/// This shard's partitions as `/metrics` shows them.
-pub fn samples(shard: &Shard) -> Vec<PartitionSample> {
-    let image = shard.node.image();
-    let logs = shard.logs.borrow();
-    let mut samples = Vec::with_capacity(logs.len());
-    for ((topic_id, partition), log) in logs.iter() {
-        let Some(topic) = image.topic_by_id(topic_id) else {
-            continue;
-        };
-        let log = log.borrow();
-        samples.push(PartitionSample {
-            topic: topic.name.to_string(),
-            partition: *partition,
-            log_start_offset: log.log_start_offset(),
-            log_end_offset: log.high_watermark(),
-            size_bytes: log.size_bytes(),
-            segments: log.segment_count(),
-        });
-    }
-    samples
-}
+pub use housekeeping::{
+    close_owned_logs, open_owned_logs, samples, start_cleaner, start_periodic_flush,
+    start_retention,
+};

@@ -44,8 +44,8 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
             let owner = shard.node.shard_for(&meta.name, p.partition_index);
             let outcome = shard
                 .run_on(owner, move |owner| async move {
-                    match owner.log(&key) {
-                        Some(log) => log.borrow_mut().delete_records_before(offset),
+                    match owner.partition(&key) {
+                        Some(partition) => partition.delete_records_before(offset),
                         None => Err(ErrorCode::UnknownTopicOrPartition),
                     }
                 })

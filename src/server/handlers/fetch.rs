@@ -24,7 +24,7 @@ use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::fetch_response::{FetchResponse, PartitionResponse, TopicResponse};
 use crate::server::fetch_sessions::{FetchSession, SessionPartition, Wanted};
-use crate::storage::log::{self, ReadError};
+use crate::storage::log::ReadError;
 
 /// Upper bound on a long-poll, whatever the client asks.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
@@ -381,17 +381,12 @@ async fn read_one(
     limit: usize,
     first_may_exceed: bool,
 ) -> PartitionResult {
-    let Some(log) = owner.log(&key) else {
+    let Some(partition) = owner.partition(&key) else {
         return error_result(ErrorCode::UnknownTopicOrPartition);
     };
-    match log::read(
-        &log,
-        offset,
-        limit,
-        first_may_exceed,
-        owner.zero_copy_min_bytes,
-    )
-    .await
+    match partition
+        .read(offset, limit, first_may_exceed, owner.zero_copy_min_bytes)
+        .await
     {
         Ok(read) => PartitionResult {
             error: None,

@@ -9,12 +9,6 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
-use crate::storage::log;
-
-const LATEST: i64 = -1;
-const EARLIEST: i64 = -2;
-const MAX_TIMESTAMP: i64 = -3;
-const EARLIEST_LOCAL: i64 = -4;
 
 pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let shard = &ctx.conn.shard;
@@ -48,17 +42,21 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                 let owner = shard.node.shard_for(&meta.name, p.partition_index);
                 let outcome = shard
                     .run_on(owner, move |owner| async move {
-                        let Some(log) = owner.log(&key) else {
+                        let Some(partition) = owner.partition(&key) else {
                             return Err(ErrorCode::UnknownTopicOrPartition);
                         };
-                        lookup(&log, timestamp).await
+                        let epoch = partition.leader_epoch();
+                        partition
+                            .offset_for(timestamp)
+                            .await
+                            .map(|(o, t)| (o, t, epoch))
                     })
                     .await;
                 match outcome {
-                    Ok((offset, timestamp)) => {
+                    Ok((offset, timestamp, epoch)) => {
                         let response = response.with_offset(offset).with_timestamp(timestamp);
                         if version >= 4 {
-                            response.with_leader_epoch(0)
+                            response.with_leader_epoch(epoch)
                         } else {
                             response
                         }
@@ -78,27 +76,4 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
-}
-
-/// (offset, timestamp) for one partition; runs on the owning shard.
-async fn lookup(log_ref: &log::LogRef, timestamp: i64) -> Result<(i64, i64), ErrorCode> {
-    let (start, end, max) = {
-        let log = log_ref.borrow();
-        (
-            log.log_start_offset(),
-            log.high_watermark(),
-            log.max_timestamp(),
-        )
-    };
-    match timestamp {
-        LATEST => Ok((end, -1)),
-        EARLIEST | EARLIEST_LOCAL => Ok((start, -1)),
-        MAX_TIMESTAMP => Ok(if max.1 >= 0 { (max.1, max.0) } else { (-1, -1) }),
-        t if t >= 0 => match log::offset_for_timestamp(log_ref, t).await {
-            Ok(Some((offset, ts))) => Ok((offset.max(start), ts)),
-            Ok(None) => Ok((-1, -1)),
-            Err(_) => Err(ErrorCode::KafkaStorageError),
-        },
-        _ => Err(ErrorCode::InvalidRequest),
-    }
 }

@@ -172,7 +172,7 @@ pub(crate) fn describe_topic(
                 partition.offline_replicas = vec![node_id];
             }
             if version >= 7 {
-                partition.leader_epoch = 0;
+                partition.leader_epoch = shared.leader_epoch();
             }
             partition
         })

@@ -199,10 +199,11 @@ async fn append_partition(
     let owner = shard.node.shard_for(&topic.name, index);
     shard
         .run_on(owner, move |owner| async move {
-            let Some(log) = owner.log(&key) else {
+            let Some(partition) = owner.partition(&key) else {
                 return Err(Refusal::from(ErrorCode::UnknownTopicOrPartition));
             };
-            log::append(&log, &owner.commit, records, &validated, wants_ack)
+            partition
+                .append(&owner.commit, records, &validated, wants_ack)
                 .await
                 .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
         })

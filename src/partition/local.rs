@@ -1,0 +1,115 @@
+//! A partition on the shard that owns it: its log and its Kafka state. The
+//! handlers talk to this, not to the storage engine's `PartitionLog`, so that
+//! the rules transactions and replication add (the last stable offset,
+//! leader epochs, the ISR) have one place to go.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::partition::state::PartitionState;
+use crate::protocol::batch::ValidatedRecords;
+use crate::protocol::errors::ErrorCode;
+use crate::storage::commit::GroupCommit;
+use crate::storage::log::{self, AppendError, AppendOutcome, LogRef, ReadError, ReadOutcome};
+
+/// A partition this shard owns. Lives on that shard only.
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: i32,
+    /// What other shards read of it (also in the metadata image).
+    state: Arc<PartitionState>,
+    log: LogRef,
+}
+
+impl Partition {
+    pub fn new(topic: Arc<str>, index: i32, state: Arc<PartitionState>, log: LogRef) -> Partition {
+        Partition {
+            topic,
+            index,
+            state,
+            log,
+        }
+    }
+
+    /// The storage engine's log (for this layer's own housekeeping: retention,
+    /// flushes, cleaning, closing).
+    pub fn log(&self) -> &LogRef {
+        &self.log
+    }
+
+    pub fn state(&self) -> &Arc<PartitionState> {
+        &self.state
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.state.leader_epoch()
+    }
+
+    /// Produce: appends one validated batch, durably when the topic's flush
+    /// policy says so and `wants_ack`.
+    pub async fn append(
+        &self,
+        commit: &std::rc::Rc<GroupCommit>,
+        records: Bytes,
+        validated: &ValidatedRecords,
+        wants_ack: bool,
+    ) -> Result<AppendOutcome, AppendError> {
+        log::append(&self.log, commit, records, validated, wants_ack).await
+    }
+
+    /// Fetch: whole batches from `offset`, at most `max_bytes` unless the
+    /// first batch is larger and `first_may_exceed`.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        first_may_exceed: bool,
+        zero_copy_min_bytes: Option<usize>,
+    ) -> Result<ReadOutcome, ReadError> {
+        log::read(
+            &self.log,
+            offset,
+            max_bytes,
+            first_may_exceed,
+            zero_copy_min_bytes,
+        )
+        .await
+    }
+
+    /// ListOffsets: (offset, timestamp) for `timestamp`, which is a time in
+    /// ms (the first offset at or after it) or one of Kafka's specs: -1
+    /// latest, -2 earliest, -4 earliest local, -3 the offset of the largest
+    /// timestamp (KIP-734).
+    pub async fn offset_for(&self, timestamp: i64) -> Result<(i64, i64), ErrorCode> {
+        const LATEST: i64 = -1;
+        const EARLIEST: i64 = -2;
+        const MAX_TIMESTAMP: i64 = -3;
+        const EARLIEST_LOCAL: i64 = -4;
+        let (start, end, max) = {
+            let log = self.log.borrow();
+            (
+                log.log_start_offset(),
+                self.state.high_watermark(),
+                log.max_timestamp(),
+            )
+        };
+        match timestamp {
+            LATEST => Ok((end, -1)),
+            EARLIEST | EARLIEST_LOCAL => Ok((start, -1)),
+            MAX_TIMESTAMP => Ok(if max.1 >= 0 { (max.1, max.0) } else { (-1, -1) }),
+            t if t >= 0 => match log::offset_for_timestamp(&self.log, t).await {
+                Ok(Some((offset, ts))) => Ok((offset.max(start), ts)),
+                Ok(None) => Ok((-1, -1)),
+                Err(_) => Err(ErrorCode::KafkaStorageError),
+            },
+            _ => Err(ErrorCode::InvalidRequest),
+        }
+    }
+
+    /// DeleteRecords: moves the log start to `offset` (-1: the high
+    /// watermark); the new log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, ErrorCode> {
+        self.log.borrow_mut().delete_records_before(offset)
+    }
+}
