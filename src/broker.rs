@@ -6,7 +6,6 @@ use std::fs;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -79,7 +78,8 @@ pub enum StartError {
 /// Holds an exclusive `flock` on `<data-dir>/.lock` for the broker's lifetime, so
 /// that a second broker on the same data dir is refused.
 struct DataDirLock {
-    _file: fs::File,
+    /// Unlocked (and closed) when dropped.
+    _lock: nix::fcntl::Flock<fs::File>,
 }
 
 impl DataDirLock {
@@ -94,13 +94,10 @@ impl DataDirLock {
                 path: path.clone(),
                 source,
             })?;
-        let fd = file.as_raw_fd();
-        // SAFETY: `fd` is a valid descriptor owned by `file`, alive for this call.
-        let rc = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(StartError::Locked(data_dir.to_path_buf()));
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(DataDirLock { _lock: lock }),
+            Err(_) => Err(StartError::Locked(data_dir.to_path_buf())),
         }
-        Ok(DataDirLock { _file: file })
     }
 }
 

@@ -43,13 +43,12 @@ impl SplicePipe {
     async fn new() -> io::Result<SplicePipe> {
         let (rx, tx) = pipe::anonymous().await?;
         let fd = tx.as_raw_fd();
-        // SAFETY: F_SETPIPE_SZ/F_GETPIPE_SZ on a pipe descriptor we own; no memory is passed.
-        let capacity = unsafe {
-            libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int);
-            libc::fcntl(fd, libc::F_GETPIPE_SZ)
-        };
+        use nix::fcntl::{fcntl, FcntlArg};
+        // The kernel may grant less than asked (pipe-max-size); what it granted counts.
+        let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as libc::c_int));
+        let capacity = fcntl(fd, FcntlArg::F_GETPIPE_SZ).map_err(io::Error::from)?;
         if capacity <= 0 {
-            return Err(io::Error::last_os_error());
+            return Err(io::Error::other("pipe has no capacity"));
         }
         Ok(SplicePipe {
             rx,

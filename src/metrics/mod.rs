@@ -141,8 +141,7 @@ impl ShardMetrics {
 
     /// Records the calling thread as this shard's.
     pub fn set_current_thread(&self) {
-        // SAFETY: gettid has no arguments and cannot fail.
-        let tid = unsafe { libc::gettid() };
+        let tid = nix::unistd::gettid().as_raw();
         self.thread_id.store(i64::from(tid), Ordering::Relaxed);
     }
 }

@@ -272,8 +272,7 @@ fn thread_cpu_seconds(tid: i64) -> Option<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no memory effects.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
     (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
 }
 
@@ -283,8 +282,7 @@ mod tests {
 
     #[test]
     fn this_threads_cpu_time_is_readable() {
-        // SAFETY: gettid has no arguments and cannot fail.
-        let tid = unsafe { libc::gettid() };
+        let tid = nix::unistd::gettid().as_raw();
         let mut x = 0u64;
         for i in 0..20_000_000u64 {
             x = x.wrapping_mul(31).wrapping_add(i);

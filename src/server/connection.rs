@@ -142,11 +142,9 @@ impl Connection {
         // Wake a read loop waiting for a slot or for budget: it must see `closing`.
         self.fetch_done.notify(usize::MAX);
         self.in_flight_bytes.wake_all();
-        // SAFETY: the descriptor belongs to `self.stream`, which outlives this call;
-        // shutdown(2) does not close or invalidate it.
-        unsafe {
-            libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR);
-        }
+        // shutdown(2) does not close the descriptor, which `self.stream` owns.
+        let _ =
+            nix::sys::socket::shutdown(self.stream.as_raw_fd(), nix::sys::socket::Shutdown::Both);
     }
 
     /// Waits until no Fetch of this connection is being handled, then claims the slot.
