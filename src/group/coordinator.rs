@@ -16,10 +16,10 @@ use futures_channel::oneshot;
 
 use crate::group::offsets::{CommittedOffset, OffsetStore};
 use crate::group::state::{Group, GroupConfig, GroupState, Output, RequestId};
+use crate::io::clock::now_ms;
 use crate::node::Node;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::commit::GroupCommit;
-use crate::storage::log::now_ms;
 
 /// How often group timers (session expiry, rebalance deadlines) are checked. A
 /// member is therefore removed at most this much after its session timeout.

@@ -17,12 +17,13 @@ use bytes::Bytes;
 use kafka_protocol::records::Compression;
 use serde::{Deserialize, Serialize};
 
+use crate::io::clock::now_ms;
 use crate::protocol::batch::validate_records;
 use crate::protocol::encode;
 use crate::runtime::shard_for_partition;
 use crate::storage::commit::GroupCommit;
 use crate::storage::config::{CleanupPolicy, LogConfig};
-use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
+use crate::storage::log::{self, LogRef, PartitionLog};
 use crate::storage::replay;
 
 /// Name (and directory prefix) of the internal offsets log.

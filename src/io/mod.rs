@@ -3,6 +3,7 @@
 //!
 //! - `chain.rs`: a chain of bytes to send, some in memory, some still in
 //!   segment files (file slices that keep their file open).
+//! - `clock.rs`: the wall clock, from one place, which tests can move.
 //! - `disk.rs`: the storage engine's file operations behind one seam, with a
 //!   twin for tests that injects faults and takes crash images.
 //! - `fs.rs`: durable file-system operations (durable replace, directory
@@ -13,6 +14,7 @@
 
 pub mod aligned;
 pub mod chain;
+pub mod clock;
 pub mod disk;
 pub mod fs;
 pub mod send;

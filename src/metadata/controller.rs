@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::io::clock::now_ms;
 use crate::metadata::records::{MetadataRecord, PRODUCER_ID_BLOCK};
 use crate::metadata::topic_config::{deprecation_note, TopicConfig};
 use crate::metadata::{
@@ -28,7 +29,7 @@ use crate::protocol::batch::validate_records;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::commit::GroupCommit;
 use crate::storage::config::LogConfig;
-use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
+use crate::storage::log::{self, LogRef, PartitionLog};
 
 /// An error to report to the client: a Kafka error code and a message.
 #[derive(Debug, Clone)]

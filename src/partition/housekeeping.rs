@@ -5,11 +5,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::io::clock::now_ms;
 use crate::metrics::PartitionSample;
 use crate::node::shard::Shard;
 use crate::partition::local::Partition;
 use crate::storage::cleaner::{clean, CleanerLimits};
-use crate::storage::log::{self, now_ms, LogRef, PartitionLog};
+use crate::storage::log::{self, LogRef, PartitionLog};
 
 /// Opens every partition log this shard owns, according to the metadata image.
 /// A partition whose log cannot be opened (corruption) is reported and taken
@@ -62,7 +63,7 @@ pub fn start_retention(shard: &Rc<Shard>, interval: std::time::Duration) {
     compio::runtime::spawn(async move {
         while !shard.node.shutdown.is_triggered() {
             compio::time::sleep(interval).await;
-            let now = log::now_ms();
+            let now = now_ms();
             let logs: Vec<LogRef> = shard
                 .partitions
                 .borrow()
@@ -86,7 +87,7 @@ pub fn start_periodic_flush(shard: &Rc<Shard>) {
     compio::runtime::spawn(async move {
         while !shard.node.shutdown.is_triggered() {
             compio::time::sleep(PERIODIC_FLUSH_CHECK).await;
-            let now = log::now_ms();
+            let now = now_ms();
             let due: Vec<_> = shard
                 .partitions
                 .borrow()

@@ -856,8 +856,8 @@ fn filter_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::clock::now_ms;
     use crate::storage::config::{CleanupPolicy, LogConfig};
-    use crate::storage::log::now_ms;
     use std::rc::Rc;
 
     use crate::protocol::batch::{validate_records, BatchIter};

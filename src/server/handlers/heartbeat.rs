@@ -2,10 +2,10 @@
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
+use crate::io::clock::now_ms;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator};
-use crate::storage::log::now_ms;
 
 pub async fn handle(ctx: &RequestContext, request: HeartbeatRequest) -> HeartbeatResponse {
     let group_id = request.group_id.0.to_string();

@@ -5,10 +5,10 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use crate::group::state::{JoinRequest, Output};
+use crate::io::clock::now_ms;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator, str_bytes};
-use crate::storage::log::now_ms;
 
 pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGroupResponse {
     let version = ctx.api_version;

@@ -4,10 +4,10 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use crate::group::state::LeaveMember;
+use crate::io::clock::now_ms;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator, str_bytes};
-use crate::storage::log::now_ms;
 
 pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGroupResponse {
     let version = ctx.api_version;

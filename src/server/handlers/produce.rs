@@ -16,6 +16,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::io::clock::now_ms;
 use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{is_internal_topic, TopicMeta};
 use crate::node::shard::Shard;
@@ -162,7 +163,7 @@ async fn append_partition(
     // the first record's, which producers make the smallest); the records
     // are looked at one by one only on a compacted topic, or when that range
     // is out of bounds, to name the records at fault.
-    let now = log::now_ms();
+    let now = now_ms();
     let header_check =
         config.check_timestamps(validated.first.base_timestamp, validated.max_timestamp, now);
     let claims_log_append_time = config.message_timestamp_type == TimestampType::CreateTime

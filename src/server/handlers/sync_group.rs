@@ -3,10 +3,10 @@
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use crate::group::state::{Output, SyncRequest};
+use crate::io::clock::now_ms;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator, str_bytes};
-use crate::storage::log::now_ms;
 
 pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGroupResponse {
     let version = ctx.api_version;

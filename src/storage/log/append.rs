@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::io::clock::now_ms;
 use crate::protocol::batch::TimestampType;
 use crate::protocol::batch::{self, BatchHeader, ValidatedRecords, BATCH_HEADER_LEN};
 use crate::storage::commit::GroupCommit;

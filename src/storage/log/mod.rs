@@ -20,5 +20,5 @@ mod tests;
 pub use append::{append, sync_log};
 pub use read::{offset_for_timestamp, read};
 pub use state::{
-    now_ms, AppendError, AppendOutcome, CleanerState, LogRef, PartitionLog, ReadError, ReadOutcome,
+    AppendError, AppendOutcome, CleanerState, LogRef, PartitionLog, ReadError, ReadOutcome,
 };

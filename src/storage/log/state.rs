@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::io::chain::Chain;
+use crate::io::clock::now_ms;
 use crate::io::disk::Disk;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::clean_shutdown;
@@ -109,13 +110,6 @@ pub enum ReadError {
     },
     #[error("storage error: {0}")]
     Storage(String),
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl PartitionLog {

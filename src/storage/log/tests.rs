@@ -1,4 +1,5 @@
 use super::*;
+use crate::io::clock::now_ms;
 use std::fs;
 use std::path::Path;
 use std::rc::Rc;
