@@ -118,10 +118,15 @@ pub struct Cli {
     /// flush.ms, index.interval.bytes, max.message.bytes, message.timestamp.after.max.ms,
     /// message.timestamp.before.max.ms, message.timestamp.type,
     /// min.cleanable.dirty.ratio, min.compaction.lag.ms, min.insync.replicas,
-    /// retention.bytes, retention.ms, segment.bytes, segment.ms; and Kafka 3's
-    /// deprecated message.format.version and message.downconversion.enable
-    /// (ignored), message.timestamp.difference.max.ms (stands in for the
-    /// before/after pair where they are unset).
+    /// retention.bytes, retention.ms, segment.bytes, segment.ms,
+    /// max.compaction.lag.ms; Kafka 3's deprecated message.format.version and
+    /// message.downconversion.enable (ignored), message.timestamp.difference.max.ms
+    /// (stands in for the before/after pair where they are unset); and, accepted
+    /// without effect on one node: file.delete.delay.ms,
+    /// follower.replication.throttled.replicas, leader.replication.throttled.replicas,
+    /// local.retention.bytes, local.retention.ms, preallocate, remote.storage.enable
+    /// (false only), segment.index.bytes, segment.jitter.ms,
+    /// unclean.leader.election.enable.
     #[arg(long = "topic-default", value_name = "KEY=VALUE")]
     pub topic_defaults: Vec<String>,
 }

@@ -343,6 +343,28 @@ async fn manual_replica_assignment_is_checked_as_kafka_checks_it() {
     assert_eq!(meta.topics[0].partitions.len(), 5, "nothing added");
 }
 
+/// ListOffsets MAX_TIMESTAMP (KIP-734) answers with the record that has the
+/// largest timestamp, as Kafka 3.8+ does (librdkafka's test 0081 checks it),
+/// not with its batch's last offset; compressed batches too.
+#[test]
+fn max_timestamp_names_the_record_not_the_batch() {
+    let broker = TestBroker::start();
+    let mut conn = Conn::open(&broker.addr);
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let name = common::topic("max-timestamp");
+        create_topic(&mut conn, &name, 1, &[]);
+        let timestamps = [100, 400, 250];
+        let records = batch(3, |_| false, |i| timestamps[i as usize], compression);
+        let answer = produce(&mut conn, &name, 0, records);
+        assert_eq!(answer.error_code, NONE, "{compression:?}");
+        assert_eq!(
+            common::wire::list_offset(&mut conn, &name, 0, -3),
+            (NONE, 1),
+            "{compression:?}: the record with timestamp 400 is at offset 1"
+        );
+    }
+}
+
 /// DescribeConfigs v4 of a topic: name -> (value, source).
 fn topic_configs(conn: &mut Conn, topic: &str) -> BTreeMap<String, (Option<String>, i8)> {
     let request =

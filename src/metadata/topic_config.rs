@@ -42,6 +42,11 @@ pub struct TopicConfig {
     pub message_format_version: String,
     /// Deprecated, ignored: Sluice never converts batches down to v0/v1.
     pub message_downconversion_enable: bool,
+    /// KIP-354: a dirty record waits at most this long for compaction.
+    pub max_compaction_lag_ms: i64,
+    /// Kafka configs accepted, validated and reported, that change nothing
+    /// here (see [`ACCEPTED_ONLY`]): key -> value as set.
+    pub accepted: BTreeMap<&'static str, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +99,74 @@ fn parse_i32(value: &str, min: i32) -> Result<i32, String> {
 pub const SEGMENT_BYTES_MIN: i64 = 1024;
 /// Offset and time index entries store 32-bit positions, so a segment stays below 2 GiB.
 pub const SEGMENT_BYTES_MAX: i64 = i32::MAX as i64;
+
+/// Kafka topic configs that Sluice accepts, checks and reports (so that tools
+/// and clients written for Kafka can set them) but that change nothing here:
+/// replication throttles and unclean election (one node), preallocation,
+/// index sizing (indexes are in memory), the delay before deleting a file
+/// (files being read stay readable anyway), roll jitter, tiered-storage
+/// retention (tiered storage itself is refused).
+pub const ACCEPTED_ONLY: &[&str] = &[
+    "file.delete.delay.ms",
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "preallocate",
+    "remote.storage.enable",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "unclean.leader.election.enable",
+];
+
+/// A [`ConfigDef`] for a key of [`ACCEPTED_ONLY`]: `check` validates a value,
+/// which is then kept as given in `TopicConfig::accepted`.
+macro_rules! accepted_only {
+    ($name:literal, $kind:ident, $default:literal, $check:expr) => {
+        ConfigDef {
+            name: $name,
+            kind: ConfigKind::$kind,
+            default: $default,
+            apply: |c, v| {
+                let check: fn(&str) -> Result<(), String> = $check;
+                check(v.trim())?;
+                c.accepted.insert($name, v.trim().to_string());
+                Ok(())
+            },
+            show: |c| {
+                c.accepted
+                    .get($name)
+                    .cloned()
+                    .unwrap_or_else(|| $default.to_string())
+            },
+        }
+    };
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("`{value}` is not true or false")),
+    }
+}
+
+/// `*`, empty, or `partition:broker` pairs separated by commas (Kafka's
+/// throttled-replicas lists).
+fn check_replica_list(value: &str) -> Result<(), String> {
+    if value.is_empty() || value == "*" {
+        return Ok(());
+    }
+    for pair in value.split(',') {
+        let valid = pair.trim().split_once(':').is_some_and(|(p, b)| {
+            p.trim().parse::<i32>().is_ok() && b.trim().parse::<i32>().is_ok()
+        });
+        if !valid {
+            return Err(format!("`{pair}` is not partition:broker"));
+        }
+    }
+    Ok(())
+}
 
 pub static CONFIG_DEFS: &[ConfigDef] = &[
     ConfigDef {
@@ -219,11 +292,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
         kind: ConfigKind::Boolean,
         default: "true",
         apply: |c, v| {
-            c.message_downconversion_enable = match v.trim() {
-                "true" => true,
-                "false" => false,
-                _ => return Err(format!("`{v}` is not true or false")),
-            };
+            c.message_downconversion_enable = parse_bool(v)?;
             Ok(())
         },
         show: |c| c.message_downconversion_enable.to_string(),
@@ -255,6 +324,16 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
             TimestampType::CreateTime => "CreateTime".into(),
             TimestampType::LogAppendTime => "LogAppendTime".into(),
         },
+    },
+    ConfigDef {
+        name: "max.compaction.lag.ms",
+        kind: ConfigKind::Long,
+        default: "9223372036854775807",
+        apply: |c, v| {
+            c.max_compaction_lag_ms = parse_i64(v, 1)?;
+            Ok(())
+        },
+        show: |c| c.max_compaction_lag_ms.to_string(),
     },
     ConfigDef {
         name: "min.cleanable.dirty.ratio",
@@ -337,6 +416,41 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
         },
         show: |c| c.segment_ms.to_string(),
     },
+    accepted_only!("file.delete.delay.ms", Long, "60000", |v| parse_i64(v, 0)
+        .map(drop)),
+    accepted_only!(
+        "follower.replication.throttled.replicas",
+        List,
+        "",
+        check_replica_list
+    ),
+    accepted_only!(
+        "leader.replication.throttled.replicas",
+        List,
+        "",
+        check_replica_list
+    ),
+    accepted_only!("local.retention.bytes", Long, "-2", |v| parse_i64(v, -2)
+        .map(drop)),
+    accepted_only!("local.retention.ms", Long, "-2", |v| parse_i64(v, -2)
+        .map(drop)),
+    accepted_only!("preallocate", Boolean, "false", |v| parse_bool(v).map(drop)),
+    accepted_only!(
+        "remote.storage.enable",
+        Boolean,
+        "false",
+        |v| match parse_bool(v)? {
+            false => Ok(()),
+            true => Err("tiered storage (KIP-405) is not supported".to_string()),
+        }
+    ),
+    accepted_only!("segment.index.bytes", Int, "10485760", |v| parse_i32(v, 4)
+        .map(drop)),
+    accepted_only!("segment.jitter.ms", Long, "0", |v| parse_i64(v, 0)
+        .map(drop)),
+    accepted_only!("unclean.leader.election.enable", Boolean, "false", |v| {
+        parse_bool(v).map(drop)
+    }),
 ];
 
 /// Checks a Kafka version string as `message.format.version` takes it
@@ -418,6 +532,8 @@ impl Default for TopicConfig {
             message_timestamp_difference_max_ms: 0,
             message_format_version: String::new(),
             message_downconversion_enable: true,
+            max_compaction_lag_ms: 0,
+            accepted: BTreeMap::new(),
         };
         for def in CONFIG_DEFS {
             (def.apply)(&mut config, def.default).expect("built-in default parses");
@@ -532,6 +648,7 @@ impl TopicConfig {
             index_interval_bytes: self.index_interval_bytes,
             delete_retention_ms: self.delete_retention_ms,
             min_compaction_lag_ms: self.min_compaction_lag_ms,
+            max_compaction_lag_ms: self.max_compaction_lag_ms,
             min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio,
         }
     }
@@ -659,6 +776,37 @@ mod tests {
     #[test]
     fn the_default_log_config_is_the_storage_engines() {
         assert_eq!(TopicConfig::default().log_config(), LogConfig::default());
+    }
+
+    #[test]
+    fn kafka_configs_without_an_effect_here_are_accepted_checked_and_shown() {
+        let base = TopicConfig::default();
+        let mut o = BTreeMap::new();
+        o.insert("preallocate".to_string(), "true".to_string());
+        o.insert(
+            "leader.replication.throttled.replicas".to_string(),
+            "0:1,1:1".to_string(),
+        );
+        o.insert("max.compaction.lag.ms".to_string(), "60000".to_string());
+        let c = base.with_overrides(&o).unwrap();
+        let show = |c: &TopicConfig, key: &str| c.show(config_def(key).unwrap());
+        assert_eq!(show(&c, "preallocate"), "true");
+        assert_eq!(show(&c, "leader.replication.throttled.replicas"), "0:1,1:1");
+        assert_eq!(show(&base, "preallocate"), "false");
+        assert_eq!(c.log_config().max_compaction_lag_ms, 60_000);
+        for (key, bad) in [
+            ("remote.storage.enable", "true"),
+            ("preallocate", "yes"),
+            ("segment.index.bytes", "2"),
+            ("leader.replication.throttled.replicas", "zero"),
+        ] {
+            let mut o = BTreeMap::new();
+            o.insert(key.to_string(), bad.to_string());
+            assert!(base.with_overrides(&o).is_err(), "{key}={bad} accepted");
+        }
+        for key in ACCEPTED_ONLY {
+            assert!(config_def(key).is_some(), "{key} has no definition");
+        }
     }
 
     #[test]

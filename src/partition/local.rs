@@ -97,7 +97,15 @@ impl Partition {
         match timestamp {
             LATEST => Ok((end, -1)),
             EARLIEST | EARLIEST_LOCAL => Ok((start, -1)),
-            MAX_TIMESTAMP => Ok(if max.1 >= 0 { (max.1, max.0) } else { (-1, -1) }),
+            // KIP-734, as Kafka 3.8+ answers it: the offset of the record with
+            // the largest timestamp, not its batch's last offset (the first
+            // record at or after that timestamp is that record).
+            MAX_TIMESTAMP if max.1 < 0 => Ok((-1, -1)),
+            MAX_TIMESTAMP => match log::offset_for_timestamp(&self.log, max.0).await {
+                Ok(Some((offset, timestamp))) => Ok((offset.max(start), timestamp)),
+                Ok(None) => Ok((max.1, max.0)),
+                Err(_) => Err(ErrorCode::KafkaStorageError),
+            },
             t if t >= 0 => match log::offset_for_timestamp(&self.log, t).await {
                 Ok(Some((offset, ts))) => Ok((offset.max(start), ts)),
                 Ok(None) => Ok((-1, -1)),

@@ -229,7 +229,13 @@ fn plan(
     let dirty_enough =
         dirty > 0 && total > 0 && dirty as f64 / total as f64 >= config.min_cleanable_dirty_ratio;
     let tombstones_due = log.cleaner.tombstones_due_ms.is_some_and(|t| now_ms >= t);
-    if !dirty_enough && !tombstones_due {
+    // KIP-354: a dirty record waits at most max.compaction.lag.ms, whatever
+    // the dirty ratio (from its segment's first append).
+    let lag_due = segments
+        .iter()
+        .find(|s| s.next_offset > first_dirty)
+        .is_some_and(|s| now_ms.saturating_sub(s.created_ms) >= config.max_compaction_lag_ms);
+    if !dirty_enough && !tombstones_due && !lag_due {
         return Ok(None);
     }
     let mut planned = Vec::with_capacity(cleanable);
@@ -1433,6 +1439,60 @@ mod tests {
                 .collect();
             assert_eq!(live.len() as i64, appended, "nothing appended was touched");
             assert_eq!(log.borrow().high_watermark(), 3000 + appended);
+        });
+    }
+
+    /// KIP-354: below the dirty ratio nothing is cleaned, until the oldest
+    /// dirty segment is older than max.compaction.lag.ms.
+    #[test]
+    fn max_compaction_lag_cleans_below_the_dirty_ratio() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let config = LogConfig {
+                min_cleanable_dirty_ratio: 1.0,
+                max_compaction_lag_ms: 10 * MINUTE,
+                ..compact_config(1024)
+            };
+            let log = open(dir.path(), config);
+            let t = now_ms();
+            for i in 0..40 {
+                put(
+                    &log,
+                    &commit,
+                    t,
+                    &format!("k{}", i % 4),
+                    Some(&"v".repeat(40)),
+                )
+                .await;
+            }
+            // The first pass cleans everything once (nothing clean yet: ratio 1).
+            clean(&log, t, CleanerLimits::default()).await.unwrap();
+            for i in 0..30 {
+                put(
+                    &log,
+                    &commit,
+                    t,
+                    &format!("k{}", i % 4),
+                    Some(&"w".repeat(40)),
+                )
+                .await;
+            }
+            assert!(
+                clean(&log, t, CleanerLimits::default())
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "below the dirty ratio, within the lag: not cleaned"
+            );
+            let later = t + 11 * MINUTE;
+            assert!(
+                clean(&log, later, CleanerLimits::default())
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "past max.compaction.lag.ms: cleaned"
+            );
         });
     }
 

@@ -34,6 +34,8 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     pub delete_retention_ms: i64,
     pub min_compaction_lag_ms: i64,
+    /// A dirty record is cleaned within this long, whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
     pub min_cleanable_dirty_ratio: f64,
 }
 
@@ -55,6 +57,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             delete_retention_ms: 86_400_000,
             min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
         }
     }
