@@ -10,7 +10,7 @@ use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
-use crate::server::handlers::describe_configs::RESOURCE_TOPIC;
+use crate::server::handlers::describe_configs::{not_alterable, RESOURCE_TOPIC};
 use crate::server::handlers::str_bytes;
 
 pub async fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfigsResponse {
@@ -23,9 +23,7 @@ pub async fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> Alter
             responses.push(
                 response
                     .with_error_code(ErrorCode::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(
-                        "broker configs are static; set them at start-up",
-                    ))),
+                    .with_error_message(Some(str_bytes(not_alterable(resource.resource_type)))),
             );
             continue;
         }

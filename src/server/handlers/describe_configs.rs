@@ -16,6 +16,22 @@ use crate::server::connection::RequestContext;
 use crate::server::handlers::str_bytes;
 
 pub const RESOURCE_TOPIC: i8 = 2;
+
+/// Why AlterConfigs/IncrementalAlterConfigs refuse a resource that is not a
+/// topic: broker configs are set at start-up; other types (a consumer group,
+/// KIP-848's group configs) are not configurable here, as on a Kafka 3 broker.
+pub(crate) fn not_alterable(resource_type: i8) -> String {
+    const BROKER: i8 = 4;
+    const BROKER_LOGGER: i8 = 8;
+    const GROUP: i8 = 32;
+    match resource_type {
+        BROKER | BROKER_LOGGER => {
+            "broker configs are static (dynamic broker configs are not supported); set them at start-up".to_string()
+        }
+        GROUP => "Unexpected resource type GROUP".to_string(),
+        other => format!("Unexpected resource type {other}"),
+    }
+}
 pub const RESOURCE_BROKER: i8 = 4;
 
 /// Config sources as Kafka numbers them.

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::alter_configs::set_topic_configs;
-use crate::server::handlers::describe_configs::RESOURCE_TOPIC;
+use crate::server::handlers::describe_configs::{not_alterable, RESOURCE_TOPIC};
 use crate::server::handlers::str_bytes;
 
 const OP_SET: i8 = 0;
@@ -33,7 +33,7 @@ pub async fn handle(
         if resource.resource_type != RESOURCE_TOPIC {
             responses.push(fail(
                 ErrorCode::InvalidRequest,
-                "broker configs are static; set them at start-up",
+                &not_alterable(resource.resource_type),
             ));
             continue;
         }
