@@ -295,14 +295,16 @@ pub async fn sync_log(
     commit: Rc<GroupCommit>,
     file: Rc<compio::fs::File>,
 ) -> Result<(), Rc<std::io::Error>> {
-    let (dir, path) = {
+    // The directory's path only when it is to be synced: nothing is
+    // allocated on the common path.
+    let dir = {
         let log = log.borrow();
-        (log.dir_sync.clone(), log.dir.clone())
+        log.dir_sync.clone().map(|dir| (dir, log.dir.clone()))
     };
     let result = match &dir {
         None => commit.sync(file).await,
-        Some(dir) => {
-            let entries = commit.sync_dir(dir.clone(), path);
+        Some((dir, path)) => {
+            let entries = commit.sync_dir(dir.clone(), path.clone());
             let (data, entries) = futures_util::future::join(commit.sync(file), entries).await;
             data.and(entries)
         }
@@ -312,7 +314,7 @@ pub async fn sync_log(
         Err(error) => log.fail(format!("fsync failed: {error}")),
         // Synced: entries added since another roll need a sync of their own.
         Ok(()) => {
-            if let (Some(synced), Some(pending)) = (&dir, &log.dir_sync) {
+            if let (Some((synced, _)), Some(pending)) = (&dir, &log.dir_sync) {
                 if Rc::ptr_eq(synced, pending) {
                     log.dir_sync = None;
                 }
