@@ -2,8 +2,9 @@
 //! them; [`Disk::Faulty`] (for tests) does them too, and also records what a
 //! power loss would keep (the contents of each file as of its last sync, the
 //! entries of each directory as of its last directory sync), fails the Nth
-//! write or sync when told to, and calls a hook at every sync point, where a
-//! test can take the image of a crash ([`FaultyDisk::crash_image`]).
+//! write or sync when told to, and calls a hook at every sync point (as the
+//! sync starts), where a test can take the image of a crash
+//! ([`FaultyDisk::crash_image`]): what is durable before that sync.
 //!
 //! Every create, write, sync, rename, truncation and removal of the storage
 //! engine goes through a `Disk`, so that the twin sees all of them; reads do not
@@ -86,24 +87,26 @@ impl Disk {
 
     /// fdatasync of a file open with io_uring (the group commit's syncs).
     pub async fn sync_data_async(&self, file: &compio::fs::File) -> io::Result<()> {
-        if let Disk::Faulty(faulty) = self {
-            faulty.before_sync()?;
-        }
+        let snapshot = match self {
+            Disk::Faulty(faulty) => Some(faulty.file_sync_starts(file.as_fd())?),
+            Disk::Real => None,
+        };
         file.sync_data().await?;
-        if let Disk::Faulty(faulty) = self {
-            faulty.synced_file(file.as_fd())?;
+        if let (Disk::Faulty(faulty), Some(snapshot)) = (self, snapshot) {
+            faulty.sync_done(snapshot);
         }
         Ok(())
     }
 
     /// fsync of a directory open with io_uring (see `open_dir`).
     pub async fn sync_dir_async(&self, dir: &compio::fs::File, path: &Path) -> io::Result<()> {
-        if let Disk::Faulty(faulty) = self {
-            faulty.before_sync()?;
-        }
+        let snapshot = match self {
+            Disk::Faulty(faulty) => Some(faulty.dir_sync_starts(path)?),
+            Disk::Real => None,
+        };
         dir.sync_all().await?;
-        if let Disk::Faulty(faulty) = self {
-            faulty.synced_dir(path)?;
+        if let (Disk::Faulty(faulty), Some(snapshot)) = (self, snapshot) {
+            faulty.sync_done(snapshot);
         }
         Ok(())
     }
@@ -115,12 +118,13 @@ impl Disk {
 
     /// fsync of a file open with std (file data and size).
     pub fn sync_file(&self, file: &File) -> io::Result<()> {
-        if let Disk::Faulty(faulty) = self {
-            faulty.before_sync()?;
-        }
+        let snapshot = match self {
+            Disk::Faulty(faulty) => Some(faulty.file_sync_starts(file.as_fd())?),
+            Disk::Real => None,
+        };
         file.sync_all()?;
-        if let Disk::Faulty(faulty) = self {
-            faulty.synced_file(file.as_fd())?;
+        if let (Disk::Faulty(faulty), Some(snapshot)) = (self, snapshot) {
+            faulty.sync_done(snapshot);
         }
         Ok(())
     }
@@ -132,12 +136,13 @@ impl Disk {
 
     /// Makes the entries of `dir` durable.
     pub fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if let Disk::Faulty(faulty) = self {
-            faulty.before_sync()?;
-        }
+        let snapshot = match self {
+            Disk::Faulty(faulty) => Some(faulty.dir_sync_starts(dir)?),
+            Disk::Real => None,
+        };
         durable::sync_dir(dir)?;
-        if let Disk::Faulty(faulty) = self {
-            faulty.synced_dir(dir)?;
+        if let (Disk::Faulty(faulty), Some(snapshot)) = (self, snapshot) {
+            faulty.sync_done(snapshot);
         }
         Ok(())
     }
@@ -226,8 +231,22 @@ pub enum Fault {
     Sync { nth: u64, errno: i32 },
 }
 
-/// Called after each sync point with its number (from 1).
+/// Called at each sync point (from 1) as the sync starts: a crash image taken
+/// then holds what was durable before that sync.
 pub type SyncHook = Box<dyn FnMut(u64, &FaultyDisk) + Send>;
+
+/// What a sync makes durable, read as it starts.
+enum Snapshot {
+    File {
+        id: u64,
+        contents: Vec<u8>,
+    },
+    Dir {
+        id: u64,
+        entries: BTreeMap<OsString, u64>,
+        subdirs: Vec<u64>,
+    },
+}
 
 /// The file system as a crash would leave it, and injected faults.
 pub struct FaultyDisk {
@@ -285,7 +304,8 @@ impl FaultyDisk {
     }
 
     fn record_tree(&self, dir: &Path) -> io::Result<()> {
-        self.synced_dir_quiet(dir)?;
+        let snapshot = self.dir_snapshot(dir)?;
+        self.sync_done(snapshot);
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let path = entry.path();
@@ -293,13 +313,17 @@ impl FaultyDisk {
                 self.record_tree(&path)?;
             } else {
                 let file = File::open(&path)?;
-                self.record_file(&file)?;
+                let metadata = file.metadata()?;
+                let mut contents = vec![0u8; metadata.len() as usize];
+                file.read_exact_at(&mut contents, 0)?;
+                let id = self.state.lock().expect("state lock").id(metadata.ino());
+                self.sync_done(Snapshot::File { id, contents });
             }
         }
         Ok(())
     }
 
-    /// Calls `hook` after every sync point from now on.
+    /// Calls `hook` at every sync point from now on, as the sync starts.
     pub fn on_sync(&self, hook: SyncHook) {
         *self.hook.lock().expect("hook lock") = Some(hook);
     }
@@ -343,40 +367,49 @@ impl FaultyDisk {
         }
     }
 
-    fn before_sync(&self) -> io::Result<()> {
-        let mut state = self.state.lock().expect("state lock");
-        let n = state.syncs + 1;
-        let fault = state.faults.iter().find_map(|f| match f {
-            Fault::Sync { nth, errno } if *nth == n => Some(*errno),
-            _ => None,
-        });
+    /// A sync starts: a sync point. An injected fault fails it here (nothing
+    /// becomes durable). Otherwise the hook sees the durable state as it is
+    /// while the sync runs (a crash now keeps none of it), and what the sync
+    /// will make durable is read now: what is written while it runs is not
+    /// covered by it.
+    fn sync_starts(&self) -> io::Result<()> {
+        let (n, fault) = {
+            let mut state = self.state.lock().expect("state lock");
+            state.syncs += 1;
+            let n = state.syncs;
+            let fault = state.faults.iter().find_map(|f| match f {
+                Fault::Sync { nth, errno } if *nth == n => Some(*errno),
+                _ => None,
+            });
+            (n, fault)
+        };
+        let hook = self.hook.lock().expect("hook lock").take();
+        if let Some(mut hook) = hook {
+            hook(n, self);
+            *self.hook.lock().expect("hook lock") = Some(hook);
+        }
         match fault {
-            Some(errno) => {
-                // A failed sync is a sync point too, where nothing became durable.
-                state.syncs += 1;
-                Err(io::Error::from_raw_os_error(errno))
-            }
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
             None => Ok(()),
         }
     }
 
-    fn record_file(&self, file: &File) -> io::Result<()> {
+    fn file_sync_starts(&self, fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Snapshot> {
+        self.sync_starts()?;
+        let file = File::from(fd.try_clone_to_owned()?);
         let metadata = file.metadata()?;
         let mut contents = vec![0u8; metadata.len() as usize];
         file.read_exact_at(&mut contents, 0)?;
-        let mut state = self.state.lock().expect("state lock");
-        let id = state.id(metadata.ino());
-        state.files.insert(id, contents);
-        Ok(())
+        let id = self.state.lock().expect("state lock").id(metadata.ino());
+        Ok(Snapshot::File { id, contents })
     }
 
-    fn synced_file(&self, fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
-        let file = File::from(fd.try_clone_to_owned()?);
-        self.record_file(&file)?;
-        self.sync_point()
+    fn dir_sync_starts(&self, dir: &Path) -> io::Result<Snapshot> {
+        self.sync_starts()?;
+        self.dir_snapshot(dir)
     }
 
-    fn synced_dir_quiet(&self, dir: &Path) -> io::Result<()> {
+    fn dir_snapshot(&self, dir: &Path) -> io::Result<Snapshot> {
         let dir_ino = fs::metadata(dir)?.ino();
         let mut listed = Vec::new();
         for entry in fs::read_dir(dir)? {
@@ -386,36 +419,39 @@ impl FaultyDisk {
         }
         let mut state = self.state.lock().expect("state lock");
         let dir_id = state.id(dir_ino);
-        state.dir_ids.insert(dir_id);
         let mut entries = BTreeMap::new();
+        let mut subdirs = Vec::new();
         for (name, ino, is_dir) in listed {
             let id = state.id(ino);
             if is_dir {
-                state.dir_ids.insert(id);
+                subdirs.push(id);
             }
             entries.insert(name, id);
         }
-        state.dirs.insert(dir_id, entries);
-        Ok(())
+        Ok(Snapshot::Dir {
+            id: dir_id,
+            entries,
+            subdirs,
+        })
     }
 
-    fn synced_dir(&self, dir: &Path) -> io::Result<()> {
-        self.synced_dir_quiet(dir)?;
-        self.sync_point()
-    }
-
-    fn sync_point(&self) -> io::Result<()> {
-        let n = {
-            let mut state = self.state.lock().expect("state lock");
-            state.syncs += 1;
-            state.syncs
-        };
-        let hook = self.hook.lock().expect("hook lock").take();
-        if let Some(mut hook) = hook {
-            hook(n, self);
-            *self.hook.lock().expect("hook lock") = Some(hook);
+    /// A sync completed: what it covered (read when it started) is durable.
+    fn sync_done(&self, snapshot: Snapshot) {
+        let mut state = self.state.lock().expect("state lock");
+        match snapshot {
+            Snapshot::File { id, contents } => {
+                state.files.insert(id, contents);
+            }
+            Snapshot::Dir {
+                id,
+                entries,
+                subdirs,
+            } => {
+                state.dir_ids.insert(id);
+                state.dir_ids.extend(subdirs);
+                state.dirs.insert(id, entries);
+            }
         }
-        Ok(())
     }
 
     /// Writes into `to` (which must not exist) the tree as a power loss now

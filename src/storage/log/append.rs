@@ -152,6 +152,19 @@ impl PartitionLog {
         {
             let segment = self.segments.pop().expect("checked");
             segment.remove_files(&self.disk);
+            // The removal must be durable before appends after it are
+            // acknowledged, or a power loss brings back an empty last
+            // segment above them.
+            match self.disk.open_dir(&self.dir) {
+                Ok(dir) => self.pending_sync.dir = Some(Rc::new(dir)),
+                Err(error) => {
+                    self.fail(format!("cannot open the log directory: {error}"));
+                    return;
+                }
+            }
+            self.pending_sync
+                .files
+                .retain(|f| !Rc::ptr_eq(f, &segment.file));
         }
         let active = self
             .segments
@@ -245,6 +258,21 @@ pub async fn append(
             let end_offset = outcome.base_offset + i64::from(validated.first.last_offset_delta) + 1;
             let rollbacks = log.borrow().rollbacks;
             wait_for_watermark(log, end_offset, rollbacks).await?;
+            // Acknowledged as durable only once it is: the original's sync may
+            // still be running (or, after a process crash, it was read back
+            // from the page cache and never synced).
+            let file = {
+                let log = log.borrow();
+                log.config
+                    .sync_every_append()
+                    .then(|| log.segment_file_at(outcome.base_offset))
+                    .flatten()
+            };
+            if let (Some(file), true) = (file, wants_ack) {
+                sync_log(log.clone(), commit.clone(), file)
+                    .await
+                    .map_err(|error| AppendError::Storage(error.to_string()))?;
+            }
             return Ok(outcome);
         }
         Reservation::Write(write) => write,
@@ -295,28 +323,45 @@ pub async fn sync_log(
     commit: Rc<GroupCommit>,
     file: Rc<compio::fs::File>,
 ) -> Result<(), Rc<std::io::Error>> {
-    // The directory's path only when it is to be synced: nothing is
-    // allocated on the common path.
-    let dir = {
+    // Nothing is cloned or allocated on the common path (nothing pending).
+    let pending = {
         let log = log.borrow();
-        log.dir_sync.clone().map(|dir| (dir, log.dir.clone()))
+        (!log.pending_sync.is_empty()).then(|| (log.pending_sync.clone(), log.dir.clone()))
     };
-    let result = match &dir {
+    let result = match &pending {
         None => commit.sync(file).await,
-        Some((dir, path)) => {
-            let entries = commit.sync_dir(dir.clone(), path.clone());
-            let (data, entries) = futures_util::future::join(commit.sync(file), entries).await;
-            data.and(entries)
+        Some((pending, path)) => {
+            let mut syncs = Vec::with_capacity(pending.files.len() + 2);
+            syncs.push(commit.sync(file));
+            for other in &pending.files {
+                syncs.push(commit.sync(other.clone()));
+            }
+            let data = futures_util::future::join_all(syncs);
+            let entries = async {
+                match &pending.dir {
+                    Some(dir) => commit.sync_dir(dir.clone(), path.clone()).await,
+                    None => Ok(()),
+                }
+            };
+            let (data, entries) = futures_util::future::join(data, entries).await;
+            data.into_iter().collect::<Result<(), _>>().and(entries)
         }
     };
     let mut log = log.borrow_mut();
     match &result {
         Err(error) => log.fail(format!("fsync failed: {error}")),
-        // Synced: entries added since another roll need a sync of their own.
+        // What this round synced is durable; a roll or rollback made while it
+        // ran added new handles, which stay pending.
         Ok(()) => {
-            if let (Some((synced, _)), Some(pending)) = (&dir, &log.dir_sync) {
-                if Rc::ptr_eq(synced, pending) {
-                    log.dir_sync = None;
+            if let Some((synced, _)) = &pending {
+                let state = &mut log.pending_sync;
+                state
+                    .files
+                    .retain(|f| !synced.files.iter().any(|s| Rc::ptr_eq(f, s)));
+                if let (Some(done), Some(now)) = (&synced.dir, &state.dir) {
+                    if Rc::ptr_eq(done, now) {
+                        state.dir = None;
+                    }
                 }
             }
         }

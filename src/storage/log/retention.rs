@@ -17,20 +17,36 @@ impl PartitionLog {
             .last()
             .expect("a log has at least one segment");
         let too_big = active.reserved_bytes + incoming_bytes > self.config.segment_bytes;
-        let too_old = now.saturating_sub(active.created_ms) > self.config.segment_ms;
+        // KIP-354: a compacted log also rolls by max.compaction.lag.ms, so
+        // that the active segment's records become cleanable in time.
+        let roll_ms = if self.config.cleanup_policy.compact {
+            self.config
+                .segment_ms
+                .min(self.config.max_compaction_lag_ms)
+        } else {
+            self.config.segment_ms
+        };
+        let too_old = now.saturating_sub(active.created_ms) > roll_ms;
         if active.is_empty() || !(too_big || too_old) {
             return Ok(());
         }
         active.write_index_files(&self.disk)?;
-        // The new segment's name is durable only once the directory is synced:
-        // the next sync round does it, and appends wait for it (`dir_sync`).
-        let dir = match &self.dir_sync {
-            Some(dir) => dir.clone(),
-            None => Rc::new(self.disk.open_dir(&self.dir)?),
-        };
+        // The next acknowledged append waits for a round that also syncs the
+        // segment rolled away from (so that no acknowledged offset lies
+        // above an unsynced one) and the directory (the new segment's name).
+        let dir = Rc::new(self.disk.open_dir(&self.dir)?);
+        let outgoing = active.file.clone();
         let segment = Segment::create(&self.disk, &self.dir, self.next_offset, now)?;
         self.segments.push(segment);
-        self.dir_sync = Some(dir);
+        if !self
+            .pending_sync
+            .files
+            .iter()
+            .any(|f| Rc::ptr_eq(f, &outgoing))
+        {
+            self.pending_sync.files.push(outgoing);
+        }
+        self.pending_sync.dir = Some(dir);
         Ok(())
     }
 

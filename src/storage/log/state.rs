@@ -50,10 +50,11 @@ pub struct PartitionLog {
     pub(in crate::storage) unflushed_messages: i64,
     /// When the last sync of this log was started, for `flush.ms`.
     pub(in crate::storage) last_flush_ms: i64,
-    /// The log's directory, open, while an entry in it (a rolled segment) is
-    /// not known to be durable: appends to that segment are acknowledged only
-    /// after a group-commit round has synced the directory too.
-    pub(super) dir_sync: Option<Rc<compio::fs::File>>,
+    /// What must be made durable with the next synced append, besides the
+    /// file it went to: after a roll, the segment rolled away from (its last
+    /// appends may not be synced) and the directory (the new segment's
+    /// entry); after a rollback that removed segments, the directory.
+    pub(super) pending_sync: PendingSync,
     /// Where the log's file operations go.
     pub(in crate::storage) disk: Disk,
     /// The log cleaner's progress (compacted topics).
@@ -235,7 +236,7 @@ impl PartitionLog {
             rollbacks: 0,
             unflushed_messages: 0,
             last_flush_ms: now,
-            dir_sync: None,
+            pending_sync: PendingSync::default(),
             disk,
             cleaner: CleanerState::default(),
         })
@@ -340,6 +341,16 @@ impl PartitionLog {
         self.disk.remove_dir_all(&self.dir)
     }
 
+    /// The file of the segment holding `offset`, if it is still in the log.
+    pub(super) fn segment_file_at(&self, offset: i64) -> Option<Rc<compio::fs::File>> {
+        self.segments
+            .iter()
+            .rev()
+            .find(|s| s.base_offset <= offset)
+            .filter(|s| offset < s.next_offset)
+            .map(|s| s.file.clone())
+    }
+
     pub fn producer_count(&self) -> usize {
         self.producers.producer_count()
     }
@@ -406,6 +417,22 @@ pub(super) fn open_clean(
         bytes_read += read;
     }
     Ok((segments, marker.producers, bytes_read))
+}
+
+/// Files and the directory a log must sync before its next acknowledgement
+/// (see `PartitionLog::pending_sync`). Each handle is a new `Rc` per change,
+/// so that a sync round clears exactly what it synced (`Rc::ptr_eq`), and a
+/// change made while the round runs stays pending.
+#[derive(Default, Clone)]
+pub(super) struct PendingSync {
+    pub(super) files: Vec<Rc<compio::fs::File>>,
+    pub(super) dir: Option<Rc<compio::fs::File>>,
+}
+
+impl PendingSync {
+    pub(super) fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dir.is_none()
+    }
 }
 
 /// A write whose completion is awaited before the high watermark passes it.

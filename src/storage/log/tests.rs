@@ -416,9 +416,10 @@ fn looser_flush_policies_defer_syncs() {
     });
 }
 
-/// A rolled segment's name is durable only once its directory is synced: the
-/// first acknowledged append to it waits for a round that syncs the directory
-/// as well as the file; later appends sync the file alone.
+/// A rolled segment's name is durable only once its directory is synced, and
+/// the segment rolled away from may hold unsynced appends: the first
+/// acknowledged append after a roll waits for a round that syncs both, with
+/// its own file; later appends sync their file alone.
 #[test]
 fn the_first_appends_after_a_roll_wait_for_a_directory_sync() {
     let dir = tempfile::tempdir().unwrap();
@@ -429,7 +430,7 @@ fn the_first_appends_after_a_roll_wait_for_a_directory_sync() {
         append_one(&log, &commit, batch(3, 1000, None))
             .await
             .unwrap();
-        assert!(log.borrow().dir_sync.is_none(), "no roll yet");
+        assert!(log.borrow().pending_sync.is_empty(), "no roll yet");
         let before = commit.stats();
         let big = batch(20, 2000, None);
         assert!(big.len() > 1024 / 2);
@@ -438,15 +439,16 @@ fn the_first_appends_after_a_roll_wait_for_a_directory_sync() {
         let after = commit.stats();
         assert_eq!(
             after.files_synced - before.files_synced,
-            2,
-            "the segment and its directory"
+            3,
+            "the new segment, the one rolled away from, and their directory"
         );
         assert!(
-            log.borrow().dir_sync.is_none(),
-            "the directory sync completed"
+            log.borrow().pending_sync.is_empty(),
+            "the round cleared what it synced"
         );
         // The same segment again (no roll): the file alone.
-        let log2 = open(tempfile::tempdir().unwrap().path(), 1 << 20);
+        let dir2 = tempfile::tempdir().unwrap();
+        let log2 = open(dir2.path(), 1 << 20);
         let commit2 = Rc::new(GroupCommit::default());
         append_one(&log2, &commit2, batch(3, 1000, None))
             .await
