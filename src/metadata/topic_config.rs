@@ -586,6 +586,14 @@ impl TopicConfig {
         }
     }
 
+    /// Whether a CreateTime topic bounds its records' timestamps at all (the
+    /// default bounds are infinite, and need no record looked at).
+    pub fn has_timestamp_bounds(&self) -> bool {
+        self.message_timestamp_type == TimestampType::CreateTime
+            && (self.timestamp_before_max_ms() != i64::MAX
+                || self.timestamp_after_max_ms() != i64::MAX)
+    }
+
     /// The CreateTime timestamps accepted at `now_ms`, `[low, high]`; None on
     /// a LogAppendTime topic (the broker stamps its batches).
     pub fn create_time_range(&self, now_ms: i64) -> Option<(i64, i64)> {
@@ -768,6 +776,11 @@ mod tests {
         assert_eq!(
             (c.timestamp_before_max_ms(), c.timestamp_after_max_ms()),
             (100, 5)
+        );
+        assert!(c.has_timestamp_bounds(), "the difference bounds both sides");
+        assert!(
+            !base.has_timestamp_bounds(),
+            "Kafka's defaults bound nothing"
         );
         assert!(deprecation_note("message.format.version").is_some());
         assert!(deprecation_note("retention.ms").is_none());

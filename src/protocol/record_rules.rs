@@ -100,12 +100,15 @@ pub fn check_records(
                 });
                 continue;
             }
-            let Some((low, high)) = rules.create_time_range else {
-                continue;
-            };
             let offset = header
                 .base_offset
                 .wrapping_add(i64::from(record.offset_delta));
+            let timestamp = header.base_timestamp.wrapping_add(record.timestamp_delta);
+            const NO_TIMESTAMP: i64 = -1;
+            // Kafka refuses a producer's LogAppendTime where it does not
+            // range-check the timestamp (a LogAppendTime topic, or no
+            // timestamp); Sluice refuses it on CreateTime topics too, where
+            // Kafka would rewrite the batch's timestamp type.
             if header.is_log_append_time() {
                 timestamp_errors = true;
                 errors.push(RecordError {
@@ -116,8 +119,9 @@ pub fn check_records(
                 });
                 continue;
             }
-            let timestamp = header.base_timestamp.wrapping_add(record.timestamp_delta);
-            const NO_TIMESTAMP: i64 = -1;
+            let Some((low, high)) = rules.create_time_range else {
+                continue;
+            };
             if timestamp != NO_TIMESTAMP
                 && (timestamp < NO_TIMESTAMP || timestamp < low || timestamp > high)
             {
@@ -190,6 +194,34 @@ mod tests {
         keys_required: true,
         create_time_range: None,
     };
+
+    /// A producer must not claim LogAppendTime: refused on a LogAppendTime
+    /// topic (as Kafka does) and on a CreateTime one (where Kafka would
+    /// rewrite the type).
+    #[test]
+    fn a_producers_log_append_time_is_refused() {
+        let batch =
+            encode::encode_batch(&[record(0, 1_500, Some("k"), Some("v"))], Compression::None);
+        // Attribute bit 3 (LogAppendTime), then the CRC again.
+        let mut bytes = batch.to_vec();
+        bytes[22] |= 0x08;
+        let crc = crate::protocol::batch::compute_crc(&bytes);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let batch = Bytes::from(bytes);
+        assert!(BatchHeader::parse(&batch).unwrap().is_log_append_time());
+        for create_time_range in [None, Some((1_000, 2_000))] {
+            let rules = RecordRules {
+                keys_required: false,
+                create_time_range,
+            };
+            let error = check_records(&batch, rules, DECOMPRESSED_BYTES_FLOOR, "t-0").unwrap_err();
+            assert_eq!(
+                error.error_code(),
+                ErrorCode::InvalidTimestamp,
+                "{create_time_range:?}"
+            );
+        }
+    }
 
     #[test]
     fn records_without_keys_are_refused_and_dropped() {

@@ -17,7 +17,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::io::clock::now_ms;
-use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{is_internal_topic, TopicMeta};
 use crate::node::shard::Shard;
 use crate::protocol::batch::{self, peek_magic};
@@ -166,9 +165,11 @@ async fn append_partition(
     let now = now_ms();
     let header_check =
         config.check_timestamps(validated.first.base_timestamp, validated.max_timestamp, now);
-    let claims_log_append_time = config.message_timestamp_type == TimestampType::CreateTime
-        && validated.first.is_log_append_time();
-    if config.cleanup_policy.compact || header_check.is_err() || claims_log_append_time {
+    // The header's range is not the records' range (a record may be older
+    // than the first): with bounds set, every record is checked, as Kafka does.
+    let bounded = config.has_timestamp_bounds();
+    let claims_log_append_time = validated.first.is_log_append_time();
+    if config.cleanup_policy.compact || bounded || header_check.is_err() || claims_log_append_time {
         let rules = RecordRules {
             keys_required: config.cleanup_policy.compact,
             create_time_range: config.create_time_range(now),
