@@ -12,7 +12,6 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -82,8 +81,6 @@ pub struct Connection {
     /// sequential anyway.
     fetch_in_flight: Cell<bool>,
     fetch_done: Event,
-    /// Handles each request.
-    handler: Handler,
 }
 
 /// A request being handled: its task and its size against the byte budget.
@@ -98,17 +95,18 @@ struct InFlight {
     is_fetch: bool,
 }
 
-/// How a connection has its requests handled (`dispatch::handle`): a
-/// parameter, so that this file, below dispatch and the handlers, knows none
-/// of them.
-pub type Handler = fn(Rc<Connection>, Bytes) -> Pin<Box<dyn Future<Output = Reply>>>;
-
-pub async fn serve(
+/// Serves a connection until it closes, each request handled by `handler`
+/// (`dispatch::handle`: a parameter, so that this file, below dispatch and
+/// the handlers, knows none of them; generic, so that nothing is boxed).
+pub async fn serve<H, F>(
     shard: Rc<Shard>,
     stream: compio::net::TcpStream,
     peer: SocketAddr,
-    handler: Handler,
-) {
+    handler: H,
+) where
+    H: Fn(Rc<Connection>, Bytes) -> F,
+    F: Future<Output = Reply> + 'static,
+{
     let _ = stream.set_nodelay(true);
     let conn = Rc::new(Connection {
         shard,
@@ -119,14 +117,13 @@ pub async fn serve(
         fetch_sessions: RefCell::new(FetchSessions::default()),
         fetch_in_flight: Cell::new(false),
         fetch_done: Event::new(),
-        handler,
     });
     tracing::debug!(%peer, shard = conn.shard.id, "connection opened");
     let metrics = conn.shard.metrics();
     metrics.connections.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = async_channel::bounded::<InFlight>(IN_FLIGHT_REQUESTS_MAX);
     let writer = compio::runtime::spawn(write_loop(conn.clone(), rx));
-    read_loop(&conn, tx).await;
+    read_loop(&conn, tx, &handler).await;
     let _ = writer.await;
     conn.shard
         .metrics()
@@ -191,7 +188,11 @@ async fn fill(conn: &Connection, buf: &mut BytesMut, wanted: usize) -> bool {
     true
 }
 
-async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
+async fn read_loop<H, F>(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>, handler: &H)
+where
+    H: Fn(Rc<Connection>, Bytes) -> F,
+    F: Future<Output = Reply> + 'static,
+{
     let max_frame = conn.shard.node.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
@@ -224,7 +225,7 @@ async fn read_loop(conn: &Rc<Connection>, tx: async_channel::Sender<InFlight>) {
         if is_fetch {
             conn.claim_fetch_slot().await;
         }
-        let task = compio::runtime::spawn((conn.handler)(conn.clone(), request));
+        let task = compio::runtime::spawn(handler(conn.clone(), request));
         if tx
             .send(InFlight {
                 task,

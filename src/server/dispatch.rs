@@ -8,8 +8,6 @@
 //! none (an unknown API key, a version outside every range, a body that does not
 //! decode) the connection is closed, as Kafka does.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -22,13 +20,9 @@ use crate::server::handlers;
 use crate::server::handlers::produce::PRODUCE_MIN_SERVED;
 use crate::server::registry;
 
-/// Handles one request and records its API's handling time (the
-/// connection's `Handler`).
-pub fn handle(conn: Rc<Connection>, request: Bytes) -> Pin<Box<dyn Future<Output = Reply>>> {
-    Box::pin(handle_request(conn, request))
-}
-
-async fn handle_request(conn: Rc<Connection>, request: Bytes) -> Reply {
+/// Handles one request and records its API's handling time (what the
+/// connection runs for each request).
+pub async fn handle(conn: Rc<Connection>, request: Bytes) -> Reply {
     let started = Instant::now();
     let api_key = frame::peek_header(&request).map(|h| h.api_key);
     let reply = serve(conn.clone(), request).await;
@@ -87,7 +81,7 @@ async fn serve(conn: Rc<Connection>, mut request: Bytes) -> Reply {
         correlation_id: prefix.correlation_id,
         client_id: header.client_id.map(|s| s.to_string()),
     };
-    (api.serve)(&ctx, request).await
+    registry::serve(&ctx, request).await
 }
 
 fn close(conn: &Connection, prefix: Option<HeaderPrefix>, reason: &str) -> Reply {

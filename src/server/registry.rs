@@ -5,7 +5,6 @@
 //! and checks that each is answered.
 
 use std::future::Future;
-use std::pin::Pin;
 
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -18,74 +17,63 @@ use crate::server::connection::{Reply, RequestContext};
 use crate::server::fetch_response;
 use crate::server::handlers::*;
 
-/// Serves one request body (its header already read) in `ctx`.
-pub type Serve = for<'a> fn(&'a RequestContext, Bytes) -> Pin<Box<dyn Future<Output = Reply> + 'a>>;
-
-/// An API we serve: its key, the version range we advertise, its handler.
+/// An API we serve: its key and the version range we advertise.
 pub struct Api {
     pub key: ApiKey,
     pub min: i16,
     pub max: i16,
-    pub serve: Serve,
 }
 
-macro_rules! api {
-    ($key:ident, $min:expr, $max:expr, $handler:path) => {
-        Api {
-            key: ApiKey::$key,
-            min: $min,
-            max: $max,
-            serve: |ctx, body| Box::pin(decode_and_serve(ctx, body, $handler)),
+/// Builds, from one list, both the table ApiVersions answers from ([`APIS`])
+/// and the dispatch to each API's handler ([`serve`]): a `match`, so that no
+/// request pays for a boxed future.
+macro_rules! registry {
+    ($( $key:ident, $min:expr, $max:expr, $serve:expr; )*) => {
+        pub static APIS: &[Api] = &[$(Api { key: ApiKey::$key, min: $min, max: $max },)*];
+
+        /// Serves a request body (its header already read) of an API in
+        /// [`APIS`], at a version in its range (the dispatcher checked both).
+        pub async fn serve(ctx: &RequestContext, body: Bytes) -> Reply {
+            match ctx.api_key {
+                $(ApiKey::$key => ($serve)(ctx, body).await,)*
+                _ => malformed(ctx),
+            }
         }
     };
 }
 
-pub static APIS: &[Api] = &[
+registry! {
     // Produce advertises minimum 0, as Kafka 4 does: librdkafka refuses a
     // broker whose Produce range starts higher. Versions 0-2 (message format
-    // v0/v1) are answered with UNSUPPORTED_VERSION per partition.
-    Api {
-        key: ApiKey::Produce,
-        min: 0,
-        max: 11,
-        serve: |ctx, body| Box::pin(serve_produce(ctx, body)),
-    },
-    Api {
-        key: ApiKey::Fetch,
-        min: 4,
-        max: 16,
-        serve: |ctx, body| Box::pin(serve_fetch(ctx, body)),
-    },
-    api!(ListOffsets, 1, 8, list_offsets::handle),
-    api!(Metadata, 0, 12, metadata::handle),
-    api!(FindCoordinator, 0, 4, find_coordinator::handle),
-    api!(ApiVersions, 0, 3, api_versions),
-    api!(CreateTopics, 2, 7, create_topics::handle),
-    api!(DeleteTopics, 1, 6, delete_topics::handle),
-    api!(DeleteRecords, 0, 2, delete_records::handle),
-    api!(InitProducerId, 0, 5, init_producer_id::handle),
-    api!(DescribeConfigs, 1, 4, describe_configs::handle),
-    api!(AlterConfigs, 0, 2, alter_configs::handle),
-    api!(CreatePartitions, 0, 3, create_partitions::handle),
-    api!(
-        IncrementalAlterConfigs,
-        0,
-        1,
-        incremental_alter_configs::handle
-    ),
-    api!(DescribeCluster, 0, 1, describe_cluster::handle),
-    api!(JoinGroup, 0, 9, join_group::handle),
-    api!(SyncGroup, 0, 5, sync_group::handle),
-    api!(Heartbeat, 0, 4, heartbeat::handle),
-    api!(LeaveGroup, 0, 5, leave_group::handle),
+    // v0/v1) are answered with UNSUPPORTED_VERSION per partition by the
+    // dispatcher, before the header is decoded.
+    Produce, 0, 11, serve_produce;
+    Fetch, 4, 16, serve_fetch;
+    ListOffsets, 1, 8, |ctx, body| decode_and_serve(ctx, body, list_offsets::handle);
+    Metadata, 0, 12, |ctx, body| decode_and_serve(ctx, body, metadata::handle);
+    FindCoordinator, 0, 4, |ctx, body| decode_and_serve(ctx, body, find_coordinator::handle);
+    ApiVersions, 0, 3, |ctx, body| decode_and_serve(ctx, body, api_versions);
+    CreateTopics, 2, 7, |ctx, body| decode_and_serve(ctx, body, create_topics::handle);
+    DeleteTopics, 1, 6, |ctx, body| decode_and_serve(ctx, body, delete_topics::handle);
+    DeleteRecords, 0, 2, |ctx, body| decode_and_serve(ctx, body, delete_records::handle);
+    InitProducerId, 0, 5, |ctx, body| decode_and_serve(ctx, body, init_producer_id::handle);
+    DescribeConfigs, 1, 4, |ctx, body| decode_and_serve(ctx, body, describe_configs::handle);
+    AlterConfigs, 0, 2, |ctx, body| decode_and_serve(ctx, body, alter_configs::handle);
+    CreatePartitions, 0, 3, |ctx, body| decode_and_serve(ctx, body, create_partitions::handle);
+    IncrementalAlterConfigs, 0, 1, |ctx, body| decode_and_serve(ctx, body, incremental_alter_configs::handle);
+    DescribeCluster, 0, 1, |ctx, body| decode_and_serve(ctx, body, describe_cluster::handle);
+    JoinGroup, 0, 9, |ctx, body| decode_and_serve(ctx, body, join_group::handle);
+    SyncGroup, 0, 5, |ctx, body| decode_and_serve(ctx, body, sync_group::handle);
+    Heartbeat, 0, 4, |ctx, body| decode_and_serve(ctx, body, heartbeat::handle);
+    LeaveGroup, 0, 5, |ctx, body| decode_and_serve(ctx, body, leave_group::handle);
     // OffsetCommit 0-1 and OffsetFetch 0 (ZooKeeper-era) are gone from Kafka 4 and the codec.
-    api!(OffsetCommit, 2, 9, offset_commit::handle),
-    api!(OffsetFetch, 1, 9, offset_fetch::handle),
-    api!(ListGroups, 0, 5, list_groups::handle),
-    api!(DescribeGroups, 0, 5, describe_groups::handle),
-    api!(DeleteGroups, 0, 2, delete_groups::handle),
-    api!(OffsetDelete, 0, 0, offset_delete::handle),
-];
+    OffsetCommit, 2, 9, |ctx, body| decode_and_serve(ctx, body, offset_commit::handle);
+    OffsetFetch, 1, 9, |ctx, body| decode_and_serve(ctx, body, offset_fetch::handle);
+    ListGroups, 0, 5, |ctx, body| decode_and_serve(ctx, body, list_groups::handle);
+    DescribeGroups, 0, 5, |ctx, body| decode_and_serve(ctx, body, describe_groups::handle);
+    DeleteGroups, 0, 2, |ctx, body| decode_and_serve(ctx, body, delete_groups::handle);
+    OffsetDelete, 0, 0, |ctx, body| decode_and_serve(ctx, body, offset_delete::handle);
+}
 
 /// The registry's entry for `api_key`, if we serve that API at all.
 pub fn find(api_key: i16) -> Option<&'static Api> {
