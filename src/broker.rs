@@ -424,7 +424,7 @@ fn open_file_budget(shards: usize, max_connections: Option<u64>) -> DescriptorBu
     };
     let budget = DescriptorBudget::new(limit, shards, max_connections);
     if let Some(asked) = max_connections {
-        if asked + budget.reserved >= limit {
+        if asked.saturating_add(budget.reserved) >= limit {
             tracing::warn!(
                 max_connections = asked,
                 limit,

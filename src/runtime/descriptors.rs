@@ -44,16 +44,23 @@ pub struct DescriptorBudget {
     pub new_partitions_max: u64,
 }
 
+/// `percent` per cent of `n`, rounded down, without overflow (an unlimited
+/// RLIMIT_NOFILE is `u64::MAX`).
+fn percent_of(n: u64, percent: u64) -> u64 {
+    (u128::from(n) * u128::from(percent) / 100) as u64
+}
+
 impl DescriptorBudget {
     /// The budget for `limit` descriptors and `shards` shards;
     /// `connections_max` of None takes a quarter of the limit.
     pub fn new(limit: u64, shards: usize, connections_max: Option<u64>) -> DescriptorBudget {
         let connections_max = connections_max
-            .unwrap_or(limit * CONNECTIONS_DEFAULT_PERCENT / 100)
+            .unwrap_or(percent_of(limit, CONNECTIONS_DEFAULT_PERCENT))
             .max(CONNECTIONS_MIN);
-        let reserved = RESERVED_FIXED + RESERVED_PER_SHARD * shards as u64;
-        let segments_max = limit.saturating_sub(connections_max + reserved);
-        let new_partitions_max = segments_max - segments_max * ROLL_HEADROOM_PERCENT / 100;
+        let reserved =
+            RESERVED_FIXED.saturating_add(RESERVED_PER_SHARD.saturating_mul(shards as u64));
+        let segments_max = limit.saturating_sub(connections_max.saturating_add(reserved));
+        let new_partitions_max = segments_max - percent_of(segments_max, ROLL_HEADROOM_PERCENT);
         DescriptorBudget {
             limit,
             connections_max,
@@ -127,6 +134,12 @@ mod tests {
         let tiny = DescriptorBudget::new(100, 4, None);
         assert_eq!((tiny.segments_max, tiny.new_partitions_max), (0, 0));
         assert!(tiny.check_new_partitions(1).is_err());
+        // An unlimited limit (RLIM_INFINITY) and a huge --max-connections never overflow.
+        let unlimited = DescriptorBudget::new(u64::MAX, 2, None);
+        assert_eq!(unlimited.connections_max, u64::MAX / 4);
+        assert!(unlimited.new_partitions_max > u64::MAX / 2);
+        let huge = DescriptorBudget::new(1 << 20, 2, Some(u64::MAX));
+        assert_eq!((huge.segments_max, huge.new_partitions_max), (0, 0));
     }
 
     #[test]
