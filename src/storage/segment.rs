@@ -266,9 +266,10 @@ impl Segment {
     }
 
     /// Opens an existing segment at start-up: scans every batch (lengths, magic,
-    /// CRC32C), rebuilding the in-memory indexes as it goes, truncates a torn tail of
-    /// the active segment, refuses corruption anywhere else, and reports every batch
-    /// to `on_batch` (used to rebuild producer state).
+    /// CRC32C), rebuilding the in-memory indexes as it goes, truncates a torn
+    /// tail (returning how many bytes it cut), refuses corruption (an invalid
+    /// batch with more bytes after it), and reports every batch to `on_batch`
+    /// (used to rebuild producer state).
     ///
     /// The scan reads the whole segment. After a clean shutdown `open_clean`
     /// is used instead, when the clean-shutdown marker agrees with the files.
@@ -276,18 +277,16 @@ impl Segment {
         disk: &Disk,
         log_path: &Path,
         base_offset: i64,
-        is_active: bool,
         index_interval_bytes: u32,
         now_ms: i64,
         mut on_batch: impl FnMut(&BatchHeader),
-    ) -> Result<Segment, OpenError> {
+    ) -> Result<(Segment, u64), OpenError> {
         let file = disk.open_rw(log_path)?;
         let file_len = file.metadata()?.len();
         // The compio file gets its own descriptor; the scan below uses the std one.
         let async_file = into_compio(file.try_clone()?);
         let mut segment =
             Segment::from_parts(log_path.to_path_buf(), async_file, base_offset, 0, now_ms);
-        let mut truncated_from = None;
         let outcome = scan_batches(&file, 0, file_len, |batch| {
             segment.note_batch(&batch.header, batch.position, index_interval_bytes);
             on_batch(&batch.header);
@@ -300,29 +299,19 @@ impl Segment {
             });
         }
         if outcome.valid_end < file_len {
-            if !is_active {
-                return Err(OpenError::Corrupt {
-                    path: log_path.to_path_buf(),
-                    position: outcome.valid_end,
-                    error: BatchError::Truncated,
-                });
-            }
             disk.truncate(&file, outcome.valid_end)?;
             disk.sync_file(&file)?;
-            truncated_from = Some(file_len);
-        }
-        if let Some(old_len) = truncated_from {
             tracing::warn!(
                 path = %log_path.display(),
-                from = old_len,
+                from = file_len,
                 to = outcome.valid_end,
-                "truncated a torn write at the tail of the active segment"
+                "truncated a torn write at the tail of a segment"
             );
         }
         segment.reserved_bytes = outcome.valid_end;
         segment.readable_bytes = outcome.valid_end;
         segment.set_created_ms_after_restart(now_ms);
-        Ok(segment)
+        Ok((segment, file_len - outcome.valid_end))
     }
 
     /// `created_ms` of a segment found on disk at start-up.

@@ -213,10 +213,13 @@ impl PartitionLog {
             segments.push(Segment::create(&disk, &dir, 0, now)?);
             disk.sync_dir(&dir)?;
         }
+        let next_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
+        // Never above the log end: a recovery that cut a torn tail may end
+        // the log below a checkpoint written before the crash.
         let log_start_offset = read_log_start_checkpoint(&dir)
             .unwrap_or(segments[0].base_offset)
-            .max(segments[0].base_offset);
-        let next_offset = segments.last().map(|s| s.next_offset).unwrap_or(0);
+            .max(segments[0].base_offset)
+            .min(next_offset);
         shared.set_log_start_offset(log_start_offset);
         shared.set_high_watermark(next_offset);
         Ok(PartitionLog {
@@ -356,8 +359,13 @@ impl PartitionLog {
     }
 }
 
-/// Opens every segment with the full scan (lengths, magic, CRC32C; torn tail
-/// of the active segment truncated), rebuilding indexes and producer state.
+/// Opens every segment with the full scan (lengths, magic, CRC32C),
+/// rebuilding indexes and producer state. A torn tail is truncated; if the
+/// segment it ends is not the last, the later segments are removed, as Kafka's
+/// recovery does: an acknowledgement of anything in them waited for a sync of
+/// the segment before (see `maybe_roll`), so what they hold was never
+/// acknowledged under the default flush policy, and keeping it would leave a
+/// hole in the offsets where the torn records were.
 pub(super) fn scan_segments(
     disk: &Disk,
     dir: &Path,
@@ -368,18 +376,41 @@ pub(super) fn scan_segments(
     let mut producers = ProducerStateTable::default();
     let mut segments = Vec::with_capacity(bases.len().max(1));
     for (i, &base) in bases.iter().enumerate() {
-        let is_active = i + 1 == bases.len();
         let path = dir.join(crate::storage::segment::segment_file_name(base, "log"));
-        let segment = Segment::open(
+        let (segment, torn_bytes) = Segment::open(
             disk,
             &path,
             base,
-            is_active,
             config.index_interval_bytes,
             now,
             |header| producers.record(header),
         )?;
+        let next_offset = segment.next_offset;
         segments.push(segment);
+        let later = &bases[i + 1..];
+        if torn_bytes > 0 && !later.is_empty() {
+            for &dropped in later {
+                for extension in ["log", "index", "timeindex"] {
+                    let file = dir.join(crate::storage::segment::segment_file_name(
+                        dropped, extension,
+                    ));
+                    match disk.remove(&file) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+            }
+            disk.sync_dir(dir)?;
+            tracing::warn!(
+                dir = %dir.display(),
+                torn_segment = base,
+                log_end_offset = next_offset,
+                removed_segments = ?later,
+                "a segment before the last ended in a torn write: the segments after it \
+                 were removed and the log ends where the torn one does"
+            );
+            break;
+        }
     }
     Ok((segments, producers))
 }

@@ -14,7 +14,7 @@ use crate::protocol::errors::ErrorCode;
 use crate::storage::commit::GroupCommit;
 use crate::storage::config::LogConfig;
 use crate::storage::producer_state::SequenceError;
-use crate::storage::segment::OpenError;
+use crate::storage::segment::{parse_segment_file_name, OpenError};
 use crate::storage::shared::PartitionShared;
 use kafka_protocol::records::Compression;
 
@@ -192,6 +192,92 @@ fn torn_tail_is_truncated_and_mid_log_corruption_is_refused() {
         Err(other) => panic!("expected corruption, got {other}"),
         Ok(_) => panic!("corruption in the middle of the log was not detected"),
     }
+}
+
+/// A power loss after a roll can keep the new segment's name but not the
+/// old segment's last write. Recovery cuts the torn tail and, as Kafka's does,
+/// removes the segments after it: the log ends where the torn one does, with
+/// no hole in the offsets, and appends continue from there.
+#[test]
+fn a_torn_tail_before_the_last_segment_ends_the_log_there() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1024);
+        for i in 0..40 {
+            append_one(&log, &commit, batch(3, 1000 + i, None))
+                .await
+                .unwrap();
+        }
+        assert!(log.borrow().segment_count() >= 4, "1 KiB segments rolled");
+    });
+    let mut bases: Vec<i64> = fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| parse_segment_file_name(&e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    bases.sort_unstable();
+    // Tear the last batch of the second segment in half.
+    let torn = dir
+        .path()
+        .join(crate::storage::segment::segment_file_name(bases[1], "log"));
+    let bytes = fs::read(&torn).unwrap();
+    let mut batches = Vec::new();
+    let mut position = 0;
+    while position < bytes.len() {
+        let header = BatchHeader::parse(&bytes[position..]).unwrap();
+        batches.push((position, header.base_offset));
+        position += header.total_len();
+    }
+    let (last_position, last_base) = *batches.last().unwrap();
+    assert!(last_base > bases[1], "the torn segment keeps a batch");
+    fs::write(&torn, &bytes[..last_position + 30]).unwrap();
+
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1024);
+        assert_eq!(log.borrow().log_end_offset(), last_base);
+        assert_eq!(
+            log.borrow().segment_count(),
+            2,
+            "the later segments removed"
+        );
+        assert_eq!(fs::metadata(&torn).unwrap().len(), last_position as u64);
+        for later in &bases[2..] {
+            for extension in ["log", "index", "timeindex"] {
+                let path = dir.path().join(crate::storage::segment::segment_file_name(
+                    *later, extension,
+                ));
+                assert!(!path.exists(), "{} removed", path.display());
+            }
+        }
+        // Every offset below the end reads back, contiguously.
+        let mut expected = 0;
+        while expected < last_base {
+            let read = read(&log, expected, 1 << 20, true, None).await.unwrap();
+            for item in BatchIter::new(&read.records.to_bytes().unwrap(), true) {
+                let (header, _) = item.unwrap();
+                assert_eq!(header.base_offset, expected, "no hole");
+                expected = header.last_offset() + 1;
+            }
+        }
+        assert_eq!(expected, last_base);
+        let outcome = append_one(&log, &commit, batch(3, 5000, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.base_offset, last_base,
+            "appends continue at the cut"
+        );
+        log.borrow_mut().close().unwrap();
+    });
+    run(async {
+        let log = open(dir.path(), 1024);
+        assert_eq!(
+            log.borrow().log_end_offset(),
+            last_base + 3,
+            "stable on reopen"
+        );
+    });
 }
 
 #[test]
