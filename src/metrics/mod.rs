@@ -15,8 +15,6 @@ pub mod render;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use render::render;
-
 /// API keys are below this (Kafka's highest is in the 70s).
 pub const API_SLOTS: usize = 96;
 
