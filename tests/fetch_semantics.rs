@@ -999,3 +999,41 @@ fn fetch_inside_a_batch_returns_the_containing_batch() {
         }
     }
 }
+
+/// KIP-98 on the wire: a read_committed Fetch (isolation level 1) reports
+/// the last stable offset and an aborted-transaction list (empty: nothing
+/// was aborted), a read_uncommitted one a null list, at every version; with
+/// no transaction open the last stable offset is the high watermark and both
+/// return the same records.
+#[test]
+fn isolation_levels_report_the_stable_offset_and_aborted_list() {
+    let broker = TestBroker::start();
+    let mut conn = Conn::open(&broker.addr);
+    create_topic(&mut conn, "iso", 1, &[]);
+    let id = topic_id(&mut conn, "iso");
+    produce(&mut conn, "iso", 0, batch(3, 10, "a"));
+    produce(&mut conn, "iso", 0, batch(2, 10, "b"));
+    for version in 4..=16 {
+        let mut answers = Vec::new();
+        for isolation in [0i8, 1] {
+            let request = sessionless(version, "iso", id, &[(0, 0, 1 << 20)], 0, 0, 1 << 20)
+                .with_isolation_level(isolation);
+            let response = fetch(&mut conn, version, &request);
+            let p = partition(&response, 0, &format!("v{version} isolation {isolation}"));
+            assert_eq!(p.error_code, 0);
+            assert_eq!(
+                (p.high_watermark, p.last_stable_offset),
+                (5, 5),
+                "v{version}"
+            );
+            assert_eq!(
+                p.aborted_transactions.as_ref().map(Vec::len),
+                (isolation == 1).then_some(0),
+                "v{version} isolation {isolation}"
+            );
+            answers.push(records_of(&p));
+        }
+        assert_eq!(answers[0], answers[1], "v{version}: the same records");
+        assert_eq!(batches(&answers[0], "iso").len(), 2);
+    }
+}

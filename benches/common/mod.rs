@@ -71,7 +71,7 @@ pub fn fetch_frame(read: ReadOutcome, correlation_id: i32) -> Chain {
             name: "orders".into(),
             partitions: vec![PartitionResponse {
                 high_watermark: read.high_watermark,
-                last_stable_offset: read.high_watermark,
+                last_stable_offset: read.last_stable_offset,
                 records: read.records,
                 ..PartitionResponse::default()
             }],

@@ -9,9 +9,12 @@ use bytes::Bytes;
 
 use crate::partition::state::PartitionState;
 use crate::protocol::batch::ValidatedRecords;
+use crate::protocol::control::EndTxnMarker;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::commit::GroupCommit;
-use crate::storage::log::{self, AppendError, AppendOutcome, LogRef, ReadError, ReadOutcome};
+use crate::storage::log::{
+    self, AppendError, AppendOutcome, Isolation, LogRef, ReadError, ReadOutcome,
+};
 
 /// A partition this shard owns. Lives on that shard only.
 pub struct Partition {
@@ -59,29 +62,64 @@ impl Partition {
     }
 
     /// Fetch: whole batches from `offset`, at most `max_bytes` unless the
-    /// first batch is larger and `first_may_exceed`.
+    /// first batch is larger and `first_may_exceed`; read_committed stops at
+    /// the last stable offset and lists the aborted transactions.
     pub async fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         first_may_exceed: bool,
         zero_copy_min_bytes: Option<usize>,
+        isolation: Isolation,
     ) -> Result<ReadOutcome, ReadError> {
-        log::read(
+        log::read_isolated(
             &self.log,
             offset,
             max_bytes,
             first_may_exceed,
             zero_copy_min_bytes,
+            isolation,
         )
         .await
+    }
+
+    /// Ends `producer_id`'s transaction on this partition with a marker
+    /// (commit or abort), durably.
+    pub async fn write_marker(
+        &self,
+        commit: &std::rc::Rc<GroupCommit>,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+    ) -> Result<AppendOutcome, AppendError> {
+        log::append_marker(&self.log, commit, producer_id, producer_epoch, marker, true).await
     }
 
     /// ListOffsets: (offset, timestamp) for `timestamp`, which is a time in
     /// ms (the first offset at or after it) or one of Kafka's specs: -1
     /// latest, -2 earliest, -4 earliest local, -3 the offset of the largest
-    /// timestamp (KIP-734).
-    pub async fn offset_for(&self, timestamp: i64) -> Result<(i64, i64), ErrorCode> {
+    /// timestamp (KIP-734). Under read_committed the last stable offset is
+    /// the end: "latest" is it, and a lookup that lands at or past it finds
+    /// nothing (Kafka's `fetchOffsetForTimestamp`).
+    pub async fn offset_for(
+        &self,
+        timestamp: i64,
+        isolation: Isolation,
+    ) -> Result<(i64, i64), ErrorCode> {
+        let found = self.offset_for_uncommitted(timestamp).await?;
+        if isolation == Isolation::ReadUncommitted {
+            return Ok(found);
+        }
+        let stable = self.state.last_stable_offset();
+        Ok(match timestamp {
+            -1 => (stable, -1),
+            -2 | -4 => found,
+            _ if found.0 >= stable => (-1, -1),
+            _ => found,
+        })
+    }
+
+    async fn offset_for_uncommitted(&self, timestamp: i64) -> Result<(i64, i64), ErrorCode> {
         const LATEST: i64 = -1;
         const EARLIEST: i64 = -2;
         const MAX_TIMESTAMP: i64 = -3;

@@ -39,6 +39,12 @@ impl PartitionState {
         self.log_end_offset()
     }
 
+    /// The offset read_committed consumers may read up to: the first offset
+    /// of the oldest transaction not yet decided, or the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.log.last_stable_offset()
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log.log_start_offset()
     }

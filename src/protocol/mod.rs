@@ -1,5 +1,5 @@
 //! The Kafka wire protocol, without I/O: framing, request headers, record batches (validation, the records inside
-//! them, compression), Produce's record checks, and encoding helpers.
+//! them, compression, transaction markers), Produce's record checks, and encoding helpers.
 //!
 //! Message bodies are decoded and encoded with the `kafka-protocol` crate, which
 //! is generated from Kafka's own JSON schemas (flexible versions and tagged
@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod compression;
+pub mod control;
 pub mod encode;
 pub mod errors;
 pub mod frame;

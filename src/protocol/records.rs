@@ -15,6 +15,7 @@ pub(crate) struct RecordView<'a> {
     pub(crate) timestamp_delta: i64,
     pub(crate) offset_delta: i32,
     pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
     pub(crate) value_is_null: bool,
 }
 
@@ -62,6 +63,7 @@ impl<'a> RecordIter<'a> {
             timestamp_delta,
             offset_delta,
             key,
+            value,
             value_is_null: value.is_none(),
         })
     }

@@ -33,6 +33,9 @@ pub struct PartitionResponse {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// (producer id, first offset) of each aborted transaction that overlaps
+    /// `records`, for a read_committed fetch; None (null on the wire) otherwise.
+    pub aborted_transactions: Option<Vec<(i64, i64)>>,
     /// Whole record batches, possibly still in segment files.
     pub records: Chain,
 }
@@ -89,6 +92,15 @@ impl Writer {
             self.uvarint(len as u64 + 1);
         } else {
             self.buf.put_i32(len as i32);
+        }
+    }
+
+    /// A nullable array's length (-1, or 0 when flexible, for null).
+    fn nullable_array_len(&mut self, len: Option<usize>) {
+        match len {
+            Some(len) => self.array_len(len),
+            None if self.flexible => self.uvarint(0),
+            None => self.buf.put_i32(-1),
         }
     }
 
@@ -184,7 +196,12 @@ pub fn write_frame(
             if version >= 5 {
                 w.buf.put_i64(p.log_start_offset);
             }
-            w.array_len(0); // aborted transactions: none (no transactions yet)
+            w.nullable_array_len(p.aborted_transactions.as_ref().map(Vec::len));
+            for &(producer_id, first_offset) in p.aborted_transactions.iter().flatten() {
+                w.buf.put_i64(producer_id);
+                w.buf.put_i64(first_offset);
+                w.no_tagged_fields();
+            }
             if version >= 11 {
                 w.buf.put_i32(-1); // preferred read replica: none
             }
@@ -213,7 +230,7 @@ mod tests {
     use crate::io::chain::FileSlice;
     use crate::protocol::frame;
     use kafka_protocol::messages::fetch_response as generated;
-    use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
+    use kafka_protocol::messages::{ApiKey, BrokerId, ProducerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
     use proptest::prelude::*;
     use std::io::Write;
@@ -237,7 +254,17 @@ mod tests {
                                     .with_error_code(p.error_code)
                                     .with_high_watermark(p.high_watermark)
                                     .with_last_stable_offset(p.last_stable_offset)
-                                    .with_aborted_transactions(Some(vec![]))
+                                    .with_aborted_transactions(p.aborted_transactions.as_ref().map(
+                                        |list| {
+                                            list.iter()
+                                                .map(|&(producer_id, first_offset)| {
+                                                    generated::AbortedTransaction::default()
+                                                        .with_producer_id(ProducerId(producer_id))
+                                                        .with_first_offset(first_offset)
+                                                })
+                                                .collect()
+                                        },
+                                    ))
                                     .with_preferred_read_replica(BrokerId(-1))
                                     .with_records(Some(Bytes::from(p.records.to_vec().unwrap())));
                                 if version >= 5 {
@@ -266,6 +293,13 @@ mod tests {
             high_watermark: 1000 + i64::from(index),
             last_stable_offset: 1000 + i64::from(index),
             log_start_offset: 7,
+            // read_committed with two aborted transactions, read_uncommitted
+            // (null), read_committed with none.
+            aborted_transactions: match index {
+                0 => Some(vec![(5, 10), (6, i64::MAX)]),
+                1 => None,
+                _ => Some(vec![]),
+            },
             records,
         }
     }
@@ -350,7 +384,8 @@ mod tests {
             topics in proptest::collection::vec(
                 ("[a-z._-]{0,300}", any::<u128>(), proptest::collection::vec(
                     (any::<i32>(), any::<i16>(), any::<i64>(), any::<i64>(),
-                     proptest::collection::vec(any::<u8>(), 0..300), 0usize..3),
+                     proptest::collection::vec(any::<u8>(), 0..300), 0usize..3,
+                     proptest::option::of(proptest::collection::vec((any::<i64>(), any::<i64>()), 0..4))),
                     0..5)),
                 0..4),
         ) {
@@ -361,7 +396,7 @@ mod tests {
                 topics: topics.into_iter().map(|(name, id, partitions)| TopicResponse {
                     name,
                     topic_id: Uuid::from_u128(id),
-                    partitions: partitions.into_iter().map(|(index, error, hw, lso, data, pieces)| {
+                    partitions: partitions.into_iter().map(|(index, error, hw, lso, data, pieces, aborted)| {
                         let mut records = Chain::default();
                         let data = Bytes::from(data);
                         let cut = data.len() / 2;
@@ -379,6 +414,7 @@ mod tests {
                             high_watermark: hw,
                             last_stable_offset: hw,
                             log_start_offset: lso,
+                            aborted_transactions: aborted,
                             records,
                         }
                     }).collect(),

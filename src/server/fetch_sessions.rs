@@ -26,6 +26,7 @@ pub(crate) struct Wanted {
 pub(crate) struct SessionPartition {
     pub(crate) wanted: Wanted,
     pub(crate) last_high_watermark: i64,
+    pub(crate) last_stable_offset: i64,
     pub(crate) last_log_start_offset: i64,
 }
 

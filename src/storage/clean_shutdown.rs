@@ -5,8 +5,9 @@
 //! index files on disk equal the in-memory indexes, and then writes
 //! `clean-shutdown` (temp file, fsync, rename, directory fsync): per segment its
 //! length, mtime, next offset, max timestamp and the length and CRC32C of its
-//! two index files, then a snapshot of the idempotent-producer state, all under
-//! a version and a CRC32C (byte layout in `docs/FORMAT.md`).
+//! three index files (offset, time, aborted transactions), then a snapshot of
+//! the producer state (open transactions included), all under a version and a
+//! CRC32C (byte layout in `docs/FORMAT.md`).
 //!
 //! `PartitionLog::open` reads the marker and deletes it (with a directory
 //! fsync) before anything else, so that whatever happens later (appends, a
@@ -33,16 +34,17 @@ use crate::io::disk::Disk;
 use crate::io::fs as durable;
 use crate::protocol::batch::BATCH_HEADER_LEN;
 use crate::storage::producer_state::ProducerStateTable;
+use crate::storage::txn_index::ENTRY_BYTES;
 
 /// Name of the marker in a partition directory.
 pub const MARKER_FILE: &str = "clean-shutdown";
 const MAGIC: [u8; 4] = *b"SLCS";
 /// Version of the layout below; a marker of any other version is not trusted.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// magic, version, segment count.
 const HEADER_BYTES: usize = 4 + 2 + 4;
 /// Fixed size of one segment summary.
-const SEGMENT_BYTES: usize = 6 * 8 + 4 * 4;
+const SEGMENT_BYTES: usize = 6 * 8 + 6 * 4;
 const CRC_BYTES: usize = 4;
 /// A marker larger than this is not read (it would describe some 250,000
 /// segments, or a million producers): too big to be ours, so not trusted.
@@ -67,6 +69,9 @@ pub struct SegmentSummary {
     pub index_crc: u32,
     pub time_index_bytes: u32,
     pub time_index_crc: u32,
+    /// 0 when the segment has no `.txnindex`.
+    pub txn_index_bytes: u32,
+    pub txn_index_crc: u32,
 }
 
 /// A decoded marker.
@@ -99,6 +104,8 @@ impl CleanShutdown {
                 s.index_crc,
                 s.time_index_bytes,
                 s.time_index_crc,
+                s.txn_index_bytes,
+                s.txn_index_crc,
             ] {
                 out.extend_from_slice(&field.to_be_bytes());
             }
@@ -153,6 +160,8 @@ impl CleanShutdown {
                 index_crc: u32_at(1),
                 time_index_bytes: u32_at(2),
                 time_index_crc: u32_at(3),
+                txn_index_bytes: u32_at(4),
+                txn_index_crc: u32_at(5),
             };
             check_segment(&s)?;
             if let Some(previous) = segments.last() {
@@ -186,7 +195,10 @@ fn check_segment(s: &SegmentSummary) -> Result<(), &'static str> {
     if s.log_bytes > u64::from(u32::MAX) || s.next_offset - s.base_offset > i64::from(u32::MAX) {
         return Err("segment too large");
     }
-    if !s.index_bytes.is_multiple_of(8) || !s.time_index_bytes.is_multiple_of(12) {
+    if !s.index_bytes.is_multiple_of(8)
+        || !s.time_index_bytes.is_multiple_of(12)
+        || !s.txn_index_bytes.is_multiple_of(ENTRY_BYTES as u32)
+    {
         return Err("index length is not a whole number of entries");
     }
     if (s.log_bytes == 0) != (s.index_bytes == 0) {
@@ -197,6 +209,7 @@ fn check_segment(s: &SegmentSummary) -> Result<(), &'static str> {
     let batches_max = s.log_bytes / BATCH_HEADER_LEN as u64 + 1;
     if u64::from(s.index_bytes / 8) > batches_max
         || u64::from(s.time_index_bytes / 12) > batches_max
+        || u64::from(s.txn_index_bytes / ENTRY_BYTES as u32) > batches_max
     {
         return Err("more index entries than the log has batches");
     }
@@ -260,6 +273,8 @@ mod tests {
             index_crc: 0xdead_beef,
             time_index_bytes: 12,
             time_index_crc: 0x1234_5678,
+            txn_index_bytes: 34,
+            txn_index_crc: 0x9abc_def0,
         }
     }
 
@@ -333,8 +348,9 @@ mod tests {
                 "a flipped bit at {position} went unnoticed"
             );
         }
+        // A marker of the layout before transactions (1): scanned instead.
         let mut version = good.clone();
-        version[5] = 2;
+        version[5] = 1;
         assert_eq!(
             CleanShutdown::decode(&resign(version)).unwrap_err(),
             "unknown version"
@@ -377,6 +393,14 @@ mod tests {
                 Box::new(|m| m.segments[0].time_index_bytes = 12 * 69),
             ),
             (
+                "partial txn entry",
+                Box::new(|m| m.segments[0].txn_index_bytes = 35),
+            ),
+            (
+                "txn index too big",
+                Box::new(|m| m.segments[0].txn_index_bytes = 34 * 69),
+            ),
+            (
                 "max ts offset",
                 Box::new(|m| m.segments[1].offset_of_max_timestamp = 22),
             ),
@@ -403,13 +427,16 @@ mod tests {
 
     #[test]
     fn hostile_producer_snapshots_are_refused() {
-        /// (producer id, epoch, [(first sequence, last sequence, base offset)])
-        type Producer = (i64, i16, Vec<(i32, i32, i64)>);
+        /// (producer id, epoch, coordinator epoch, open transaction's first
+        /// offset, [(first sequence, last sequence, base offset)])
+        type Producer = (i64, i16, i32, i64, Vec<(i32, i32, i64)>);
         let encode = |producers: &[Producer]| {
             let mut out = (producers.len() as u32).to_be_bytes().to_vec();
-            for (id, epoch, batches) in producers {
+            for (id, epoch, coordinator_epoch, txn_first, batches) in producers {
                 out.extend_from_slice(&id.to_be_bytes());
                 out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&coordinator_epoch.to_be_bytes());
+                out.extend_from_slice(&txn_first.to_be_bytes());
                 out.push(batches.len() as u8);
                 for (first, last, base) in batches {
                     out.extend_from_slice(&first.to_be_bytes());
@@ -419,18 +446,37 @@ mod tests {
             }
             out
         };
-        let ok = encode(&[(1, 0, vec![(0, 1, 0), (2, 3, 2)]), (2, 0, vec![(0, 0, 4)])]);
+        let ok = encode(&[
+            (1, 0, -1, -1, vec![(0, 1, 0), (2, 3, 2)]),
+            (2, 0, 4, 4, vec![(0, 0, 4)]),
+            // Only a coordinator epoch left (its batches went with an epoch bump).
+            (3, 1, 2, -1, vec![]),
+        ]);
         let (table, used) = ProducerStateTable::decode_snapshot(&ok, 5).unwrap();
-        assert_eq!((table.producer_count(), used), (2, ok.len()));
+        assert_eq!((table.producer_count(), used), (3, ok.len()));
+        assert_eq!(table.open_transactions(), [(2, 0, 4)]);
         let bad = [
-            encode(&[(2, 0, vec![(0, 0, 0)]), (1, 0, vec![(0, 0, 1)])]), // ids not increasing
-            encode(&[(1, 0, vec![(0, 0, 0)]), (1, 0, vec![(0, 0, 1)])]), // id repeated
-            encode(&[(-1, 0, vec![(0, 0, 0)])]),                         // negative id
-            encode(&[(1, 0, vec![])]),                                   // no batch
-            encode(&[(1, 0, vec![(0, 0, 0); 6])]),                       // too many
-            encode(&[(1, 0, vec![(0, 1, 2), (2, 3, 1)])]),               // offsets decrease
-            encode(&[(1, 0, vec![(0, 0, 5)])]),                          // past the log end
-            encode(&[(1, 0, vec![(-3, 0, 0)])]),                         // negative sequence
+            encode(&[
+                (2, 0, -1, -1, vec![(0, 0, 0)]),
+                (1, 0, -1, -1, vec![(0, 0, 1)]),
+            ]), // ids not increasing
+            encode(&[
+                (1, 0, -1, -1, vec![(0, 0, 0)]),
+                (1, 0, -1, -1, vec![(0, 0, 1)]),
+            ]), // id repeated
+            encode(&[(-1, 0, -1, -1, vec![(0, 0, 0)])]), // negative id
+            encode(&[(1, 0, -1, -1, vec![])]),           // says nothing
+            encode(&[(1, 0, -1, -1, vec![(0, 0, 0); 6])]), // too many
+            encode(&[(1, 0, -1, -1, vec![(0, 1, 2), (2, 3, 1)])]), // offsets decrease
+            encode(&[(1, 0, -1, -1, vec![(0, 0, 5)])]),  // past the log end
+            encode(&[(1, 0, -1, -1, vec![(-3, 0, 0)])]), // negative sequence
+            encode(&[(1, 0, -1, 5, vec![(0, 0, 0)])]),   // transaction past the log end
+            encode(&[(1, 0, -1, -2, vec![(0, 0, 0)])]),  // transaction offset invalid
+            encode(&[(1, 0, -2, -1, vec![(0, 0, 0)])]),  // coordinator epoch invalid
+            encode(&[
+                (1, 0, -1, 0, vec![(0, 0, 0)]),
+                (2, 0, -1, 0, vec![(0, 0, 1)]),
+            ]), // two open at 0
         ];
         for (i, bytes) in bad.iter().enumerate() {
             assert!(

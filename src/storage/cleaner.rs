@@ -16,6 +16,10 @@
 //!    of their key. Tombstones (null values) already in the clean section go once
 //!    their segment is older than `delete.retention.ms` (by its mtime, which a
 //!    rewrite preserves, as Kafka does). Records without a key go, as in Kafka.
+//!    Transactional batches and markers are kept as they are and not mapped
+//!    (for now: Kafka also removes aborted records, then their markers), so
+//!    an aborted record never displaces a committed one and every marker
+//!    stays with the data it governs.
 //!    A batch is rewritten with its original header: base offset, last offset
 //!    delta, producer id/epoch, base sequence, base timestamp, attributes and
 //!    compression codec (compressed batches are decompressed and compressed
@@ -372,7 +376,14 @@ fn build_map(plan: &Plan, hashing: &KeyHashing, map: &mut OffsetMap) -> Result<i
         let mut reader = BatchReader::new(&segment.file, segment.size);
         while let Some((_, batch)) = reader.next()? {
             let header = BatchHeader::parse(&batch).map_err(|e| e.to_string())?;
-            if header.last_offset() < plan.first_dirty || header.is_control() {
+            // Transactional batches (markers too) are neither mapped nor
+            // filtered: an aborted record must not displace a committed one,
+            // and the markers must stay while the data they govern does.
+            // (Kafka removes aborted records and, later, their markers.)
+            if header.last_offset() < plan.first_dirty
+                || header.is_transactional()
+                || header.is_control()
+            {
                 continue;
             }
             if mapped_any && map.len() >= plan.max_keys {
@@ -436,7 +447,10 @@ fn clean_segment(
     let mut reader = BatchReader::new(&segment.file, segment.size);
     while let Some((position, batch)) = reader.next()? {
         let header = BatchHeader::parse(&batch).map_err(|e| e.to_string())?;
-        let filtered = if header.base_offset >= context.end || header.is_control() {
+        let filtered = if header.base_offset >= context.end
+            || header.is_transactional()
+            || header.is_control()
+        {
             Filtered::Unchanged
         } else {
             let retain_empty = (header.has_producer_id()
@@ -678,13 +692,11 @@ fn install_segment(
     let file = disk.open_rw(&old.log_path)?;
     // An emptied last batch may have gone: the segment still spans its offsets.
     state.next_offset = state.next_offset.max(old.next_offset);
-    Ok(Segment::from_state(
-        old.log_path.clone(),
-        file,
-        state,
-        size,
-        old.created_ms,
-    ))
+    let mut segment = Segment::from_state(old.log_path.clone(), file, state, size, old.created_ms);
+    // Markers are kept as they are, at their offsets: so is the index of
+    // aborted transactions (its file is untouched).
+    segment.txn_index = old.txn_index.clone();
+    Ok(segment)
 }
 
 fn read_checkpoint(dir: &Path) -> CleanerState {
@@ -867,6 +879,7 @@ mod tests {
     use std::rc::Rc;
 
     use crate::protocol::batch::{validate_records, BatchIter};
+    use crate::protocol::control::EndTxnMarker;
     use crate::protocol::encode::{self, ProducerFields};
     use crate::storage::commit::GroupCommit;
     use crate::storage::log::{self, read, AppendError};
@@ -998,6 +1011,82 @@ mod tests {
 
     fn strictly_increasing(seen: &[Seen]) -> bool {
         seen.windows(2).all(|w| w[0].offset < w[1].offset)
+    }
+
+    /// An aborted transactional record of a key must not displace the
+    /// committed value before it, and the marker and the aborted-transaction
+    /// index must survive a rewrite of their segment.
+    #[test]
+    fn transactional_batches_and_markers_are_kept_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let log = open(dir.path(), compact_config(1024));
+            let committed = put(&log, &commit, now - 1000, "k", Some("committed")).await;
+            let mut aborted_record = encode::record(
+                0,
+                now - 999,
+                Some(Bytes::from_static(b"k")),
+                Some(Bytes::from_static(b"aborted")),
+                Some(ProducerFields {
+                    producer_id: 7,
+                    producer_epoch: 0,
+                    base_sequence: 0,
+                }),
+            );
+            aborted_record.transactional = true;
+            let aborted_at = append(
+                &log,
+                &commit,
+                encode::encode_batch(&[aborted_record], Compression::None),
+            )
+            .await;
+            let marker = EndTxnMarker {
+                commit: false,
+                coordinator_epoch: 0,
+            };
+            let marker_at = log::append_marker(&log, &commit, 7, 0, marker, true)
+                .await
+                .unwrap()
+                .base_offset;
+            // Plenty of other keys, rewritten many times, so that the segments
+            // with the transaction are closed and worth cleaning.
+            for i in 0..120 {
+                put(
+                    &log,
+                    &commit,
+                    now - 900 + i,
+                    &format!("o{}", i % 4),
+                    Some("x"),
+                )
+                .await;
+            }
+            let index_before = log.borrow().aborted_transactions(0, i64::MAX);
+            assert_eq!(index_before.len(), 1);
+            let stats = clean(&log, now, CleanerLimits::default())
+                .await
+                .unwrap()
+                .expect("a pass ran");
+            assert!(stats.records_removed > 0, "{stats:?}");
+            let (after, headers) = read_all(&log).await;
+            let offsets: Vec<i64> = after.iter().map(|r| r.offset).collect();
+            for kept in [committed, aborted_at, marker_at] {
+                assert!(offsets.contains(&kept), "offset {kept} kept: {offsets:?}");
+            }
+            assert!(headers
+                .iter()
+                .any(|h| h.is_control() && h.base_offset == marker_at));
+            assert_eq!(log.borrow().aborted_transactions(0, i64::MAX), index_before);
+            log.borrow_mut().close().unwrap();
+        });
+        // And after a restart (from the clean-shutdown marker).
+        run(async {
+            let log = open(dir.path(), compact_config(1024));
+            let aborted = log.borrow().aborted_transactions(0, i64::MAX);
+            assert_eq!(aborted.len(), 1);
+            assert_eq!(aborted[0].producer_id, 7);
+        });
     }
 
     #[test]

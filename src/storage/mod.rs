@@ -11,7 +11,9 @@
 //!   `read.rs` (read by offset, look up by timestamp), `retention.rs`
 //!   (segment rolls, retention, DeleteRecords).
 //! - `commit.rs`: group commit, one fdatasync round for every waiting append of a shard.
-//! - `producer_state.rs`: idempotent-producer sequence tracking.
+//! - `producer_state.rs`: idempotent-producer sequence tracking and each
+//!   producer's open transaction (the last stable offset comes from it).
+//! - `txn_index.rs`: a segment's aborted transactions (Kafka's `.txnindex`).
 //! - `clean_shutdown.rs`: the marker a clean shutdown leaves so that the next
 //!   start can trust the files instead of scanning them.
 //! - `cleaner.rs`: log compaction, a pass over one compacted log.
@@ -29,3 +31,4 @@ pub mod producer_state;
 pub mod replay;
 pub mod segment;
 pub mod shared;
+pub mod txn_index;

@@ -17,8 +17,10 @@ use crate::io::fs::into_compio;
 use crate::protocol::batch::{
     compute_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, LOG_OVERHEAD,
 };
+use crate::protocol::control::{parse_marker, EndTxnMarker};
 use crate::storage::clean_shutdown::{self, SegmentSummary};
 use crate::storage::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::storage::txn_index::TxnIndex;
 
 /// Segment file names carry the base offset zero-padded to 20 digits, as Kafka's do,
 /// so that a directory listing sorts them in offset order.
@@ -44,6 +46,9 @@ const SCAN_CHUNK_BYTES: usize = 1 << 20;
 pub struct ScannedBatch {
     pub header: BatchHeader,
     pub position: u64,
+    /// What a transaction marker says (None for data batches, and for a
+    /// control batch that is not a marker we understand: Kafka ignores those).
+    pub marker: Option<EndTxnMarker>,
 }
 
 /// What a scan of a segment file found.
@@ -126,9 +131,15 @@ pub fn scan_batches(
             };
             return Ok(corrupt_or_torn(pos, total, file_len, error));
         }
+        let marker = if header.is_control() {
+            parse_marker(&header, batch).ok()
+        } else {
+            None
+        };
         on_batch(ScannedBatch {
             header,
             position: pos,
+            marker,
         });
         pos = end;
     }
@@ -212,6 +223,8 @@ pub struct Segment {
     pub next_offset: i64,
     pub index: OffsetIndex,
     pub time_index: TimeIndex,
+    /// The transactions whose ABORT marker is in this segment.
+    pub txn_index: TxnIndex,
     /// Log bytes appended since the last offset index entry.
     bytes_since_index_entry: u64,
     pub max_timestamp_ms: i64,
@@ -229,8 +242,9 @@ impl Segment {
     pub fn create(disk: &Disk, dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
         let log_path = dir.join(segment_file_name(base_offset, "log"));
         let file = disk.create(&log_path)?;
-        disk.remove(&dir.join(segment_file_name(base_offset, "index")))?;
-        disk.remove(&dir.join(segment_file_name(base_offset, "timeindex")))?;
+        for extension in INDEX_EXTENSIONS {
+            disk.remove(&dir.join(segment_file_name(base_offset, extension)))?;
+        }
         Ok(Segment::from_parts(
             log_path,
             into_compio(file),
@@ -257,6 +271,7 @@ impl Segment {
             next_offset: base_offset,
             index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
+            txn_index: TxnIndex::default(),
             bytes_since_index_entry: 0,
             max_timestamp_ms: -1,
             offset_of_max_timestamp: -1,
@@ -279,7 +294,7 @@ impl Segment {
         base_offset: i64,
         index_interval_bytes: u32,
         now_ms: i64,
-        mut on_batch: impl FnMut(&BatchHeader),
+        mut on_batch: impl FnMut(&ScannedBatch),
     ) -> Result<(Segment, u64), OpenError> {
         let file = disk.open_rw(log_path)?;
         let file_len = file.metadata()?.len();
@@ -289,7 +304,7 @@ impl Segment {
             Segment::from_parts(log_path.to_path_buf(), async_file, base_offset, 0, now_ms);
         let outcome = scan_batches(&file, 0, file_len, |batch| {
             segment.note_batch(&batch.header, batch.position, index_interval_bytes);
-            on_batch(&batch.header);
+            on_batch(&batch);
         })?;
         if let Some((position, error)) = outcome.corruption {
             return Err(OpenError::Corrupt {
@@ -348,9 +363,19 @@ impl Segment {
         }
         let index = self.index.encode();
         let time_index = self.time_index.encode();
+        let txn_index = self.txn_index.encode();
         let dir = self.log_path.parent().unwrap_or(Path::new("."));
-        for (extension, bytes) in [("index", &index), ("timeindex", &time_index)] {
+        for (extension, bytes) in [
+            ("index", &index),
+            ("timeindex", &time_index),
+            ("txnindex", &txn_index),
+        ] {
             let path = dir.join(segment_file_name(self.base_offset, extension));
+            if extension == "txnindex" && bytes.is_empty() {
+                // No entry, no file; one left over would not be read.
+                disk.remove(&path)?;
+                continue;
+            }
             // Usually written at roll and unchanged since; read back rather than trusted.
             if fs::read(&path).ok().as_ref() != Some(bytes) {
                 disk.write(&path, bytes)?;
@@ -371,6 +396,8 @@ impl Segment {
             index_crc: crc32c::crc32c(&index),
             time_index_bytes: length(&time_index)?,
             time_index_crc: crc32c::crc32c(&time_index),
+            txn_index_bytes: length(&txn_index)?,
+            txn_index_crc: crc32c::crc32c(&txn_index),
         })
     }
 
@@ -413,6 +440,17 @@ impl Segment {
         )?;
         let index = OffsetIndex::decode(&index_bytes, log_bytes).ok_or("malformed offset index")?;
         let time_index = TimeIndex::decode(&time_index_bytes).ok_or("malformed time index")?;
+        let txn_index = if summary.txn_index_bytes == 0 {
+            TxnIndex::default()
+        } else {
+            let bytes = read_index_file(
+                &dir.join(segment_file_name(summary.base_offset, "txnindex")),
+                summary.txn_index_bytes,
+                summary.txn_index_crc,
+            )?;
+            TxnIndex::decode(&bytes, summary.base_offset, summary.next_offset)
+                .ok_or("malformed transaction index")?
+        };
         let span = u64::try_from(summary.next_offset - summary.base_offset).unwrap_or(0);
         // Sane for this segment: every entry inside it; the first batch indexed
         // (note_batch always indexes it); the last time entry is the max timestamp.
@@ -476,6 +514,7 @@ impl Segment {
         segment.bytes_since_index_entry = log_bytes - tail_start;
         segment.index = index;
         segment.time_index = time_index;
+        segment.txn_index = txn_index;
         segment.max_timestamp_ms = summary.max_timestamp_ms;
         segment.offset_of_max_timestamp = summary.offset_of_max_timestamp;
         segment.set_created_ms_after_restart(now_ms);
@@ -546,7 +585,7 @@ impl Segment {
     /// below the log start and removed then.
     pub fn remove_files(&self, disk: &Disk) {
         let dir = self.log_path.parent().unwrap_or(Path::new("."));
-        for extension in ["log", "index", "timeindex"] {
+        for extension in std::iter::once("log").chain(INDEX_EXTENSIONS) {
             let _ = disk.remove(&dir.join(segment_file_name(self.base_offset, extension)));
         }
     }
@@ -562,9 +601,25 @@ impl Segment {
         disk.write(
             &dir.join(segment_file_name(self.base_offset, "timeindex")),
             &self.time_index.encode(),
-        )
+        )?;
+        self.write_txn_index_file(disk)
+    }
+
+    /// The `.txnindex` file, present only when the segment has an entry
+    /// (as in Kafka).
+    fn write_txn_index_file(&self, disk: &Disk) -> io::Result<()> {
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
+        let path = dir.join(segment_file_name(self.base_offset, "txnindex"));
+        if self.txn_index.is_empty() {
+            disk.remove(&path)
+        } else {
+            disk.write(&path, &self.txn_index.encode())
+        }
     }
 }
+
+/// The files beside a segment's `.log`.
+pub const INDEX_EXTENSIONS: [&str; 3] = ["index", "timeindex", "txnindex"];
 
 /// The in-memory bookkeeping of a segment (offsets, timestamps, sparse
 /// indexes), without its open file: `Send`, so that it can be built on another

@@ -12,6 +12,9 @@ use event_listener::Event;
 pub struct PartitionShared {
     /// Offset after the last batch whose write completed (readable by consumers).
     high_watermark: AtomicI64,
+    /// The offset `read_committed` consumers may read up to: the first offset
+    /// of the oldest undecided transaction, or the high watermark.
+    last_stable_offset: AtomicI64,
     log_start_offset: AtomicI64,
     /// True when the partition's storage failed (corruption at start-up, an
     /// fsync error): requests get KAFKA_STORAGE_ERROR.
@@ -24,6 +27,7 @@ impl Default for PartitionShared {
     fn default() -> Self {
         PartitionShared {
             high_watermark: AtomicI64::new(0),
+            last_stable_offset: AtomicI64::new(0),
             log_start_offset: AtomicI64::new(0),
             offline: AtomicBool::new(false),
             data_arrived: Event::new(),
@@ -38,6 +42,9 @@ impl PartitionShared {
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset.load(Ordering::Acquire)
     }
+    pub fn last_stable_offset(&self) -> i64 {
+        self.last_stable_offset.load(Ordering::Acquire)
+    }
     pub fn is_offline(&self) -> bool {
         self.offline.load(Ordering::Acquire)
     }
@@ -48,8 +55,15 @@ impl PartitionShared {
     pub fn set_log_start_offset(&self, offset: i64) {
         self.log_start_offset.store(offset, Ordering::Release);
     }
-    pub fn set_high_watermark(&self, offset: i64) {
-        self.high_watermark.store(offset, Ordering::Release);
+    /// Publishes the high watermark and the last stable offset (never above
+    /// it), and wakes the fetches waiting for data.
+    pub fn set_watermarks(&self, high_watermark: i64, last_stable_offset: i64) {
+        debug_assert!(last_stable_offset <= high_watermark);
+        // The stable offset first: a reader that sees the new high watermark
+        // never sees a stable offset from before it moved.
+        self.last_stable_offset
+            .store(last_stable_offset, Ordering::Release);
+        self.high_watermark.store(high_watermark, Ordering::Release);
         self.data_arrived.notify(usize::MAX);
     }
     /// A listener to await for the next high-watermark move. Register it before

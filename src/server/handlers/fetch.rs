@@ -24,7 +24,8 @@ use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::fetch_response::{FetchResponse, PartitionResponse, TopicResponse};
 use crate::server::fetch_sessions::{FetchSession, SessionPartition, Wanted};
-use crate::storage::log::ReadError;
+use crate::storage::log::{Isolation, ReadError};
+use crate::storage::txn_index::AbortedTxn;
 
 /// Upper bound on a long-poll, whatever the client asks.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
@@ -55,7 +56,10 @@ struct PartitionResult {
     /// Length of the first batch in `records` (0 when empty).
     first_batch_len: usize,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
+    /// read_committed: the aborted transactions overlapping `records`.
+    aborted: Option<Vec<AbortedTxn>>,
 }
 
 pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponse {
@@ -80,6 +84,13 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;
+    // KIP-98: 1 is read_committed; anything else reads uncommitted (Kafka
+    // treats every value but 1 so).
+    let isolation = if request.isolation_level == 1 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
     // Kafka's broker-side fetch.max.bytes: whatever the client asks, a
     // response carries at most this much record data (plus, per KIP-74, one
     // first batch).
@@ -100,7 +111,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
                     .map(|p| p.listen())
             })
             .collect();
-        let results = read_all(ctx, &resolved, max_bytes).await;
+        let results = read_all(ctx, &resolved, max_bytes, isolation).await;
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let has_error = results.iter().any(|r| r.error.is_some());
         let now = Instant::now();
@@ -199,6 +210,7 @@ fn open_session(
                     SessionPartition {
                         wanted: w.clone(),
                         last_high_watermark: -1,
+                        last_stable_offset: -1,
                         last_log_start_offset: -1,
                     },
                 );
@@ -242,6 +254,7 @@ fn open_session(
                             SessionPartition {
                                 wanted: w,
                                 last_high_watermark: -1,
+                                last_stable_offset: -1,
                                 last_log_start_offset: -1,
                             },
                         );
@@ -264,6 +277,7 @@ async fn read_all(
     ctx: &RequestContext,
     resolved: &[(Wanted, Result<Arc<TopicMeta>, ErrorCode>)],
     max_bytes: usize,
+    isolation: Isolation,
 ) -> Vec<PartitionResult> {
     let shard = &ctx.conn.shard;
     let mut results: Vec<Option<PartitionResult>> = vec![None; resolved.len()];
@@ -301,7 +315,8 @@ async fn read_all(
             for (i, key, offset, partition_max) in items {
                 let limit = partition_max.min(max_bytes.saturating_sub(shard_total));
                 let first_may_exceed = shard_total == 0 && limit > 0;
-                let result = read_one(&owner, key, offset, limit, first_may_exceed).await;
+                let result =
+                    read_one(&owner, key, offset, limit, first_may_exceed, isolation).await;
                 shard_total += result.records.len();
                 out.push((i, result));
             }
@@ -359,7 +374,7 @@ async fn read_all(
             for (i, key, offset, limit, first_may_exceed) in items {
                 out.push((
                     i,
-                    read_one(&owner, key, offset, limit, first_may_exceed).await,
+                    read_one(&owner, key, offset, limit, first_may_exceed, isolation).await,
                 ));
             }
             out
@@ -380,12 +395,19 @@ async fn read_one(
     offset: i64,
     limit: usize,
     first_may_exceed: bool,
+    isolation: Isolation,
 ) -> PartitionResult {
     let Some(partition) = owner.partition(&key) else {
         return error_result(ErrorCode::UnknownTopicOrPartition);
     };
     match partition
-        .read(offset, limit, first_may_exceed, owner.zero_copy_min_bytes)
+        .read(
+            offset,
+            limit,
+            first_may_exceed,
+            owner.zero_copy_min_bytes,
+            isolation,
+        )
         .await
     {
         Ok(read) => PartitionResult {
@@ -393,7 +415,9 @@ async fn read_one(
             first_batch_len: read.first_batch_len,
             records: read.records,
             high_watermark: read.high_watermark,
+            last_stable_offset: read.last_stable_offset,
             log_start_offset: read.log_start_offset,
+            aborted: read.aborted,
         },
         Err(ReadError::OffsetOutOfRange {
             log_start_offset,
@@ -404,7 +428,9 @@ async fn read_one(
             records: Chain::default(),
             first_batch_len: 0,
             high_watermark,
+            last_stable_offset: -1,
             log_start_offset,
+            aborted: None,
         },
         Err(ReadError::Storage(message)) => {
             tracing::warn!(%message, "fetch read failed");
@@ -419,7 +445,9 @@ fn error_result(code: ErrorCode) -> PartitionResult {
         records: Chain::default(),
         first_batch_len: 0,
         high_watermark: -1,
+        last_stable_offset: -1,
         log_start_offset: -1,
+        aborted: None,
     }
 }
 
@@ -444,8 +472,10 @@ fn build_response(
                 let changed = result.error.is_some()
                     || !result.records.is_empty()
                     || state.last_high_watermark != result.high_watermark
+                    || state.last_stable_offset != result.last_stable_offset
                     || state.last_log_start_offset != result.log_start_offset;
                 state.last_high_watermark = result.high_watermark;
+                state.last_stable_offset = result.last_stable_offset;
                 state.last_log_start_offset = result.log_start_offset;
                 if incremental && !changed {
                     continue;
@@ -456,8 +486,13 @@ fn build_response(
             partition_index: wanted.partition,
             error_code: result.error.map_or(0, |e| e.code()),
             high_watermark: result.high_watermark,
-            last_stable_offset: result.high_watermark,
+            last_stable_offset: result.last_stable_offset,
             log_start_offset: result.log_start_offset,
+            aborted_transactions: result.aborted.map(|list| {
+                list.iter()
+                    .map(|t| (t.producer_id, t.first_offset))
+                    .collect()
+            }),
             records: result.records,
         };
         let same_topic = topics

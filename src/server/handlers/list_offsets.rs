@@ -1,6 +1,8 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local
 //! (-4, the same as earliest here: no tiered storage), or the first offset whose
-//! timestamp is at or after a given time.
+//! timestamp is at or after a given time. Under read_committed (isolation
+//! level 1, v2+) "latest" is the last stable offset, and a lookup that lands
+//! at or past it finds nothing, as in Kafka.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -9,10 +11,16 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
+use crate::storage::log::Isolation;
 
 pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let shard = &ctx.conn.shard;
     let version = ctx.api_version;
+    let isolation = if request.isolation_level == 1 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let meta = shard.node.image().topic(topic.name.0.as_str()).cloned();
@@ -47,7 +55,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                         };
                         let epoch = partition.leader_epoch();
                         partition
-                            .offset_for(timestamp)
+                            .offset_for(timestamp, isolation)
                             .await
                             .map(|(o, t)| (o, t, epoch))
                     })

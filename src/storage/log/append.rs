@@ -9,8 +9,10 @@ use bytes::{Bytes, BytesMut};
 use crate::io::clock::now_ms;
 use crate::protocol::batch::TimestampType;
 use crate::protocol::batch::{self, BatchHeader, ValidatedRecords, BATCH_HEADER_LEN};
+use crate::protocol::control::{self, EndTxnMarker};
 use crate::storage::commit::GroupCommit;
 use crate::storage::producer_state::SequenceCheck;
+use crate::storage::txn_index::AbortedTxn;
 
 use super::state::*;
 
@@ -30,7 +32,17 @@ impl PartitionLog {
             )));
         }
         let header = validated.first;
-        if header.has_producer_id() && header.base_sequence >= 0 {
+        // A control batch here is a marker the broker made (Produce refuses
+        // clients' control batches).
+        let marker = if header.is_control() {
+            let marker = control::parse_marker(&header, records)
+                .map_err(|_| AppendError::InvalidRecord("not a transaction marker"))?;
+            self.producers.check_marker(&header, &marker)?;
+            Some(marker)
+        } else {
+            None
+        };
+        if marker.is_none() && header.has_producer_id() && header.base_sequence >= 0 {
             if let SequenceCheck::Duplicate { base_offset } = self.producers.check(&header)? {
                 return Ok(Reservation::Duplicate(AppendOutcome {
                     base_offset,
@@ -79,7 +91,22 @@ impl PartitionLog {
         let file = active.file.clone();
         let end_offset = stored_header.last_offset() + 1;
         self.next_offset = end_offset;
-        self.producers.record(&stored_header);
+        match &marker {
+            None => self.producers.record(&stored_header),
+            Some(marker) => {
+                let done = self.producers.record_marker(&stored_header, marker);
+                if let Some(done) = done.filter(|d| d.aborted) {
+                    active.txn_index.push(AbortedTxn {
+                        producer_id: done.producer_id,
+                        first_offset: done.first_offset,
+                        last_offset: done.last_offset,
+                        last_stable_offset: self
+                            .producers
+                            .stable_offset_after_marker(done.last_offset),
+                    });
+                }
+            }
+        }
         let id = self.next_write_id;
         self.next_write_id += 1;
         self.in_flight.push_back(InFlightWrite {
@@ -131,7 +158,7 @@ impl PartitionLog {
             new_watermark = Some(w.end_offset);
         }
         if let Some(offset) = new_watermark {
-            self.shared.set_high_watermark(offset);
+            self.publish_watermarks(offset);
         }
         if self.write_error.is_some() && self.in_flight.iter().all(|w| w.done) {
             self.roll_back_failed_writes();
@@ -190,7 +217,7 @@ impl PartitionLog {
         let error = self.write_error.take().unwrap_or_default();
         tracing::warn!(topic = %self.topic, partition = self.partition, high_watermark, %error, "rolled back failed appends; accepting appends again");
         // Wake appends waiting for the watermark: theirs was discarded.
-        self.shared.set_high_watermark(high_watermark);
+        self.publish_watermarks(high_watermark);
     }
 
     /// Whether this append must wait for fdatasync before it is acknowledged, and
@@ -312,6 +339,33 @@ pub async fn append(
         }
     }
     Ok(write.outcome)
+}
+
+/// Appends the marker that ends `producer_id`'s transaction on this
+/// partition (commit or abort), as the transaction coordinator does; waits
+/// for durability as an append does. Refused with INVALID_PRODUCER_EPOCH for
+/// an epoch older than the producer's, TRANSACTION_COORDINATOR_FENCED for an
+/// older coordinator epoch than the last marker's.
+pub async fn append_marker(
+    log: &LogRef,
+    commit: &Rc<GroupCommit>,
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: EndTxnMarker,
+    wants_ack: bool,
+) -> Result<AppendOutcome, AppendError> {
+    let batch = control::marker_batch(producer_id, producer_epoch, marker, now_ms());
+    let header =
+        BatchHeader::parse(&batch).map_err(|_| AppendError::InvalidRecord("marker header"))?;
+    let validated = ValidatedRecords {
+        batch_count: 1,
+        record_count: 1,
+        first: header,
+        last: header,
+        max_timestamp: header.max_timestamp,
+        offset_of_max_timestamp_delta: 0,
+    };
+    append(log, commit, batch, &validated, wants_ack).await
 }
 
 /// Makes what was written to `file` (the log's active segment) durable in the

@@ -17,8 +17,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use append::{append, sync_log};
-pub use read::{offset_for_timestamp, read};
+pub use append::{append, append_marker, sync_log};
+pub use read::{offset_for_timestamp, read, read_isolated};
 pub use state::{
-    AppendError, AppendOutcome, CleanerState, LogRef, PartitionLog, ReadError, ReadOutcome,
+    AppendError, AppendOutcome, CleanerState, Isolation, LogRef, PartitionLog, ReadError,
+    ReadOutcome,
 };

@@ -14,6 +14,7 @@ use crate::protocol::batch::{BatchHeader, BATCH_HEADER_LEN};
 use crate::protocol::compression::decompressed_bytes_max;
 use crate::protocol::records::{records_area, RecordIter};
 use crate::storage::segment::Segment;
+use crate::storage::txn_index::AbortedTxn;
 
 use super::state::*;
 
@@ -101,10 +102,35 @@ pub async fn read(
     first_may_exceed: bool,
     zero_copy_min_bytes: Option<usize>,
 ) -> Result<ReadOutcome, ReadError> {
-    let (mut segment, mut position, high_watermark, log_start_offset) = {
+    read_isolated(
+        log,
+        offset,
+        max_bytes,
+        first_may_exceed,
+        zero_copy_min_bytes,
+        Isolation::ReadUncommitted,
+    )
+    .await
+}
+
+/// [`read`] at an isolation level: `ReadCommitted` returns nothing at or past
+/// the last stable offset, and lists the aborted transactions that overlap
+/// what it returns, from the segments' transaction indexes (the records are
+/// not looked at, so the data may still be spliced).
+pub async fn read_isolated(
+    log: &LogRef,
+    offset: i64,
+    max_bytes: usize,
+    first_may_exceed: bool,
+    zero_copy_min_bytes: Option<usize>,
+    isolation: Isolation,
+) -> Result<ReadOutcome, ReadError> {
+    let committed = isolation == Isolation::ReadCommitted;
+    let (mut segment, mut position, high_watermark, last_stable_offset, log_start_offset) = {
         let log = log.borrow();
         log.check_online().map_err(ReadError::Storage)?;
         let high_watermark = log.high_watermark();
+        let last_stable_offset = log.last_stable_offset();
         if offset < log.log_start_offset || offset > high_watermark {
             return Err(ReadError::OffsetOutOfRange {
                 offset,
@@ -112,13 +138,20 @@ pub async fn read(
                 high_watermark,
             });
         }
+        let upper = if committed {
+            last_stable_offset
+        } else {
+            high_watermark
+        };
         let empty = ReadOutcome {
             records: Chain::default(),
             first_batch_len: 0,
             high_watermark,
+            last_stable_offset,
             log_start_offset: log.log_start_offset,
+            aborted: committed.then(Vec::new),
         };
-        if offset == high_watermark || (max_bytes == 0 && !first_may_exceed) {
+        if offset >= upper || (max_bytes == 0 && !first_may_exceed) {
             return Ok(empty);
         }
         let Some((i, position, _)) = log.locate(offset) else {
@@ -128,38 +161,53 @@ pub async fn read(
             SegmentView::of(&log.segments[i], zero_copy_min_bytes.is_some()),
             position,
             high_watermark,
+            last_stable_offset,
             log.log_start_offset,
         )
     };
+    // Where a read_committed read must stop: the batch at the last stable
+    // offset, if it is below the high watermark.
+    let stop = if committed && last_stable_offset < high_watermark {
+        stop_at(log, last_stable_offset).await?
+    } else {
+        None
+    };
+    segment.cap(stop);
     let mut ranges: Vec<(SegmentView, u64, u64, Option<Bytes>)> = Vec::new();
     let mut budget = max_bytes as u64;
     let mut first_batch_len = 0;
+    // The offset after the last batch returned, when known from a header.
+    let mut end_offset: Option<i64> = None;
     loop {
         let mut walker = HeaderWalker::new(&segment);
         // The batch holding `offset`, or the first after it (offsets may have gaps).
         let mut found = None;
         while position < segment.readable {
-            let (last_offset, len) = walker.header_at(position).await?;
-            if last_offset >= offset {
-                found = Some((position, len));
+            let header = walker.header_at(position).await?;
+            if header.last_offset >= offset {
+                found = Some((position, header));
                 break;
             }
-            position += len;
+            position += header.len;
         }
-        if let Some((start, first_len)) = found {
+        if let Some((start, first)) = found {
             if ranges.is_empty() {
-                first_batch_len = first_len as usize;
+                first_batch_len = first.len as usize;
             }
-            if first_len > budget {
+            if first.len > budget {
                 if ranges.is_empty() && first_may_exceed {
-                    let end = start + first_len;
+                    let end = start + first.len;
                     let inline = walker.cached(start, end);
                     ranges.push((segment, start, end, inline));
+                    end_offset = Some(first.last_offset + 1);
+                } else {
+                    end_offset = Some(first.base_offset);
                 }
                 break;
             }
             let limit = start + budget;
-            let mut end = start + first_len;
+            let mut end = start + first.len;
+            let mut next_base = None;
             if segment.readable <= limit {
                 end = segment.readable;
             } else {
@@ -168,20 +216,25 @@ pub async fn read(
                     end = end.max(hint);
                 }
                 while end < segment.readable {
-                    let (_, len) = walker.header_at(end).await?;
-                    if end + len > limit {
+                    let header = walker.header_at(end).await?;
+                    if end + header.len > limit {
+                        next_base = Some(header.base_offset);
                         break;
                     }
-                    end += len;
+                    end += header.len;
                 }
             }
             budget -= end - start;
             let inline = walker.cached(start, end);
             let segment_done = end == segment.readable;
             ranges.push((segment.clone(), start, end, inline));
+            end_offset = next_base;
             if !segment_done || budget == 0 {
                 break;
             }
+        }
+        if segment.is_last {
+            break;
         }
         // Go on in the next segment. Found by base offset: retention or the cleaner
         // may have replaced the list while this read was waiting.
@@ -199,7 +252,18 @@ pub async fn read(
             0
         };
         segment = SegmentView::of(next, zero_copy_min_bytes.is_some());
+        segment.cap(stop);
     }
+    let aborted = committed.then(|| {
+        // Not known from a header: the read ran to the end of a segment, so
+        // the next one (or the stable offset) bounds it.
+        let upper = end_offset.unwrap_or(last_stable_offset);
+        if ranges.is_empty() {
+            Vec::new()
+        } else {
+            log.borrow().aborted_transactions(offset, upper)
+        }
+    });
     let mut records = Chain::default();
     for (segment, start, end, inline) in ranges {
         let len = (end - start) as usize;
@@ -229,8 +293,57 @@ pub async fn read(
         records,
         first_batch_len,
         high_watermark,
+        last_stable_offset,
         log_start_offset,
+        aborted,
     })
+}
+
+/// Where a read must stop so as to return nothing at or past `upper`: the
+/// segment and file position of the first batch whose last offset is at or
+/// past it (`upper` is a batch boundary, except a log start moved into a
+/// batch by DeleteRecords: then that whole batch waits).
+async fn stop_at(log: &LogRef, upper: i64) -> Result<Option<(i64, u64)>, ReadError> {
+    let (segment, mut position) = {
+        let log = log.borrow();
+        let Some((i, position, _)) = log.locate(upper) else {
+            return Ok(None);
+        };
+        (SegmentView::of(&log.segments[i], false), position)
+    };
+    let mut walker = HeaderWalker::new(&segment);
+    while position < segment.readable {
+        let header = walker.header_at(position).await?;
+        if header.last_offset >= upper {
+            break;
+        }
+        position += header.len;
+    }
+    Ok(Some((segment.base_offset, position)))
+}
+
+impl PartitionLog {
+    /// The aborted transactions that overlap `[fetch_offset, upper)`, from
+    /// the transaction indexes of the segments from the one holding
+    /// `fetch_offset` on (a marker before it cannot end a transaction that
+    /// reaches it).
+    pub(in crate::storage) fn aborted_transactions(
+        &self,
+        fetch_offset: i64,
+        upper: i64,
+    ) -> Vec<AbortedTxn> {
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= fetch_offset)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for segment in &self.segments[first..] {
+            if segment.txn_index.collect(fetch_offset, upper, &mut out) {
+                break;
+            }
+        }
+        out
+    }
 }
 
 /// What a read needs of a segment, taken while the log is borrowed.
@@ -242,6 +355,8 @@ struct SegmentView {
     /// it may not, or when the descriptor could not be opened: then it copies).
     shared: Option<Arc<std::fs::File>>,
     readable: u64,
+    /// The read stops in this segment (see `stop_at`).
+    is_last: bool,
 }
 
 impl SegmentView {
@@ -261,8 +376,32 @@ impl SegmentView {
             file: segment.file.clone(),
             shared,
             readable: segment.readable_bytes,
+            is_last: false,
         }
     }
+
+    /// Applies a read's stop (segment base offset, position) to this view.
+    fn cap(&mut self, stop: Option<(i64, u64)>) {
+        if let Some((base_offset, position)) = stop {
+            if self.base_offset >= base_offset {
+                self.readable = if self.base_offset == base_offset {
+                    self.readable.min(position)
+                } else {
+                    0
+                };
+                self.is_last = true;
+            }
+        }
+    }
+}
+
+/// What a read needs of a batch header.
+#[derive(Debug, Clone, Copy)]
+struct HeaderSummary {
+    base_offset: i64,
+    last_offset: i64,
+    /// The whole batch's length.
+    len: u64,
 }
 
 /// Bytes read per header lookup that misses the cached chunk. Large enough that
@@ -286,9 +425,8 @@ impl<'a> HeaderWalker<'a> {
         }
     }
 
-    /// (last offset, total length) of the batch at `position`, checked to lie
-    /// within the segment's readable bytes.
-    async fn header_at(&mut self, position: u64) -> Result<(i64, u64), ReadError> {
+    /// The batch at `position`, checked to lie within the segment's readable bytes.
+    async fn header_at(&mut self, position: u64) -> Result<HeaderSummary, ReadError> {
         let header_end = position + BATCH_HEADER_LEN as u64;
         if header_end > self.segment.readable {
             return Err(ReadError::Storage(format!(
@@ -321,7 +459,11 @@ impl<'a> HeaderWalker<'a> {
                 self.segment.readable
             )));
         }
-        Ok((header.last_offset(), len))
+        Ok(HeaderSummary {
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+            len,
+        })
     }
 
     /// `[start, end)` of the segment if the cached chunk holds all of it.

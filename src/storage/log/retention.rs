@@ -71,6 +71,7 @@ impl PartitionLog {
         })?;
         self.log_start_offset = target;
         self.shared.set_log_start_offset(target);
+        self.publish_watermarks(self.high_watermark());
         while self.segments.len() > 1 && self.segments[1].base_offset <= target {
             let segment = self.segments.remove(0);
             // Readers holding the file keep it readable until they finish (Linux unlink semantics).
@@ -116,6 +117,7 @@ impl PartitionLog {
             let start = self.segments[0].base_offset.max(self.log_start_offset);
             self.log_start_offset = start;
             self.shared.set_log_start_offset(start);
+            self.publish_watermarks(self.high_watermark());
             tracing::info!(topic = %self.topic, partition = self.partition, removed, log_start_offset = start, "retention removed segments");
         }
         removed

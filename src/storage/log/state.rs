@@ -18,8 +18,11 @@ use crate::protocol::errors::ErrorCode;
 use crate::storage::clean_shutdown;
 use crate::storage::config::LogConfig;
 use crate::storage::producer_state::{ProducerStateTable, SequenceError};
-use crate::storage::segment::{parse_segment_file_name, OpenError, Segment};
+use crate::storage::segment::{
+    parse_segment_file_name, OpenError, ScannedBatch, Segment, INDEX_EXTENSIONS,
+};
 use crate::storage::shared::PartitionShared;
+use crate::storage::txn_index::{AbortedTxn, TxnIndex};
 
 pub type LogRef = Rc<RefCell<PartitionLog>>;
 
@@ -85,6 +88,12 @@ impl AppendError {
             AppendError::Storage(_) => ErrorCode::KafkaStorageError,
             AppendError::Sequence(SequenceError::OutOfOrder) => ErrorCode::OutOfOrderSequenceNumber,
             AppendError::Sequence(SequenceError::InvalidEpoch) => ErrorCode::InvalidProducerEpoch,
+            AppendError::Sequence(SequenceError::ExpectedTransactional) => {
+                ErrorCode::InvalidTxnState
+            }
+            AppendError::Sequence(SequenceError::CoordinatorFenced) => {
+                ErrorCode::TransactionCoordinatorFenced
+            }
             AppendError::InvalidRecord(_) => ErrorCode::InvalidRecord,
         }
     }
@@ -98,7 +107,20 @@ pub struct ReadOutcome {
     /// Length of the first batch in `records` (0 when empty).
     pub first_batch_len: usize,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For a `read_committed` read, the aborted transactions that overlap
+    /// the records returned (consumers drop their records); None otherwise.
+    pub aborted: Option<Vec<AbortedTxn>>,
+}
+
+/// What a read may return (Fetch's `isolation_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything up to the high watermark.
+    ReadUncommitted,
+    /// Up to the last stable offset, with the aborted transactions listed.
+    ReadCommitted,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,7 +243,11 @@ impl PartitionLog {
             .max(segments[0].base_offset)
             .min(next_offset);
         shared.set_log_start_offset(log_start_offset);
-        shared.set_high_watermark(next_offset);
+        let mut producers = producers;
+        // Every write on disk is complete: no marker is still deciding.
+        producers.on_high_watermark(next_offset);
+        let last_stable = stable_offset(&producers, log_start_offset, next_offset);
+        shared.set_watermarks(next_offset, last_stable);
         Ok(PartitionLog {
             topic,
             partition,
@@ -247,6 +273,19 @@ impl PartitionLog {
 
     pub fn high_watermark(&self) -> i64 {
         self.shared.high_watermark()
+    }
+
+    /// The offset `read_committed` consumers may read up to.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.shared.last_stable_offset()
+    }
+
+    /// Publishes a new high watermark with the last stable offset that
+    /// follows from it (a marker below it makes its transaction stable).
+    pub(in crate::storage) fn publish_watermarks(&mut self, high_watermark: i64) {
+        self.producers.on_high_watermark(high_watermark);
+        let last_stable = stable_offset(&self.producers, self.log_start_offset, high_watermark);
+        self.shared.set_watermarks(high_watermark, last_stable);
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -359,6 +398,21 @@ impl PartitionLog {
     }
 }
 
+/// The last stable offset: the first unstable offset (not below the log
+/// start, which retention may move past an open transaction), or the high
+/// watermark if there is none or it is above.
+fn stable_offset(
+    producers: &ProducerStateTable,
+    log_start_offset: i64,
+    high_watermark: i64,
+) -> i64 {
+    producers
+        .first_unstable_offset()
+        .map_or(high_watermark, |first| {
+            first.max(log_start_offset).min(high_watermark)
+        })
+}
+
 /// Opens every segment with the full scan (lengths, magic, CRC32C),
 /// rebuilding indexes and producer state. A torn tail is truncated; if the
 /// segment it ends is not the last, the later segments are removed, as Kafka's
@@ -377,20 +431,22 @@ pub(super) fn scan_segments(
     let mut segments = Vec::with_capacity(bases.len().max(1));
     for (i, &base) in bases.iter().enumerate() {
         let path = dir.join(crate::storage::segment::segment_file_name(base, "log"));
-        let (segment, torn_bytes) = Segment::open(
+        let mut aborted = TxnIndex::default();
+        let (mut segment, torn_bytes) = Segment::open(
             disk,
             &path,
             base,
             config.index_interval_bytes,
             now,
-            |header| producers.record(header),
+            |batch| replay_batch(&mut producers, &mut aborted, batch),
         )?;
+        segment.txn_index = aborted;
         let next_offset = segment.next_offset;
         segments.push(segment);
         let later = &bases[i + 1..];
         if torn_bytes > 0 && !later.is_empty() {
             for &dropped in later {
-                for extension in ["log", "index", "timeindex"] {
+                for extension in std::iter::once("log").chain(INDEX_EXTENSIONS) {
                     let file = dir.join(crate::storage::segment::segment_file_name(
                         dropped, extension,
                     ));
@@ -413,6 +469,29 @@ pub(super) fn scan_segments(
         }
     }
     Ok((segments, producers))
+}
+
+/// Replays one batch found by the start-up scan into the producer state and,
+/// for an ABORT marker, the segment's aborted-transaction index.
+fn replay_batch(producers: &mut ProducerStateTable, aborted: &mut TxnIndex, batch: &ScannedBatch) {
+    let header = &batch.header;
+    if !header.is_control() {
+        producers.record(header);
+        return;
+    }
+    let Some(marker) = batch.marker else {
+        return;
+    };
+    if let Some(done) = producers.record_marker(header, &marker) {
+        if done.aborted {
+            aborted.push(AbortedTxn {
+                producer_id: done.producer_id,
+                first_offset: done.first_offset,
+                last_offset: done.last_offset,
+                last_stable_offset: producers.stable_offset_after_marker(done.last_offset),
+            });
+        }
+    }
 }
 
 /// Opens the segments as the clean-shutdown marker `bytes` describes them,

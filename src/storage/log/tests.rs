@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::protocol::batch::BatchHeader;
 use crate::protocol::batch::{validate_records, BatchIter};
+use crate::protocol::control::EndTxnMarker;
 use crate::protocol::encode::{self, ProducerFields};
 use crate::protocol::errors::ErrorCode;
 use crate::storage::commit::GroupCommit;
@@ -16,6 +17,7 @@ use crate::storage::config::LogConfig;
 use crate::storage::producer_state::SequenceError;
 use crate::storage::segment::{parse_segment_file_name, OpenError};
 use crate::storage::shared::PartitionShared;
+use crate::storage::txn_index::AbortedTxn;
 use kafka_protocol::records::Compression;
 
 /// One batch of `count` records with timestamps from `first_timestamp`, optionally
@@ -278,6 +280,188 @@ fn a_torn_tail_before_the_last_segment_ends_the_log_there() {
             "stable on reopen"
         );
     });
+}
+
+/// `count` records from transactional producer `producer_id`, sequences from
+/// `base_sequence`.
+fn txn_batch(producer_id: i64, base_sequence: i32, count: i64) -> Bytes {
+    let producer = ProducerFields {
+        producer_id,
+        producer_epoch: 0,
+        base_sequence,
+    };
+    let records: Vec<_> = (0..count)
+        .map(|i| {
+            let mut record = encode::record(
+                i,
+                1_000 + i,
+                Some(Bytes::from(format!("k{i}"))),
+                Some(Bytes::from_static(b"v")),
+                Some(producer),
+            );
+            record.transactional = true;
+            record
+        })
+        .collect();
+    encode::encode_batch(&records, Compression::None)
+}
+
+fn end(commit: bool) -> EndTxnMarker {
+    EndTxnMarker {
+        commit,
+        coordinator_epoch: 0,
+    }
+}
+
+/// (base offset, producer id, is control) of every batch a read returned.
+fn batches_of(read: &ReadOutcome) -> Vec<(i64, i64, bool)> {
+    BatchIter::new(&read.records.to_bytes().unwrap(), true)
+        .map(|item| {
+            let (header, _) = item.unwrap();
+            (header.base_offset, header.producer_id, header.is_control())
+        })
+        .collect()
+}
+
+async fn read_committed(log: &LogRef, offset: i64) -> ReadOutcome {
+    read_isolated(log, offset, 1 << 20, true, None, Isolation::ReadCommitted)
+        .await
+        .unwrap()
+}
+
+/// Two transactions interleaved with plain appends: the last stable offset
+/// holds at the oldest open transaction; read_committed stops there and lists
+/// the aborted transaction it returns; markers end transactions with Kafka's
+/// checks; all of it survives a clean restart and a scanned one alike.
+#[test]
+fn transactions_move_the_last_stable_offset_and_read_committed_honours_it() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1 << 20);
+        // Producer 1 opens at 0 (offsets 0-2), a plain batch at 3-4,
+        // producer 2 opens at 5 (5-6).
+        append_one(&log, &commit, txn_batch(1, 0, 3)).await.unwrap();
+        append_one(&log, &commit, batch(2, 0, None)).await.unwrap();
+        append_one(&log, &commit, txn_batch(2, 0, 2)).await.unwrap();
+        assert_eq!(log.borrow().high_watermark(), 7);
+        assert_eq!(log.borrow().last_stable_offset(), 0);
+        let nothing = read_committed(&log, 0).await;
+        assert!(nothing.records.is_empty());
+        assert_eq!(nothing.aborted, Some(vec![]));
+        assert_eq!(
+            read(&log, 0, 1 << 20, true, None).await.unwrap().aborted,
+            None
+        );
+        // Producer 1 may not write outside its transaction meanwhile.
+        let plain = {
+            let producer = Some((1, 0, 3));
+            batch(1, 0, producer)
+        };
+        assert_eq!(
+            append_one(&log, &commit, plain)
+                .await
+                .unwrap_err()
+                .error_code(),
+            ErrorCode::InvalidTxnState
+        );
+        // Producer 1 aborts at 7: stable up to producer 2's start.
+        let outcome = append_marker(&log, &commit, 1, 0, end(false), true)
+            .await
+            .unwrap();
+        assert_eq!(outcome.base_offset, 7);
+        assert_eq!(log.borrow().last_stable_offset(), 5);
+        let partial = read_committed(&log, 0).await;
+        assert_eq!(batches_of(&partial), [(0, 1, false), (3, -1, false)]);
+        let aborted_one = AbortedTxn {
+            producer_id: 1,
+            first_offset: 0,
+            last_offset: 7,
+            last_stable_offset: 5,
+        };
+        assert_eq!(partial.aborted, Some(vec![aborted_one]));
+        // A marker from an older coordinator than producer 1's last one is
+        // fenced; so is one of an older producer epoch.
+        let stale = EndTxnMarker {
+            commit: true,
+            coordinator_epoch: -1,
+        };
+        assert_eq!(
+            append_marker(&log, &commit, 1, 0, stale, true)
+                .await
+                .unwrap_err()
+                .error_code(),
+            ErrorCode::TransactionCoordinatorFenced
+        );
+        assert_eq!(
+            append_marker(&log, &commit, 1, -1, end(true), true)
+                .await
+                .unwrap_err()
+                .error_code(),
+            ErrorCode::InvalidProducerEpoch
+        );
+        // Producer 2 commits at 8: everything is stable.
+        append_marker(&log, &commit, 2, 0, end(true), true)
+            .await
+            .unwrap();
+        assert_eq!(log.borrow().last_stable_offset(), 9);
+        let all = read_committed(&log, 0).await;
+        assert_eq!(
+            batches_of(&all),
+            [
+                (0, 1, false),
+                (3, -1, false),
+                (5, 2, false),
+                (7, 1, true),
+                (8, 2, true)
+            ]
+        );
+        assert_eq!(all.aborted, Some(vec![aborted_one]));
+        // From past the abort marker, no aborted transaction overlaps.
+        assert_eq!(read_committed(&log, 8).await.aborted, Some(vec![]));
+        // Producer 3 opens at 9 and stays open across the restarts.
+        append_one(&log, &commit, txn_batch(3, 0, 1)).await.unwrap();
+        assert_eq!(log.borrow().last_stable_offset(), 9);
+        log.borrow_mut().close().unwrap();
+    });
+    let txn_index = dir
+        .path()
+        .join(crate::storage::segment::segment_file_name(0, "txnindex"));
+    assert_eq!(
+        fs::metadata(&txn_index).unwrap().len(),
+        34,
+        "one aborted transaction"
+    );
+    for scanned in [false, true] {
+        if scanned {
+            // As after a crash: no clean-shutdown marker, so every batch is
+            // scanned and the producer state and index are rebuilt.
+            fs::remove_file(&txn_index).unwrap();
+        }
+        run(async {
+            let log = open(dir.path(), 1 << 20);
+            assert_eq!(log.borrow().high_watermark(), 10, "scanned: {scanned}");
+            assert_eq!(log.borrow().last_stable_offset(), 9, "scanned: {scanned}");
+            let all = read_committed(&log, 0).await;
+            assert_eq!(batches_of(&all).len(), 5, "scanned: {scanned}");
+            assert_eq!(
+                all.aborted,
+                Some(vec![AbortedTxn {
+                    producer_id: 1,
+                    first_offset: 0,
+                    last_offset: 7,
+                    last_stable_offset: 5,
+                }]),
+                "scanned: {scanned}"
+            );
+            if scanned {
+                log.borrow_mut().close().unwrap();
+            } else {
+                // Leaves no marker: the next open scans.
+                drop(log);
+            }
+        });
+    }
 }
 
 #[test]
