@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("metadata", 4),
     ("group", 4),
     ("partition", 4),
+    ("txn", 4),
     ("node", 4),
     ("config", 4),
     ("server", 5),
