@@ -26,11 +26,13 @@ use crate::metadata::controller::Controller;
 use crate::metadata::{is_internal_topic, records};
 use crate::metrics::{Metrics, PartitionSample, Snapshot};
 use crate::node::shard::{serve_queue, Peers, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
+use crate::node::txn_env::ShardTxnEnv;
 use crate::node::Node;
 use crate::runtime::descriptors::{raise_open_file_limit, DescriptorBudget};
 use crate::runtime::signal::{AsyncBarrier, ShutdownSignal};
 use crate::runtime::{queue, CONTROLLER_SHARD};
 use crate::server::listener;
+use crate::txn::coordinator::{TxnConfig, TxnCoordinator};
 
 /// A running broker: its shard threads and the data-dir lock.
 pub struct RunningBroker {
@@ -345,10 +347,14 @@ fn run_shard(start: ShardStart, started: &Barrier, drained: &AsyncBarrier) -> Re
             }
         }
         let groups = open_group_coordinator(&shard);
+        let txns = open_txn_coordinator(&shard);
         started.wait();
         open_result?;
         let groups = groups?;
+        let txns = txns?;
         groups.start_timers(&shard.node);
+        *shard.txns.borrow_mut() = Some(txns.clone());
+        txns.start();
         let retention_interval =
             std::time::Duration::from_millis(shard.node.config.log_retention_check_interval_ms);
         crate::partition::start_retention(&shard, retention_interval);
@@ -369,6 +375,9 @@ fn run_shard(start: ShardStart, started: &Barrier, drained: &AsyncBarrier) -> Re
         }
         if let Some(groups) = shard.groups.borrow_mut().take() {
             groups.close();
+        }
+        if let Some(txns) = shard.txns.borrow_mut().take() {
+            txns.close();
         }
         Ok(())
     })
@@ -440,6 +449,33 @@ fn open_file_budget(shards: usize, max_connections: Option<u64>) -> DescriptorBu
         "open file limit"
     );
     budget
+}
+
+/// Replays this shard's partitions of the transaction log and creates its
+/// transaction coordinator.
+fn open_txn_coordinator(shard: &Rc<Shard>) -> Result<Rc<TxnCoordinator>, String> {
+    let config = &shard.node.config;
+    let txn_config = TxnConfig {
+        max_timeout_ms: config.transaction_max_timeout_ms,
+        abort_interval_ms: config.transaction_abort_interval_ms,
+        id_expiration_ms: config.transactional_id_expiration_ms,
+        partitions: config.transaction_state_log_num_partitions,
+        ..TxnConfig::default()
+    };
+    let env = Rc::new(ShardTxnEnv {
+        shard: Rc::downgrade(shard),
+    });
+    TxnCoordinator::open(
+        &config.data_dir,
+        shard.id,
+        shard.shard_count(),
+        txn_config,
+        shard.commit.clone(),
+        env,
+        shard.node.clone(),
+    )
+    .map(Rc::new)
+    .map_err(|e| format!("transaction log: {e}"))
 }
 
 /// Replays this shard's partitions of the offsets log and creates its coordinator.

@@ -77,6 +77,23 @@ pub struct Cli {
     /// compacted (Kafka's offsets.topic.segment.bytes) [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub offsets_topic_segment_bytes: Option<u64>,
+    /// Longest transaction timeout a producer may ask for (Kafka's
+    /// transaction.max.timeout.ms) [default: 900000].
+    #[arg(long, value_name = "MS")]
+    pub transaction_max_timeout_ms: Option<i32>,
+    /// How often open transactions past their timeout are aborted (Kafka's
+    /// transaction.abort.timed.out.transaction.cleanup.interval.ms) [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
+    /// An idle transactional id is forgotten after this long (Kafka's
+    /// transactional.id.expiration.ms) [default: 604800000 (7 days)].
+    #[arg(long, value_name = "MS")]
+    pub transactional_id_expiration_ms: Option<i64>,
+    /// Partitions of the transaction log, fixed once it exists since it
+    /// decides where each transactional id lives (Kafka's
+    /// transaction.state.log.num.partitions) [default: 50].
+    #[arg(long, value_name = "N")]
+    pub transaction_state_log_num_partitions: Option<i32>,
     /// I/O driver of the shards: `auto` (io_uring when the kernel allows it,
     /// polling otherwise), `io-uring` or `polling` [default: auto].
     #[arg(long, value_name = "DRIVER")]
@@ -158,6 +175,10 @@ struct FileConfig {
     group_max_session_timeout_ms: Option<i32>,
     group_initial_rebalance_delay_ms: Option<i64>,
     offsets_retention_minutes: Option<i64>,
+    transaction_max_timeout_ms: Option<i32>,
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
+    transactional_id_expiration_ms: Option<i64>,
+    transaction_state_log_num_partitions: Option<i32>,
     log_level: Option<String>,
     /// `[topic_defaults]` table: `"retention.ms" = 3600000`.
     topic_defaults: Option<BTreeMap<String, toml::Value>>,
@@ -193,6 +214,10 @@ pub struct Config {
     pub group_max_session_timeout_ms: i32,
     pub group_initial_rebalance_delay_ms: i64,
     pub offsets_retention_minutes: i64,
+    pub transaction_max_timeout_ms: i32,
+    pub transaction_abort_interval_ms: u64,
+    pub transactional_id_expiration_ms: i64,
+    pub transaction_state_log_num_partitions: i32,
     pub log_level: String,
     /// Topic config defaults at broker level (source DEFAULT or broker overrides).
     pub topic_defaults: TopicConfig,
@@ -391,6 +416,43 @@ impl Config {
         if offsets_retention_minutes < 1 {
             return Err(invalid("offsets-retention-minutes", "must be at least 1"));
         }
+        let transaction_max_timeout_ms = cli
+            .transaction_max_timeout_ms
+            .or(file.transaction_max_timeout_ms)
+            .unwrap_or(900_000);
+        if transaction_max_timeout_ms < 1 {
+            return Err(invalid("transaction-max-timeout-ms", "must be at least 1"));
+        }
+        let transaction_abort_interval_ms = cli
+            .transaction_abort_timed_out_transaction_cleanup_interval_ms
+            .or(file.transaction_abort_timed_out_transaction_cleanup_interval_ms)
+            .unwrap_or(10_000);
+        if transaction_abort_interval_ms < 1 {
+            return Err(invalid(
+                "transaction-abort-timed-out-transaction-cleanup-interval-ms",
+                "must be at least 1",
+            ));
+        }
+        let transactional_id_expiration_ms = cli
+            .transactional_id_expiration_ms
+            .or(file.transactional_id_expiration_ms)
+            .unwrap_or(604_800_000);
+        if transactional_id_expiration_ms < 1 {
+            return Err(invalid(
+                "transactional-id-expiration-ms",
+                "must be at least 1",
+            ));
+        }
+        let transaction_state_log_num_partitions = cli
+            .transaction_state_log_num_partitions
+            .or(file.transaction_state_log_num_partitions)
+            .unwrap_or(50);
+        if !(1..=1000).contains(&transaction_state_log_num_partitions) {
+            return Err(invalid(
+                "transaction-state-log-num-partitions",
+                "must be between 1 and 1000",
+            ));
+        }
         let log_retention_check_interval_ms = cli
             .log_retention_check_interval_ms
             .or(file.log_retention_check_interval_ms)
@@ -481,6 +543,10 @@ impl Config {
             log_retention_check_interval_ms,
             log_cleaner_interval_ms,
             offsets_topic_segment_bytes,
+            transaction_max_timeout_ms,
+            transaction_abort_interval_ms,
+            transactional_id_expiration_ms,
+            transaction_state_log_num_partitions,
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
             group_initial_rebalance_delay_ms,

@@ -155,12 +155,24 @@ fn init_producer_id_refuses_half_an_identity_and_an_empty_transactional_id() {
     }
     let answer = init_producer_id(&mut conn, -1, -1, Some(""));
     assert_eq!(answer.error_code, INVALID_REQUEST, "empty transactional id");
-    // Transactions are not served yet (issue 14).
-    let answer = init_producer_id(&mut conn, -1, -1, Some("txn-1"));
+    // A transactional id: its coordinator hands out an id at epoch 0, and
+    // the next instance of the same id the same producer id at epoch 1
+    // (which fences the first).
+    let first = init_producer_id(&mut conn, -1, -1, Some("txn-1"));
     assert_eq!(
-        answer.error_code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-        "transactional id"
+        (first.error_code, first.producer_epoch),
+        (NONE, 0),
+        "{first:?}"
     );
+    let second = init_producer_id(&mut conn, -1, -1, Some("txn-1"));
+    assert_eq!(
+        (second.error_code, second.producer_id, second.producer_epoch),
+        (NONE, first.producer_id, 1)
+    );
+    // Naming another producer's id as its own (KIP-360): fenced
+    // (PRODUCER_FENCED, 90, from version 4).
+    let stranger = init_producer_id(&mut conn, first.producer_id.0 + 1000, 0, Some("txn-1"));
+    assert_eq!((stranger.error_code, stranger.producer_id.0), (90, -1));
     // Still serving: a proper request gets an id.
     let answer = init_producer_id(&mut conn, -1, -1, None);
     assert_eq!((answer.error_code, answer.producer_epoch), (NONE, 0));

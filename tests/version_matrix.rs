@@ -233,6 +233,21 @@ fn every_registered_api_and_version_is_answered() {
                     version,
                     OffsetDeleteRequest::default(),
                 ),
+                ApiKey::AddPartitionsToTxn => exchange::<_, AddPartitionsToTxnResponse>(
+                    conn,
+                    key,
+                    version,
+                    AddPartitionsToTxnRequest::default(),
+                ),
+                ApiKey::AddOffsetsToTxn => exchange::<_, AddOffsetsToTxnResponse>(
+                    conn,
+                    key,
+                    version,
+                    AddOffsetsToTxnRequest::default(),
+                ),
+                ApiKey::EndTxn => {
+                    exchange::<_, EndTxnResponse>(conn, key, version, EndTxnRequest::default())
+                }
                 other => panic!("{other:?} is in the registry but not in this test: add it here"),
             }
         }

@@ -1,9 +1,11 @@
 //! One broker node's Kafka state: what every shard shares ([`Node`]), and what
 //! each shard holds of its own ([`shard::Shard`]): the logs of the partitions
-//! it owns, the group coordinator of its groups, the controller on shard 0.
+//! it owns, the group coordinator of its groups, its transaction coordinator,
+//! the controller on shard 0.
 
 pub mod shard;
 pub mod topics;
+pub mod txn_env;
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;

@@ -20,6 +20,7 @@ use crate::partition::local::Partition;
 use crate::runtime::budget::ByteBudget;
 use crate::runtime::queue::{self, CallError};
 use crate::storage::commit::GroupCommit;
+use crate::txn::coordinator::TxnCoordinator;
 
 /// With `--fetch-zero-copy auto`, a range of partition data of at least this
 /// size is spliced from the file; smaller ranges are copied (a few kilobytes
@@ -62,6 +63,9 @@ pub struct Shard {
     pub controller: RefCell<Option<Rc<Controller>>>,
     /// The coordinator of the consumer groups whose offsets partitions this shard owns.
     pub groups: RefCell<Option<Rc<GroupCoordinator>>>,
+    /// The coordinator of the transactional ids whose transaction-log
+    /// partitions this shard owns.
+    pub txns: RefCell<Option<Rc<TxnCoordinator>>>,
     /// Fetch reads of at least this many bytes of a partition stay in the
     /// segment file and are spliced to the socket; None: always copied (no
     /// io_uring, or `--fetch-zero-copy never`).
@@ -111,6 +115,7 @@ impl Shard {
             commit: Rc::new(commit),
             controller: RefCell::new(None),
             groups: RefCell::new(None),
+            txns: RefCell::new(None),
         }
     }
 
@@ -153,6 +158,13 @@ impl Shard {
             .borrow()
             .clone()
             .expect("every shard has a group coordinator once started")
+    }
+
+    pub fn txns(&self) -> Rc<TxnCoordinator> {
+        self.txns
+            .borrow()
+            .clone()
+            .expect("every shard has a transaction coordinator once started")
     }
 
     pub fn controller(&self) -> Rc<Controller> {

@@ -3,6 +3,8 @@
 //! the rules transactions and replication add (the last stable offset,
 //! leader epochs, the ISR) have one place to go.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,6 +25,29 @@ pub struct Partition {
     /// What other shards read of it (also in the metadata image).
     state: Arc<PartitionState>,
     log: LogRef,
+    /// KIP-890 part 1: per producer id, the guard of the verification under
+    /// way (a transactional batch for a producer with no transaction open
+    /// here is written only if the coordinator said the partition is in its
+    /// transaction, and no marker came in between).
+    verifications: RefCell<HashMap<i64, Verification>>,
+    next_guard: Cell<u64>,
+}
+
+/// A verification under way for a producer (Kafka's `VerificationStateEntry`).
+#[derive(Debug, Clone, Copy)]
+struct Verification {
+    guard: u64,
+    epoch: i16,
+}
+
+/// What a transactional batch needs before it is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnAppendCheck {
+    /// The producer's transaction is open here: append.
+    Open,
+    /// Ask the coordinator whether this partition is in the transaction,
+    /// then append with this guard.
+    Verify(u64),
 }
 
 impl Partition {
@@ -32,7 +57,77 @@ impl Partition {
             index,
             state,
             log,
+            verifications: RefCell::new(HashMap::new()),
+            next_guard: Cell::new(1),
         }
+    }
+
+    /// Before a transactional batch of `producer_id` at `producer_epoch`:
+    /// whether its transaction is already open here, or the guard of a
+    /// verification to run with the coordinator first.
+    pub fn begin_txn_append(&self, producer_id: i64, producer_epoch: i16) -> TxnAppendCheck {
+        if self
+            .log
+            .borrow()
+            .has_open_transaction(producer_id, producer_epoch)
+        {
+            return TxnAppendCheck::Open;
+        }
+        let mut verifications = self.verifications.borrow_mut();
+        if let Some(v) = verifications.get(&producer_id) {
+            if v.epoch == producer_epoch {
+                return TxnAppendCheck::Verify(v.guard);
+            }
+        }
+        let guard = self.next_guard.get();
+        self.next_guard.set(guard + 1);
+        verifications.insert(
+            producer_id,
+            Verification {
+                guard,
+                epoch: producer_epoch,
+            },
+        );
+        TxnAppendCheck::Verify(guard)
+    }
+
+    /// Produce of a transactional batch: appended only if its transaction is
+    /// open here, or `guard` is still the producer's verification (no marker
+    /// since the coordinator said the partition is in the transaction); else
+    /// INVALID_TXN_STATE.
+    pub async fn append_transactional(
+        &self,
+        commit: &std::rc::Rc<GroupCommit>,
+        records: Bytes,
+        validated: &ValidatedRecords,
+        wants_ack: bool,
+        guard: Option<u64>,
+    ) -> Result<AppendOutcome, TxnAppendError> {
+        let header = validated.first;
+        let open = self
+            .log
+            .borrow()
+            .has_open_transaction(header.producer_id, header.producer_epoch);
+        if !open {
+            let current = self
+                .verifications
+                .borrow()
+                .get(&header.producer_id)
+                .copied();
+            let verified = match (guard, current) {
+                (Some(guard), Some(v)) => v.guard == guard && v.epoch == header.producer_epoch,
+                _ => false,
+            };
+            if !verified {
+                return Err(TxnAppendError::NotInTransaction);
+            }
+        }
+        // Reserved synchronously inside: no marker can come between the check and the append.
+        let outcome = log::append(&self.log, commit, records, validated, wants_ack).await;
+        if !open {
+            self.verifications.borrow_mut().remove(&header.producer_id);
+        }
+        outcome.map_err(TxnAppendError::Append)
     }
 
     /// The storage engine's log (for this layer's own housekeeping: retention,
@@ -92,6 +187,9 @@ impl Partition {
         producer_epoch: i16,
         marker: EndTxnMarker,
     ) -> Result<AppendOutcome, AppendError> {
+        // A verification under way is stale once a marker is in: the batch
+        // it was for belongs to the transaction that just ended.
+        self.verifications.borrow_mut().remove(&producer_id);
         log::append_marker(&self.log, commit, producer_id, producer_epoch, marker, true).await
     }
 
@@ -157,5 +255,24 @@ impl Partition {
     /// watermark); the new log start offset.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, ErrorCode> {
         self.log.borrow_mut().delete_records_before(offset)
+    }
+}
+
+/// Why a transactional batch was not appended.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnAppendError {
+    /// Kafka: INVALID_TXN_STATE, "Partition was not added to the transaction".
+    #[error("Partition was not added to the transaction")]
+    NotInTransaction,
+    #[error(transparent)]
+    Append(AppendError),
+}
+
+impl TxnAppendError {
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            TxnAppendError::NotInTransaction => ErrorCode::InvalidTxnState,
+            TxnAppendError::Append(e) => e.error_code(),
+        }
     }
 }

@@ -73,6 +73,11 @@ registry! {
     DescribeGroups, 0, 5, |ctx, body| decode_and_serve(ctx, body, describe_groups::handle);
     DeleteGroups, 0, 2, |ctx, body| decode_and_serve(ctx, body, delete_groups::handle);
     OffsetDelete, 0, 0, |ctx, body| decode_and_serve(ctx, body, offset_delete::handle);
+    // Versions 4-5 are broker-to-broker (batched, verify-only); clients send 0-3.
+    AddPartitionsToTxn, 0, 3, |ctx, body| decode_and_serve(ctx, body, add_partitions_to_txn::handle);
+    AddOffsetsToTxn, 0, 4, |ctx, body| decode_and_serve(ctx, body, add_offsets_to_txn::handle);
+    // Version 5 (KIP-890's epoch bump at every end) with transaction.version 2.
+    EndTxn, 0, 4, |ctx, body| decode_and_serve(ctx, body, end_txn::handle);
 }
 
 /// The registry's entry for `api_key`, if we serve that API at all.

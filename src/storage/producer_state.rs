@@ -272,6 +272,13 @@ impl ProducerStateTable {
         ongoing.into_iter().chain(deciding).min().copied()
     }
 
+    /// Whether `producer_id` has a transaction open here at `producer_epoch`.
+    pub fn has_open_transaction(&self, producer_id: i64, producer_epoch: i16) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.epoch == producer_epoch && e.current_txn_first_offset.is_some())
+    }
+
     /// The producers with a transaction open on this partition: (producer
     /// id, epoch, first offset).
     pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {

@@ -1,5 +1,6 @@
-//! InitProducerId: hands out producer ids for idempotent producers. Transactions
-//! are not supported yet: a transactional id is refused.
+//! InitProducerId: hands out producer ids. With a transactional id, the
+//! transaction coordinator of that id answers (an epoch bump per instance,
+//! fencing the one before, KIP-98 and KIP-360).
 //!
 //! Without a transactional id Kafka ignores the producer id and epoch in the
 //! request and always hands out a fresh id with epoch 0
@@ -15,6 +16,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
+use crate::server::handlers::{fenced_for, on_txn_coordinator};
 
 fn error_response(code: ErrorCode) -> InitProducerIdResponse {
     InitProducerIdResponse::default()
@@ -34,10 +36,23 @@ pub async fn handle(
     if no_id != no_epoch {
         return error_response(ErrorCode::InvalidRequest);
     }
-    match request.transactional_id.as_deref().map(|id| id.is_empty()) {
-        Some(true) => return error_response(ErrorCode::InvalidRequest),
-        Some(false) => return error_response(ErrorCode::TransactionalIdAuthorizationFailed),
-        None => {}
+    if let Some(id) = request.transactional_id.as_deref() {
+        if id.is_empty() {
+            return error_response(ErrorCode::InvalidRequest);
+        }
+        let id = id.to_string();
+        let timeout_ms = request.transaction_timeout_ms;
+        let expected = (!no_id).then_some((request.producer_id.0, request.producer_epoch));
+        let result = on_txn_coordinator(ctx, &id.clone(), move |c| async move {
+            c.init_producer_id(&id, timeout_ms, expected).await
+        })
+        .await;
+        return match result {
+            Ok((producer_id, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch),
+            Err(code) => error_response(fenced_for(ctx.api_version, 4, code)),
+        };
     }
     let result = ctx
         .conn

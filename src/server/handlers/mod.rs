@@ -4,6 +4,8 @@
 //! shards, gather, and return the response struct (the registry's entry
 //! decodes the request and encodes the response).
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod create_partitions;
 pub mod create_topics;
@@ -13,6 +15,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -41,6 +44,7 @@ use crate::group::coordinator_shard;
 use crate::metadata::TopicMeta;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
+use crate::txn::coordinator::TxnCoordinator;
 
 pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
@@ -93,4 +97,39 @@ where
     let shard = &ctx.conn.shard;
     let target = coordinator_shard(group_id, shard.shard_count());
     shard.run_on(target, move |s| f(s.groups()))
+}
+
+/// Runs `f` with the transaction coordinator of `transactional_id`, on its
+/// shard.
+pub(crate) fn on_txn_coordinator<'a, R, F, Fut>(
+    ctx: &'a RequestContext,
+    transactional_id: &str,
+    f: F,
+) -> impl Future<Output = R> + 'a
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<TxnCoordinator>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    let shard = &ctx.conn.shard;
+    let target = crate::txn::coordinator::coordinator_shard(
+        transactional_id,
+        shard.node.config.transaction_state_log_num_partitions,
+        shard.shard_count(),
+    );
+    shard.run_on(target, move |s| f(s.txns()))
+}
+
+/// Kafka answers PRODUCER_FENCED as INVALID_PRODUCER_EPOCH to clients of
+/// versions that predate it.
+pub(crate) fn fenced_for(
+    version: i16,
+    first_version_with_fenced: i16,
+    code: ErrorCode,
+) -> ErrorCode {
+    if code == ErrorCode::ProducerFenced && version < first_version_with_fenced {
+        ErrorCode::InvalidProducerEpoch
+    } else {
+        code
+    }
 }

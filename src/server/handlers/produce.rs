@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::io::clock::now_ms;
 use crate::metadata::{is_internal_topic, TopicMeta};
 use crate::node::shard::Shard;
+use crate::partition::local::TxnAppendCheck;
 use crate::protocol::batch::{self, peek_magic};
 use crate::protocol::compression::decompressed_bytes_max;
 use crate::protocol::errors::ErrorCode;
@@ -31,17 +32,28 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     let acks = request.acks;
     let wants_ack = acks != 0;
     // Kafka refuses the whole request when it carries transactional batches
-    // without a transactional id (or with one it does not authorize; here:
-    // any, until transactions exist).
-    let transactional_batches = request
+    // without a transactional id, or from more than one producer id.
+    let transactional_ids: std::collections::BTreeSet<i64> = request
         .topic_data
         .iter()
         .flat_map(|topic| &topic.partition_data)
-        .any(|p| p.records.as_deref().is_some_and(batch::peek_transactional));
+        .filter_map(|p| p.records.as_deref())
+        .filter(|records| batch::peek_transactional(records))
+        .filter_map(|records| batch::BatchHeader::parse(records).ok())
+        .map(|header| header.producer_id)
+        .collect();
+    let transactional_id: Option<Arc<str>> = request
+        .transactional_id
+        .as_ref()
+        .map(|id| Arc::from(id.as_str()));
     let request_error = if !matches!(acks, -1..=1) {
         Some(ErrorCode::InvalidRequiredAcks)
-    } else if request.transactional_id.is_some() || transactional_batches {
+    } else if !transactional_ids.is_empty() && transactional_id.is_none() {
         Some(ErrorCode::TransactionalIdAuthorizationFailed)
+    } else if transactional_ids.len() > 1 {
+        Some(ErrorCode::InvalidProducerIdMapping)
+    } else if transactional_id.as_deref() == Some("") {
+        Some(ErrorCode::InvalidRequest)
     } else {
         None
     };
@@ -73,6 +85,8 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                     index,
                     records,
                     wants_ack,
+                    transactional_id.clone(),
+                    ctx.api_version,
                 )),
                 Err(refusal) => Err(refusal.clone()),
             };
@@ -135,6 +149,8 @@ async fn append_partition(
     index: i32,
     records: Bytes,
     wants_ack: bool,
+    transactional_id: Option<Arc<str>>,
+    version: i16,
 ) -> Result<log::AppendOutcome, Refusal> {
     match topic.partition(index) {
         None => return Err(ErrorCode::UnknownTopicOrPartition.into()),
@@ -199,6 +215,19 @@ async fn append_partition(
     header_check.map_err(|message| Refusal::new(ErrorCode::InvalidTimestamp, message))?;
     let key = (topic.id, index);
     let owner = shard.node.shard_for(&topic.name, index);
+    if let (true, Some(transactional_id)) = (validated.first.is_transactional(), transactional_id) {
+        return append_transactional(
+            shard,
+            &topic,
+            index,
+            records,
+            validated,
+            wants_ack,
+            transactional_id,
+            version,
+        )
+        .await;
+    }
     shard
         .run_on(owner, move |owner| async move {
             let Some(partition) = owner.partition(&key) else {
@@ -210,6 +239,95 @@ async fn append_partition(
                 .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
         })
         .await
+}
+
+/// A transactional batch (KIP-890 part 1): appended at once if its
+/// producer's transaction is open on the partition; otherwise only once the
+/// coordinator confirms the partition is in the transaction, and no marker
+/// came in between (the partition's verification guard).
+#[allow(clippy::too_many_arguments)]
+async fn append_transactional(
+    shard: &Rc<Shard>,
+    topic: &TopicMeta,
+    index: i32,
+    records: Bytes,
+    validated: batch::ValidatedRecords,
+    wants_ack: bool,
+    transactional_id: Arc<str>,
+    version: i16,
+) -> Result<log::AppendOutcome, Refusal> {
+    let key = (topic.id, index);
+    let owner = shard.node.shard_for(&topic.name, index);
+    let (producer_id, epoch) = (validated.first.producer_id, validated.first.producer_epoch);
+    let check = shard
+        .run_on(owner, move |owner| async move {
+            owner
+                .partition(&key)
+                .map(|p| p.begin_txn_append(producer_id, epoch))
+        })
+        .await
+        .ok_or(Refusal::from(ErrorCode::UnknownTopicOrPartition))?;
+    let guard = match check {
+        TxnAppendCheck::Open => None,
+        TxnAppendCheck::Verify(guard) => {
+            let coordinator = txn_coordinator_shard(shard, &transactional_id);
+            let partition = (topic.name.to_string(), index);
+            let verdict = shard
+                .run_on(coordinator, move |c| async move {
+                    c.txns()
+                        .verify_partitions(&transactional_id, producer_id, epoch, &[partition])
+                        .map(|mut each| each.pop().flatten())
+                })
+                .await;
+            match verdict {
+                Ok(None) => Some(guard),
+                Ok(Some(_abortable)) if version >= 11 => {
+                    return Err(ErrorCode::TransactionAbortable.into())
+                }
+                Ok(Some(_)) => {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidTxnState,
+                        "Partition was not added to the transaction",
+                    ))
+                }
+                Err(code) => return Err(verification_error(code).into()),
+            }
+        }
+    };
+    shard
+        .run_on(owner, move |owner| async move {
+            let Some(partition) = owner.partition(&key) else {
+                return Err(Refusal::from(ErrorCode::UnknownTopicOrPartition));
+            };
+            partition
+                .append_transactional(&owner.commit, records, &validated, wants_ack, guard)
+                .await
+                .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
+        })
+        .await
+}
+
+/// The shard whose transaction coordinator owns `transactional_id`.
+fn txn_coordinator_shard(shard: &Shard, transactional_id: &str) -> usize {
+    crate::txn::coordinator::coordinator_shard(
+        transactional_id,
+        shard.node.config.transaction_state_log_num_partitions,
+        shard.shard_count(),
+    )
+}
+
+/// What a Produce answers for the coordinator's verification errors (Kafka's
+/// `ReplicaManager`): retriable coordinator trouble becomes
+/// NOT_ENOUGH_REPLICAS, a fenced producer INVALID_PRODUCER_EPOCH.
+fn verification_error(code: ErrorCode) -> ErrorCode {
+    match code {
+        ErrorCode::ProducerFenced => ErrorCode::InvalidProducerEpoch,
+        ErrorCode::ConcurrentTransactions
+        | ErrorCode::NotCoordinator
+        | ErrorCode::CoordinatorNotAvailable
+        | ErrorCode::CoordinatorLoadInProgress => ErrorCode::NotEnoughReplicas,
+        other => other,
+    }
 }
 
 /// Kafka: "Cannot append to internal topic" (INVALID_TOPIC_EXCEPTION), also

@@ -393,6 +393,17 @@ impl PartitionLog {
             .map(|s| s.file.clone())
     }
 
+    /// Whether `producer_id` has a transaction open here at `producer_epoch`.
+    pub fn has_open_transaction(&self, producer_id: i64, producer_epoch: i16) -> bool {
+        self.producers
+            .has_open_transaction(producer_id, producer_epoch)
+    }
+
+    /// (producer id, epoch, first offset) of each open transaction.
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.producers.open_transactions()
+    }
+
     pub fn producer_count(&self) -> usize {
         self.producers.producer_count()
     }

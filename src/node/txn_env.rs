@@ -1,0 +1,93 @@
+//! What the transaction coordinator of a shard reaches through the node:
+//! producer ids from the controller, and the partitions (on whichever shard
+//! owns them) that markers go to.
+
+use std::rc::{Rc, Weak};
+
+use futures_util::future::LocalBoxFuture;
+
+use crate::node::shard::Shard;
+use crate::protocol::control::EndTxnMarker;
+use crate::protocol::errors::ErrorCode;
+use crate::runtime::CONTROLLER_SHARD;
+use crate::txn::coordinator::TxnEnv;
+use crate::txn::state::TopicPartition;
+
+/// The coordinator epoch markers carry: the leader epoch of the
+/// transaction-log partition, which never changes on one node.
+pub const COORDINATOR_EPOCH: i32 = 0;
+
+/// A shard's view of the node for its transaction coordinator. Weak: the
+/// shard holds the coordinator, which holds this.
+pub struct ShardTxnEnv {
+    pub shard: Weak<Shard>,
+}
+
+impl ShardTxnEnv {
+    fn shard(&self) -> Result<Rc<Shard>, ErrorCode> {
+        self.shard
+            .upgrade()
+            .ok_or(ErrorCode::CoordinatorNotAvailable)
+    }
+}
+
+impl TxnEnv for ShardTxnEnv {
+    fn allocate_producer_id(&self) -> LocalBoxFuture<'_, Result<i64, ErrorCode>> {
+        Box::pin(async move {
+            let shard = self.shard()?;
+            shard
+                .run_on(CONTROLLER_SHARD, |shard| async move {
+                    shard
+                        .controller()
+                        .allocate_producer_id()
+                        .await
+                        .map_err(|e| e.code)
+                })
+                .await
+        })
+    }
+
+    fn write_markers(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        partitions: Vec<TopicPartition>,
+    ) -> LocalBoxFuture<'_, Vec<(TopicPartition, Result<(), ErrorCode>)>> {
+        Box::pin(async move {
+            let shard = match self.shard() {
+                Ok(shard) => shard,
+                Err(code) => return partitions.into_iter().map(|p| (p, Err(code))).collect(),
+            };
+            let marker = EndTxnMarker {
+                commit,
+                coordinator_epoch: COORDINATOR_EPOCH,
+            };
+            let writes = partitions.into_iter().map(|(topic, index)| {
+                let shard = shard.clone();
+                async move {
+                    let meta = shard.node.image().topic(&topic).cloned();
+                    let Some(meta) = meta.filter(|m| m.partition(index).is_some()) else {
+                        return ((topic, index), Err(ErrorCode::UnknownTopicOrPartition));
+                    };
+                    let key = (meta.id, index);
+                    let owner = shard.node.shard_for(&topic, index);
+                    let result = shard
+                        .run_on(owner, move |owner| async move {
+                            let Some(partition) = owner.partition(&key) else {
+                                return Err(ErrorCode::UnknownTopicOrPartition);
+                            };
+                            partition
+                                .write_marker(&owner.commit, producer_id, producer_epoch, marker)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.error_code())
+                        })
+                        .await;
+                    ((topic, index), result)
+                }
+            });
+            futures_util::future::join_all(writes).await
+        })
+    }
+}

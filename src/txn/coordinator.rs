@@ -1,0 +1,645 @@
+//! The transaction coordinator of one shard: the transactional ids whose
+//! partition of the transaction log ([`TXN_TOPIC`]) the shard owns,
+//! their state in memory, and the log that makes every change durable before
+//! it is applied (and is replayed at start-up).
+//!
+//! A request runs the pure decision of `requests.rs`, writes what it decided
+//! (one record, synced) and applies it. An EndTxn is answered once its
+//! PrepareCommit/PrepareAbort is durable; its markers are then written to
+//! every partition of the transaction and the Complete record after them, in
+//! a task of its own. Until then the id's completion is pending and its
+//! requests get CONCURRENT_TRANSACTIONS. After a restart, transactions found
+//! in PrepareCommit/PrepareAbort are completed the same way; open ones are
+//! aborted when they time out.
+//!
+//! Lives on one shard (`RefCell`, no borrow across an `.await`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
+use kafka_protocol::records::Compression;
+
+use crate::io::clock::now_ms;
+use crate::node::Node;
+use crate::protocol::batch::validate_records;
+use crate::protocol::encode;
+use crate::protocol::errors::ErrorCode;
+use crate::runtime::shard_for_partition;
+use crate::storage::commit::GroupCommit;
+use crate::storage::config::{CleanupPolicy, LogConfig};
+use crate::storage::log::{self, LogRef, PartitionLog};
+use crate::storage::replay;
+use crate::txn::log as records;
+use crate::txn::requests::{self, AddDecision, EndDecision, InitDecision};
+use crate::txn::state::{TopicPartition, Transit, TxnMetadata, TxnState};
+
+/// Name (and directory prefix) of the transaction log: Kafka's
+/// `__transaction_state`, under a name of Sluice's own (as the offsets log),
+/// so that it never meets the directories of an ordinary topic an older
+/// Sluice let a client create under Kafka's name.
+pub const TXN_TOPIC: &str = "__sluice_transaction_state";
+
+/// Kafka's transaction settings, with Kafka's names and defaults.
+#[derive(Debug, Clone)]
+pub struct TxnConfig {
+    /// `transaction.max.timeout.ms`: the longest timeout a producer may ask for.
+    pub max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub abort_interval_ms: u64,
+    /// `transactional.id.expiration.ms`: an idle id is forgotten after this.
+    pub id_expiration_ms: i64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
+    pub expiration_interval_ms: u64,
+    /// `transaction.state.log.num.partitions`: fixed once the log exists,
+    /// since it decides which partition holds each id.
+    pub partitions: i32,
+    /// `transaction.state.log.segment.bytes`.
+    pub segment_bytes: u64,
+    /// The finalized `transaction.version` (KIP-890): decides how the
+    /// coordinator's own aborts bump the epoch.
+    pub transaction_version: i16,
+}
+
+impl Default for TxnConfig {
+    fn default() -> Self {
+        TxnConfig {
+            max_timeout_ms: 900_000,
+            abort_interval_ms: 10_000,
+            id_expiration_ms: 604_800_000,
+            expiration_interval_ms: 3_600_000,
+            partitions: 50,
+            segment_bytes: 100 << 20,
+            transaction_version: 0,
+        }
+    }
+}
+
+/// What the coordinator needs of the rest of the node.
+pub trait TxnEnv {
+    /// A fresh producer id (never handed out before, across restarts).
+    fn allocate_producer_id(&self) -> LocalBoxFuture<'_, Result<i64, ErrorCode>>;
+    /// Writes the marker that ends `producer_id`'s transaction to each
+    /// partition; one result per partition.
+    fn write_markers(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        partitions: Vec<TopicPartition>,
+    ) -> LocalBoxFuture<'_, Vec<(TopicPartition, Result<(), ErrorCode>)>>;
+}
+
+/// Java's `String.hashCode` (over UTF-16 code units, wrapping).
+fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    })
+}
+
+/// The transaction-log partition of `transactional_id`, as Kafka places it
+/// (`Utils.abs(hashCode) % partitions`, where abs(MIN) is 0).
+pub fn txn_partition(transactional_id: &str, partitions: i32) -> i32 {
+    let hash = java_string_hash(transactional_id);
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    abs % partitions.max(1)
+}
+
+/// The shard that coordinates `transactional_id`.
+pub fn coordinator_shard(transactional_id: &str, partitions: i32, shard_count: usize) -> usize {
+    shard_for_partition(
+        TXN_TOPIC,
+        txn_partition(transactional_id, partitions),
+        shard_count,
+    )
+}
+
+/// Backoff between attempts to write markers or a completion that failed.
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+pub struct TxnCoordinator {
+    config: TxnConfig,
+    logs: HashMap<i32, LogRef>,
+    txns: RefCell<HashMap<String, TxnMetadata>>,
+    commit: Rc<GroupCommit>,
+    env: Rc<dyn TxnEnv>,
+    node: Arc<Node>,
+}
+
+impl TxnCoordinator {
+    /// Replays and opens the transaction-log partitions `shard_id` owns.
+    pub fn open(
+        data_dir: &Path,
+        shard_id: usize,
+        shard_count: usize,
+        config: TxnConfig,
+        commit: Rc<GroupCommit>,
+        env: Rc<dyn TxnEnv>,
+        node: Arc<Node>,
+    ) -> Result<TxnCoordinator, String> {
+        let mut logs = HashMap::new();
+        let mut txns: HashMap<String, TxnMetadata> = HashMap::new();
+        for partition in 0..config.partitions {
+            if shard_for_partition(TXN_TOPIC, partition, shard_count) != shard_id {
+                continue;
+            }
+            let dir = PartitionLog::dir_for(data_dir, TXN_TOPIC, partition);
+            replay::for_each_record(&dir, |record| {
+                let key = record.key.ok_or("transaction record without a key")?;
+                let id = match records::decode_key(&key) {
+                    Ok(id) => id,
+                    Err(records::RecordError::KeyVersion(version)) => {
+                        tracing::warn!(
+                            version,
+                            "skipping a transaction-log key of another version"
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.to_string()),
+                };
+                match record.value {
+                    None => {
+                        txns.remove(&id);
+                    }
+                    Some(value) => {
+                        let t = records::decode_value(&value).map_err(|e| e.to_string())?;
+                        txns.insert(id.clone(), TxnMetadata::from_transit(&id, &t));
+                    }
+                }
+                Ok(())
+            })?;
+            let log_config = LogConfig {
+                segment_bytes: config.segment_bytes,
+                cleanup_policy: CleanupPolicy {
+                    delete: false,
+                    compact: true,
+                },
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open_private(TXN_TOPIC, partition, dir, log_config)
+                .map_err(|e| e.to_string())?;
+            logs.insert(partition, log);
+        }
+        Ok(TxnCoordinator {
+            config,
+            logs,
+            txns: RefCell::new(txns),
+            commit,
+            env,
+            node,
+        })
+    }
+
+    pub fn config(&self) -> &TxnConfig {
+        &self.config
+    }
+
+    /// The transaction-log partitions of this shard (for housekeeping).
+    pub fn logs(&self) -> Vec<LogRef> {
+        self.logs.values().cloned().collect()
+    }
+
+    /// Completes the transactions a restart found being decided, and runs
+    /// the timers (timed-out transactions, expired ids) until the node stops.
+    pub fn start(self: &Rc<Self>) {
+        let now = now_ms();
+        let deciding: Vec<(String, Transit, Transit)> = {
+            let mut txns = self.txns.borrow_mut();
+            txns.values_mut()
+                .filter(|m| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+                .filter_map(|m| {
+                    let prepared = transit_of(m);
+                    m.prepare_complete(now)
+                        .ok()
+                        .map(|complete| (m.transactional_id.clone(), prepared, complete))
+                })
+                .collect()
+        };
+        for (id, prepared, complete) in deciding {
+            tracing::info!(transactional_id = %id, state = prepared.state.name(), "completing a transaction decided before the restart");
+            self.spawn_completion(id, prepared, complete);
+        }
+        let this = self.clone();
+        compio::runtime::spawn(async move {
+            let abort_every = this.config.abort_interval_ms as i64;
+            let expire_every = this.config.expiration_interval_ms as i64;
+            let (mut last_abort, mut last_expiry) = (now_ms(), now_ms());
+            while !this.node.shutdown.is_triggered() {
+                compio::time::sleep(Duration::from_millis(100)).await;
+                let now = now_ms();
+                if now - last_abort >= abort_every {
+                    last_abort = now;
+                    this.abort_timed_out(now).await;
+                }
+                if now - last_expiry >= expire_every {
+                    last_expiry = now;
+                    this.expire_ids(now).await;
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// A copy of an id's state (DescribeTransactions).
+    pub fn describe(&self, transactional_id: &str) -> Option<TxnMetadata> {
+        self.txns.borrow().get(transactional_id).cloned()
+    }
+
+    /// Every id this shard coordinates (ListTransactions).
+    pub fn list(&self) -> Vec<TxnMetadata> {
+        self.txns.borrow().values().cloned().collect()
+    }
+
+    /// Appends `value` (None: a tombstone) for `transactional_id`, durably.
+    async fn write(
+        &self,
+        transactional_id: &str,
+        value: Option<&Transit>,
+    ) -> Result<(), ErrorCode> {
+        let partition = txn_partition(transactional_id, self.config.partitions);
+        let log = self
+            .logs
+            .get(&partition)
+            .ok_or(ErrorCode::NotCoordinator)?
+            .clone();
+        let key = Bytes::from(records::encode_key(transactional_id));
+        let value = value.map(|t| Bytes::from(records::encode_value(t)));
+        let record = encode::record(0, now_ms(), Some(key), value, None);
+        let batch = encode::encode_batch(&[record], Compression::None);
+        let validated =
+            validate_records(&batch, usize::MAX).map_err(|_| ErrorCode::UnknownServerError)?;
+        log::append(&log, &self.commit, batch, &validated, true)
+            .await
+            .map(|_| ())
+            .map_err(|error| {
+                tracing::warn!(%error, transactional_id, "transaction log write failed");
+                // Kafka: a storage error means this broker cannot coordinate.
+                ErrorCode::NotCoordinator
+            })
+    }
+
+    /// Writes `transit` for `id` and applies it, or drops it if the write failed.
+    async fn write_and_apply(&self, id: &str, transit: &Transit) -> Result<(), ErrorCode> {
+        let written = self.write(id, Some(transit)).await;
+        let mut txns = self.txns.borrow_mut();
+        let meta = txns.get_mut(id).ok_or(ErrorCode::NotCoordinator)?;
+        match written {
+            Ok(()) => {
+                meta.complete(transit);
+                Ok(())
+            }
+            Err(code) => {
+                meta.abandon();
+                Err(code)
+            }
+        }
+    }
+
+    /// InitProducerId with a transactional id: the producer id and epoch the
+    /// client is to use. An open transaction of an earlier instance is
+    /// aborted first (the answer is then CONCURRENT_TRANSACTIONS; the client
+    /// retries).
+    pub async fn init_producer_id(
+        self: &Rc<Self>,
+        id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), ErrorCode> {
+        if !requests::valid_timeout(timeout_ms, self.config.max_timeout_ms) {
+            return Err(ErrorCode::InvalidTransactionTimeout);
+        }
+        if !self.txns.borrow().contains_key(id) {
+            let producer_id = self.env.allocate_producer_id().await?;
+            self.txns
+                .borrow_mut()
+                .entry(id.to_string())
+                .or_insert_with(|| TxnMetadata::new(id, producer_id, timeout_ms, now_ms()));
+        }
+        let mut new_producer_id = None;
+        loop {
+            let decision = {
+                let mut txns = self.txns.borrow_mut();
+                let meta = txns.get_mut(id).ok_or(ErrorCode::ConcurrentTransactions)?;
+                requests::init_producer_id(
+                    meta,
+                    timeout_ms,
+                    expected,
+                    now_ms(),
+                    new_producer_id,
+                    self.config.transaction_version,
+                )
+            };
+            match decision {
+                InitDecision::Error(code) => return Err(code),
+                InitDecision::NeedProducerId => {
+                    new_producer_id = Some(self.env.allocate_producer_id().await?);
+                }
+                InitDecision::Write(t) => {
+                    self.write_and_apply(id, &t).await?;
+                    return Ok((t.producer_id, t.producer_epoch));
+                }
+                InitDecision::FenceAndAbort(abort) => {
+                    tracing::info!(
+                        transactional_id = id,
+                        epoch = abort.producer_epoch,
+                        "a new instance fences the open transaction and aborts it"
+                    );
+                    self.abort_fenced(id, abort).await?;
+                    return Err(ErrorCode::ConcurrentTransactions);
+                }
+            }
+        }
+    }
+
+    /// Writes a fenced abort's PrepareAbort and completes the abort in the
+    /// background.
+    async fn abort_fenced(self: &Rc<Self>, id: &str, abort: Transit) -> Result<(), ErrorCode> {
+        let written = self.write(id, Some(&abort)).await;
+        let complete = {
+            let mut txns = self.txns.borrow_mut();
+            let meta = txns.get_mut(id).ok_or(ErrorCode::NotCoordinator)?;
+            if let Err(code) = written {
+                requests::fence_write_failed(meta, self.config.transaction_version);
+                return Err(code);
+            }
+            meta.complete(&abort);
+            meta.prepare_complete(now_ms())
+                .map_err(|_| ErrorCode::UnknownServerError)?
+        };
+        self.spawn_completion(id.to_string(), abort, complete);
+        Ok(())
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn.
+    pub async fn add_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[TopicPartition],
+        client_tv: i16,
+    ) -> Result<(), ErrorCode> {
+        let decision = {
+            let mut txns = self.txns.borrow_mut();
+            let meta = txns
+                .get_mut(id)
+                .ok_or(ErrorCode::InvalidProducerIdMapping)?;
+            requests::add_partitions(
+                meta,
+                producer_id,
+                producer_epoch,
+                partitions,
+                now_ms(),
+                client_tv,
+            )
+        };
+        match decision {
+            AddDecision::Error(code) => Err(code),
+            AddDecision::Done => Ok(()),
+            AddDecision::Write(t) => self.write_and_apply(id, &t).await,
+        }
+    }
+
+    /// AddPartitionsToTxn with VerifyOnly: which of `partitions` are in the
+    /// transaction (see `requests::verify_partitions`).
+    pub fn verify_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<Option<ErrorCode>>, ErrorCode> {
+        let txns = self.txns.borrow();
+        let meta = txns.get(id).ok_or(ErrorCode::InvalidProducerIdMapping)?;
+        requests::verify_partitions(meta, producer_id, producer_epoch, partitions)
+    }
+
+    /// EndTxn: answered once the decision is durable, with the producer id
+    /// and epoch to use next (TV2; -1, -1 for the classic protocol).
+    pub async fn end_txn(
+        self: &Rc<Self>,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        client_tv: i16,
+    ) -> Result<(i64, i16), ErrorCode> {
+        let mut new_producer_id = None;
+        let prepared = loop {
+            let decision = {
+                let mut txns = self.txns.borrow_mut();
+                let meta = txns
+                    .get_mut(id)
+                    .ok_or(ErrorCode::InvalidProducerIdMapping)?;
+                requests::end_txn(
+                    meta,
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                    client_tv,
+                    now_ms(),
+                    new_producer_id,
+                )
+            };
+            match decision {
+                EndDecision::Error(code) => return Err(code),
+                EndDecision::Done(id, epoch) => return Ok((id, epoch)),
+                EndDecision::NeedProducerId => {
+                    new_producer_id = Some(self.env.allocate_producer_id().await?);
+                }
+                EndDecision::Prepare(t) => break t,
+            }
+        };
+        self.write_and_apply(id, &prepared).await?;
+        let (complete, answer) = {
+            let mut txns = self.txns.borrow_mut();
+            let meta = txns.get_mut(id).ok_or(ErrorCode::NotCoordinator)?;
+            requests::after_prepare(
+                meta,
+                producer_id,
+                producer_epoch,
+                commit,
+                client_tv,
+                now_ms(),
+            )?
+        };
+        self.spawn_completion(id.to_string(), prepared, complete);
+        Ok(answer)
+    }
+
+    /// Writes the markers of a decided transaction (`prepared`), then its
+    /// completion, retrying what fails until the node stops.
+    fn spawn_completion(self: &Rc<Self>, id: String, prepared: Transit, complete: Transit) {
+        let this = self.clone();
+        compio::runtime::spawn(
+            async move { this.complete_transaction(id, prepared, complete).await },
+        )
+        .detach();
+    }
+
+    async fn complete_transaction(&self, id: String, prepared: Transit, complete: Transit) {
+        let commit = prepared.state == TxnState::PrepareCommit;
+        let mut remaining: Vec<TopicPartition> = prepared.partitions.iter().cloned().collect();
+        while !remaining.is_empty() {
+            let results = self
+                .env
+                .write_markers(
+                    prepared.producer_id,
+                    prepared.producer_epoch,
+                    commit,
+                    remaining.clone(),
+                )
+                .await;
+            let mut stuck = false;
+            remaining = results
+                .into_iter()
+                .filter_map(|(partition, result)| match result {
+                    Ok(()) => None,
+                    // A deleted topic has nothing left to mark.
+                    Err(ErrorCode::UnknownTopicOrPartition) => None,
+                    // Kafka stops here too: the transaction stays undecided
+                    // (its requests get CONCURRENT_TRANSACTIONS) until a
+                    // restart drives it again.
+                    Err(
+                        code @ (ErrorCode::InvalidProducerEpoch
+                        | ErrorCode::TransactionCoordinatorFenced),
+                    ) => {
+                        tracing::error!(transactional_id = %id, ?partition, ?code, "a partition refused the transaction marker");
+                        stuck = true;
+                        Some(partition)
+                    }
+                    Err(code) => {
+                        tracing::warn!(transactional_id = %id, ?partition, ?code, "writing a transaction marker failed; retrying");
+                        Some(partition)
+                    }
+                })
+                .collect();
+            if stuck || self.node.shutdown.is_triggered() {
+                return;
+            }
+            if !remaining.is_empty() {
+                compio::time::sleep(RETRY_BACKOFF).await;
+            }
+        }
+        loop {
+            if self.write(&id, Some(&complete)).await.is_ok() {
+                if let Some(meta) = self.txns.borrow_mut().get_mut(&id) {
+                    meta.complete(&complete);
+                }
+                return;
+            }
+            if self.node.shutdown.is_triggered() {
+                return;
+            }
+            compio::time::sleep(RETRY_BACKOFF).await;
+        }
+    }
+
+    /// Aborts every transaction open past its timeout: the producer is
+    /// fenced (epoch + 1) and its partitions get abort markers.
+    async fn abort_timed_out(self: &Rc<Self>, now: i64) {
+        let due: Vec<(String, Transit)> = {
+            let mut txns = self.txns.borrow_mut();
+            txns.values_mut()
+                .filter(|m| requests::timed_out(m, now))
+                .filter_map(|m| {
+                    requests::fence_and_prepare_abort(m, self.config.transaction_version, now)
+                        .ok()
+                        .map(|t| (m.transactional_id.clone(), t))
+                })
+                .collect()
+        };
+        for (id, abort) in due {
+            tracing::info!(transactional_id = %id, epoch = abort.producer_epoch, "aborting a transaction that timed out");
+            if let Err(code) = self.abort_fenced(&id, abort).await {
+                tracing::warn!(transactional_id = %id, ?code, "could not abort a timed-out transaction; trying again later");
+            }
+        }
+    }
+
+    /// Forgets the ids idle for longer than `transactional.id.expiration.ms`
+    /// (a tombstone each).
+    async fn expire_ids(&self, now: i64) {
+        let due: Vec<String> = {
+            let mut txns = self.txns.borrow_mut();
+            txns.values_mut()
+                .filter(|m| requests::expired(m, now, self.config.id_expiration_ms))
+                .filter_map(|m| m.prepare_dead().ok().map(|_| m.transactional_id.clone()))
+                .collect()
+        };
+        for id in due {
+            let written = self.write(&id, None).await;
+            let mut txns = self.txns.borrow_mut();
+            match written {
+                Ok(()) => {
+                    txns.remove(&id);
+                    tracing::info!(transactional_id = %id, "transactional id expired");
+                }
+                Err(_) => {
+                    if let Some(meta) = txns.get_mut(&id) {
+                        meta.abandon();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Clean shutdown of the transaction log.
+    pub fn close(&self) {
+        for log in self.logs.values() {
+            if let Err(error) = log.borrow_mut().close() {
+                tracing::warn!(%error, "closing a transaction-log partition");
+            }
+        }
+    }
+}
+
+/// The values a transit to `m`'s current state would carry: what the
+/// markers of a transaction found being decided are written with.
+fn transit_of(m: &TxnMetadata) -> Transit {
+    Transit {
+        producer_id: m.producer_id,
+        prev_producer_id: m.prev_producer_id,
+        next_producer_id: m.next_producer_id,
+        producer_epoch: m.producer_epoch,
+        last_producer_epoch: m.last_producer_epoch,
+        timeout_ms: m.timeout_ms,
+        state: m.state,
+        partitions: m.partitions.clone(),
+        start_ms: m.start_ms,
+        last_update_ms: m.last_update_ms,
+        client_tv: m.client_tv,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_is_kafkas() {
+        // Java: "".hashCode() == 0, "a".hashCode() == 97,
+        // "transactional-id".hashCode() == -1016617637 (computed by hand below).
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("a"), 97);
+        assert_eq!(java_string_hash("ab"), 97 * 31 + 98);
+        let by_hand = "transactional-id"
+            .bytes()
+            .fold(0i32, |h, b| h.wrapping_mul(31).wrapping_add(i32::from(b)));
+        assert_eq!(java_string_hash("transactional-id"), by_hand);
+        // Outside the BMP: two UTF-16 code units.
+        assert_eq!(java_string_hash("😀"), 0xD83D * 31 + 0xDE00);
+        for id in ["", "a", "transactional-id", "😀", "polygenelubricants"] {
+            let p = txn_partition(id, 50);
+            assert!((0..50).contains(&p), "{id}: {p}");
+        }
+        // "polygenelubricants".hashCode() is Integer.MIN_VALUE: abs is 0.
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(txn_partition("polygenelubricants", 50), 0);
+    }
+}
