@@ -143,6 +143,23 @@ fn kafka_python_admin_produce_and_groupless_consume() {
 }
 
 #[test]
+fn kafka_python_transactions_commit_abort_and_fence() {
+    let mut check = Command::new("python3");
+    check.args(["-c", "import kafka"]);
+    require(
+        "python3 with the kafka-python module (tests/clients/requirements.txt)",
+        check,
+    );
+    let broker = TestBroker::start();
+    run_script(
+        "python3",
+        "kafka_python_transactions.py",
+        &broker,
+        &common::topic("kafka-python-txn"),
+    );
+}
+
+#[test]
 fn kafkajs_admin_produce_fetch_and_delete() {
     let mut check = Command::new("node");
     check.arg("--version");
