@@ -208,3 +208,214 @@ async fn an_open_transaction_is_aborted_when_it_times_out() {
         "the timed-out transaction cannot commit"
     );
 }
+
+/// Consume-transform-produce (KIP-98, KIP-447): each input batch's output
+/// and its consumer offsets commit together. An aborted round leaves both
+/// the output and the group's committed offset as they were; the next
+/// round redoes it, and in the end every input is in the output once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_transform_produce_commits_output_and_offsets_together() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::StreamConsumer;
+    let broker = TestBroker::start();
+    let input = topic("ctp-in");
+    let output = topic("ctp-out");
+    create_topic(&broker, &input, 1, &[]).await;
+    create_topic(&broker, &output, 1, &[]).await;
+    let plain = producer(&broker, &[]);
+    for i in 0..100 {
+        send(&plain, &input, &format!("k{i}"), &format!("in-{i}")).await;
+    }
+    let group = "ctp-group";
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&input]).unwrap();
+    let txn = transactional(&broker, "ctp-txn", &[]);
+    let mut processed = 0usize;
+    let mut round = 0;
+    while processed < 100 {
+        // Take up to 10 inputs.
+        let mut batch = Vec::new();
+        while batch.len() < 10 && processed + batch.len() < 100 {
+            let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+                .await
+                .expect("an input in time")
+                .expect("consume");
+            batch.push((
+                m.offset(),
+                String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
+            ));
+        }
+        txn.begin_transaction().unwrap();
+        for (_, value) in &batch {
+            send(&txn, &output, "k", &value.replace("in-", "out-")).await;
+        }
+        let next = batch.last().unwrap().0 + 1;
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&input, 0, Offset::Offset(next))
+            .unwrap();
+        txn.send_offsets_to_transaction(&offsets, &consumer.group_metadata().unwrap(), TIMEOUT)
+            .expect("send offsets");
+        if round == 3 {
+            // Abort this round: rewind to the last committed offset and redo.
+            txn.abort_transaction(TIMEOUT).unwrap();
+            let committed = consumer.committed(TIMEOUT).unwrap();
+            let at = committed.find_partition(&input, 0).unwrap().offset();
+            assert_eq!(
+                at,
+                Offset::Offset(batch[0].0),
+                "an aborted transaction's offsets are not committed"
+            );
+            consumer
+                .seek(&input, 0, at, Duration::from_secs(10))
+                .unwrap();
+        } else {
+            txn.commit_transaction(TIMEOUT).unwrap();
+            processed += batch.len();
+        }
+        round += 1;
+    }
+    // The group's offset is the end of the input.
+    let committed = consumer.committed(TIMEOUT).unwrap();
+    assert_eq!(
+        committed.find_partition(&input, 0).unwrap().offset(),
+        Offset::Offset(100)
+    );
+    // Every input once in the output, in order, under read_committed.
+    let seen = read_values(
+        &broker,
+        &output,
+        1,
+        "read_committed",
+        100,
+        Duration::from_secs(1),
+    );
+    let expected: Vec<String> = (0..100).map(|i| format!("out-{i}")).collect();
+    assert_eq!(seen, expected);
+    // The aborted round's output was written (read_uncommitted sees it).
+    let all = read_values(
+        &broker,
+        &output,
+        1,
+        "read_uncommitted",
+        110,
+        Duration::from_secs(1),
+    );
+    assert_eq!(all.len(), 110);
+}
+
+/// TxnOffsetCommit and OffsetFetch on the wire: offsets committed in a
+/// transaction are unstable (KIP-447 `require_stable`: UNSTABLE_OFFSET_COMMIT)
+/// and invisible until it commits; without AddOffsetsToTxn the commit is
+/// refused (KIP-890: INVALID_TXN_STATE, TRANSACTION_ABORTABLE from v4).
+#[test]
+fn transactional_offsets_are_unstable_until_the_commit() {
+    use common::wire::{create_topic as create_raw, Conn};
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    let broker = TestBroker::start();
+    let mut conn = Conn::open(&broker.addr);
+    let name = topic("txn-offsets");
+    create_raw(&mut conn, &name, 1, &[]);
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let init: InitProducerIdResponse = conn.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(s("offsets-txn").into()))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id, init.producer_epoch);
+    let commit = |conn: &mut Conn, version: i16, offset: i64| -> i16 {
+        let response: TxnOffsetCommitResponse = conn.call(
+            ApiKey::TxnOffsetCommit,
+            version,
+            &TxnOffsetCommitRequest::default()
+                .with_transactional_id(s("offsets-txn").into())
+                .with_group_id(s("offsets-group").into())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_generation_id(-1)
+                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s(&name)))
+                    .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)])]),
+        );
+        response.topics[0].partitions[0].error_code
+    };
+    // Not added to the transaction.
+    assert_eq!(commit(&mut conn, 3, 5), 48, "INVALID_TXN_STATE");
+    assert_eq!(commit(&mut conn, 4, 5), 120, "TRANSACTION_ABORTABLE");
+    let added: AddOffsetsToTxnResponse = conn.call(
+        ApiKey::AddOffsetsToTxn,
+        3,
+        &AddOffsetsToTxnRequest::default()
+            .with_transactional_id(s("offsets-txn").into())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_group_id(s("offsets-group").into()),
+    );
+    assert_eq!(added.error_code, 0);
+    assert_eq!(commit(&mut conn, 3, 42), 0);
+    let fetch = |conn: &mut Conn, require_stable: bool| -> (i16, i64) {
+        let response: OffsetFetchResponse = conn.call(
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(s("offsets-group").into())
+                .with_require_stable(require_stable)
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s(&name)))
+                    .with_partition_indexes(vec![0])])),
+        );
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    };
+    assert_eq!(
+        fetch(&mut conn, false),
+        (0, -1),
+        "not visible before the commit"
+    );
+    assert_eq!(
+        fetch(&mut conn, true),
+        (88, -1),
+        "UNSTABLE_OFFSET_COMMIT while open"
+    );
+    let end: EndTxnResponse = conn.call(
+        ApiKey::EndTxn,
+        3,
+        &EndTxnRequest::default()
+            .with_transactional_id(s("offsets-txn").into())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_committed(true),
+    );
+    assert_eq!(end.error_code, 0);
+    // The marker follows the answer: unstable until it is in, then 42.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match fetch(&mut conn, true) {
+            (0, 42) => break,
+            (88, -1) => assert!(Instant::now() < deadline, "still unstable after 10 s"),
+            other => panic!("unexpected {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(fetch(&mut conn, false), (0, 42));
+}

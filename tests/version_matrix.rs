@@ -248,6 +248,12 @@ fn every_registered_api_and_version_is_answered() {
                 ApiKey::EndTxn => {
                     exchange::<_, EndTxnResponse>(conn, key, version, EndTxnRequest::default())
                 }
+                ApiKey::TxnOffsetCommit => exchange::<_, TxnOffsetCommitResponse>(
+                    conn,
+                    key,
+                    version,
+                    TxnOffsetCommitRequest::default(),
+                ),
                 other => panic!("{other:?} is in the registry but not in this test: add it here"),
             }
         }

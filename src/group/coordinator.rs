@@ -224,6 +224,34 @@ impl GroupCoordinator {
         self.offsets.write(&self.commit, group_id, changes).await
     }
 
+    /// Stores offsets as part of a producer's transaction (already validated
+    /// against the group); see `txn_offsets.rs`.
+    pub async fn commit_transactional(
+        &self,
+        group_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        guard: Option<u64>,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+    ) -> Result<(), ErrorCode> {
+        self.offsets
+            .write_transactional(&self.commit, group_id, producer_id, epoch, guard, offsets)
+            .await
+    }
+
+    /// The marker of a transaction for one of this shard's offsets partitions.
+    pub async fn complete_txn(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        marker: crate::protocol::control::EndTxnMarker,
+    ) -> Result<(), ErrorCode> {
+        self.offsets
+            .complete_txn(&self.commit, partition, producer_id, epoch, marker)
+            .await
+    }
+
     pub async fn delete_offsets(
         &self,
         group_id: &str,

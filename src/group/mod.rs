@@ -16,6 +16,7 @@
 pub mod coordinator;
 pub mod offsets;
 pub mod state;
+pub mod txn_offsets;
 
 use crate::runtime::shard_for_partition;
 

@@ -51,10 +51,10 @@ pub struct CommittedOffset {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct OffsetKey {
-    group: String,
-    topic: String,
-    partition: i32,
+pub(super) struct OffsetKey {
+    pub(super) group: String,
+    pub(super) topic: String,
+    pub(super) partition: i32,
 }
 
 /// (topic, partition) -> (commit sequence, offset). The sequence orders commits
@@ -63,10 +63,20 @@ type GroupOffsets = BTreeMap<(String, i32), (u64, CommittedOffset)>;
 
 pub struct OffsetStore {
     /// The offsets-log partitions this shard owns.
-    logs: HashMap<i32, LogRef>,
-    offsets: RefCell<HashMap<String, GroupOffsets>>,
-    next_sequence: Cell<u64>,
+    pub(super) logs: HashMap<i32, LogRef>,
+    pub(super) offsets: RefCell<HashMap<String, GroupOffsets>>,
+    pub(super) next_sequence: Cell<u64>,
+    /// Offsets committed in transactions not yet decided (KIP-98), per
+    /// (producer id, offsets-log partition); see `txn_offsets.rs`.
+    pub(super) pending: RefCell<HashMap<(i64, i32), PendingOffsets>>,
+    /// Verification guards of transactional commits under way, per
+    /// (producer id, offsets-log partition): (guard, epoch).
+    pub(super) verifications: RefCell<HashMap<(i64, i32), (u64, i16)>>,
+    pub(super) next_guard: Cell<u64>,
 }
+
+/// A transaction's offsets: (group, topic, partition) -> (commit sequence, offset).
+pub(super) type PendingOffsets = BTreeMap<(String, String, i32), (u64, CommittedOffset)>;
 
 impl OffsetStore {
     /// Replays and opens the offsets-log partitions owned by `shard_id`, with
@@ -80,14 +90,44 @@ impl OffsetStore {
     ) -> Result<OffsetStore, String> {
         let mut logs = HashMap::new();
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
+        let mut pending: HashMap<(i64, i32), PendingOffsets> = HashMap::new();
         for partition in 0..OFFSETS_PARTITIONS {
             if shard_for_partition(OFFSETS_TOPIC, partition, shard_count) != shard_id {
                 continue;
             }
             let dir = PartitionLog::dir_for(data_dir, OFFSETS_TOPIC, partition);
             replay::for_each_record(&dir, |record| {
+                // Transactional commits wait for their transaction's marker.
+                if record.control {
+                    let key = record.key.as_deref().unwrap_or_default();
+                    let commit = match key {
+                        [0, 0, 0, 1] => true,
+                        [0, 0, 0, 0] => false,
+                        _ => return Ok(()), // not a transaction marker: Kafka ignores those
+                    };
+                    let decided = pending.remove(&(record.producer_id, partition));
+                    if let (true, Some(decided)) = (commit, decided) {
+                        for ((group, topic, p), (_, value)) in decided {
+                            offsets
+                                .entry(group)
+                                .or_default()
+                                .insert((topic, p), (0, value));
+                        }
+                    }
+                    return Ok(());
+                }
                 let key = record.key.ok_or("offset record without key")?;
                 let key: OffsetKey = serde_json::from_slice(&key).map_err(|e| e.to_string())?;
+                if record.transactional {
+                    let value = record.value.ok_or("transactional offset without a value")?;
+                    let value: CommittedOffset =
+                        serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+                    pending
+                        .entry((record.producer_id, partition))
+                        .or_default()
+                        .insert((key.group, key.topic, key.partition), (0, value));
+                    return Ok(());
+                }
                 let group = offsets.entry(key.group).or_default();
                 match record.value {
                     Some(value) => {
@@ -118,6 +158,9 @@ impl OffsetStore {
             logs,
             offsets: RefCell::new(offsets),
             next_sequence: Cell::new(1),
+            pending: RefCell::new(pending),
+            verifications: RefCell::new(HashMap::new()),
+            next_guard: Cell::new(1),
         })
     }
 

@@ -6,6 +6,7 @@ use std::rc::{Rc, Weak};
 
 use futures_util::future::LocalBoxFuture;
 
+use crate::group::offsets::OFFSETS_TOPIC;
 use crate::node::shard::Shard;
 use crate::protocol::control::EndTxnMarker;
 use crate::protocol::errors::ErrorCode;
@@ -66,6 +67,18 @@ impl TxnEnv for ShardTxnEnv {
             let writes = partitions.into_iter().map(|(topic, index)| {
                 let shard = shard.clone();
                 async move {
+                    if topic == OFFSETS_TOPIC {
+                        let owner = shard.node.shard_for(OFFSETS_TOPIC, index);
+                        let result = shard
+                            .run_on(owner, move |owner| async move {
+                                owner
+                                    .groups()
+                                    .complete_txn(index, producer_id, producer_epoch, marker)
+                                    .await
+                            })
+                            .await;
+                        return ((topic, index), result);
+                    }
                     let meta = shard.node.image().topic(&topic).cloned();
                     let Some(meta) = meta.filter(|m| m.partition(index).is_some()) else {
                         return ((topic, index), Err(ErrorCode::UnknownTopicOrPartition));

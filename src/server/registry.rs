@@ -78,6 +78,8 @@ registry! {
     AddOffsetsToTxn, 0, 4, |ctx, body| decode_and_serve(ctx, body, add_offsets_to_txn::handle);
     // Version 5 (KIP-890's epoch bump at every end) with transaction.version 2.
     EndTxn, 0, 4, |ctx, body| decode_and_serve(ctx, body, end_txn::handle);
+    // Version 5 adds the partition implicitly (transaction.version 2).
+    TxnOffsetCommit, 0, 4, |ctx, body| decode_and_serve(ctx, body, txn_offset_commit::handle);
 }
 
 /// The registry's entry for `api_key`, if we serve that API at all.

@@ -201,14 +201,18 @@ impl ProducerStateTable {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
         }
-        if entry.batches.len() == CACHED_BATCHES_PER_PRODUCER {
-            entry.batches.pop_front();
+        // A batch without sequence numbers (the broker's own transactional
+        // writes, as Kafka's coordinator-origin batches) has nothing to dedupe.
+        if header.base_sequence >= 0 {
+            if entry.batches.len() == CACHED_BATCHES_PER_PRODUCER {
+                entry.batches.pop_front();
+            }
+            entry.batches.push_back(BatchSequence {
+                first_sequence: header.base_sequence,
+                last_sequence: header.last_sequence(),
+                base_offset: header.base_offset,
+            });
         }
-        entry.batches.push_back(BatchSequence {
-            first_sequence: header.base_sequence,
-            last_sequence: header.last_sequence(),
-            base_offset: header.base_offset,
-        });
         if header.is_transactional() && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(header.base_offset);
             self.ongoing.insert(header.base_offset, header.producer_id);

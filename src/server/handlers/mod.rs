@@ -31,6 +31,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use std::future::Future;
 use std::rc::Rc;

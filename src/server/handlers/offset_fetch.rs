@@ -1,5 +1,7 @@
 //! OffsetFetch: a group's committed offsets (all, or the partitions asked for);
-//! v8+ asks for several groups at once.
+//! v8+ asks for several groups at once. With `require_stable` (v7+, KIP-447)
+//! a partition whose offset a transaction not yet decided holds answers
+//! UNSTABLE_OFFSET_COMMIT (the consumer retries).
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -11,14 +13,19 @@ use crate::group::offsets::CommittedOffset;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator, str_bytes, topic_name};
 
-/// (topic, partition, offset if committed), or a group-level error.
-type GroupOffsets = Result<Vec<(String, i32, Option<CommittedOffset>)>, i16>;
+/// (topic, partition, offset if committed, held by an undecided
+/// transaction), or a group-level error.
+type GroupOffsets = Result<Vec<(String, i32, Option<CommittedOffset>, bool)>, i16>;
+
+/// Kafka's UNSTABLE_OFFSET_COMMIT.
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 
 /// Looks up `wanted` (None: everything committed) for one group on its coordinator.
 async fn lookup(
     ctx: &RequestContext,
     group_id: String,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> GroupOffsets {
     check_group_id(&group_id).map_err(|c| c.code())?;
     let gid = group_id.clone();
@@ -29,14 +36,20 @@ async fn lookup(
                     .offsets
                     .group_offsets(&gid)
                     .into_iter()
-                    .map(|((t, p), o)| (t, p, Some(o)))
+                    .map(|((t, p), o)| {
+                        let unstable =
+                            require_stable && coordinator.offsets.has_pending(&gid, &t, p);
+                        (t, p, Some(o), unstable)
+                    })
                     .collect(),
                 Some(topics) => topics
                     .into_iter()
                     .flat_map(|(t, parts)| parts.into_iter().map(move |p| (t.clone(), p)))
                     .map(|(t, p)| {
                         let offset = coordinator.offsets.get(&gid, &t, p);
-                        (t, p, offset)
+                        let unstable =
+                            require_stable && coordinator.offsets.has_pending(&gid, &t, p);
+                        (t, p, offset, unstable)
                     })
                     .collect(),
             }
@@ -55,7 +68,13 @@ pub async fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> Offset
                     .map(|t| (t.name.0.to_string(), t.partition_indexes))
                     .collect()
             });
-            let result = lookup(ctx, group.group_id.0.to_string(), wanted).await;
+            let result = lookup(
+                ctx,
+                group.group_id.0.to_string(),
+                wanted,
+                request.require_stable,
+            )
+            .await;
             groups.push(group_response(group.group_id, result));
         }
         return OffsetFetchResponse::default().with_groups(groups);
@@ -65,14 +84,18 @@ pub async fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> Offset
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let (error, offsets) = match lookup(ctx, request.group_id.0.to_string(), wanted).await {
-        Ok(offsets) => (0, offsets),
-        Err(code) => (code, Vec::new()),
-    };
+    let require_stable = version >= 7 && request.require_stable;
+    let (error, offsets) =
+        match lookup(ctx, request.group_id.0.to_string(), wanted, require_stable).await {
+            Ok(offsets) => (0, offsets),
+            Err(code) => (code, Vec::new()),
+        };
     let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
-    for (topic, partition, offset) in offsets {
+    for (topic, partition, offset, unstable) in offsets {
+        let offset = offset.filter(|_| !unstable);
         let mut entry = OffsetFetchResponsePartition::default()
             .with_partition_index(partition)
+            .with_error_code(if unstable { UNSTABLE_OFFSET_COMMIT } else { 0 })
             .with_committed_offset(offset.as_ref().map_or(-1, |o| o.offset))
             .with_metadata(Some(str_bytes(
                 offset
@@ -106,9 +129,11 @@ fn group_response(group_id: GroupId, result: GroupOffsets) -> OffsetFetchRespons
         Err(code) => return response.with_error_code(code),
     };
     let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
-    for (topic, partition, offset) in offsets {
+    for (topic, partition, offset, unstable) in offsets {
+        let offset = offset.filter(|_| !unstable);
         let entry = OffsetFetchResponsePartitions::default()
             .with_partition_index(partition)
+            .with_error_code(if unstable { UNSTABLE_OFFSET_COMMIT } else { 0 })
             .with_committed_offset(offset.as_ref().map_or(-1, |o| o.offset))
             .with_committed_leader_epoch(offset.as_ref().map_or(-1, |o| o.leader_epoch))
             .with_metadata(Some(str_bytes(

@@ -1,0 +1,186 @@
+//! Offsets committed inside a transaction (TxnOffsetCommit, KIP-98/KIP-447).
+//!
+//! They are appended to the group's partition of the offsets log as a
+//! transactional batch of the producer, and held aside until the
+//! transaction's marker reaches that partition: a commit marker makes them
+//! the group's committed offsets (unless a later plain commit replaced one),
+//! an abort drops them. Until then OffsetFetch with `require_stable` answers
+//! UNSTABLE_OFFSET_COMMIT for them. The replay at start-up does the same
+//! from the log (`offsets.rs`).
+//!
+//! As for data partitions (KIP-890 part 1), a commit for a producer with no
+//! transaction open in the partition is written only if the verification
+//! guard taken before asking the transaction coordinator still holds (no
+//! marker came in between).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
+
+use crate::group::offsets::{offsets_partition, CommittedOffset, OffsetKey, OffsetStore};
+use crate::io::clock::now_ms;
+use crate::protocol::batch::{BatchHeader, ValidatedRecords};
+use crate::protocol::control::EndTxnMarker;
+use crate::protocol::encode::{self, ProducerFields};
+use crate::protocol::errors::ErrorCode;
+use crate::storage::commit::GroupCommit;
+use crate::storage::log;
+
+impl OffsetStore {
+    /// Before a transactional commit of `producer_id` to `group`'s
+    /// partition: None if its transaction is open there already, else the
+    /// guard to write with once the coordinator confirms the partition.
+    pub fn begin_txn_commit(&self, group: &str, producer_id: i64, epoch: i16) -> Option<u64> {
+        let partition = offsets_partition(group);
+        let open = self
+            .logs
+            .get(&partition)
+            .is_some_and(|log| log.borrow().has_open_transaction(producer_id, epoch));
+        if open {
+            return None;
+        }
+        let mut verifications = self.verifications.borrow_mut();
+        if let Some(&(guard, e)) = verifications.get(&(producer_id, partition)) {
+            if e == epoch {
+                return Some(guard);
+            }
+        }
+        let guard = self.next_guard.get();
+        self.next_guard.set(guard + 1);
+        verifications.insert((producer_id, partition), (guard, epoch));
+        Some(guard)
+    }
+
+    /// Appends `offsets` of `group` as part of `producer_id`'s transaction
+    /// and holds them until its marker. INVALID_TXN_STATE if the transaction
+    /// is not open here and `guard` no longer holds.
+    pub async fn write_transactional(
+        &self,
+        commit: &Rc<GroupCommit>,
+        group: &str,
+        producer_id: i64,
+        epoch: i16,
+        guard: Option<u64>,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+    ) -> Result<(), ErrorCode> {
+        let partition = offsets_partition(group);
+        let log = self
+            .logs
+            .get(&partition)
+            .ok_or(ErrorCode::NotCoordinator)?
+            .clone();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let open = log.borrow().has_open_transaction(producer_id, epoch);
+        if !open {
+            let current = self
+                .verifications
+                .borrow()
+                .get(&(producer_id, partition))
+                .copied();
+            if guard.is_none() || current != guard.map(|g| (g, epoch)) {
+                return Err(ErrorCode::InvalidTxnState);
+            }
+        }
+        let now = now_ms();
+        let producer = ProducerFields {
+            producer_id,
+            producer_epoch: epoch,
+            // The broker's own transactional writes carry no sequence.
+            base_sequence: -1,
+        };
+        let records: Vec<_> = offsets
+            .iter()
+            .enumerate()
+            .map(|(i, ((topic, p), value))| {
+                let key = OffsetKey {
+                    group: group.to_string(),
+                    topic: topic.clone(),
+                    partition: *p,
+                };
+                let key = Bytes::from(serde_json::to_vec(&key).expect("keys serialize"));
+                let value = Bytes::from(serde_json::to_vec(value).expect("offsets serialize"));
+                let mut record =
+                    encode::record(i as i64, now, Some(key), Some(value), Some(producer));
+                record.transactional = true;
+                record
+            })
+            .collect();
+        let batch = encode::encode_batch(&records, Compression::None);
+        let header = BatchHeader::parse(&batch).map_err(|_| ErrorCode::UnknownServerError)?;
+        let validated = ValidatedRecords {
+            batch_count: 1,
+            record_count: records.len() as u64,
+            first: header,
+            last: header,
+            max_timestamp: header.max_timestamp,
+            offset_of_max_timestamp_delta: i64::from(header.last_offset_delta),
+        };
+        let sequence = self.next_sequence.get();
+        self.next_sequence.set(sequence + 1);
+        let appended = log::append(&log, commit, batch, &validated, true).await;
+        self.verifications
+            .borrow_mut()
+            .remove(&(producer_id, partition));
+        appended.map_err(|error| match error.error_code() {
+            ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
+            code => code,
+        })?;
+        let mut pending = self.pending.borrow_mut();
+        let held = pending.entry((producer_id, partition)).or_default();
+        for ((topic, p), value) in offsets {
+            held.insert((group.to_string(), topic, p), (sequence, value));
+        }
+        Ok(())
+    }
+
+    /// The marker of `producer_id`'s transaction for offsets-log
+    /// `partition`: written, then the held offsets are applied (commit) or
+    /// dropped (abort).
+    pub async fn complete_txn(
+        &self,
+        commit_rounds: &Rc<GroupCommit>,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        marker: EndTxnMarker,
+    ) -> Result<(), ErrorCode> {
+        let log = self
+            .logs
+            .get(&partition)
+            .ok_or(ErrorCode::UnknownTopicOrPartition)?
+            .clone();
+        self.verifications
+            .borrow_mut()
+            .remove(&(producer_id, partition));
+        log::append_marker(&log, commit_rounds, producer_id, epoch, marker, true)
+            .await
+            .map_err(|e| e.error_code())?;
+        let decided = self.pending.borrow_mut().remove(&(producer_id, partition));
+        if let (true, Some(decided)) = (marker.commit, decided) {
+            let mut offsets = self.offsets.borrow_mut();
+            for ((group, topic, p), (sequence, value)) in decided {
+                let table = offsets.entry(group).or_default();
+                // A plain commit written after the transactional one wins.
+                let key = (topic, p);
+                if table.get(&key).is_none_or(|(seq, _)| *seq < sequence) {
+                    table.insert(key, (sequence, value));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a transaction not yet decided holds an offset of `group` for
+    /// (`topic`, `partition`) (OffsetFetch's `require_stable`).
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let key = (group.to_string(), topic.to_string(), partition);
+        self.pending
+            .borrow()
+            .iter()
+            .filter(|((_, p), _)| *p == offsets_partition(group))
+            .any(|(_, held)| held.contains_key(&key))
+    }
+}
