@@ -120,18 +120,42 @@ impl OffsetStore {
         };
         let sequence = self.next_sequence.get();
         self.next_sequence.set(sequence + 1);
+        // Held before the append starts, in the log's order: a marker
+        // appended behind this batch while it is written (a fence or a
+        // timeout aborting the transaction) must find and decide them.
+        let keys: Vec<_> = offsets
+            .iter()
+            .map(|((topic, p), _)| (group.to_string(), topic.clone(), *p))
+            .collect();
+        {
+            let mut pending = self.pending.borrow_mut();
+            let held = pending.entry((producer_id, partition)).or_default();
+            for ((topic, p), value) in offsets {
+                held.insert((group.to_string(), topic, p), (sequence, value));
+            }
+        }
         let appended = log::append(&log, commit, batch, &validated, true).await;
         self.verifications
             .borrow_mut()
             .remove(&(producer_id, partition));
-        appended.map_err(|error| match error.error_code() {
-            ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
-            code => code,
-        })?;
-        let mut pending = self.pending.borrow_mut();
-        let held = pending.entry((producer_id, partition)).or_default();
-        for ((topic, p), value) in offsets {
-            held.insert((group.to_string(), topic, p), (sequence, value));
+        if let Err(error) = appended {
+            // Not written: forget what this commit held (a later commit of
+            // the same transaction may have replaced some of it).
+            let mut pending = self.pending.borrow_mut();
+            if let Some(held) = pending.get_mut(&(producer_id, partition)) {
+                for key in keys {
+                    if held.get(&key).is_some_and(|(seq, _)| *seq == sequence) {
+                        held.remove(&key);
+                    }
+                }
+                if held.is_empty() {
+                    pending.remove(&(producer_id, partition));
+                }
+            }
+            return Err(match error.error_code() {
+                ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
+                code => code,
+            });
         }
         Ok(())
     }
@@ -155,10 +179,22 @@ impl OffsetStore {
         self.verifications
             .borrow_mut()
             .remove(&(producer_id, partition));
-        log::append_marker(&log, commit_rounds, producer_id, epoch, marker, true)
-            .await
-            .map_err(|e| e.error_code())?;
+        // What the marker decides is what the log holds before it: taken
+        // now, as the marker's place in the log is reserved.
         let decided = self.pending.borrow_mut().remove(&(producer_id, partition));
+        let written =
+            log::append_marker(&log, commit_rounds, producer_id, epoch, marker, true).await;
+        if let Err(error) = written {
+            // The coordinator sends the marker again: still undecided.
+            if let Some(decided) = decided {
+                let mut pending = self.pending.borrow_mut();
+                let held = pending.entry((producer_id, partition)).or_default();
+                for (key, value) in decided {
+                    held.entry(key).or_insert(value);
+                }
+            }
+            return Err(error.error_code());
+        }
         if let (true, Some(decided)) = (marker.commit, decided) {
             let mut offsets = self.offsets.borrow_mut();
             for ((group, topic, p), (sequence, value)) in decided {
