@@ -283,13 +283,18 @@ mod tests {
     #[test]
     fn this_threads_cpu_time_is_readable() {
         let tid = nix::unistd::gettid().as_raw();
+        // Spin for 200 ms of wall-clock time: the kernel counts CPU time in
+        // ticks (10 ms), so a shorter spin (an optimised loop) may read 0.
+        let start = std::time::Instant::now();
         let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        while start.elapsed() < std::time::Duration::from_millis(200) {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
         }
         std::hint::black_box(x);
         let seconds = thread_cpu_seconds(i64::from(tid)).expect("readable");
-        assert!(seconds > 0.0, "20M multiply-adds take CPU time: {seconds}");
+        assert!(seconds > 0.0, "200 ms of spinning takes CPU time: {seconds}");
         assert!(thread_cpu_seconds(0).is_none());
     }
 
