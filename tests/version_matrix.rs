@@ -254,6 +254,30 @@ fn every_registered_api_and_version_is_answered() {
                     version,
                     TxnOffsetCommitRequest::default(),
                 ),
+                ApiKey::WriteTxnMarkers => exchange::<_, WriteTxnMarkersResponse>(
+                    conn,
+                    key,
+                    version,
+                    WriteTxnMarkersRequest::default(),
+                ),
+                ApiKey::DescribeProducers => exchange::<_, DescribeProducersResponse>(
+                    conn,
+                    key,
+                    version,
+                    DescribeProducersRequest::default(),
+                ),
+                ApiKey::DescribeTransactions => exchange::<_, DescribeTransactionsResponse>(
+                    conn,
+                    key,
+                    version,
+                    DescribeTransactionsRequest::default(),
+                ),
+                ApiKey::ListTransactions => exchange::<_, ListTransactionsResponse>(
+                    conn,
+                    key,
+                    version,
+                    ListTransactionsRequest::default(),
+                ),
                 other => panic!("{other:?} is in the registry but not in this test: add it here"),
             }
         }

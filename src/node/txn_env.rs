@@ -67,40 +67,60 @@ impl TxnEnv for ShardTxnEnv {
             let writes = partitions.into_iter().map(|(topic, index)| {
                 let shard = shard.clone();
                 async move {
-                    if topic == OFFSETS_TOPIC {
-                        let owner = shard.node.shard_for(OFFSETS_TOPIC, index);
-                        let result = shard
-                            .run_on(owner, move |owner| async move {
-                                owner
-                                    .groups()
-                                    .complete_txn(index, producer_id, producer_epoch, marker)
-                                    .await
-                            })
+                    let result =
+                        write_marker(&shard, &topic, index, producer_id, producer_epoch, marker)
                             .await;
-                        return ((topic, index), result);
-                    }
-                    let meta = shard.node.image().topic(&topic).cloned();
-                    let Some(meta) = meta.filter(|m| m.partition(index).is_some()) else {
-                        return ((topic, index), Err(ErrorCode::UnknownTopicOrPartition));
-                    };
-                    let key = (meta.id, index);
-                    let owner = shard.node.shard_for(&topic, index);
-                    let result = shard
-                        .run_on(owner, move |owner| async move {
-                            let Some(partition) = owner.partition(&key) else {
-                                return Err(ErrorCode::UnknownTopicOrPartition);
-                            };
-                            partition
-                                .write_marker(&owner.commit, producer_id, producer_epoch, marker)
-                                .await
-                                .map(|_| ())
-                                .map_err(|e| e.error_code())
-                        })
-                        .await;
                     ((topic, index), result)
                 }
             });
             futures_util::future::join_all(writes).await
         })
     }
+}
+
+/// Writes a transaction marker to partition `index` of `topic` on the shard
+/// that owns it, durably: the transaction coordinator's markers, and
+/// WriteTxnMarkers from an administrator aborting a hanging transaction.
+/// Markers for the offsets log go through its group coordinator, which
+/// decides the offsets the transaction held.
+pub async fn write_marker(
+    shard: &Rc<Shard>,
+    topic: &str,
+    index: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: EndTxnMarker,
+) -> Result<(), ErrorCode> {
+    if topic == OFFSETS_TOPIC {
+        if !(0..crate::group::offsets::OFFSETS_PARTITIONS).contains(&index) {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        let owner = shard.node.shard_for(OFFSETS_TOPIC, index);
+        return shard
+            .run_on(owner, move |owner| async move {
+                owner
+                    .groups()
+                    .complete_txn(index, producer_id, producer_epoch, marker)
+                    .await
+            })
+            .await;
+    }
+    let meta = shard.node.image().topic(topic).cloned();
+    let Some(meta) = meta.filter(|m| m.partition(index).is_some()) else {
+        return Err(ErrorCode::UnknownTopicOrPartition);
+    };
+    let key = (meta.id, index);
+    let owner = shard.node.shard_for(topic, index);
+    shard
+        .run_on(owner, move |owner| async move {
+            let Some(partition) = owner.partition(&key) else {
+                return Err(ErrorCode::UnknownTopicOrPartition);
+            };
+            partition
+                .write_marker(&owner.commit, producer_id, producer_epoch, marker)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.error_code())
+        })
+        .await
 }

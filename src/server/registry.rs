@@ -80,6 +80,12 @@ registry! {
     EndTxn, 0, 4, |ctx, body| decode_and_serve(ctx, body, end_txn::handle);
     // Version 5 adds the partition implicitly (transaction.version 2).
     TxnOffsetCommit, 0, 4, |ctx, body| decode_and_serve(ctx, body, txn_offset_commit::handle);
+    // An administrator's abort of a hanging transaction (the coordinator
+    // writes its own markers directly); v0 is gone from Kafka 4 and the codec.
+    WriteTxnMarkers, 1, 1, |ctx, body| decode_and_serve(ctx, body, write_txn_markers::handle);
+    DescribeProducers, 0, 0, |ctx, body| decode_and_serve(ctx, body, describe_producers::handle);
+    DescribeTransactions, 0, 0, |ctx, body| decode_and_serve(ctx, body, describe_transactions::handle);
+    ListTransactions, 0, 2, |ctx, body| decode_and_serve(ctx, body, list_transactions::handle);
 }
 
 /// The registry's entry for `api_key`, if we serve that API at all.

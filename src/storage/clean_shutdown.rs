@@ -40,7 +40,7 @@ use crate::storage::txn_index::ENTRY_BYTES;
 pub const MARKER_FILE: &str = "clean-shutdown";
 const MAGIC: [u8; 4] = *b"SLCS";
 /// Version of the layout below; a marker of any other version is not trusted.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// magic, version, segment count.
 const HEADER_BYTES: usize = 4 + 2 + 4;
 /// Fixed size of one segment summary.
@@ -437,6 +437,7 @@ mod tests {
                 out.extend_from_slice(&epoch.to_be_bytes());
                 out.extend_from_slice(&coordinator_epoch.to_be_bytes());
                 out.extend_from_slice(&txn_first.to_be_bytes());
+                out.extend_from_slice(&1_700_000_000_000i64.to_be_bytes()); // last timestamp
                 out.push(batches.len() as u8);
                 for (first, last, base) in batches {
                     out.extend_from_slice(&first.to_be_bytes());
@@ -473,6 +474,12 @@ mod tests {
             encode(&[(1, 0, -1, 5, vec![(0, 0, 0)])]),   // transaction past the log end
             encode(&[(1, 0, -1, -2, vec![(0, 0, 0)])]),  // transaction offset invalid
             encode(&[(1, 0, -2, -1, vec![(0, 0, 0)])]),  // coordinator epoch invalid
+            {
+                // A last timestamp below -1.
+                let mut bytes = encode(&[(1, 0, -1, -1, vec![(0, 0, 0)])]);
+                bytes[26..34].copy_from_slice(&(-2i64).to_be_bytes());
+                bytes
+            },
             encode(&[
                 (1, 0, -1, 0, vec![(0, 0, 0)]),
                 (2, 0, -1, 0, vec![(0, 0, 1)]),

@@ -45,6 +45,8 @@ struct ProducerEntry {
     coordinator_epoch: i32,
     /// The first offset of the producer's open transaction on this partition.
     current_txn_first_offset: Option<i64>,
+    /// The max timestamp of its last batch or marker (-1: none).
+    last_timestamp: i64,
 }
 
 impl Default for ProducerEntry {
@@ -54,6 +56,7 @@ impl Default for ProducerEntry {
             batches: VecDeque::new(),
             coordinator_epoch: -1,
             current_txn_first_offset: None,
+            last_timestamp: -1,
         }
     }
 }
@@ -82,6 +85,20 @@ pub struct CompletedTxn {
 struct Deciding {
     producer_id: i64,
     marker_offset: i64,
+}
+
+/// A producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence of its last batch kept (-1: none).
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    /// Of its last marker (-1: none).
+    pub coordinator_epoch: i32,
+    /// Where its open transaction begins (-1: none open).
+    pub current_txn_start_offset: i64,
 }
 
 /// What to do with an incoming batch from an idempotent producer.
@@ -201,6 +218,7 @@ impl ProducerStateTable {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
         }
+        entry.last_timestamp = header.max_timestamp;
         // A batch without sequence numbers (the broker's own transactional
         // writes, as Kafka's coordinator-origin batches) has nothing to dedupe.
         if header.base_sequence >= 0 {
@@ -233,6 +251,7 @@ impl ProducerStateTable {
             entry.batches.clear();
         }
         entry.coordinator_epoch = marker.coordinator_epoch;
+        entry.last_timestamp = header.max_timestamp;
         let first_offset = entry.current_txn_first_offset.take()?;
         self.ongoing.remove(&first_offset);
         self.deciding.insert(
@@ -327,13 +346,31 @@ impl ProducerStateTable {
         self.producers.retain(|_, entry| !entry.is_empty());
     }
 
+    /// Every producer this partition remembers, by id (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let mut all: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_sequence),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.current_txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        all.sort_unstable_by_key(|p| p.producer_id);
+        all
+    }
+
     pub fn producer_count(&self) -> usize {
         self.producers.len()
     }
 
     /// Appends the table to `out` (the clean-shutdown snapshot, `docs/FORMAT.md`):
     /// a producer count, then per producer (by id) its id, epoch, coordinator
-    /// epoch, open transaction's first offset (-1: none), batch count and
+    /// epoch, open transaction's first offset (-1: none), last timestamp, batch count and
     /// batches (first sequence, last sequence, base offset), big-endian.
     /// Written only when no write is in flight, so no transaction is deciding.
     pub fn encode_snapshot(&self, out: &mut Vec<u8>) {
@@ -346,6 +383,7 @@ impl ProducerStateTable {
             out.extend_from_slice(&entry.epoch.to_be_bytes());
             out.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
             out.extend_from_slice(&entry.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
+            out.extend_from_slice(&entry.last_timestamp.to_be_bytes());
             out.push(entry.batches.len() as u8);
             for b in &entry.batches {
                 out.extend_from_slice(&b.first_sequence.to_be_bytes());
@@ -357,7 +395,7 @@ impl ProducerStateTable {
 
     /// Parses a snapshot written by [`encode_snapshot`] from the start of
     /// `bytes`; returns the table and the bytes it took. None if it is
-    /// malformed: truncated, a producer id that is negative or repeated (or not
+    /// malformed: truncated, a timestamp below -1, a producer id that is negative or repeated (or not
     /// increasing), more than [`CACHED_BATCHES_PER_PRODUCER`] batches, an entry
     /// that says nothing, an open transaction or base offsets that lie outside
     /// `[0, log_end_offset)`, or base offsets that do not increase.
@@ -368,7 +406,7 @@ impl ProducerStateTable {
         bytes: &[u8],
         log_end_offset: i64,
     ) -> Option<(ProducerStateTable, usize)> {
-        const PRODUCER_FIXED_BYTES: usize = 8 + 2 + 4 + 8 + 1;
+        const PRODUCER_FIXED_BYTES: usize = 8 + 2 + 4 + 8 + 8 + 1;
         let mut at = 0usize;
         let mut take = |n: usize| -> Option<&[u8]> {
             let slice = bytes.get(at..at.checked_add(n)?)?;
@@ -387,6 +425,7 @@ impl ProducerStateTable {
             let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
             let coordinator_epoch = i32::from_be_bytes(take(4)?.try_into().ok()?);
             let txn_first = i64::from_be_bytes(take(8)?.try_into().ok()?);
+            let last_timestamp = i64::from_be_bytes(take(8)?.try_into().ok()?);
             let batch_count = usize::from(take(1)?[0]);
             let current_txn_first_offset = match txn_first {
                 -1 => None,
@@ -394,6 +433,7 @@ impl ProducerStateTable {
                 _ => return None,
             };
             if id < 0
+                || last_timestamp < -1
                 || previous_id.is_some_and(|p| p >= id)
                 || batch_count > CACHED_BATCHES_PER_PRODUCER
                 || coordinator_epoch < -1
@@ -428,6 +468,7 @@ impl ProducerStateTable {
                 batches,
                 coordinator_epoch,
                 current_txn_first_offset,
+                last_timestamp,
             };
             if entry.is_empty() {
                 return None;

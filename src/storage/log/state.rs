@@ -399,6 +399,11 @@ impl PartitionLog {
             .has_open_transaction(producer_id, producer_epoch)
     }
 
+    /// Every producer the log remembers (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<crate::storage::producer_state::ActiveProducer> {
+        self.producers.active_producers()
+    }
+
     /// (producer id, epoch, first offset) of each open transaction.
     pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
         self.producers.open_transactions()
