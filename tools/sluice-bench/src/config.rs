@@ -160,6 +160,19 @@ pub struct Args {
     #[arg(long)]
     pub idempotence: bool,
 
+    /// Transactional producers (KIP-98): each commits a transaction every N
+    /// of its messages (transactional.id sluice-bench-<process>-<producer>).
+    /// Implies --idempotence and needs --acks all. Reports commit latency and
+    /// committed/aborted counts; read such a topic with
+    /// -X isolation.level=read_committed to measure the consumer side.
+    #[arg(long, value_name = "N")]
+    pub transaction_messages: Option<u64>,
+
+    /// With --transaction-messages: the percentage of transactions aborted
+    /// instead of committed (drawn per transaction), 0-100.
+    #[arg(long, default_value_t = 0.0)]
+    pub abort_percent: f64,
+
     /// Seconds to wait for the broker at start and for consumers to drain at
     /// the end before counting the rest as missing.
     #[arg(long, default_value_t = 10.0)]
@@ -269,8 +282,17 @@ pub struct Workload {
     pub consumers: usize,
     pub warmup: Duration,
     pub idempotence: bool,
+    pub transactions: Option<Transactions>,
     pub extra: Vec<(String, String)>,
     pub timeout: Duration,
+}
+
+/// Transactional producers: a commit every `messages`, `abort_percent` of
+/// the transactions aborted instead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transactions {
+    pub messages: u64,
+    pub abort_percent: f64,
 }
 
 fn parse_num<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T>
@@ -434,6 +456,24 @@ impl Args {
             })
             .collect::<Result<Vec<_>>>()?;
 
+        let transactions = match self.transaction_messages {
+            None => {
+                if self.abort_percent != 0.0 {
+                    bail!("--abort-percent needs --transaction-messages");
+                }
+                None
+            }
+            Some(0) => bail!("--transaction-messages must be at least 1"),
+            Some(messages) => {
+                if !(0.0..=100.0).contains(&self.abort_percent) {
+                    bail!("--abort-percent {}: must be 0-100", self.abort_percent);
+                }
+                Some(Transactions {
+                    messages,
+                    abort_percent: self.abort_percent,
+                })
+            }
+        };
         let mut out = Vec::new();
         for &batch_bytes in &batches {
             for &linger_ms in &lingers {
@@ -441,8 +481,10 @@ impl Args {
                     for acks in &ackss {
                         for compression in &comps {
                             for &rate in &rates {
-                                if self.idempotence && acks != "all" {
-                                    bail!("--idempotence requires --acks all (got {acks})");
+                                if (self.idempotence || transactions.is_some()) && acks != "all" {
+                                    bail!(
+                                        "--idempotence and --transaction-messages need --acks all (got {acks})"
+                                    );
                                 }
                                 out.push(Workload {
                                     mode: run_mode,
@@ -462,7 +504,8 @@ impl Args {
                                     producers: self.producers,
                                     consumers,
                                     warmup: Duration::from_secs_f64(self.warmup_s),
-                                    idempotence: self.idempotence,
+                                    idempotence: self.idempotence || transactions.is_some(),
+                                    transactions,
                                     extra: extra.clone(),
                                     timeout: Duration::from_secs_f64(self.timeout_s),
                                 });
@@ -536,5 +579,39 @@ mod tests {
         assert!(w.is_err(), "e2e needs room for the timestamp");
         let (_, w) = parse(&["produce", "--idempotence", "--acks", "1"]);
         assert!(w.is_err());
+    }
+
+    #[test]
+    fn transactions() {
+        let (_, w) = parse(&[
+            "produce",
+            "--transaction-messages",
+            "10",
+            "--abort-percent",
+            "5",
+        ]);
+        let w = w.unwrap();
+        assert!(w[0].idempotence, "transactional producers are idempotent");
+        assert_eq!(
+            w[0].transactions,
+            Some(Transactions {
+                messages: 10,
+                abort_percent: 5.0
+            })
+        );
+        for bad in [
+            &["produce", "--transaction-messages", "10", "--acks", "1"][..],
+            &["produce", "--transaction-messages", "0"],
+            &[
+                "produce",
+                "--transaction-messages",
+                "10",
+                "--abort-percent",
+                "101",
+            ],
+            &["produce", "--abort-percent", "5"],
+        ] {
+            assert!(parse(bad).1.is_err(), "{bad:?}");
+        }
     }
 }

@@ -24,8 +24,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
-use crate::config::{Stop, Workload};
-use crate::workload::{client_error, client_log, client_log_level, clock, MessageGen, Shared};
+use crate::config::{Stop, Transactions, Workload};
+use crate::workload::{client_error, client_log, client_log_level, clock, MessageGen, Rng, Shared};
 
 /// The longest single sleep while waiting for an intended send time, so a
 /// stop request is noticed promptly even at very low rates.
@@ -116,7 +116,13 @@ fn producer_config(w: &Workload, index: usize) -> rdkafka::ClientConfig {
         .set("enable.idempotence", w.idempotence.to_string())
         .set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
     // -X last, so it overrides everything above.
-    if w.idempotence {
+    if w.transactions.is_some() {
+        // One id per producer and run: two runs at once must not fence each other.
+        c.set(
+            "transactional.id",
+            format!("sluice-bench-{}-{index}", std::process::id()),
+        );
+    } else if w.idempotence {
         // Statistics are how the producer tells that it has its producer id.
         c.set("statistics.interval.ms", "50");
     }
@@ -161,6 +167,17 @@ fn run(w: &Workload, index: usize, shared: Arc<Shared>, ready: &Barrier, go: &Ba
                         .errors
                         .record(format!("setup: producer metadata: {e}"), 1);
                     shared.setup_failed.store(true, Ordering::Relaxed);
+                } else if w.transactions.is_some() {
+                    // The producer id comes with init_transactions.
+                    if let Err(e) = p
+                        .init_transactions(w.timeout)
+                        .and_then(|()| p.begin_transaction())
+                    {
+                        shared
+                            .errors
+                            .record(format!("setup: init_transactions: {e}"), 1);
+                        shared.setup_failed.store(true, Ordering::Relaxed);
+                    }
                 } else if w.idempotence && !wait_for_pid(&p, w.timeout) {
                     // librdkafka 2.12 may take its 500 ms PID timer to get
                     // an id; messages sent before that just wait, which
@@ -187,7 +204,14 @@ fn run(w: &Workload, index: usize, shared: Arc<Shared>, ready: &Barrier, go: &Ba
     if shared.stopped() {
         return;
     }
-    send_loop(w, index, &shared, &producer);
+    let mut txn = w.transactions.map(|t| TxnState::new(t, index));
+    send_loop(w, index, &shared, &producer, txn.as_mut());
+    if let Some(txn) = txn.as_mut() {
+        // The last transaction ends too (commit or abort as drawn).
+        if txn.in_txn > 0 {
+            txn.end(w, &shared, &producer, false);
+        }
+    }
     // Wait for the outstanding delivery reports. Whatever is still in flight
     // after the deadline is purged when the producer is dropped, and the
     // purge's delivery reports count it as failed.
@@ -207,7 +231,94 @@ fn wait_for_pid(p: &ThreadedProducer<Ctx>, timeout: Duration) -> bool {
     false
 }
 
-fn send_loop(w: &Workload, index: usize, s: &Shared, producer: &ThreadedProducer<Ctx>) {
+/// A transactional producer's progress through its current transaction.
+struct TxnState {
+    config: Transactions,
+    in_txn: u64,
+    rng: Rng,
+}
+
+impl TxnState {
+    fn new(config: Transactions, index: usize) -> TxnState {
+        TxnState {
+            config,
+            in_txn: 0,
+            rng: Rng::new(0x7a11 + index as u64),
+        }
+    }
+
+    /// Counts a message sent; ends the transaction after the configured number.
+    fn sent(&mut self, w: &Workload, s: &Shared, producer: &ThreadedProducer<Ctx>) -> bool {
+        self.in_txn += 1;
+        if self.in_txn < self.config.messages {
+            return true;
+        }
+        self.end(w, s, producer, true)
+    }
+
+    /// Commits (or aborts, as drawn) the open transaction, timing the call,
+    /// and begins the next if `again`. False if the producer cannot go on.
+    fn end(
+        &mut self,
+        w: &Workload,
+        s: &Shared,
+        producer: &ThreadedProducer<Ctx>,
+        again: bool,
+    ) -> bool {
+        let abort = (self.rng.next_u64() % 10_000) as f64 / 100.0 < self.config.abort_percent;
+        let started = clock().now_ns();
+        // The transaction's messages are delivered first, also before an
+        // abort (which would otherwise purge those still queued: the broker
+        // is to write them and then abort them). Waited for here rather than
+        // in the client crate's flush, which polls in 100 ms steps while the
+        // producer's own thread serves the events.
+        let deadline = started + w.timeout.as_nanos() as u64;
+        while producer.in_flight_count() > 0 && clock().now_ns() < deadline {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let ended = if abort {
+            producer.abort_transaction(w.timeout)
+        } else {
+            producer.commit_transaction(w.timeout)
+        };
+        s.commit_latency
+            .record_ns(clock().now_ns().saturating_sub(started));
+        let messages = std::mem::take(&mut self.in_txn);
+        match ended {
+            Ok(()) if abort => Shared::add(&s.txn_aborted, 1),
+            Ok(()) => {
+                Shared::add(&s.txn_committed, 1);
+                Shared::add(&s.txn_committed_messages, messages);
+            }
+            Err(e) => {
+                s.errors.record(format!("transaction: {e}"), 1);
+                let abortable = matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort());
+                if !abortable || producer.abort_transaction(w.timeout).is_err() {
+                    return false;
+                }
+                Shared::add(&s.txn_aborted, 1);
+            }
+        }
+        if !again {
+            return true;
+        }
+        match producer.begin_transaction() {
+            Ok(()) => true,
+            Err(e) => {
+                s.errors.record(format!("transaction: begin: {e}"), 1);
+                false
+            }
+        }
+    }
+}
+
+fn send_loop(
+    w: &Workload,
+    index: usize,
+    s: &Shared,
+    producer: &ThreadedProducer<Ctx>,
+    mut txn: Option<&mut TxnState>,
+) {
     let c = clock();
     let rate = w.point.rate;
     let start = Shared::get(&s.start_ns);
@@ -253,6 +364,11 @@ fn send_loop(w: &Workload, index: usize, s: &Shared, producer: &ThreadedProducer
             match producer.send(record) {
                 Ok(()) => {
                     Shared::add(if measured { &s.sent } else { &s.warmup_sent }, 1);
+                    if let Some(txn) = txn.as_deref_mut() {
+                        if !txn.sent(w, s, producer) {
+                            return;
+                        }
+                    }
                     break;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {

@@ -72,8 +72,22 @@ pub struct RunResult {
     pub consume: Option<ConsumeStats>,
     pub ack_latency: Option<Percentiles>,
     pub e2e_latency: Option<Percentiles>,
+    /// Transactional producers only.
+    pub transactions: Option<TxnStats>,
     pub errors: BTreeMap<String, u64>,
     pub error_count: u64,
+}
+
+/// What transactional producers did: transactions ended and how long each
+/// end (commit or abort, with the flush of its messages) took.
+#[derive(Debug, Clone, Serialize)]
+pub struct TxnStats {
+    pub messages_per_transaction: u64,
+    pub abort_percent: f64,
+    pub committed: u64,
+    pub aborted: u64,
+    pub committed_messages: u64,
+    pub commit_latency: Percentiles,
 }
 
 impl RunResult {
@@ -266,6 +280,14 @@ pub fn render_run(r: &RunResult) -> String {
     }
     if let Some(p) = &r.e2e_latency {
         lat.push(latency_row("end-to-end", p));
+    }
+    if let Some(t) = &r.transactions {
+        lat.push(latency_row("commit", &t.commit_latency));
+        let _ = writeln!(
+            s,
+            "  transactions of {} messages: {} committed ({} messages), {} aborted (--abort-percent {})",
+            t.messages_per_transaction, t.committed, t.committed_messages, t.aborted, t.abort_percent
+        );
     }
     if !lat.is_empty() {
         let headers: Vec<String> = [
@@ -563,6 +585,7 @@ mod tests {
             produce: None,
             consume: None,
             ack_latency: Some(Percentiles::default()),
+            transactions: None,
             e2e_latency: None,
             errors: BTreeMap::new(),
             error_count: 0,

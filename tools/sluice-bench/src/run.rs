@@ -13,7 +13,7 @@ use crate::config::{RunMode, Stop, Workload};
 use crate::consume;
 use crate::produce;
 use crate::progress::Progress;
-use crate::report::{ConsumeStats, ProduceStats, RunResult};
+use crate::report::{ConsumeStats, ProduceStats, RunResult, TxnStats};
 use crate::workload::{clock, Shared};
 
 /// Lead time between the clients being ready and the first intended send,
@@ -277,6 +277,14 @@ fn result(
         consume,
         ack_latency: (w.mode != RunMode::Consume).then(|| s.ack_latency.percentiles()),
         e2e_latency: (w.mode == RunMode::E2e).then(|| s.e2e_latency.percentiles()),
+        transactions: w.transactions.map(|t| TxnStats {
+            messages_per_transaction: t.messages,
+            abort_percent: t.abort_percent,
+            committed: Shared::get(&s.txn_committed),
+            aborted: Shared::get(&s.txn_aborted),
+            committed_messages: Shared::get(&s.txn_committed_messages),
+            commit_latency: s.commit_latency.percentiles(),
+        }),
         error_count: errors.values().sum(),
         errors,
     }

@@ -187,6 +187,7 @@ mod tests {
                 ..Default::default()
             }),
             e2e_latency: None,
+            transactions: None,
             errors: Default::default(),
             error_count: errors,
         }

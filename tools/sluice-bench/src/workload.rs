@@ -151,6 +151,13 @@ pub struct Shared {
 
     pub ack_latency: LatencyRecorder,
     pub e2e_latency: LatencyRecorder,
+    /// Transactional producers: how long each commit (or abort) call took,
+    /// the flush of its messages included.
+    pub commit_latency: LatencyRecorder,
+    pub txn_committed: AtomicU64,
+    pub txn_aborted: AtomicU64,
+    /// Messages in committed transactions.
+    pub txn_committed_messages: AtomicU64,
     pub errors: ErrorLog,
 }
 

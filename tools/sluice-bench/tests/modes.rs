@@ -267,6 +267,82 @@ fn produce_consume_and_e2e_counts_add_up() {
     assert!((2000.0..=6000.0).contains(&rate), "rate {rate}");
 }
 
+/// Transactional producers: every transaction ends (committed or aborted as
+/// drawn), each end is timed, and a read_committed consumer reads exactly the
+/// committed messages: one more is never there.
+#[test]
+fn transactional_produce_commits_aborts_and_reads_committed() {
+    let broker = Broker::start();
+    let out = tempfile::tempdir().unwrap();
+    let pdir = out.path().join("txn");
+    let o = bench(&[
+        "produce",
+        "--bootstrap",
+        &broker.addr,
+        "--topic",
+        "bench-txn",
+        "--partitions",
+        "3",
+        "--messages",
+        "500",
+        "--transaction-messages",
+        "50",
+        "--abort-percent",
+        "50",
+        "--linger-ms",
+        "1",
+        "--out",
+        pdir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "transactional produce exits 0");
+    assert!(stdout(&o).contains("transactions of 50 messages"));
+    let j = json(&pdir);
+    let r = &j["results"][0];
+    assert_eq!(
+        u(&r["produce"]["acked"]),
+        500,
+        "aborted ones are written too"
+    );
+    let t = &r["transactions"];
+    let (committed, aborted) = (u(&t["committed"]), u(&t["aborted"]));
+    assert_eq!(
+        committed + aborted,
+        10,
+        "500 messages in transactions of 50"
+    );
+    assert!(committed > 0 && aborted > 0, "{t}");
+    assert_eq!(u(&t["committed_messages"]), 50 * committed);
+    assert_eq!(u(&t["commit_latency"]["count"]), 10);
+    assert_ordered(&t["commit_latency"]);
+    assert_eq!(u(&j["total_errors"]), 0);
+
+    let read = |messages: u64, name: &str| {
+        let dir = out.path().join(name);
+        let o = bench(&[
+            "consume",
+            "--bootstrap",
+            &broker.addr,
+            "--topic",
+            "bench-txn",
+            "--messages",
+            &messages.to_string(),
+            "--timeout-s",
+            "2",
+            "-X",
+            "isolation.level=read_committed",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        (o.status.success(), json(&dir))
+    };
+    let (ok, j) = read(50 * committed, "committed");
+    assert!(ok, "read_committed reads every committed message");
+    assert_eq!(u(&j["results"][0]["consume"]["messages"]), 50 * committed);
+    let (ok, j) = read(50 * committed + 1, "one-more");
+    assert!(!ok, "an aborted message is not read");
+    assert_eq!(u(&j["results"][0]["consume"]["missing"]), 1);
+}
+
 #[test]
 fn sweep_writes_one_row_per_point_and_a_chart() {
     let broker = Broker::start();
