@@ -460,6 +460,7 @@ fn open_txn_coordinator(shard: &Rc<Shard>) -> Result<Rc<TxnCoordinator>, String>
         abort_interval_ms: config.transaction_abort_interval_ms,
         id_expiration_ms: config.transactional_id_expiration_ms,
         partitions: config.transaction_state_log_num_partitions,
+        transaction_version: config.transaction_version,
         ..TxnConfig::default()
     };
     let env = Rc::new(ShardTxnEnv {

@@ -94,6 +94,14 @@ pub struct Cli {
     /// transaction.state.log.num.partitions) [default: 50].
     #[arg(long, value_name = "N")]
     pub transaction_state_log_num_partitions: Option<i32>,
+    /// The finalized `transaction.version` feature advertised to clients
+    /// (KIP-890): 2 lets clients that support it (Java 4, franz-go) skip
+    /// AddPartitionsToTxn and bump the epoch at every EndTxn; 0 or 1 keeps
+    /// every client on the classic protocol. Also decides how the
+    /// coordinator's own aborts (timeouts, fences) bump the epoch
+    /// [default: 2, as a new Kafka 4 cluster].
+    #[arg(long, value_name = "LEVEL")]
+    pub transaction_version: Option<i16>,
     /// I/O driver of the shards: `auto` (io_uring when the kernel allows it,
     /// polling otherwise), `io-uring` or `polling` [default: auto].
     #[arg(long, value_name = "DRIVER")]
@@ -179,6 +187,7 @@ struct FileConfig {
     transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     transactional_id_expiration_ms: Option<i64>,
     transaction_state_log_num_partitions: Option<i32>,
+    transaction_version: Option<i16>,
     log_level: Option<String>,
     /// `[topic_defaults]` table: `"retention.ms" = 3600000`.
     topic_defaults: Option<BTreeMap<String, toml::Value>>,
@@ -218,6 +227,8 @@ pub struct Config {
     pub transaction_abort_interval_ms: u64,
     pub transactional_id_expiration_ms: i64,
     pub transaction_state_log_num_partitions: i32,
+    /// The finalized `transaction.version` (0-2).
+    pub transaction_version: i16,
     pub log_level: String,
     /// Topic config defaults at broker level (source DEFAULT or broker overrides).
     pub topic_defaults: TopicConfig,
@@ -453,6 +464,13 @@ impl Config {
                 "must be between 1 and 1000",
             ));
         }
+        let transaction_version = cli
+            .transaction_version
+            .or(file.transaction_version)
+            .unwrap_or(2);
+        if !(0..=2).contains(&transaction_version) {
+            return Err(invalid("transaction-version", "must be 0, 1 or 2"));
+        }
         let log_retention_check_interval_ms = cli
             .log_retention_check_interval_ms
             .or(file.log_retention_check_interval_ms)
@@ -547,6 +565,7 @@ impl Config {
             transaction_abort_interval_ms,
             transactional_id_expiration_ms,
             transaction_state_log_num_partitions,
+            transaction_version,
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
             group_initial_rebalance_delay_ms,

@@ -69,6 +69,9 @@ pub struct OffsetStore {
     /// Offsets committed in transactions not yet decided (KIP-98), per
     /// (producer id, offsets-log partition); see `txn_offsets.rs`.
     pub(super) pending: RefCell<HashMap<(i64, i32), PendingOffsets>>,
+    /// Offsets a transaction marker is deciding while it is written (by the
+    /// marker's ticket): still unstable until the marker is durable.
+    pub(super) deciding: RefCell<HashMap<u64, PendingOffsets>>,
     /// Verification guards of transactional commits under way, per
     /// (producer id, offsets-log partition): (guard, epoch).
     pub(super) verifications: RefCell<HashMap<(i64, i32), (u64, i16)>>,
@@ -159,6 +162,7 @@ impl OffsetStore {
             offsets: RefCell::new(offsets),
             next_sequence: Cell::new(1),
             pending: RefCell::new(pending),
+            deciding: RefCell::new(HashMap::new()),
             verifications: RefCell::new(HashMap::new()),
             next_guard: Cell::new(1),
         })

@@ -180,10 +180,16 @@ impl OffsetStore {
             .borrow_mut()
             .remove(&(producer_id, partition));
         // What the marker decides is what the log holds before it: taken
-        // now, as the marker's place in the log is reserved.
-        let decided = self.pending.borrow_mut().remove(&(producer_id, partition));
+        // now, as the marker's place in the log is reserved, and unstable
+        // (`deciding`) until the marker is durable.
+        let ticket = self.next_sequence.get();
+        self.next_sequence.set(ticket + 1);
+        if let Some(held) = self.pending.borrow_mut().remove(&(producer_id, partition)) {
+            self.deciding.borrow_mut().insert(ticket, held);
+        }
         let written =
             log::append_marker(&log, commit_rounds, producer_id, epoch, marker, true).await;
+        let decided = self.deciding.borrow_mut().remove(&ticket);
         if let Err(error) = written {
             // The coordinator sends the marker again: still undecided.
             if let Some(decided) = decided {
@@ -218,5 +224,10 @@ impl OffsetStore {
             .iter()
             .filter(|((_, p), _)| *p == offsets_partition(group))
             .any(|(_, held)| held.contains_key(&key))
+            || self
+                .deciding
+                .borrow()
+                .values()
+                .any(|held| held.contains_key(&key))
     }
 }

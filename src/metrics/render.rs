@@ -294,7 +294,10 @@ mod tests {
         }
         std::hint::black_box(x);
         let seconds = thread_cpu_seconds(i64::from(tid)).expect("readable");
-        assert!(seconds > 0.0, "200 ms of spinning takes CPU time: {seconds}");
+        assert!(
+            seconds > 0.0,
+            "200 ms of spinning takes CPU time: {seconds}"
+        );
         assert!(thread_cpu_seconds(0).is_none());
     }
 

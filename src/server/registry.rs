@@ -7,8 +7,11 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::protocol::errors::ErrorCode;
@@ -47,12 +50,14 @@ registry! {
     // broker whose Produce range starts higher. Versions 0-2 (message format
     // v0/v1) are answered with UNSUPPORTED_VERSION per partition by the
     // dispatcher, before the header is decoded.
-    Produce, 0, 11, serve_produce;
+    // Version 12 (KIP-890 part 2): a transactional batch's partition is
+    // added to the transaction by the broker.
+    Produce, 0, 12, serve_produce;
     Fetch, 4, 16, serve_fetch;
     ListOffsets, 1, 8, |ctx, body| decode_and_serve(ctx, body, list_offsets::handle);
     Metadata, 0, 12, |ctx, body| decode_and_serve(ctx, body, metadata::handle);
     FindCoordinator, 0, 4, |ctx, body| decode_and_serve(ctx, body, find_coordinator::handle);
-    ApiVersions, 0, 3, |ctx, body| decode_and_serve(ctx, body, api_versions);
+    ApiVersions, 0, 4, |ctx, body| decode_and_serve(ctx, body, api_versions);
     CreateTopics, 2, 7, |ctx, body| decode_and_serve(ctx, body, create_topics::handle);
     DeleteTopics, 1, 6, |ctx, body| decode_and_serve(ctx, body, delete_topics::handle);
     DeleteRecords, 0, 2, |ctx, body| decode_and_serve(ctx, body, delete_records::handle);
@@ -73,13 +78,14 @@ registry! {
     DescribeGroups, 0, 5, |ctx, body| decode_and_serve(ctx, body, describe_groups::handle);
     DeleteGroups, 0, 2, |ctx, body| decode_and_serve(ctx, body, delete_groups::handle);
     OffsetDelete, 0, 0, |ctx, body| decode_and_serve(ctx, body, offset_delete::handle);
-    // Versions 4-5 are broker-to-broker (batched, verify-only); clients send 0-3.
-    AddPartitionsToTxn, 0, 3, |ctx, body| decode_and_serve(ctx, body, add_partitions_to_txn::handle);
+    // Versions 4-5 are batched (Kafka's brokers send them to coordinators,
+    // verify-only or not; some clients send them too).
+    AddPartitionsToTxn, 0, 5, |ctx, body| decode_and_serve(ctx, body, add_partitions_to_txn::handle);
     AddOffsetsToTxn, 0, 4, |ctx, body| decode_and_serve(ctx, body, add_offsets_to_txn::handle);
-    // Version 5 (KIP-890's epoch bump at every end) with transaction.version 2.
-    EndTxn, 0, 4, |ctx, body| decode_and_serve(ctx, body, end_txn::handle);
-    // Version 5 adds the partition implicitly (transaction.version 2).
-    TxnOffsetCommit, 0, 4, |ctx, body| decode_and_serve(ctx, body, txn_offset_commit::handle);
+    // Version 5: KIP-890's epoch bump at every end (transaction.version 2).
+    EndTxn, 0, 5, |ctx, body| decode_and_serve(ctx, body, end_txn::handle);
+    // Version 5 adds the offsets partition implicitly (transaction.version 2).
+    TxnOffsetCommit, 0, 5, |ctx, body| decode_and_serve(ctx, body, txn_offset_commit::handle);
     // An administrator's abort of a hanging transaction (the coordinator
     // writes its own markers directly); v0 is gone from Kafka 4 and the codec.
     WriteTxnMarkers, 1, 1, |ctx, body| decode_and_serve(ctx, body, write_txn_markers::handle);
@@ -143,10 +149,48 @@ async fn serve_fetch(ctx: &RequestContext, mut body: Bytes) -> Reply {
     }
 }
 
-/// ApiVersions: the registry itself.
-async fn api_versions(_ctx: &RequestContext, _request: ApiVersionsRequest) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_api_keys(advertised())
+/// ApiVersions: the registry itself, and the features (v3+, KIP-584) as
+/// Kafka 4 reports them: `transaction.version` supported 0-2 (in v4+
+/// responses only: Kafka leaves features whose minimum is 0 out of older
+/// ones, KAFKA-17492) and finalized at the configured level unless that is 0
+/// (a level of 0 is expressed by absence). Clients that speak KIP-890 part 2
+/// use it when the finalized level is 2; the API version ranges do not
+/// depend on it, as in Kafka.
+async fn api_versions(ctx: &RequestContext, _request: ApiVersionsRequest) -> ApiVersionsResponse {
+    let response = ApiVersionsResponse::default().with_api_keys(advertised());
+    if ctx.api_version < 3 {
+        return response;
+    }
+    let level = ctx.conn.shard.node.config.transaction_version;
+    let mut supported = Vec::new();
+    if ctx.api_version >= 4 {
+        supported.push(
+            SupportedFeatureKey::default()
+                .with_name(StrBytes::from_static_str(TRANSACTION_VERSION))
+                .with_min_version(0)
+                .with_max_version(2),
+        );
+    }
+    let mut finalized = Vec::new();
+    if level > 0 {
+        finalized.push(
+            FinalizedFeatureKey::default()
+                .with_name(StrBytes::from_static_str(TRANSACTION_VERSION))
+                .with_min_version_level(level)
+                .with_max_version_level(level),
+        );
+    }
+    response
+        .with_supported_features(supported)
+        .with_finalized_features_epoch(FINALIZED_FEATURES_EPOCH)
+        .with_finalized_features(finalized)
 }
+
+/// KIP-890's feature.
+const TRANSACTION_VERSION: &str = "transaction.version";
+/// The finalized features never change while a node runs; clients compare
+/// epochs across brokers and keep the highest.
+const FINALIZED_FEATURES_EPOCH: i64 = 1;
 
 /// The answer to an ApiVersions request newer than we speak (KIP-511: sent as
 /// v0, with our ranges, so that the client retries with one we serve).

@@ -1,34 +1,94 @@
-//! AddPartitionsToTxn (versions 0-3, the ones clients send): adds partitions
-//! to the producer's transaction before it writes to them. Every partition
-//! must exist and be writable, or none is added: the ones at fault get their
-//! error and the others OPERATION_NOT_ATTEMPTED, as in Kafka.
+//! AddPartitionsToTxn: adds partitions to a producer's transaction before it
+//! writes to them. Versions 0-3 carry one transaction (what clients send);
+//! 4-5 carry a batch of them, each either to add (as a Kafka broker asks a
+//! coordinator for a KIP-890 part 2 client, and as some clients send it) or
+//! verify-only (KIP-890 part 1: is the partition in the transaction?). In a
+//! transaction, every partition must exist and be writable or none is
+//! added: the ones at fault get their error and the others
+//! OPERATION_NOT_ATTEMPTED, as in Kafka.
 
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
-use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, TopicName, TransactionalId,
+};
 
 use crate::metadata::is_internal_topic;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{fenced_for, on_txn_coordinator, topic_name};
-use crate::txn::state::{TopicPartition, TV_CLASSIC};
+use crate::txn::state::{TopicPartition, TV_CLASSIC, TV_EPOCH_BUMP};
+
+/// One transaction of the request.
+struct Wanted {
+    transactional_id: TransactionalId,
+    producer_id: i64,
+    producer_epoch: i16,
+    verify_only: bool,
+    topics: Vec<(TopicName, Vec<i32>)>,
+}
 
 pub async fn handle(
     ctx: &RequestContext,
     request: AddPartitionsToTxnRequest,
 ) -> AddPartitionsToTxnResponse {
     let version = ctx.api_version;
-    let id = request.v3_and_below_transactional_id.0.to_string();
-    let mut wanted: Vec<TopicPartition> = Vec::new();
+    if version <= 3 {
+        let wanted = Wanted {
+            transactional_id: request.v3_and_below_transactional_id,
+            producer_id: request.v3_and_below_producer_id.0,
+            producer_epoch: request.v3_and_below_producer_epoch,
+            verify_only: false,
+            topics: request
+                .v3_and_below_topics
+                .into_iter()
+                .map(|t| (t.name, t.partitions))
+                .collect(),
+        };
+        let results = serve(ctx, wanted, version).await;
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+    }
+    let mut by_transaction = Vec::with_capacity(request.transactions.len());
+    for transaction in request.transactions {
+        let transactional_id = transaction.transactional_id.clone();
+        let wanted = Wanted {
+            transactional_id: transaction.transactional_id,
+            producer_id: transaction.producer_id.0,
+            producer_epoch: transaction.producer_epoch,
+            verify_only: transaction.verify_only,
+            topics: transaction
+                .topics
+                .into_iter()
+                .map(|t| (t.name, t.partitions))
+                .collect(),
+        };
+        by_transaction.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(transactional_id)
+                .with_topic_results(serve(ctx, wanted, version).await),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(by_transaction)
+}
+
+/// One transaction's partitions: checked, then added (or verified) by its
+/// coordinator; a result per partition.
+async fn serve(
+    ctx: &RequestContext,
+    wanted: Wanted,
+    version: i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let id = wanted.transactional_id.0.to_string();
+    let mut valid: Vec<TopicPartition> = Vec::new();
     let mut refused: BTreeMap<TopicPartition, ErrorCode> = BTreeMap::new();
     {
         let image = ctx.conn.shard.node.image();
-        for topic in &request.v3_and_below_topics {
-            let name = topic.name.0.as_str();
-            for &partition in &topic.partitions {
+        for (name, partitions) in &wanted.topics {
+            let name = name.0.as_str();
+            for &partition in partitions {
                 let tp = (name.to_string(), partition);
                 // Kafka leaves internal topics out of what a client may
                 // write: TOPIC_AUTHORIZATION_FAILED.
@@ -46,52 +106,68 @@ pub async fn handle(
                     Some(code) => {
                         refused.insert(tp, code);
                     }
-                    None => wanted.push(tp),
+                    None => valid.push(tp),
                 }
             }
         }
     }
-    let outcome: Result<(), ErrorCode> = if id.is_empty() {
+    let (producer_id, epoch) = (wanted.producer_id, wanted.producer_epoch);
+    // Per partition: None added (or in the transaction), else the error.
+    let outcome: Result<Vec<Option<ErrorCode>>, ErrorCode> = if id.is_empty() {
         Err(ErrorCode::InvalidRequest)
     } else if !refused.is_empty() {
         Err(ErrorCode::OperationNotAttempted)
-    } else {
-        let (producer_id, epoch) = (
-            request.v3_and_below_producer_id.0,
-            request.v3_and_below_producer_epoch,
-        );
-        let partitions = wanted.clone();
+    } else if wanted.verify_only {
+        let partitions = valid.clone();
         on_txn_coordinator(ctx, &id.clone(), move |c| async move {
-            c.add_partitions(&id, producer_id, epoch, &partitions, TV_CLASSIC)
+            c.verify_partitions(&id, producer_id, epoch, &partitions)
+        })
+        .await
+    } else {
+        // Versions 4+ are KIP-890's: the transaction is of version 2.
+        let client_tv = if version >= 4 {
+            TV_EPOCH_BUMP
+        } else {
+            TV_CLASSIC
+        };
+        let partitions = valid.clone();
+        let count = valid.len();
+        on_txn_coordinator(ctx, &id.clone(), move |c| async move {
+            c.add_partitions(&id, producer_id, epoch, &partitions, client_tv)
                 .await
         })
         .await
+        .map(|()| vec![None; count])
     };
     let code_of = |tp: &TopicPartition| -> i16 {
         if let Some(code) = refused.get(tp) {
             return code.code();
         }
-        outcome
-            .err()
-            .map_or(0, |code| fenced_for(version, 2, code).code())
+        match &outcome {
+            Err(code) => fenced_for(version, 2, *code).code(),
+            Ok(each) => valid
+                .iter()
+                .position(|v| v == tp)
+                .and_then(|i| each.get(i).copied().flatten())
+                .map_or(0, |code| code.code()),
+        }
     };
-    let mut by_topic: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
-    for topic in &request.v3_and_below_topics {
-        let results = topic
-            .partitions
-            .iter()
-            .map(|&partition| {
-                let tp = (topic.name.0.to_string(), partition);
-                AddPartitionsToTxnPartitionResult::default()
-                    .with_partition_index(partition)
-                    .with_partition_error_code(code_of(&tp))
-            })
-            .collect();
-        by_topic.push(
+    wanted
+        .topics
+        .iter()
+        .map(|(name, partitions)| {
+            let results = partitions
+                .iter()
+                .map(|&partition| {
+                    let tp = (name.0.to_string(), partition);
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(partition)
+                        .with_partition_error_code(code_of(&tp))
+                })
+                .collect();
             AddPartitionsToTxnTopicResult::default()
-                .with_name(topic_name(topic.name.0.as_str()))
-                .with_results_by_partition(results),
-        );
-    }
-    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(by_topic)
+                .with_name(topic_name(name.0.as_str()))
+                .with_results_by_partition(results)
+        })
+        .collect()
 }

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::io::clock::now_ms;
 use crate::metadata::{is_internal_topic, TopicMeta};
@@ -27,6 +28,7 @@ use crate::protocol::record_rules::{self, RecordCheckError, RecordError, RecordR
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{resolve_topic, str_bytes};
 use crate::storage::log;
+use crate::txn::state::TV_EPOCH_BUMP;
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -269,6 +271,25 @@ async fn append_transactional(
         .ok_or(Refusal::from(ErrorCode::UnknownTopicOrPartition))?;
     let guard = match check {
         TxnAppendCheck::Open => None,
+        // KIP-890 part 2: from Produce v12 the client does not add the
+        // partition; the partition asks the coordinator to add it.
+        TxnAppendCheck::Verify(guard) if version >= 12 => {
+            let partition = (topic.name.to_string(), index);
+            match add_to_transaction(shard, transactional_id, producer_id, epoch, partition).await {
+                Ok(()) => Some(guard),
+                Err(ErrorCode::InvalidTxnState) => {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidTxnState,
+                        "Partition was not added to the transaction",
+                    ))
+                }
+                // Kept for TV2 clients: the previous transaction is still completing.
+                Err(ErrorCode::ConcurrentTransactions) => {
+                    return Err(ErrorCode::ConcurrentTransactions.into())
+                }
+                Err(code) => return Err(verification_error(code).into()),
+            }
+        }
         TxnAppendCheck::Verify(guard) => {
             let coordinator = txn_coordinator_shard(shard, &transactional_id);
             let partition = (topic.name.to_string(), index);
@@ -305,6 +326,44 @@ async fn append_transactional(
                 .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
         })
         .await
+}
+
+/// How long Produce v12+ keeps asking the coordinator to add a partition
+/// while the producer's previous transaction completes (CONCURRENT_TRANSACTIONS),
+/// and how often: Kafka's `add.partitions.to.txn.retry.backoff.max.ms` and
+/// `add.partitions.to.txn.retry.backoff.ms`.
+const ADD_PARTITION_RETRY_MAX: Duration = Duration::from_millis(100);
+const ADD_PARTITION_RETRY_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Adds `partition` to the producer's transaction (transaction version 2),
+/// retrying while the previous transaction completes.
+async fn add_to_transaction(
+    shard: &Rc<Shard>,
+    transactional_id: Arc<str>,
+    producer_id: i64,
+    epoch: i16,
+    partition: (String, i32),
+) -> Result<(), ErrorCode> {
+    let coordinator = txn_coordinator_shard(shard, &transactional_id);
+    let deadline = std::time::Instant::now() + ADD_PARTITION_RETRY_MAX;
+    loop {
+        let (id, partition_again) = (transactional_id.clone(), partition.clone());
+        let added = shard
+            .run_on(coordinator, move |c| async move {
+                c.txns()
+                    .add_partitions(&id, producer_id, epoch, &[partition_again], TV_EPOCH_BUMP)
+                    .await
+            })
+            .await;
+        match added {
+            Err(ErrorCode::ConcurrentTransactions)
+                if std::time::Instant::now() + ADD_PARTITION_RETRY_BACKOFF <= deadline =>
+            {
+                compio::time::sleep(ADD_PARTITION_RETRY_BACKOFF).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The shard whose transaction coordinator owns `transactional_id`.

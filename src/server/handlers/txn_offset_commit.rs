@@ -2,7 +2,9 @@
 //! producer's transaction, visible only if it commits. The group's offsets
 //! partition must have been added to the transaction (AddOffsetsToTxn); the
 //! member and generation are checked as Kafka checks them for transactional
-//! commits (KIP-447: fenced by generation, not by producer).
+//! commits (KIP-447: fenced by generation, not by producer). From version 5
+//! (KIP-890 part 2) the client sends no AddOffsetsToTxn: the partition is
+//! added to the transaction here.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -16,6 +18,7 @@ use crate::io::clock::now_ms;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator, on_txn_coordinator, topic_name};
+use crate::txn::state::TV_EPOCH_BUMP;
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -114,7 +117,23 @@ async fn store(
         c.offsets.begin_txn_commit(&gid, producer_id, epoch)
     })
     .await;
-    if guard.is_some() {
+    if guard.is_some() && version >= 5 {
+        let id = transactional_id.to_string();
+        let partition = (OFFSETS_TOPIC.to_string(), offsets_partition(group_id));
+        let added = on_txn_coordinator(ctx, transactional_id, move |c| async move {
+            c.add_partitions(&id, producer_id, epoch, &[partition], TV_EPOCH_BUMP)
+                .await
+        })
+        .await;
+        match added {
+            Ok(()) => {}
+            Err(ErrorCode::ProducerFenced) => return Err(ErrorCode::InvalidProducerEpoch),
+            Err(ErrorCode::NotCoordinator | ErrorCode::CoordinatorLoadInProgress) => {
+                return Err(ErrorCode::CoordinatorNotAvailable)
+            }
+            Err(code) => return Err(code),
+        }
+    } else if guard.is_some() {
         let id = transactional_id.to_string();
         let partition = (OFFSETS_TOPIC.to_string(), offsets_partition(group_id));
         let verdict = on_txn_coordinator(ctx, transactional_id, move |c| async move {
