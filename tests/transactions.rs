@@ -419,3 +419,73 @@ fn transactional_offsets_are_unstable_until_the_commit() {
     }
     assert_eq!(fetch(&mut conn, false), (0, 42));
 }
+
+/// An independent client, @platformatic/kafka (AddPartitionsToTxn in its
+/// batched v4-5 form, EndTxn v4): commit, abort, commit, then a second
+/// instance fences the first. librdkafka's read_committed consumer sees
+/// exactly the committed records, each once; read_uncommitted sees all.
+#[test]
+fn platformatic_transactions_commit_abort_and_fence() {
+    use std::path::Path;
+    use std::process::Command;
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    assert!(
+        clients
+            .join("node_modules/@platformatic/kafka/package.json")
+            .is_file(),
+        "@platformatic/kafka is missing from tests/clients/node_modules: run tools/run-tests (it runs npm ci --prefix tests/clients)"
+    );
+    let broker = TestBroker::start();
+    let name = topic("platformatic-txn");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(create_topic(&broker, &name, 3, &[]));
+    let output = Command::new("node")
+        .current_dir(&clients)
+        .args(["platformatic_transactions.mjs", &broker.addr, &name, "20"])
+        .output()
+        .expect("node runs (tools/run-tests installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "node platformatic_transactions.mjs: {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut committed = BTreeSet::new();
+    let mut aborted = BTreeSet::new();
+    let mut fenced = None;
+    for line in stdout.lines() {
+        match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["committed", value] => assert!(committed.insert(value.to_string())),
+            ["aborted", value] => assert!(aborted.insert(value.to_string())),
+            ["fenced", error] => fenced = Some(error.to_string()),
+            _ => panic!("unexpected line {line:?}"),
+        }
+    }
+    assert_eq!((committed.len(), aborted.len()), (41, 21), "{stdout}");
+    let fenced = fenced.expect("the fencing step ran");
+    assert_ne!(fenced, "none", "the fenced instance's commit must fail");
+    let seen = read_values(
+        &broker,
+        &name,
+        3,
+        "read_committed",
+        committed.len(),
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        seen.len(),
+        committed.len(),
+        "each committed record once: {seen:?}"
+    );
+    assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), committed);
+    let all = read_values(
+        &broker,
+        &name,
+        3,
+        "read_uncommitted",
+        committed.len() + aborted.len(),
+        Duration::from_secs(1),
+    );
+    assert_eq!(all.len(), committed.len() + aborted.len());
+}
