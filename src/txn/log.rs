@@ -90,6 +90,11 @@ pub fn encode_value(t: &Transit) -> Vec<u8> {
     out.put_i64(t.last_update_ms);
     out.put_i64(t.start_ms);
     let mut tags: Vec<(u64, Vec<u8>)> = Vec::new();
+    // The previous producer id (the schema's tag 0) is kept when known, so
+    // that a value read back (from Kafka's log or ours) is written unchanged.
+    if t.prev_producer_id != NO_PRODUCER_ID {
+        tags.push((0, t.prev_producer_id.to_be_bytes().to_vec()));
+    }
     if t.next_producer_id != NO_PRODUCER_ID {
         tags.push((1, t.next_producer_id.to_be_bytes().to_vec()));
     }
@@ -333,6 +338,7 @@ mod tests {
             assert_eq!(decode_value(&encode_value(&t)), Ok(t.clone()), "{state:?}");
             t.client_tv = TV_EPOCH_BUMP;
             t.next_producer_id = 4_001;
+            t.prev_producer_id = 3_999;
             assert_eq!(
                 decode_value(&encode_value(&t)),
                 Ok(t),

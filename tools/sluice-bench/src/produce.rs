@@ -269,9 +269,11 @@ impl TxnState {
         let started = clock().now_ns();
         // The transaction's messages are delivered first, also before an
         // abort (which would otherwise purge those still queued: the broker
-        // is to write them and then abort them). Waited for here rather than
-        // in the client crate's flush, which polls in 100 ms steps while the
-        // producer's own thread serves the events.
+        // is to write them and then abort them). A flush with no wait sends
+        // what lingers at once (as librdkafka's own commit does); the wait
+        // is here rather than in the client crate's flush, which polls in
+        // 100 ms steps while the producer's own thread serves the events.
+        let _ = producer.flush(Duration::ZERO);
         let deadline = started + w.timeout.as_nanos() as u64;
         while producer.in_flight_count() > 0 && clock().now_ns() < deadline {
             std::thread::sleep(Duration::from_micros(50));
