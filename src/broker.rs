@@ -75,6 +75,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error("shard start-up failed: {0}")]
     Shard(String),
+    #[error("transaction log: {0}")]
+    TxnLog(String),
 }
 
 /// Holds an exclusive `flock` on `<data-dir>/.lock` for the broker's lifetime, so
@@ -145,6 +147,11 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let image =
         records::replay(&data_dir, &config).map_err(|e| StartError::Metadata(e.to_string()))?;
     tracing::info!(topics = image.topics.len(), "metadata log replayed");
+    crate::txn::coordinator::check_log_partitions(
+        &data_dir,
+        config.transaction_state_log_num_partitions,
+    )
+    .map_err(StartError::TxnLog)?;
     for name in image.topics.keys().filter(|name| is_internal_topic(name)) {
         tracing::warn!(
             topic = %name,
@@ -225,9 +232,10 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
                     receiver,
                     listener,
                 };
-                let result = run_shard(start, &started, &drained);
-                if let Err(error) = result {
-                    let _ = error_tx.send(format!("shard {id}: {error}"));
+                // A start-up error is reported before the start-up barrier,
+                // so that the main thread sees it right after.
+                if let Err(error) = run_shard(start, &started, &drained, &error_tx) {
+                    tracing::error!(shard = id, %error, "shard stopped");
                 }
             })
             .map_err(|e| StartError::Shard(e.to_string()))?;
@@ -295,7 +303,12 @@ struct ShardStart {
     listener: std::net::TcpListener,
 }
 
-fn run_shard(start: ShardStart, started: &Barrier, drained: &AsyncBarrier) -> Result<(), String> {
+fn run_shard(
+    start: ShardStart,
+    started: &Barrier,
+    drained: &AsyncBarrier,
+    errors: &std::sync::mpsc::Sender<String>,
+) -> Result<(), String> {
     let ShardStart {
         id,
         cpu,
@@ -317,12 +330,15 @@ fn run_shard(start: ShardStart, started: &Barrier, drained: &AsyncBarrier) -> Re
         builder.with_proactor(proactor);
     }
     let runtime = builder.build();
+    // Reports a start-up failure, then meets the others at the barrier.
+    let fail = |error: String| -> Result<(), String> {
+        let _ = errors.send(format!("shard {id}: {error}"));
+        started.wait();
+        Err(error)
+    };
     let runtime = match runtime {
         Ok(runtime) => runtime,
-        Err(error) => {
-            started.wait();
-            return Err(format!("cannot build the runtime: {error}"));
-        }
+        Err(error) => return fail(format!("cannot build the runtime: {error}")),
     };
     let driver = runtime.driver_type();
     if id == 0 {
@@ -340,18 +356,16 @@ fn run_shard(start: ShardStart, started: &Barrier, drained: &AsyncBarrier) -> Re
         if id == CONTROLLER_SHARD {
             match Controller::open(&shard.node, shard.commit.clone()) {
                 Ok(controller) => *shard.controller.borrow_mut() = Some(Rc::new(controller)),
-                Err(error) => {
-                    started.wait();
-                    return Err(format!("metadata log: {error}"));
-                }
+                Err(error) => return fail(format!("metadata log: {error}")),
             }
         }
         let groups = open_group_coordinator(&shard);
         let txns = open_txn_coordinator(&shard);
+        let (groups, txns) = match (open_result, groups, txns) {
+            (Ok(()), Ok(groups), Ok(txns)) => (groups, txns),
+            (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => return fail(error),
+        };
         started.wait();
-        open_result?;
-        let groups = groups?;
-        let txns = txns?;
         groups.start_timers(&shard.node);
         *shard.txns.borrow_mut() = Some(txns.clone());
         txns.start();

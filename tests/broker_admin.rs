@@ -1171,3 +1171,33 @@ fn metadata_auto_creation_rules() {
         NONE
     );
 }
+
+/// The transaction log's partition count decides where each transactional
+/// id lives, so a broker whose log exists refuses to start with another
+/// `--transaction-state-log-num-partitions`, naming both counts; with the
+/// count it was written with it starts.
+#[test]
+fn the_transaction_log_partition_count_cannot_change() {
+    let mut broker = TestBroker::start();
+    assert_eq!(broker.stop(), Some(0));
+    let data_dir = broker.data_dir().to_string_lossy().to_string();
+    let (code, stdout, stderr) = run_sluice(&[
+        "--data-dir",
+        &data_dir,
+        "--listen",
+        "127.0.0.1:0",
+        "--transaction-state-log-num-partitions",
+        "10",
+    ]);
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "exit {code:?}: {stdout} {stderr}"
+    );
+    assert!(
+        stderr.contains("has 50 partitions") && stderr.contains("is 10"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("listening"), "{stdout}");
+    broker.start_again_with(&["--transaction-state-log-num-partitions", "50"]);
+    assert!(broker.pid().is_some());
+}

@@ -102,6 +102,28 @@ fn java_string_hash(s: &str) -> i32 {
     })
 }
 
+/// Refuses a transaction log written with another partition count than
+/// `partitions` (`transaction.state.log.num.partitions`): which partition
+/// holds an id depends on the count, so ids would be looked for where they
+/// are not. Run once at start-up, before the shards open (and create) the
+/// log's partitions.
+pub fn check_log_partitions(data_dir: &Path, partitions: i32) -> Result<(), String> {
+    let existing = PartitionLog::existing_partitions(data_dir, TXN_TOPIC)
+        .map_err(|e| format!("listing {}: {e}", data_dir.display()))?;
+    match existing.last() {
+        Some(&last) if last + 1 != partitions => Err(format!(
+            "the transaction log in {} has {} partitions but \
+             --transaction-state-log-num-partitions is {partitions}; the count is fixed once \
+             the log exists (it decides where each transactional id lives): start with \
+             --transaction-state-log-num-partitions {}",
+            data_dir.display(),
+            last + 1,
+            last + 1
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The transaction-log partition of `transactional_id`, as Kafka places it
 /// (`Utils.abs(hashCode) % partitions`, where abs(MIN) is 0).
 pub fn txn_partition(transactional_id: &str, partitions: i32) -> i32 {

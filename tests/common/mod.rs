@@ -241,6 +241,13 @@ impl TestBroker {
         self.spawn();
     }
 
+    /// Starts a stopped broker again on the same data dir with other extra flags.
+    pub fn start_again_with(&mut self, extra_args: &[&str]) {
+        assert!(self.child.is_none(), "the broker is still running");
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.spawn();
+    }
+
     /// Starts a stopped broker again on the same data dir (on a new port).
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "the broker is still running");

@@ -141,6 +141,30 @@ impl PartitionLog {
         data_dir.join(format!("{topic}-{partition}"))
     }
 
+    /// The partitions of `topic` that have a directory in `data_dir`, sorted
+    /// (an internal log's, whose partition count is a setting).
+    pub fn existing_partitions(data_dir: &Path, topic: &str) -> io::Result<Vec<i32>> {
+        let prefix = format!("{topic}-");
+        let mut found = Vec::new();
+        let entries = match fs::read_dir(data_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let name = entry?.file_name();
+            let partition = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|p| p.parse::<i32>().ok());
+            if let Some(p) = partition.filter(|p| *p >= 0) {
+                found.push(p);
+            }
+        }
+        found.sort_unstable();
+        Ok(found)
+    }
+
     /// [`PartitionLog::open`] for a log whose watermark nobody else waits on
     /// (the internal logs, tests, benches), as the `LogRef` its users share.
     pub fn open_private(
