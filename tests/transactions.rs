@@ -117,8 +117,8 @@ async fn committed_records_are_seen_and_aborted_ones_are_not() {
 }
 
 /// A second instance with the same transactional id fences the first: the
-/// first's open transaction is aborted, its commit fails, and none of its
-/// records become visible.
+/// first's open transaction is aborted, its writes after the fence are
+/// refused, its commit fails, and none of its records become visible.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_instance_fences_the_old_one() {
     let broker = TestBroker::start();
@@ -130,6 +130,18 @@ async fn a_new_instance_fences_the_old_one() {
         send(&zombie, &name, &format!("k{i}"), &format!("zombie-{i}")).await;
     }
     let fresh = transactional(&broker, "txn-fence", &[]);
+    // The zombie keeps writing after it was fenced: refused, and never visible.
+    for i in 0..5 {
+        let late = zombie
+            .send(
+                FutureRecord::to(&name)
+                    .key(&format!("k{i}"))
+                    .payload(&format!("zombie-late-{i}")),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert!(late.is_err(), "a fenced producer's write is refused: {late:?}");
+    }
     fresh.begin_transaction().unwrap();
     for i in 0..10 {
         send(&fresh, &name, &format!("k{i}"), &format!("fresh-{i}")).await;

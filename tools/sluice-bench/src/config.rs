@@ -165,10 +165,10 @@ pub struct Args {
     /// Implies --idempotence and needs --acks all. Reports commit latency and
     /// committed/aborted counts; read such a topic with
     /// -X isolation.level=read_committed to measure the consumer side.
-    #[arg(long, value_name = "N")]
+    #[arg(long = "transactional", value_name = "N", alias = "transaction-messages")]
     pub transaction_messages: Option<u64>,
 
-    /// With --transaction-messages: the percentage of transactions aborted
+    /// With --transactional: the percentage of transactions aborted
     /// instead of committed (drawn per transaction), 0-100.
     #[arg(long, default_value_t = 0.0)]
     pub abort_percent: f64,
@@ -459,11 +459,11 @@ impl Args {
         let transactions = match self.transaction_messages {
             None => {
                 if self.abort_percent != 0.0 {
-                    bail!("--abort-percent needs --transaction-messages");
+                    bail!("--abort-percent needs --transactional");
                 }
                 None
             }
-            Some(0) => bail!("--transaction-messages must be at least 1"),
+            Some(0) => bail!("--transactional must be at least 1"),
             Some(messages) => {
                 if !(0.0..=100.0).contains(&self.abort_percent) {
                     bail!("--abort-percent {}: must be 0-100", self.abort_percent);
@@ -483,7 +483,7 @@ impl Args {
                             for &rate in &rates {
                                 if (self.idempotence || transactions.is_some()) && acks != "all" {
                                     bail!(
-                                        "--idempotence and --transaction-messages need --acks all (got {acks})"
+                                        "--idempotence and --transactional need --acks all (got {acks})"
                                     );
                                 }
                                 out.push(Workload {
@@ -585,7 +585,7 @@ mod tests {
     fn transactions() {
         let (_, w) = parse(&[
             "produce",
-            "--transaction-messages",
+            "--transactional",
             "10",
             "--abort-percent",
             "5",
@@ -600,11 +600,11 @@ mod tests {
             })
         );
         for bad in [
-            &["produce", "--transaction-messages", "10", "--acks", "1"][..],
-            &["produce", "--transaction-messages", "0"],
+            &["produce", "--transactional", "10", "--acks", "1"][..],
+            &["produce", "--transactional", "0"],
             &[
                 "produce",
-                "--transaction-messages",
+                "--transactional",
                 "10",
                 "--abort-percent",
                 "101",

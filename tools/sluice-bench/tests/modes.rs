@@ -285,7 +285,7 @@ fn transactional_produce_commits_aborts_and_reads_committed() {
         "3",
         "--messages",
         "500",
-        "--transaction-messages",
+        "--transactional",
         "50",
         "--abort-percent",
         "50",
