@@ -119,13 +119,24 @@ fn write_abort_marker(
     epoch: i16,
     coordinator_epoch: i32,
 ) -> i16 {
+    write_marker(conn, name, pid, epoch, coordinator_epoch, false)
+}
+
+fn write_marker(
+    conn: &mut Conn,
+    name: &str,
+    pid: i64,
+    epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+) -> i16 {
     let response: WriteTxnMarkersResponse = conn.call(
         ApiKey::WriteTxnMarkers,
         1,
         &WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch)
-            .with_transaction_result(false)
+            .with_transaction_result(commit)
             .with_coordinator_epoch(coordinator_epoch)
             .with_topics(vec![WritableTxnMarkerTopic::default()
                 .with_name(TopicName(s(name)))
@@ -189,6 +200,17 @@ async fn open_and_committed_transactions_are_listed_and_described() {
         list(&mut conn, &[], &[], -1, Some("(")).0,
         128,
         "INVALID_REGULAR_EXPRESSION"
+    );
+    assert_eq!(
+        list(&mut conn, &[], &[], -1, Some("a)|(b")).0,
+        128,
+        "cannot escape the anchors"
+    );
+    let huge = "a".repeat(100_000);
+    assert_eq!(
+        list(&mut conn, &[], &[], -1, Some(&huge)).0,
+        128,
+        "too long"
     );
 
     let described: DescribeTransactionsResponse = conn.call(
@@ -353,14 +375,30 @@ async fn a_hanging_transaction_is_found_and_aborted() {
     assert_eq!(hanging[0].current_txn_start_offset, 0);
     let coordinator_epoch = hanging[0].coordinator_epoch.max(0);
 
-    // An older epoch is refused and changes nothing.
+    // An older or newer epoch, a commit, a coordinator epoch this node never
+    // had, another producer: refused, and nothing changes.
     assert_eq!(epoch, 1);
-    assert_eq!(
-        write_abort_marker(&mut conn, &name, pid, epoch - 1, coordinator_epoch),
-        47,
-        "INVALID_PRODUCER_EPOCH"
-    );
-    assert_eq!(lso(&mut conn), 0);
+    for (what, pid, epoch, coordinator_epoch, commit, code) in [
+        ("older epoch", pid, epoch - 1, coordinator_epoch, false, 47),
+        ("newer epoch", pid, epoch + 1, coordinator_epoch, false, 47),
+        ("a commit", pid, epoch, coordinator_epoch, true, 42),
+        ("coordinator epoch 5", pid, epoch, 5, false, 42),
+        (
+            "no open transaction",
+            pid + 1000,
+            0,
+            coordinator_epoch,
+            false,
+            48,
+        ),
+    ] {
+        assert_eq!(
+            write_marker(&mut conn, &name, pid, epoch, coordinator_epoch, commit),
+            code,
+            "{what}"
+        );
+        assert_eq!(lso(&mut conn), 0, "{what} changed nothing");
+    }
     assert_eq!(
         write_abort_marker(&mut conn, &name, pid, epoch, coordinator_epoch),
         0

@@ -140,7 +140,10 @@ async fn a_new_instance_fences_the_old_one() {
                 Duration::from_secs(10),
             )
             .await;
-        assert!(late.is_err(), "a fenced producer's write is refused: {late:?}");
+        assert!(
+            late.is_err(),
+            "a fenced producer's write is refused: {late:?}"
+        );
     }
     fresh.begin_transaction().unwrap();
     for i in 0..10 {

@@ -73,10 +73,14 @@ pub struct OffsetStore {
     /// marker's ticket): still unstable until the marker is durable.
     pub(super) deciding: RefCell<HashMap<u64, PendingOffsets>>,
     /// Verification guards of transactional commits under way, per
-    /// (producer id, offsets-log partition): (guard, epoch).
-    pub(super) verifications: RefCell<HashMap<(i64, i32), (u64, i16)>>,
+    /// (producer id, offsets-log partition): (guard, epoch, taken for a
+    /// transaction-version-2 client; see `partition::local::Verification`).
+    pub(super) verifications: RefCell<HashMap<(i64, i32), OffsetsVerification>>,
     pub(super) next_guard: Cell<u64>,
 }
+
+/// A transactional commit's verification: (guard, epoch, taken for a TV2 client).
+pub(super) type OffsetsVerification = (u64, i16, bool);
 
 /// A transaction's offsets: (group, topic, partition) -> (commit sequence, offset).
 pub(super) type PendingOffsets = BTreeMap<(String, String, i32), (u64, CommittedOffset)>;

@@ -31,7 +31,15 @@ impl OffsetStore {
     /// Before a transactional commit of `producer_id` to `group`'s
     /// partition: None if its transaction is open there already, else the
     /// guard to write with once the coordinator confirms the partition.
-    pub fn begin_txn_commit(&self, group: &str, producer_id: i64, epoch: i16) -> Option<u64> {
+    /// `tv2`: a transaction-version-2 client (TxnOffsetCommit v5+), whose
+    /// verification survives the previous transaction's marker.
+    pub fn begin_txn_commit(
+        &self,
+        group: &str,
+        producer_id: i64,
+        epoch: i16,
+        tv2: bool,
+    ) -> Option<u64> {
         let partition = offsets_partition(group);
         let open = self
             .logs
@@ -41,14 +49,14 @@ impl OffsetStore {
             return None;
         }
         let mut verifications = self.verifications.borrow_mut();
-        if let Some(&(guard, e)) = verifications.get(&(producer_id, partition)) {
+        if let Some(&(guard, e, _)) = verifications.get(&(producer_id, partition)) {
             if e == epoch {
                 return Some(guard);
             }
         }
         let guard = self.next_guard.get();
         self.next_guard.set(guard + 1);
-        verifications.insert((producer_id, partition), (guard, epoch));
+        verifications.insert((producer_id, partition), (guard, epoch, tv2));
         Some(guard)
     }
 
@@ -80,7 +88,7 @@ impl OffsetStore {
                 .borrow()
                 .get(&(producer_id, partition))
                 .copied();
-            if guard.is_none() || current != guard.map(|g| (g, epoch)) {
+            if guard.is_none() || current.map(|(g, e, _)| (g, e)) != guard.map(|g| (g, epoch)) {
                 return Err(ErrorCode::InvalidTxnState);
             }
         }
@@ -123,15 +131,16 @@ impl OffsetStore {
         // Held before the append starts, in the log's order: a marker
         // appended behind this batch while it is written (a fence or a
         // timeout aborting the transaction) must find and decide them.
-        let keys: Vec<_> = offsets
-            .iter()
-            .map(|((topic, p), _)| (group.to_string(), topic.clone(), *p))
-            .collect();
+        // What each key held before (an earlier commit of this transaction),
+        // to put back if this append fails.
+        let mut displaced = Vec::with_capacity(offsets.len());
         {
             let mut pending = self.pending.borrow_mut();
             let held = pending.entry((producer_id, partition)).or_default();
             for ((topic, p), value) in offsets {
-                held.insert((group.to_string(), topic, p), (sequence, value));
+                let key = (group.to_string(), topic, p);
+                let before = held.insert(key.clone(), (sequence, value));
+                displaced.push((key, before));
             }
         }
         let appended = log::append(&log, commit, batch, &validated, true).await;
@@ -139,18 +148,25 @@ impl OffsetStore {
             .borrow_mut()
             .remove(&(producer_id, partition));
         if let Err(error) = appended {
-            // Not written: forget what this commit held (a later commit of
-            // the same transaction may have replaced some of it).
+            // Not written: undo what this commit held, in `pending` (putting
+            // back what it displaced, unless a later commit replaced it) and
+            // in any marker's decision taken meanwhile.
             let mut pending = self.pending.borrow_mut();
             if let Some(held) = pending.get_mut(&(producer_id, partition)) {
-                for key in keys {
+                for (key, before) in displaced {
                     if held.get(&key).is_some_and(|(seq, _)| *seq == sequence) {
-                        held.remove(&key);
+                        match before {
+                            Some(value) => held.insert(key, value),
+                            None => held.remove(&key),
+                        };
                     }
                 }
                 if held.is_empty() {
                     pending.remove(&(producer_id, partition));
                 }
+            }
+            for held in self.deciding.borrow_mut().values_mut() {
+                held.retain(|_, (seq, _)| *seq != sequence);
             }
             return Err(match error.error_code() {
                 ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
@@ -176,9 +192,17 @@ impl OffsetStore {
             .get(&partition)
             .ok_or(ErrorCode::UnknownTopicOrPartition)?
             .clone();
-        self.verifications
-            .borrow_mut()
-            .remove(&(producer_id, partition));
+        // A verification the marker ends is dropped (a TV2 client's next
+        // transaction, at the marker's epoch, keeps its own).
+        {
+            let mut verifications = self.verifications.borrow_mut();
+            if verifications
+                .get(&(producer_id, partition))
+                .is_some_and(|&(_, e, tv2)| !tv2 || e < epoch)
+            {
+                verifications.remove(&(producer_id, partition));
+            }
+        }
         // What the marker decides is what the log holds before it: taken
         // now, as the marker's place in the log is reserved, and unstable
         // (`deciding`) until the marker is durable.
@@ -213,6 +237,14 @@ impl OffsetStore {
             }
         }
         Ok(())
+    }
+
+    /// The producers with a transaction open in offsets-log `partition`:
+    /// (producer id, epoch, first offset); None if this shard does not own it.
+    pub fn open_transactions(&self, partition: i32) -> Option<Vec<(i64, i16, i64)>> {
+        self.logs
+            .get(&partition)
+            .map(|log| log.borrow().open_transactions())
     }
 
     /// Whether a transaction not yet decided holds an offset of `group` for

@@ -124,3 +124,56 @@ pub async fn write_marker(
         })
         .await
 }
+
+/// An administrator's abort of a hanging transaction (WriteTxnMarkers, as
+/// `kafka-transactions.sh abort` sends it): an abort marker for `producer_id`
+/// on partition `index` of `topic`, written only if that producer has a
+/// transaction open there at exactly `producer_epoch` (INVALID_PRODUCER_EPOCH
+/// if at another epoch, INVALID_TXN_STATE if none), so that a request cannot
+/// fence a live producer or plant state the coordinator does not expect.
+pub async fn abort_hanging(
+    shard: &Rc<Shard>,
+    topic: &str,
+    index: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Result<(), ErrorCode> {
+    let check = |open: Vec<(i64, i16, i64)>| -> Result<(), ErrorCode> {
+        match open.iter().find(|(id, _, _)| *id == producer_id) {
+            Some((_, epoch, _)) if *epoch == producer_epoch => Ok(()),
+            Some(_) => Err(ErrorCode::InvalidProducerEpoch),
+            None => Err(ErrorCode::InvalidTxnState),
+        }
+    };
+    let open = if topic == OFFSETS_TOPIC {
+        if !(0..crate::group::offsets::OFFSETS_PARTITIONS).contains(&index) {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        let owner = shard.node.shard_for(OFFSETS_TOPIC, index);
+        shard
+            .run_on(owner, move |owner| async move {
+                owner.groups().offsets.open_transactions(index)
+            })
+            .await
+    } else {
+        let meta = shard.node.image().topic(topic).cloned();
+        let Some(meta) = meta.filter(|m| m.partition(index).is_some()) else {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        };
+        let key = (meta.id, index);
+        let owner = shard.node.shard_for(topic, index);
+        shard
+            .run_on(owner, move |owner| async move {
+                owner
+                    .partition(&key)
+                    .map(|p| p.log().borrow().open_transactions())
+            })
+            .await
+    };
+    check(open.ok_or(ErrorCode::UnknownTopicOrPartition)?)?;
+    let marker = EndTxnMarker {
+        commit: false,
+        coordinator_epoch: COORDINATOR_EPOCH,
+    };
+    write_marker(shard, topic, index, producer_id, producer_epoch, marker).await
+}

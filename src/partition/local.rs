@@ -38,6 +38,20 @@ pub struct Partition {
 struct Verification {
     guard: u64,
     epoch: i16,
+    /// Taken for a transaction-version-2 client (Produce v12+), whose next
+    /// transaction may begin while the last one's markers are still being
+    /// written: such a marker (at the bumped epoch) leaves it in place.
+    tv2: bool,
+}
+
+impl Verification {
+    /// Whether a marker at `marker_epoch` ends the transaction this
+    /// verification is for (so that a stale append must not use it): always
+    /// for the classic protocol; under TV2 only if the verification predates
+    /// the marker's epoch (the next transaction runs at the marker's epoch).
+    fn ended_by(&self, marker_epoch: i16) -> bool {
+        !self.tv2 || self.epoch < marker_epoch
+    }
 }
 
 /// What a transactional batch needs before it is appended.
@@ -65,7 +79,12 @@ impl Partition {
     /// Before a transactional batch of `producer_id` at `producer_epoch`:
     /// whether its transaction is already open here, or the guard of a
     /// verification to run with the coordinator first.
-    pub fn begin_txn_append(&self, producer_id: i64, producer_epoch: i16) -> TxnAppendCheck {
+    pub fn begin_txn_append(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        tv2: bool,
+    ) -> TxnAppendCheck {
         if self
             .log
             .borrow()
@@ -86,6 +105,7 @@ impl Partition {
             Verification {
                 guard,
                 epoch: producer_epoch,
+                tv2,
             },
         );
         TxnAppendCheck::Verify(guard)
@@ -189,7 +209,15 @@ impl Partition {
     ) -> Result<AppendOutcome, AppendError> {
         // A verification under way is stale once a marker is in: the batch
         // it was for belongs to the transaction that just ended.
-        self.verifications.borrow_mut().remove(&producer_id);
+        {
+            let mut verifications = self.verifications.borrow_mut();
+            if verifications
+                .get(&producer_id)
+                .is_some_and(|v| v.ended_by(producer_epoch))
+            {
+                verifications.remove(&producer_id);
+            }
+        }
         log::append_marker(&self.log, commit, producer_id, producer_epoch, marker, true).await
     }
 

@@ -218,7 +218,8 @@ impl ProducerStateTable {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
         }
-        entry.last_timestamp = header.max_timestamp;
+        // A client's header may carry any value: -1 is "none", as stored.
+        entry.last_timestamp = header.max_timestamp.max(-1);
         // A batch without sequence numbers (the broker's own transactional
         // writes, as Kafka's coordinator-origin batches) has nothing to dedupe.
         if header.base_sequence >= 0 {
@@ -251,7 +252,7 @@ impl ProducerStateTable {
             entry.batches.clear();
         }
         entry.coordinator_epoch = marker.coordinator_epoch;
-        entry.last_timestamp = header.max_timestamp;
+        entry.last_timestamp = header.max_timestamp.max(-1);
         let first_offset = entry.current_txn_first_offset.take()?;
         self.ongoing.remove(&first_offset);
         self.deciding.insert(

@@ -110,6 +110,9 @@ fn java_string_hash(s: &str) -> i32 {
 pub fn check_log_partitions(data_dir: &Path, partitions: i32) -> Result<(), String> {
     let existing = PartitionLog::existing_partitions(data_dir, TXN_TOPIC)
         .map_err(|e| format!("listing {}: {e}", data_dir.display()))?;
+    // Strict: a first start killed while creating the directories also
+    // ends here (rare; the message names the count found), but a log written
+    // with fewer partitions is never taken for an unfinished one.
     match existing.last() {
         Some(&last) if last + 1 != partitions => Err(format!(
             "the transaction log in {} has {} partitions but \

@@ -139,16 +139,21 @@ async fn serve(
         .await
         .map(|()| vec![None; count])
     };
+    // Per partition, looked up by key (a request may name many, repeatedly).
+    let answered: std::collections::HashMap<&TopicPartition, Option<ErrorCode>> = match &outcome {
+        Ok(each) => valid.iter().zip(each.iter().copied()).collect(),
+        Err(_) => std::collections::HashMap::new(),
+    };
     let code_of = |tp: &TopicPartition| -> i16 {
         if let Some(code) = refused.get(tp) {
             return code.code();
         }
         match &outcome {
             Err(code) => fenced_for(version, 2, *code).code(),
-            Ok(each) => valid
-                .iter()
-                .position(|v| v == tp)
-                .and_then(|i| each.get(i).copied().flatten())
+            Ok(_) => answered
+                .get(tp)
+                .copied()
+                .flatten()
                 .map_or(0, |code| code.code()),
         }
     };

@@ -22,6 +22,25 @@ use crate::txn::state::TxnState;
 
 /// Patterns larger than this compile to too much memory to be an id filter.
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+/// Longer patterns are refused before they are parsed (the parse itself
+/// costs memory in proportion; a transactional id is at most 32 KiB).
+const PATTERN_LEN_MAX: usize = 4096;
+
+/// The pattern, checked alone (so that `a)|(b` cannot escape the anchors),
+/// then anchored to match whole ids as Java's `matches()` does.
+fn whole_id_pattern(pattern: &str) -> Option<regex::Regex> {
+    if pattern.len() > PATTERN_LEN_MAX {
+        return None;
+    }
+    let build = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(PATTERN_SIZE_LIMIT)
+            .build()
+            .ok()
+    };
+    build(pattern)?;
+    build(&format!("^(?:{pattern})$"))
+}
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -29,12 +48,9 @@ pub async fn handle(
 ) -> ListTransactionsResponse {
     let pattern = match request.transactional_id_pattern.as_deref() {
         None | Some("") => None,
-        Some(pattern) => match regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-            .size_limit(PATTERN_SIZE_LIMIT)
-            .build()
-        {
-            Ok(regex) => Some(regex),
-            Err(_) => {
+        Some(pattern) => match whole_id_pattern(pattern) {
+            Some(regex) => Some(regex),
+            None => {
                 return ListTransactionsResponse::default()
                     .with_error_code(ErrorCode::InvalidRegularExpression.code())
             }

@@ -265,7 +265,7 @@ async fn append_transactional(
         .run_on(owner, move |owner| async move {
             owner
                 .partition(&key)
-                .map(|p| p.begin_txn_append(producer_id, epoch))
+                .map(|p| p.begin_txn_append(producer_id, epoch, version >= 12))
         })
         .await
         .ok_or(Refusal::from(ErrorCode::UnknownTopicOrPartition))?;

@@ -114,7 +114,8 @@ async fn store(
     let (producer_id, epoch) = (request.producer_id.0, request.producer_epoch);
     let gid = group_id.to_string();
     let guard = on_coordinator(ctx, group_id, move |c| async move {
-        c.offsets.begin_txn_commit(&gid, producer_id, epoch)
+        c.offsets
+            .begin_txn_commit(&gid, producer_id, epoch, version >= 5)
     })
     .await;
     if guard.is_some() && version >= 5 {

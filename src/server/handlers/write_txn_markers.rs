@@ -3,17 +3,17 @@
 //! coordinator writes its markers directly (`node/txn_env.rs`), and this
 //! request is how an administrator aborts a hanging transaction (KIP-664's
 //! `kafka-transactions.sh abort`: the producer id, epoch and coordinator
-//! epoch come from DescribeProducers). Each marker is checked as the
-//! coordinator's are: an older producer epoch gets INVALID_PRODUCER_EPOCH,
-//! an older coordinator epoch TRANSACTION_COORDINATOR_FENCED.
+//! epoch come from DescribeProducers). So it only aborts: a commit, or a
+//! coordinator epoch other than this node's (or -1, none known), gets
+//! INVALID_REQUEST; and only a transaction open on the partition at exactly
+//! the given epoch (`node::txn_env::abort_hanging`).
 
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
-use crate::node::txn_env::write_marker;
-use crate::protocol::control::EndTxnMarker;
+use crate::node::txn_env::{abort_hanging, COORDINATOR_EPOCH};
 use crate::protocol::errors::{code, ErrorCode};
 use crate::server::connection::RequestContext;
 
@@ -25,20 +25,20 @@ pub async fn handle(
     let mut results = Vec::with_capacity(request.markers.len());
     for marker in request.markers {
         let (producer_id, epoch) = (marker.producer_id.0, marker.producer_epoch);
-        let end = EndTxnMarker {
-            commit: marker.transaction_result,
-            coordinator_epoch: marker.coordinator_epoch,
-        };
+        let refused = marker.transaction_result
+            || producer_id < 0
+            || epoch < 0
+            || !(-1..=COORDINATOR_EPOCH).contains(&marker.coordinator_epoch);
         let mut topics = Vec::with_capacity(marker.topics.len());
         for topic in marker.topics {
             let name = topic.name.0.to_string();
             let writes = topic.partition_indexes.iter().map(|&index| {
                 let name = name.as_str();
                 async move {
-                    let result = if producer_id < 0 || epoch < 0 {
+                    let result = if refused {
                         Err(ErrorCode::InvalidRequest)
                     } else {
-                        write_marker(shard, name, index, producer_id, epoch, end).await
+                        abort_hanging(shard, name, index, producer_id, epoch).await
                     };
                     WritableTxnMarkerPartitionResult::default()
                         .with_partition_index(index)
