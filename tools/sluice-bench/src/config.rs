@@ -165,7 +165,11 @@ pub struct Args {
     /// Implies --idempotence and needs --acks all. Reports commit latency and
     /// committed/aborted counts; read such a topic with
     /// -X isolation.level=read_committed to measure the consumer side.
-    #[arg(long = "transactional", value_name = "N", alias = "transaction-messages")]
+    #[arg(
+        long = "transactional",
+        value_name = "N",
+        alias = "transaction-messages"
+    )]
     pub transaction_messages: Option<u64>,
 
     /// With --transactional: the percentage of transactions aborted
@@ -583,13 +587,7 @@ mod tests {
 
     #[test]
     fn transactions() {
-        let (_, w) = parse(&[
-            "produce",
-            "--transactional",
-            "10",
-            "--abort-percent",
-            "5",
-        ]);
+        let (_, w) = parse(&["produce", "--transactional", "10", "--abort-percent", "5"]);
         let w = w.unwrap();
         assert!(w[0].idempotence, "transactional producers are idempotent");
         assert_eq!(
@@ -602,13 +600,7 @@ mod tests {
         for bad in [
             &["produce", "--transactional", "10", "--acks", "1"][..],
             &["produce", "--transactional", "0"],
-            &[
-                "produce",
-                "--transactional",
-                "10",
-                "--abort-percent",
-                "101",
-            ],
+            &["produce", "--transactional", "10", "--abort-percent", "101"],
             &["produce", "--abort-percent", "5"],
         ] {
             assert!(parse(bad).1.is_err(), "{bad:?}");
