@@ -438,7 +438,8 @@ fn unknown_api_or_version_closes_only_that_connection() {
     conn.assert_closed_silently("requests pipelined after Fetch v99");
 }
 
-/// 5. ApiVersions v0, v3 and a too-new v99 (answered as v0 with error 35).
+/// 5. ApiVersions v0, v3 and a too-new v99 (answered as v0 with error 35),
+/// each with the ranges of the registry.
 #[test]
 fn api_versions_old_new_and_too_new() {
     let broker = TestBroker::start();
@@ -451,9 +452,9 @@ fn api_versions_old_new_and_too_new() {
                 .map(|k| (k.min_version, k.max_version))
                 .unwrap_or_else(|| panic!("{what}: {key:?} missing"))
         };
-        assert_eq!(range(ApiKey::Produce), (0, 11), "{what}: Produce");
+        assert_eq!(range(ApiKey::Produce), (0, 12), "{what}: Produce");
         assert_eq!(range(ApiKey::Fetch).1, 16, "{what}: Fetch max");
-        assert_eq!(range(ApiKey::ApiVersions), (0, 3), "{what}: ApiVersions");
+        assert_eq!(range(ApiKey::ApiVersions), (0, 4), "{what}: ApiVersions");
         assert_eq!(range(ApiKey::Metadata), (0, 12), "{what}: Metadata");
         assert_eq!(range(ApiKey::ListOffsets), (1, 8), "{what}: ListOffsets");
         assert_eq!(
