@@ -13,8 +13,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -368,13 +366,6 @@ fn a_fetch_session_cannot_be_used_from_another_connection() {
 /// its acknowledged offset.
 #[test]
 fn platformatic_idempotent_producers_lose_nothing() {
-    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    assert!(
-        clients
-            .join("node_modules/@platformatic/kafka/package.json")
-            .is_file(),
-        "@platformatic/kafka is missing from tests/clients/node_modules: run tools/run-tests (it runs npm ci --prefix tests/clients)"
-    );
     let broker = TestBroker::start();
     let topic = common::topic("platformatic");
     let mut conn = Conn::open(&broker.addr);
@@ -382,21 +373,9 @@ fn platformatic_idempotent_producers_lose_nothing() {
     const PER_PRODUCER: usize = 300;
 
     let started = Instant::now();
-    let output = Command::new("node")
-        .current_dir(&clients)
-        .arg("platformatic_idempotent.mjs")
-        .arg(&broker.addr)
-        .arg(&topic)
-        .arg(PER_PRODUCER.to_string())
-        .output()
-        .expect("node runs (tools/run-tests installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "node platformatic_idempotent.mjs: {:?} after {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
-        output.status,
-        started.elapsed(),
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = common::run_node_client(
+        "platformatic_idempotent.mjs",
+        &[&broker.addr, &topic, &PER_PRODUCER.to_string()],
     );
     assert!(started.elapsed() < Duration::from_secs(120));
 

@@ -438,8 +438,7 @@ fn unknown_api_or_version_closes_only_that_connection() {
     conn.assert_closed_silently("requests pipelined after Fetch v99");
 }
 
-/// 5. ApiVersions v0, v3 and a too-new v99 (answered as v0 with error 35),
-/// each with the ranges of the registry.
+/// 5. ApiVersions v0, v3 and a too-new v99 (answered as v0 with error 35), with our ranges.
 #[test]
 fn api_versions_old_new_and_too_new() {
     let broker = TestBroker::start();

@@ -441,30 +441,13 @@ fn transactional_offsets_are_unstable_until_the_commit() {
 /// exactly the committed records, each once; read_uncommitted sees all.
 #[test]
 fn platformatic_transactions_commit_abort_and_fence() {
-    use std::path::Path;
-    use std::process::Command;
-    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    assert!(
-        clients
-            .join("node_modules/@platformatic/kafka/package.json")
-            .is_file(),
-        "@platformatic/kafka is missing from tests/clients/node_modules: run tools/run-tests (it runs npm ci --prefix tests/clients)"
-    );
     let broker = TestBroker::start();
     let name = topic("platformatic-txn");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(create_topic(&broker, &name, 3, &[]));
-    let output = Command::new("node")
-        .current_dir(&clients)
-        .args(["platformatic_transactions.mjs", &broker.addr, &name, "20"])
-        .output()
-        .expect("node runs (tools/run-tests installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "node platformatic_transactions.mjs: {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = common::run_node_client(
+        "platformatic_transactions.mjs",
+        &[&broker.addr, &name, "20"],
     );
     let mut committed = BTreeSet::new();
     let mut aborted = BTreeSet::new();

@@ -297,3 +297,32 @@ pub fn http_get(url: &str, method: &str, path: &str) -> (String, String) {
     let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
     (head.lines().next().unwrap().to_string(), body.to_string())
 }
+
+/// Runs `node <script> <args>` in `tests/clients` (where tools/run-tests
+/// installs the Node.js clients) and returns its stdout; fails the test,
+/// with both outputs, if the script fails or the clients are missing.
+pub fn run_node_client(script: &str, args: &[&str]) -> String {
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    assert!(
+        clients
+            .join("node_modules/@platformatic/kafka/package.json")
+            .is_file(),
+        "the Node.js clients are missing from tests/clients/node_modules: run tools/run-tests (it runs npm ci --prefix tests/clients)"
+    );
+    let started = Instant::now();
+    let output = Command::new("node")
+        .current_dir(&clients)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("node runs (tools/run-tests installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "node {script}: {:?} after {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+        output.status,
+        started.elapsed(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use crate::group::coordinator::OFFSET_METADATA_MAX_BYTES;
 use crate::group::offsets::CommittedOffset;
 use crate::io::clock::now_ms;
+use crate::metadata::MetadataImage;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{check_group_id, on_coordinator};
@@ -16,36 +17,19 @@ use crate::server::handlers::{check_group_id, on_coordinator};
 pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_id = request.group_id.0.to_string();
     let group_error = check_group_id(&group_id).err();
-    let image = ctx.conn.shard.node.image();
-    let now = now_ms();
-    // Per partition: Err(code) now, or Ok(offset) to store.
-    let mut decided: Vec<(String, i32, Result<CommittedOffset, ErrorCode>)> = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let meta = image.topic(&name);
-        for p in &topic.partitions {
-            let outcome = if let Some(code) = group_error {
-                Err(code)
-            } else if meta.and_then(|m| m.partition(p.partition_index)).is_none() {
-                Err(ErrorCode::UnknownTopicOrPartition)
-            } else if p
-                .committed_metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES)
-            {
-                Err(ErrorCode::OffsetMetadataTooLarge)
-            } else {
-                Ok(CommittedOffset {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                    commit_timestamp_ms: now,
-                })
-            };
-            decided.push((name.clone(), p.partition_index, outcome));
-        }
-    }
-    drop(image);
+    let decided = decide(
+        &ctx.conn.shard.node.image(),
+        group_error,
+        request.topics.iter().flat_map(|topic| {
+            topic.partitions.iter().map(|p| PartitionCommit {
+                topic: topic.name.0.as_str(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_deref(),
+            })
+        }),
+    );
 
     let to_store: Vec<((String, i32), CommittedOffset)> = decided
         .iter()
@@ -103,4 +87,51 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
         }
     }
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One partition of an offset commit (OffsetCommit or TxnOffsetCommit), as
+/// the request carries it.
+pub(crate) struct PartitionCommit<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<&'a str>,
+}
+
+/// Per partition, in request order: the offset to store, or the error to
+/// answer with now (`request_error` for all, an unknown partition, metadata
+/// over Kafka's limit).
+pub(crate) fn decide<'a>(
+    image: &MetadataImage,
+    request_error: Option<ErrorCode>,
+    partitions: impl Iterator<Item = PartitionCommit<'a>>,
+) -> Vec<(String, i32, Result<CommittedOffset, ErrorCode>)> {
+    let now = now_ms();
+    partitions
+        .map(|p| {
+            let outcome = if let Some(code) = request_error {
+                Err(code)
+            } else if image
+                .topic(p.topic)
+                .and_then(|m| m.partition(p.partition))
+                .is_none()
+            {
+                Err(ErrorCode::UnknownTopicOrPartition)
+            } else if p
+                .metadata
+                .is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES)
+            {
+                Err(ErrorCode::OffsetMetadataTooLarge)
+            } else {
+                Ok(CommittedOffset {
+                    offset: p.offset,
+                    leader_epoch: p.leader_epoch,
+                    metadata: p.metadata.map(str::to_string),
+                    commit_timestamp_ms: now,
+                })
+            };
+            (p.topic.to_string(), p.partition, outcome)
+        })
+        .collect()
 }

@@ -11,12 +11,11 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
-use crate::group::coordinator::OFFSET_METADATA_MAX_BYTES;
 use crate::group::offsets::{offsets_partition, CommittedOffset, OFFSETS_TOPIC};
 use crate::group::state::GroupError;
-use crate::io::clock::now_ms;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
+use crate::server::handlers::offset_commit::{decide, PartitionCommit};
 use crate::server::handlers::{check_group_id, on_coordinator, on_txn_coordinator, topic_name};
 use crate::txn::state::TV_EPOCH_BUMP;
 
@@ -32,36 +31,19 @@ pub async fn handle(
     } else {
         check_group_id(&group_id).err()
     };
-    let now = now_ms();
-    let mut decided: Vec<(String, i32, Result<CommittedOffset, ErrorCode>)> = Vec::new();
-    {
-        let image = ctx.conn.shard.node.image();
-        for topic in &request.topics {
-            let name = topic.name.0.to_string();
-            let meta = image.topic(&name);
-            for p in &topic.partitions {
-                let outcome = if let Some(code) = request_error {
-                    Err(code)
-                } else if meta.and_then(|m| m.partition(p.partition_index)).is_none() {
-                    Err(ErrorCode::UnknownTopicOrPartition)
-                } else if p
-                    .committed_metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES)
-                {
-                    Err(ErrorCode::OffsetMetadataTooLarge)
-                } else {
-                    Ok(CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                        commit_timestamp_ms: now,
-                    })
-                };
-                decided.push((name.clone(), p.partition_index, outcome));
-            }
-        }
-    }
+    let decided = decide(
+        &ctx.conn.shard.node.image(),
+        request_error,
+        request.topics.iter().flat_map(|topic| {
+            topic.partitions.iter().map(|p| PartitionCommit {
+                topic: topic.name.0.as_str(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_deref(),
+            })
+        }),
+    );
     let to_store: Vec<((String, i32), CommittedOffset)> = decided
         .iter()
         .filter_map(|(t, p, o)| o.as_ref().ok().map(|o| ((t.clone(), *p), o.clone())))
