@@ -25,6 +25,7 @@ use crate::storage::commit::GroupCommit;
 use crate::storage::config::{CleanupPolicy, LogConfig};
 use crate::storage::log::{self, LogRef, PartitionLog};
 use crate::storage::replay;
+use crate::storage::txn_verification::Verifications;
 
 /// Name (and directory prefix) of the internal offsets log.
 pub const OFFSETS_TOPIC: &str = "__sluice_offsets";
@@ -73,14 +74,9 @@ pub struct OffsetStore {
     /// marker's ticket): still unstable until the marker is durable.
     pub(super) deciding: RefCell<HashMap<u64, PendingOffsets>>,
     /// Verification guards of transactional commits under way, per
-    /// (producer id, offsets-log partition): (guard, epoch, taken for a
-    /// transaction-version-2 client; see `partition::local::Verification`).
-    pub(super) verifications: RefCell<HashMap<(i64, i32), OffsetsVerification>>,
-    pub(super) next_guard: Cell<u64>,
+    /// offsets-log partition (as the data partitions keep them).
+    pub(super) verifications: RefCell<HashMap<i32, Verifications>>,
 }
-
-/// A transactional commit's verification: (guard, epoch, taken for a TV2 client).
-pub(super) type OffsetsVerification = (u64, i16, bool);
 
 /// A transaction's offsets: (group, topic, partition) -> (commit sequence, offset).
 pub(super) type PendingOffsets = BTreeMap<(String, String, i32), (u64, CommittedOffset)>;
@@ -168,7 +164,6 @@ impl OffsetStore {
             pending: RefCell::new(pending),
             deciding: RefCell::new(HashMap::new()),
             verifications: RefCell::new(HashMap::new()),
-            next_guard: Cell::new(1),
         })
     }
 

@@ -13,6 +13,7 @@
 //! guard taken before asking the transaction coordinator still holds (no
 //! marker came in between).
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -26,6 +27,7 @@ use crate::protocol::encode::{self, ProducerFields};
 use crate::protocol::errors::ErrorCode;
 use crate::storage::commit::GroupCommit;
 use crate::storage::log;
+use crate::storage::txn_verification::Verifications;
 
 impl OffsetStore {
     /// Before a transactional commit of `producer_id` to `group`'s
@@ -49,15 +51,8 @@ impl OffsetStore {
             return None;
         }
         let mut verifications = self.verifications.borrow_mut();
-        if let Some(&(guard, e, _)) = verifications.get(&(producer_id, partition)) {
-            if e == epoch {
-                return Some(guard);
-            }
-        }
-        let guard = self.next_guard.get();
-        self.next_guard.set(guard + 1);
-        verifications.insert((producer_id, partition), (guard, epoch, tv2));
-        Some(guard)
+        let partition_verifications = verifications.entry(partition).or_default();
+        Some(partition_verifications.begin(producer_id, epoch, tv2))
     }
 
     /// Appends `offsets` of `group` as part of `producer_id`'s transaction
@@ -82,15 +77,13 @@ impl OffsetStore {
             return Ok(());
         }
         let open = log.borrow().has_open_transaction(producer_id, epoch);
-        if !open {
-            let current = self
-                .verifications
-                .borrow()
-                .get(&(producer_id, partition))
-                .copied();
-            if guard.is_none() || current.map(|(g, e, _)| (g, e)) != guard.map(|g| (g, epoch)) {
-                return Err(ErrorCode::InvalidTxnState);
-            }
+        let verified = |verifications: &HashMap<i32, Verifications>| {
+            verifications
+                .get(&partition)
+                .is_some_and(|v| v.holds(producer_id, epoch, guard))
+        };
+        if !open && !verified(&self.verifications.borrow()) {
+            return Err(ErrorCode::InvalidTxnState);
         }
         let now = now_ms();
         let producer = ProducerFields {
@@ -144,9 +137,9 @@ impl OffsetStore {
             }
         }
         let appended = log::append(&log, commit, batch, &validated, true).await;
-        self.verifications
-            .borrow_mut()
-            .remove(&(producer_id, partition));
+        if let Some(v) = self.verifications.borrow_mut().get_mut(&partition) {
+            v.used(producer_id);
+        }
         if let Err(error) = appended {
             // Not written: undo what this commit held, in `pending` (putting
             // back what it displaced, unless a later commit replaced it) and
@@ -194,14 +187,8 @@ impl OffsetStore {
             .clone();
         // A verification the marker ends is dropped (a TV2 client's next
         // transaction, at the marker's epoch, keeps its own).
-        {
-            let mut verifications = self.verifications.borrow_mut();
-            if verifications
-                .get(&(producer_id, partition))
-                .is_some_and(|&(_, e, tv2)| !tv2 || e < epoch)
-            {
-                verifications.remove(&(producer_id, partition));
-            }
+        if let Some(v) = self.verifications.borrow_mut().get_mut(&partition) {
+            v.on_marker(producer_id, epoch);
         }
         // What the marker decides is what the log holds before it: taken
         // now, as the marker's place in the log is reserved, and unstable

@@ -3,8 +3,7 @@
 //! the rules transactions and replication add (the last stable offset,
 //! leader epochs, the ISR) have one place to go.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use crate::storage::commit::GroupCommit;
 use crate::storage::log::{
     self, AppendError, AppendOutcome, Isolation, LogRef, ReadError, ReadOutcome,
 };
+use crate::storage::txn_verification::Verifications;
 
 /// A partition this shard owns. Lives on that shard only.
 pub struct Partition {
@@ -29,29 +29,7 @@ pub struct Partition {
     /// way (a transactional batch for a producer with no transaction open
     /// here is written only if the coordinator said the partition is in its
     /// transaction, and no marker came in between).
-    verifications: RefCell<HashMap<i64, Verification>>,
-    next_guard: Cell<u64>,
-}
-
-/// A verification under way for a producer (Kafka's `VerificationStateEntry`).
-#[derive(Debug, Clone, Copy)]
-struct Verification {
-    guard: u64,
-    epoch: i16,
-    /// Taken for a transaction-version-2 client (Produce v12+), whose next
-    /// transaction may begin while the last one's markers are still being
-    /// written: such a marker (at the bumped epoch) leaves it in place.
-    tv2: bool,
-}
-
-impl Verification {
-    /// Whether a marker at `marker_epoch` ends the transaction this
-    /// verification is for (so that a stale append must not use it): always
-    /// for the classic protocol; under TV2 only if the verification predates
-    /// the marker's epoch (the next transaction runs at the marker's epoch).
-    fn ended_by(&self, marker_epoch: i16) -> bool {
-        !self.tv2 || self.epoch < marker_epoch
-    }
+    verifications: RefCell<Verifications>,
 }
 
 /// What a transactional batch needs before it is appended.
@@ -71,8 +49,7 @@ impl Partition {
             index,
             state,
             log,
-            verifications: RefCell::new(HashMap::new()),
-            next_guard: Cell::new(1),
+            verifications: RefCell::new(Verifications::default()),
         }
     }
 
@@ -92,23 +69,11 @@ impl Partition {
         {
             return TxnAppendCheck::Open;
         }
-        let mut verifications = self.verifications.borrow_mut();
-        if let Some(v) = verifications.get(&producer_id) {
-            if v.epoch == producer_epoch {
-                return TxnAppendCheck::Verify(v.guard);
-            }
-        }
-        let guard = self.next_guard.get();
-        self.next_guard.set(guard + 1);
-        verifications.insert(
+        TxnAppendCheck::Verify(self.verifications.borrow_mut().begin(
             producer_id,
-            Verification {
-                guard,
-                epoch: producer_epoch,
-                tv2,
-            },
-        );
-        TxnAppendCheck::Verify(guard)
+            producer_epoch,
+            tv2,
+        ))
     }
 
     /// Produce of a transactional batch: appended only if its transaction is
@@ -128,24 +93,18 @@ impl Partition {
             .log
             .borrow()
             .has_open_transaction(header.producer_id, header.producer_epoch);
-        if !open {
-            let current = self
+        if !open
+            && !self
                 .verifications
                 .borrow()
-                .get(&header.producer_id)
-                .copied();
-            let verified = match (guard, current) {
-                (Some(guard), Some(v)) => v.guard == guard && v.epoch == header.producer_epoch,
-                _ => false,
-            };
-            if !verified {
-                return Err(TxnAppendError::NotInTransaction);
-            }
+                .holds(header.producer_id, header.producer_epoch, guard)
+        {
+            return Err(TxnAppendError::NotInTransaction);
         }
         // Reserved synchronously inside: no marker can come between the check and the append.
         let outcome = log::append(&self.log, commit, records, validated, wants_ack).await;
         if !open {
-            self.verifications.borrow_mut().remove(&header.producer_id);
+            self.verifications.borrow_mut().used(header.producer_id);
         }
         outcome.map_err(TxnAppendError::Append)
     }
@@ -209,15 +168,9 @@ impl Partition {
     ) -> Result<AppendOutcome, AppendError> {
         // A verification under way is stale once a marker is in: the batch
         // it was for belongs to the transaction that just ended.
-        {
-            let mut verifications = self.verifications.borrow_mut();
-            if verifications
-                .get(&producer_id)
-                .is_some_and(|v| v.ended_by(producer_epoch))
-            {
-                verifications.remove(&producer_id);
-            }
-        }
+        self.verifications
+            .borrow_mut()
+            .on_marker(producer_id, producer_epoch);
         log::append_marker(&self.log, commit, producer_id, producer_epoch, marker, true).await
     }
 

@@ -32,3 +32,4 @@ pub mod replay;
 pub mod segment;
 pub mod shared;
 pub mod txn_index;
+pub mod txn_verification;
