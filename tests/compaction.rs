@@ -23,7 +23,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use common::clients;
@@ -390,4 +390,200 @@ fn the_offsets_log_is_compacted() {
     );
     drop(conn);
     broker.stop();
+}
+
+// ------------------------------------------------------------- transactions
+
+/// One record of a raw Fetch: (offset, is control, key, value).
+type RawRecord = (i64, bool, Vec<u8>, Option<Vec<u8>>);
+
+/// Every record of partition 0 from the log start, read with Fetch v12 at
+/// `isolation`, batch by batch (an emptied batch moves the position on too),
+/// and how many aborted transactions the responses listed.
+fn raw_read(conn: &mut Conn, name: &str, isolation: i8) -> (Vec<RawRecord>, usize) {
+    let mut out = Vec::new();
+    let mut aborted = 0;
+    let mut offset = 0;
+    loop {
+        let mut request = wire::sessionless(
+            12,
+            name,
+            uuid::Uuid::nil(),
+            &[(0, 0, 1 << 20)],
+            0,
+            0,
+            1 << 20,
+        );
+        request.isolation_level = isolation;
+        request.topics[0].partitions[0].fetch_offset = offset;
+        let response = wire::fetch(conn, 12, &request);
+        let p = &response.responses[0].partitions[0];
+        if p.error_code == 1 && offset == 0 {
+            // OFFSET_OUT_OF_RANGE: the log starts later.
+            offset = p.log_start_offset;
+            continue;
+        }
+        assert_eq!(p.error_code, NONE, "fetch at {offset}");
+        aborted += p.aborted_transactions.as_ref().map_or(0, |a| a.len());
+        let records = p.records.clone().unwrap_or_default();
+        if records.is_empty() {
+            return (out, aborted);
+        }
+        let mut at = 0;
+        while at + 61 <= records.len() {
+            let long = |i: usize| i64::from_be_bytes(records[i..i + 8].try_into().unwrap());
+            let int = |i: usize| i32::from_be_bytes(records[i..i + 4].try_into().unwrap());
+            let (base, length, last_delta) = (long(at), int(at + 8) as usize, int(at + 23));
+            if at + 12 + length > records.len() {
+                break; // a partial batch at the end of the response
+            }
+            let mut batch = records.slice(at..at + 12 + length);
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch).unwrap();
+            for r in set.records {
+                out.push((
+                    r.offset,
+                    r.control,
+                    r.key.map(|k| k.to_vec()).unwrap_or_default(),
+                    r.value.map(|v| v.to_vec()),
+                ));
+            }
+            offset = base + i64::from(last_delta) + 1;
+            at += 12 + length;
+        }
+    }
+}
+
+/// Kafka's cleaner with transactions, through librdkafka's transactional
+/// producer: on a compacted topic the records of aborted transactions go
+/// (read_uncommitted no longer finds them), committed transactions are
+/// compacted like other writes, the ABORT markers go once their data has,
+/// and no COMMIT marker is left beyond one per transaction that still holds
+/// a latest value (plus the producer's last). read_committed (librdkafka and
+/// raw Fetch, which lists no aborted transaction any more) and a restart
+/// after SIGKILL agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_removes_aborted_transactions_and_then_their_markers() {
+    const TXNS: usize = 21;
+    const KEYS: usize = 8;
+    let mut broker = TestBroker::start_with(&["--log-cleaner-interval-ms", "200"]);
+    let name = topic("compacted-txn");
+    let admin = clients::admin(&broker);
+    let new_topic = NewTopic::new(&name, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact")
+        .set("segment.bytes", "1024")
+        .set("min.cleanable.dirty.ratio", "0.01")
+        .set("delete.retention.ms", "500");
+    let created = admin
+        .create_topics([&new_topic], &AdminOptions::new())
+        .await
+        .expect("create_topics");
+    assert!(created[0].is_ok(), "{created:?}");
+
+    let producer = clients::producer(
+        &broker,
+        &[("transactional.id", "compaction-txn"), ("linger.ms", "0")],
+    );
+    producer.init_transactions(TIMEOUT).expect("init");
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    let mut aborted_values = Vec::new();
+    for t in 0..TXNS {
+        producer.begin_transaction().expect("begin");
+        let abort = t % 3 == 1;
+        let mut values = Vec::new();
+        for j in 0..3 {
+            let key = format!("k{}", (t * 3 + j) % KEYS);
+            let value = format!("t{t}-{j}-{}", "p".repeat(60));
+            send(&producer, &name, &key, Some(&value)).await;
+            values.push((key, value));
+        }
+        if abort {
+            producer.abort_transaction(TIMEOUT).expect("abort");
+            aborted_values.extend(values.into_iter().map(|(_, v)| v));
+        } else {
+            producer.commit_transaction(TIMEOUT).expect("commit");
+            latest.extend(values);
+        }
+    }
+    assert_eq!(TXNS % 3, 0, "the last transaction commits");
+    // A plain record big enough to roll the segment after the last marker.
+    let plain = producer_plain(&broker);
+    let big = "e".repeat(1100);
+    send(&plain, &name, "the-end", Some(&big)).await;
+    latest.insert("the-end".to_string(), big);
+
+    let expected = latest;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let abort_key = [0u8, 0, 0, 0];
+    let mut conn = Conn::open(&broker.addr);
+    let deadline = Instant::now() + CLEANING_WAIT;
+    let done = loop {
+        let (all, _) = raw_read(&mut conn, &name, 0);
+        let data: Vec<&RawRecord> = all.iter().filter(|r| !r.1).collect();
+        let is_aborted = |r: &RawRecord| aborted_values.contains(&text(r.3.as_deref().unwrap()));
+        // Whatever the cleaner has done so far, no key's latest committed
+        // value is lost.
+        let mut last: BTreeMap<String, String> = BTreeMap::new();
+        for r in data.iter().filter(|r| !is_aborted(r)) {
+            last.insert(text(&r.2), text(r.3.as_deref().unwrap()));
+        }
+        assert_eq!(last, expected, "the latest committed value of every key");
+        let aborted_left = data.iter().filter(|r| is_aborted(r)).count();
+        let abort_markers = all.iter().filter(|r| r.1 && r.2 == abort_key).count();
+        let commit_markers = all.iter().filter(|r| r.1 && r.2 != abort_key).count();
+        if aborted_left == 0
+            && data.len() == expected.len()
+            && abort_markers == 0
+            && commit_markers <= KEYS + 1
+        {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not cleaned within {CLEANING_WAIT:?}: {} data records ({aborted_left} aborted), \
+             {abort_markers} ABORT and {commit_markers} COMMIT markers",
+            data.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    println!(
+        "{} records left of {} written, {} of them markers",
+        done.len(),
+        TXNS * 4 + 1,
+        done.iter().filter(|r| r.1).count()
+    );
+    // read_committed agrees, and no aborted transaction is reported (their
+    // markers, and so their index entries, are gone).
+    assert_eq!(raw_read(&mut conn, &name, 1), (done.clone(), 0));
+    drop(conn);
+    let read_committed = |broker: &TestBroker| {
+        let consumer = clients::consumer(broker, &[("isolation.level", "read_committed")]);
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&name, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&assignment).unwrap();
+        let mut seen = BTreeMap::new();
+        let deadline = Instant::now() + TIMEOUT;
+        while seen.len() < expected.len() && Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.expect("consume");
+                seen.insert(text(m.key().unwrap()), text(m.payload().unwrap()));
+            }
+        }
+        seen
+    };
+    assert_eq!(read_committed(&broker), expected);
+    broker.kill();
+    broker.start_again();
+    let mut conn = Conn::open(&broker.addr);
+    assert_eq!(raw_read(&mut conn, &name, 0).0, done, "after SIGKILL");
+    assert_eq!(raw_read(&mut conn, &name, 1), (done, 0), "after SIGKILL");
+    assert_eq!(read_committed(&broker), expected);
+}
+
+fn producer_plain(broker: &TestBroker) -> FutureProducer {
+    clients::producer(
+        broker,
+        &[("linger.ms", "0"), ("enable.idempotence", "true")],
+    )
 }

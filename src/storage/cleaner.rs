@@ -16,10 +16,19 @@
 //!    of their key. Tombstones (null values) already in the clean section go once
 //!    their segment is older than `delete.retention.ms` (by its mtime, which a
 //!    rewrite preserves, as Kafka does). Records without a key go, as in Kafka.
-//!    Transactional batches and markers are kept as they are and not mapped
-//!    (for now: Kafka also removes aborted records, then their markers), so
-//!    an aborted record never displaces a committed one and every marker
-//!    stays with the data it governs.
+//!    Transactions (as Kafka's cleaner treats them): the cleanable range ends
+//!    at the last stable offset, so every transactional batch in it is
+//!    decided. A batch of an aborted transaction (from the aborted-transaction
+//!    indexes) is removed and never mapped, so it never displaces a committed
+//!    record; a committed transaction's records are compacted like any other.
+//!    A marker stays while any batch of its transaction was still in the log
+//!    at this pass (emptied or not), and then like a tombstone: once it is in
+//!    the clean section and older than `delete.retention.ms`, so that a
+//!    consumer that read the data also finds the marker. A marker after its
+//!    producer's last data batch stays too (it holds the producer's latest
+//!    epoch for a rebuild from the log), as does the last batch of the range.
+//!    A rewritten segment's aborted-transaction index keeps the entries of the
+//!    markers it kept.
 //!    A batch is rewritten with its original header: base offset, last offset
 //!    delta, producer id/epoch, base sequence, base timestamp, attributes and
 //!    compression codec (compressed batches are decompressed and compressed
@@ -63,11 +72,14 @@ use crate::protocol::compression::{compress, decompressed_bytes_max, DecompressE
 use crate::protocol::records::{records_area, RecordIter, RecordView};
 use crate::storage::log::{CleanerState, LogRef, PartitionLog};
 use crate::storage::segment::{segment_file_name, Segment, SegmentState};
+use crate::storage::txn_index::TxnIndex;
 
 /// Name of the file holding the cleaner's progress in a partition directory.
 pub const CHECKPOINT_FILE: &str = "cleaner-checkpoint";
 /// Suffix of the files a pass writes before swapping them in.
 const CLEANED_SUFFIX: &str = ".cleaned";
+/// The files of a segment a pass may write (`<base>.<extension>.cleaned`).
+const CLEANED_EXTENSIONS: [&str; 4] = ["log", "index", "timeindex", "txnindex"];
 /// Keys mapped per pass by default (about 24 MiB of map).
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// Read size of the segment scans.
@@ -106,6 +118,8 @@ pub struct CleanStats {
     /// Segments removed because nothing in them survived.
     pub segments_removed: usize,
     pub records_removed: u64,
+    /// Transaction markers removed (their transactions' data gone first).
+    pub markers_removed: u64,
     pub bytes_before: u64,
     pub bytes_after: u64,
     /// The new checkpoint: offsets below it are now clean.
@@ -161,6 +175,38 @@ struct PlannedSegment {
     file: fs::File,
     /// The first segment of the log: kept even if emptied.
     is_first: bool,
+    /// Its aborted-transaction index (entries of the ABORT markers in it).
+    txn_index: TxnIndex,
+}
+
+/// The aborted transactions of a log, by producer: (first offset, marker
+/// offset) in marker order. A producer's transactions on a partition follow
+/// one another, so these ranges do not overlap.
+#[derive(Default)]
+struct AbortedRanges(HashMap<i64, Vec<(i64, i64)>>);
+
+impl AbortedRanges {
+    fn of(segments: &[Segment]) -> AbortedRanges {
+        let mut ranges = AbortedRanges::default();
+        for entry in segments.iter().flat_map(|s| s.txn_index.entries()) {
+            ranges
+                .0
+                .entry(entry.producer_id)
+                .or_default()
+                .push((entry.first_offset, entry.last_offset));
+        }
+        ranges
+    }
+
+    /// Whether the batch of `producer_id` at `offset` belongs to an aborted
+    /// transaction: the first of the producer's aborted transactions whose
+    /// marker comes after it began at or before it.
+    fn covers(&self, producer_id: i64, offset: i64) -> bool {
+        self.0.get(&producer_id).is_some_and(|ranges| {
+            let i = ranges.partition_point(|&(_, marker)| marker < offset);
+            ranges.get(i).is_some_and(|&(first, _)| first <= offset)
+        })
+    }
 }
 
 /// Everything the blocking part needs (`Send`).
@@ -174,6 +220,8 @@ struct Plan {
     delete_retention_ms: i64,
     /// producer id -> base offset of its last batch.
     producer_last_batches: HashMap<i64, i64>,
+    /// Every aborted transaction of the log (markers past the range too).
+    aborted: AbortedRanges,
     index_interval_bytes: u32,
     now_ms: i64,
     max_keys: usize,
@@ -194,12 +242,14 @@ fn plan(
     if !config.cleanup_policy.compact {
         return Ok(None);
     }
-    let high_watermark = log.high_watermark();
+    // Below the last stable offset every transaction is decided (and every
+    // write complete, it being at most the high watermark).
+    let last_stable = log.last_stable_offset();
     let closed = &log.segments[..log.segments.len() - 1];
     let cleanable = closed
         .iter()
         .take_while(|s| {
-            let complete = s.next_offset <= high_watermark && s.readable_bytes == s.reserved_bytes;
+            let complete = s.next_offset <= last_stable && s.readable_bytes == s.reserved_bytes;
             let newest = if s.max_timestamp_ms >= 0 {
                 s.max_timestamp_ms
             } else {
@@ -252,6 +302,7 @@ fn plan(
             size: s.reserved_bytes,
             file,
             is_first: i == 0,
+            txn_index: s.txn_index.clone(),
         });
     }
     Ok(Some(Plan {
@@ -262,6 +313,7 @@ fn plan(
         first_uncleanable,
         delete_retention_ms: config.delete_retention_ms,
         producer_last_batches: log.producers.last_batch_offsets(),
+        aborted: AbortedRanges::of(&log.segments),
         index_interval_bytes: config.index_interval_bytes,
         now_ms,
         max_keys: limits.max_keys,
@@ -275,8 +327,13 @@ enum Rewrite {
     Unchanged,
     /// Nothing survived: the segment goes.
     Remove,
-    /// `<base>.log.cleaned` holds the new contents.
-    Replace { state: SegmentState, size: u64 },
+    /// `<base>.log.cleaned` holds the new contents (and `.txnindex.cleaned`
+    /// the aborted-transaction index, if it has entries).
+    Replace {
+        state: SegmentState,
+        size: u64,
+        txn_index: TxnIndex,
+    },
 }
 
 struct SegmentOutcome {
@@ -291,6 +348,7 @@ struct Output {
     first_dirty: i64,
     tombstones_due_ms: Option<i64>,
     records_removed: u64,
+    markers_removed: u64,
 }
 
 /// A key's identity in the offset map: a 128-bit keyed hash, so that the map's
@@ -338,6 +396,9 @@ fn run(plan: Plan) -> Result<Output, String> {
     let mut segments = Vec::new();
     let mut tombstones_due_ms: Option<i64> = None;
     let mut records_removed = 0;
+    let mut markers_removed = 0;
+    // Producers with a transactional batch seen since their last marker.
+    let mut in_transaction = HashMap::new();
     for segment in plan.segments.iter().filter(|s| s.base_offset < end) {
         let context = FilterContext {
             plan: &plan,
@@ -345,8 +406,10 @@ fn run(plan: Plan) -> Result<Output, String> {
             map: &map,
             end,
         };
-        let (rewrite, removed, due) = clean_segment(&context, segment)?;
-        records_removed += removed;
+        let cleaned = clean_segment(&context, segment, &mut in_transaction)?;
+        let (rewrite, due) = (cleaned.rewrite, cleaned.due);
+        records_removed += cleaned.records_removed;
+        markers_removed += cleaned.markers_removed;
         if let Some(due) = due {
             tombstones_due_ms = Some(tombstones_due_ms.map_or(due, |t| t.min(due)));
         }
@@ -361,6 +424,7 @@ fn run(plan: Plan) -> Result<Output, String> {
         first_dirty: end,
         tombstones_due_ms,
         records_removed,
+        markers_removed,
     })
 }
 
@@ -376,13 +440,12 @@ fn build_map(plan: &Plan, hashing: &KeyHashing, map: &mut OffsetMap) -> Result<i
         let mut reader = BatchReader::new(&segment.file, segment.size);
         while let Some((_, batch)) = reader.next()? {
             let header = BatchHeader::parse(&batch).map_err(|e| e.to_string())?;
-            // Transactional batches (markers too) are neither mapped nor
-            // filtered: an aborted record must not displace a committed one,
-            // and the markers must stay while the data they govern does.
-            // (Kafka removes aborted records and, later, their markers.)
+            // Markers hold no keys; an aborted record must not displace a
+            // committed one.
             if header.last_offset() < plan.first_dirty
-                || header.is_transactional()
                 || header.is_control()
+                || (header.is_transactional()
+                    && plan.aborted.covers(header.producer_id, header.base_offset))
             {
                 continue;
             }
@@ -419,12 +482,24 @@ struct FilterContext<'a> {
     end: i64,
 }
 
+/// How one segment came out of [`clean_segment`].
+struct CleanedSegment {
+    rewrite: Rewrite,
+    records_removed: u64,
+    markers_removed: u64,
+    /// When a tombstone or marker it kept may go.
+    due: Option<i64>,
+}
+
 /// Filters one segment into `<base>.log.cleaned` (created at the first change).
-/// Returns the outcome, the records removed, and when a tombstone it kept may go.
+/// `in_transaction` carries, from segment to segment, the producers with a
+/// transactional batch seen since their last marker, and whether one of
+/// those batches stays.
 fn clean_segment(
     context: &FilterContext,
     segment: &PlannedSegment,
-) -> Result<(Rewrite, u64, Option<i64>), String> {
+    in_transaction: &mut HashMap<i64, bool>,
+) -> Result<CleanedSegment, String> {
     let plan = context.plan;
     let modified = segment
         .file
@@ -441,23 +516,51 @@ fn clean_segment(
         .saturating_add(1);
     let mut due: Option<i64> = None;
     let mut removed = 0u64;
+    let mut removed_markers: Vec<i64> = Vec::new();
     let mut out: Option<BufWriter<fs::File>> = None;
     let mut state = SegmentState::new(segment.base_offset);
     let mut out_position = 0u64;
     let mut reader = BatchReader::new(&segment.file, segment.size);
     while let Some((position, batch)) = reader.next()? {
         let header = BatchHeader::parse(&batch).map_err(|e| e.to_string())?;
-        let filtered = if header.base_offset >= context.end
-            || header.is_transactional()
-            || header.is_control()
-        {
+        let last_of_range = header.last_offset() + 1 == plan.first_uncleanable;
+        let filtered = if header.is_control() {
+            // Its transaction's batches seen in this pass, removed or not:
+            // the marker waits for a pass that finds none (one is due when
+            // this pass removed them all).
+            let seen = in_transaction.remove(&header.producer_id);
+            if seen == Some(false) {
+                due = Some(due.map_or(tombstone_due, |d| d.min(tombstone_due)));
+            }
+            let data_left = seen.is_some();
+            let after_last_data = plan
+                .producer_last_batches
+                .get(&header.producer_id)
+                .is_some_and(|&last| last < header.base_offset);
+            if header.base_offset >= context.end || data_left || after_last_data || last_of_range {
+                Filtered::Unchanged
+            } else if header.base_offset < plan.first_dirty && tombstones_removable {
+                removed_markers.push(header.base_offset);
+                Filtered::Dropped {
+                    removed: u64::try_from(header.record_count).unwrap_or(0),
+                }
+            } else {
+                due = Some(tombstone_due);
+                Filtered::Unchanged
+            }
+        } else if header.base_offset >= context.end {
+            if header.is_transactional() {
+                in_transaction.insert(header.producer_id, true);
+            }
             Filtered::Unchanged
         } else {
+            let aborted = header.is_transactional()
+                && plan.aborted.covers(header.producer_id, header.base_offset);
             let retain_empty = (header.has_producer_id()
                 && plan.producer_last_batches.get(&header.producer_id)
                     == Some(&header.base_offset))
-                || header.last_offset() + 1 == plan.first_uncleanable;
-            filter_batch(
+                || last_of_range;
+            let filtered = filter_batch(
                 &header,
                 &batch,
                 plan.decompressed_bytes_max,
@@ -466,10 +569,11 @@ fn clean_segment(
                     let Some(key) = key else {
                         return false;
                     };
-                    if context
-                        .map
-                        .get(&context.hashing.id(key))
-                        .is_some_and(|&latest| latest > offset)
+                    if aborted
+                        || context
+                            .map
+                            .get(&context.hashing.id(key))
+                            .is_some_and(|&latest| latest > offset)
                     {
                         return false;
                     }
@@ -481,7 +585,12 @@ fn clean_segment(
                     }
                     true
                 },
-            )?
+            )?;
+            if header.is_transactional() {
+                let kept = !matches!(filtered, Filtered::Dropped { .. });
+                *in_transaction.entry(header.producer_id).or_default() |= kept;
+            }
+            filtered
         };
         let (removed_here, written): (u64, &[u8]) = match &filtered {
             Filtered::Unchanged => (0, &batch[..]),
@@ -508,23 +617,39 @@ fn clean_segment(
         state.note_batch(&written_header, out_position, plan.index_interval_bytes);
         out_position += written.len() as u64;
     }
+    let markers_removed = removed_markers.len() as u64;
     let Some(out) = out else {
-        return Ok((Rewrite::Unchanged, 0, due));
+        return Ok(CleanedSegment {
+            rewrite: Rewrite::Unchanged,
+            records_removed: 0,
+            markers_removed,
+            due,
+        });
     };
     let file = out.into_inner().map_err(|e| e.error().to_string())?;
     let path = cleaned_path(&plan.dir, segment.base_offset, "log");
     if out_position == 0 && !segment.is_first {
         drop(file);
         let _ = plan.disk.remove(&path);
-        return Ok((Rewrite::Remove, removed, due));
+        return Ok(CleanedSegment {
+            rewrite: Rewrite::Remove,
+            records_removed: removed,
+            markers_removed,
+            due,
+        });
     }
     plan.disk.sync_file(&file).map_err(|e| e.to_string())?;
     // Tombstone horizons count from when the segment was written, not cleaned.
     file.set_modified(modified).map_err(|e| e.to_string())?;
-    let indexes = [
+    let mut txn_index = segment.txn_index.clone();
+    txn_index.retain_markers(|marker| !removed_markers.contains(&marker));
+    let mut indexes = vec![
         ("index", state.index.encode()),
         ("timeindex", state.time_index.encode()),
     ];
+    if !txn_index.is_empty() {
+        indexes.push(("txnindex", txn_index.encode()));
+    }
     for (extension, bytes) in indexes {
         plan.disk
             .write(
@@ -533,14 +658,16 @@ fn clean_segment(
             )
             .map_err(|e| e.to_string())?;
     }
-    Ok((
-        Rewrite::Replace {
+    Ok(CleanedSegment {
+        rewrite: Rewrite::Replace {
             state,
             size: out_position,
+            txn_index,
         },
-        removed,
+        records_removed: removed,
+        markers_removed,
         due,
-    ))
+    })
 }
 
 fn create_cleaned(plan: &Plan, segment: &PlannedSegment) -> Result<fs::File, String> {
@@ -593,13 +720,14 @@ fn swap(log: &mut PartitionLog, output: Output) -> (CleanStats, Option<CleanerSt
     let mut stats = CleanStats {
         segments_scanned: output.segments.len(),
         records_removed: output.records_removed,
+        markers_removed: output.markers_removed,
         first_dirty: output.first_dirty,
         ..CleanStats::default()
     };
     let (dir, disk) = (log.dir.clone(), log.disk.clone());
     let discard = |outcome: &SegmentOutcome| {
         if let Rewrite::Replace { .. } = outcome.rewrite {
-            for extension in ["log", "index", "timeindex"] {
+            for extension in CLEANED_EXTENSIONS {
                 let _ = disk.remove(&cleaned_path(&dir, outcome.base_offset, extension));
             }
         }
@@ -633,8 +761,14 @@ fn swap(log: &mut PartitionLog, output: Output) -> (CleanStats, Option<CleanerSt
                 segment.remove_files(&disk);
                 stats.segments_removed += 1;
             }
-            Rewrite::Replace { state, size } => {
-                match install_segment(&disk, &dir, &log.segments[index], state, size) {
+            Rewrite::Replace {
+                state,
+                size,
+                txn_index,
+            } => {
+                let installed =
+                    install_segment(&disk, &dir, &log.segments[index], state, size, txn_index);
+                match installed {
                     Ok(segment) => {
                         log.segments[index] = segment;
                         stats.segments_rewritten += 1;
@@ -642,7 +776,7 @@ fn swap(log: &mut PartitionLog, output: Output) -> (CleanStats, Option<CleanerSt
                     }
                     Err(error) => {
                         tracing::warn!(topic = %log.topic, partition = log.partition, %error, "cannot swap in a cleaned segment");
-                        for extension in ["log", "index", "timeindex"] {
+                        for extension in CLEANED_EXTENSIONS {
                             let _ =
                                 disk.remove(&cleaned_path(&dir, outcome.base_offset, extension));
                         }
@@ -661,6 +795,7 @@ fn swap(log: &mut PartitionLog, output: Output) -> (CleanStats, Option<CleanerSt
             rewritten = stats.segments_rewritten,
             removed = stats.segments_removed,
             records_removed = stats.records_removed,
+            markers_removed = stats.markers_removed,
             bytes_before = stats.bytes_before,
             bytes_after = stats.bytes_after,
             "log compacted"
@@ -676,14 +811,15 @@ fn install_segment(
     old: &Segment,
     mut state: SegmentState,
     size: u64,
+    txn_index: TxnIndex,
 ) -> io::Result<Segment> {
     let base = old.base_offset;
     // Old indexes go first, so that they are never paired with the new log.
-    for extension in ["index", "timeindex"] {
+    for extension in ["index", "timeindex", "txnindex"] {
         disk.remove(&dir.join(segment_file_name(base, extension)))?;
     }
     disk.rename(&cleaned_path(dir, base, "log"), &old.log_path)?;
-    for extension in ["index", "timeindex"] {
+    for extension in ["index", "timeindex", "txnindex"] {
         let _ = disk.rename(
             &cleaned_path(dir, base, extension),
             &dir.join(segment_file_name(base, extension)),
@@ -693,9 +829,7 @@ fn install_segment(
     // An emptied last batch may have gone: the segment still spans its offsets.
     state.next_offset = state.next_offset.max(old.next_offset);
     let mut segment = Segment::from_state(old.log_path.clone(), file, state, size, old.created_ms);
-    // Markers are kept as they are, at their offsets: so is the index of
-    // aborted transactions (its file is untouched).
-    segment.txn_index = old.txn_index.clone();
+    segment.txn_index = txn_index;
     Ok(segment)
 }
 
@@ -1013,79 +1147,254 @@ mod tests {
         seen.windows(2).all(|w| w[0].offset < w[1].offset)
     }
 
-    /// An aborted transactional record of a key must not displace the
-    /// committed value before it, and the marker and the aborted-transaction
-    /// index must survive a rewrite of their segment.
+    /// A transactional batch of `producer_id` with one record per (key, value).
+    async fn txn_put(
+        log: &LogRef,
+        commit: &Rc<GroupCommit>,
+        producer_id: i64,
+        sequence: i32,
+        timestamp: i64,
+        pairs: &[(&str, &str)],
+    ) -> i64 {
+        let records: Vec<Record> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| {
+                let mut r = encode::record(
+                    i as i64,
+                    timestamp,
+                    Some(Bytes::from(k.to_string())),
+                    Some(Bytes::from(v.to_string())),
+                    Some(ProducerFields {
+                        producer_id,
+                        producer_epoch: 0,
+                        base_sequence: sequence,
+                    }),
+                );
+                r.transactional = true;
+                r
+            })
+            .collect();
+        append(
+            log,
+            commit,
+            encode::encode_batch(&records, Compression::None),
+        )
+        .await
+    }
+
+    async fn end_txn(log: &LogRef, commit: &Rc<GroupCommit>, producer_id: i64, ok: bool) -> i64 {
+        let marker = EndTxnMarker {
+            commit: ok,
+            coordinator_epoch: 0,
+        };
+        log::append_marker(log, commit, producer_id, 0, marker, true)
+            .await
+            .unwrap()
+            .base_offset
+    }
+
+    /// Rewrites of other keys, enough to close the segments before them.
+    async fn filler(log: &LogRef, commit: &Rc<GroupCommit>, timestamp: i64) {
+        for i in 0..120 {
+            put(
+                log,
+                commit,
+                timestamp + i,
+                &format!("o{}", i % 4),
+                Some("x"),
+            )
+            .await;
+        }
+    }
+
+    /// Kafka's cleaner with transactions: an aborted transaction's records go
+    /// (and never displace a committed record of their key), a committed
+    /// transaction's records are compacted like any other, and a marker goes
+    /// once no batch of its transaction is left, as a tombstone does (clean
+    /// section, delete.retention.ms), with its aborted-index entry. A marker
+    /// after its producer's last data batch stays, and so does that batch,
+    /// emptied. The result survives a restart with and without the
+    /// clean-shutdown marker (the index rebuilt from the log).
     #[test]
-    fn transactional_batches_and_markers_are_kept_as_they_are() {
+    fn aborted_records_go_and_markers_follow_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let (aborted_at, abort_marker, c1_at, c_marker, k2_marker, last_at, last_marker) =
+            run(async {
+                let commit = Rc::new(GroupCommit::default());
+                let log = open(dir.path(), compact_config(1024));
+                put(&log, &commit, now - 1000, "k", Some("committed")).await;
+                // Producer 7: an aborted transaction over "k", then a
+                // committed one over "k2" (its last data).
+                let aborted_at = txn_put(&log, &commit, 7, 0, now - 999, &[("k", "aborted")]).await;
+                let abort_marker = end_txn(&log, &commit, 7, false).await;
+                // Producer 8: a committed "c" that a later write displaces,
+                // then a committed "c8" (its last data).
+                let c1_at = txn_put(&log, &commit, 8, 0, now - 998, &[("c", "v1")]).await;
+                let c_marker = end_txn(&log, &commit, 8, true).await;
+                put(&log, &commit, now - 997, "c", Some("v2")).await;
+                txn_put(&log, &commit, 8, 1, now - 997, &[("c8", "x")]).await;
+                let c8_marker = end_txn(&log, &commit, 8, true).await;
+                txn_put(&log, &commit, 7, 1, now - 996, &[("k2", "kept")]).await;
+                let k2_marker = end_txn(&log, &commit, 7, true).await;
+                // Producer 10: one aborted transaction and nothing else.
+                let last_at = txn_put(&log, &commit, 10, 0, now - 995, &[("z", "gone")]).await;
+                let last_marker = end_txn(&log, &commit, 10, false).await;
+                filler(&log, &commit, now - 900).await;
+                assert_eq!(log.borrow().aborted_transactions(0, i64::MAX).len(), 2);
+
+                let first = clean(&log, now, CleanerLimits::default())
+                    .await
+                    .unwrap()
+                    .expect("a pass ran");
+                assert_eq!(first.markers_removed, 0, "data was still there: {first:?}");
+                let (after, headers) = read_all(&log).await;
+                let value_of = |key: &str| {
+                    after
+                        .iter()
+                        .filter(|r| r.key.as_deref() == Some(key))
+                        .map(|r| r.value.clone().unwrap())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    value_of("k"),
+                    ["committed"],
+                    "aborted record gone, not mapped"
+                );
+                assert_eq!(value_of("c"), ["v2"], "committed txn record compacted");
+                assert_eq!(value_of("k2"), ["kept"]);
+                assert!(value_of("z").is_empty());
+                assert!(!after
+                    .iter()
+                    .any(|r| r.offset == aborted_at || r.offset == c1_at));
+                // Producer 10's last batch stays, emptied, for its state.
+                let emptied = headers.iter().find(|h| h.base_offset == last_at);
+                assert_eq!(emptied.map(|h| h.record_count), Some(0), "{headers:?}");
+                for marker in [abort_marker, c_marker, c8_marker, k2_marker, last_marker] {
+                    assert!(
+                        headers
+                            .iter()
+                            .any(|h| h.is_control() && h.base_offset == marker),
+                        "marker at {marker} kept while its data was in this pass"
+                    );
+                }
+                assert_eq!(log.borrow().aborted_transactions(0, i64::MAX).len(), 2);
+
+                // Within delete.retention.ms of their segments' writes the
+                // markers stay; a pass is due at that horizon.
+                assert!(clean(&log, now, CleanerLimits::default())
+                    .await
+                    .unwrap()
+                    .is_none_or(|s| s.markers_removed == 0));
+                let second = clean(&log, now + 2 * MINUTE, CleanerLimits::default())
+                    .await
+                    .unwrap()
+                    .expect("the markers' horizon makes a pass due");
+                assert_eq!(second.markers_removed, 2, "{second:?}");
+                let (again, headers) = read_all(&log).await;
+                let markers: Vec<i64> = headers
+                    .iter()
+                    .filter(|h| h.is_control())
+                    .map(|h| h.base_offset)
+                    .collect();
+                assert_eq!(markers, [c8_marker, k2_marker, last_marker], "{headers:?}");
+                let without = |seen: &[Seen], gone: &[i64]| -> Vec<Seen> {
+                    seen.iter()
+                        .filter(|r| !gone.contains(&r.offset))
+                        .cloned()
+                        .collect()
+                };
+                assert_eq!(
+                    again,
+                    without(&after, &[abort_marker, c_marker]),
+                    "only the two markers went"
+                );
+                let left = log.borrow().aborted_transactions(0, i64::MAX);
+                assert_eq!(
+                    left.iter()
+                        .map(|a| (a.producer_id, a.last_offset))
+                        .collect::<Vec<_>>(),
+                    [(10, last_marker)]
+                );
+                log.borrow_mut().close().unwrap();
+                (
+                    aborted_at,
+                    abort_marker,
+                    c1_at,
+                    c_marker,
+                    k2_marker,
+                    last_at,
+                    last_marker,
+                )
+            });
+        let _ = (aborted_at, abort_marker, c1_at, c_marker, k2_marker);
+        // After a restart from the clean-shutdown marker, then from a scan.
+        for scan in [false, true] {
+            if scan {
+                fs::remove_file(dir.path().join(crate::storage::clean_shutdown::MARKER_FILE))
+                    .unwrap();
+            }
+            run(async {
+                let log = open(dir.path(), compact_config(1024));
+                let aborted = log.borrow().aborted_transactions(0, i64::MAX);
+                assert_eq!(
+                    aborted
+                        .iter()
+                        .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+                        .collect::<Vec<_>>(),
+                    [(10, last_at, last_marker)],
+                    "scan: {scan}"
+                );
+                assert!(log.borrow().open_transactions().is_empty(), "scan: {scan}");
+                log.borrow_mut().close().unwrap();
+            });
+        }
+    }
+
+    /// The cleanable range ends at the last stable offset: an open
+    /// transaction stops the cleaner at its segment until it is decided.
+    #[test]
+    fn an_open_transaction_bounds_the_cleanable_range() {
         let dir = tempfile::tempdir().unwrap();
         let now = now_ms();
         run(async {
             let commit = Rc::new(GroupCommit::default());
             let log = open(dir.path(), compact_config(1024));
-            let committed = put(&log, &commit, now - 1000, "k", Some("committed")).await;
-            let mut aborted_record = encode::record(
-                0,
-                now - 999,
-                Some(Bytes::from_static(b"k")),
-                Some(Bytes::from_static(b"aborted")),
-                Some(ProducerFields {
-                    producer_id: 7,
-                    producer_epoch: 0,
-                    base_sequence: 0,
-                }),
-            );
-            aborted_record.transactional = true;
-            let aborted_at = append(
-                &log,
-                &commit,
-                encode::encode_batch(&[aborted_record], Compression::None),
-            )
-            .await;
-            let marker = EndTxnMarker {
-                commit: false,
-                coordinator_epoch: 0,
-            };
-            let marker_at = log::append_marker(&log, &commit, 7, 0, marker, true)
-                .await
-                .unwrap()
-                .base_offset;
-            // Plenty of other keys, rewritten many times, so that the segments
-            // with the transaction are closed and worth cleaning.
-            for i in 0..120 {
-                put(
-                    &log,
-                    &commit,
-                    now - 900 + i,
-                    &format!("o{}", i % 4),
-                    Some("x"),
-                )
-                .await;
-            }
-            let index_before = log.borrow().aborted_transactions(0, i64::MAX);
-            assert_eq!(index_before.len(), 1);
+            filler(&log, &commit, now - 2000).await;
+            let open_at = txn_put(&log, &commit, 9, 0, now - 1500, &[("t", "open")]).await;
+            filler(&log, &commit, now - 1000).await;
+            assert_eq!(log.borrow().last_stable_offset(), open_at);
             let stats = clean(&log, now, CleanerLimits::default())
                 .await
                 .unwrap()
-                .expect("a pass ran");
-            assert!(stats.records_removed > 0, "{stats:?}");
-            let (after, headers) = read_all(&log).await;
-            let offsets: Vec<i64> = after.iter().map(|r| r.offset).collect();
-            for kept in [committed, aborted_at, marker_at] {
-                assert!(offsets.contains(&kept), "offset {kept} kept: {offsets:?}");
-            }
-            assert!(headers
+                .expect("the range before the transaction is cleaned");
+            assert!(stats.first_dirty <= open_at, "{stats:?} open at {open_at}");
+            let (seen, _) = read_all(&log).await;
+            let after_open = seen
                 .iter()
-                .any(|h| h.is_control() && h.base_offset == marker_at));
-            assert_eq!(log.borrow().aborted_transactions(0, i64::MAX), index_before);
-            log.borrow_mut().close().unwrap();
-        });
-        // And after a restart (from the clean-shutdown marker).
-        run(async {
-            let log = open(dir.path(), compact_config(1024));
-            let aborted = log.borrow().aborted_transactions(0, i64::MAX);
-            assert_eq!(aborted.len(), 1);
-            assert_eq!(aborted[0].producer_id, 7);
+                .filter(|r| r.offset > open_at && r.key.as_deref() == Some("o0"))
+                .count();
+            assert_eq!(
+                after_open, 30,
+                "nothing past the open transaction was cleaned"
+            );
+            assert!(seen.iter().any(|r| r.offset == open_at));
+
+            end_txn(&log, &commit, 9, false).await;
+            filler(&log, &commit, now - 500).await;
+            let stats = clean(&log, now, CleanerLimits::default())
+                .await
+                .unwrap()
+                .expect("a pass ran once the transaction ended");
+            assert!(stats.first_dirty > open_at + 120, "{stats:?}");
+            let (seen, _) = read_all(&log).await;
+            assert!(!seen.iter().any(|r| r.key.as_deref() == Some("t")));
+            let o0 = seen
+                .iter()
+                .filter(|r| r.key.as_deref() == Some("o0") && r.offset < stats.first_dirty)
+                .count();
+            assert_eq!(o0, 1, "compacted past the old bound");
         });
     }
 

@@ -43,6 +43,17 @@ impl TxnIndex {
         self.entries.is_empty()
     }
 
+    /// The entries, in marker order.
+    pub fn entries(&self) -> &[AbortedTxn] {
+        &self.entries
+    }
+
+    /// Keeps the entries whose marker `keep` says is still in the log (the
+    /// cleaner removed the others' markers).
+    pub fn retain_markers(&mut self, mut keep: impl FnMut(i64) -> bool) {
+        self.entries.retain(|e| keep(e.last_offset));
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
