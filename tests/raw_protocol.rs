@@ -451,7 +451,7 @@ fn api_versions_old_new_and_too_new() {
                 .map(|k| (k.min_version, k.max_version))
                 .unwrap_or_else(|| panic!("{what}: {key:?} missing"))
         };
-        assert_eq!(range(ApiKey::Produce), (0, 12), "{what}: Produce");
+        assert_eq!(range(ApiKey::Produce), (0, 13), "{what}: Produce");
         assert_eq!(range(ApiKey::Fetch).1, 16, "{what}: Fetch max");
         assert_eq!(range(ApiKey::ApiVersions), (0, 4), "{what}: ApiVersions");
         assert_eq!(range(ApiKey::Metadata), (0, 12), "{what}: Metadata");
@@ -784,4 +784,67 @@ fn idempotent_produce_on_the_wire() {
     let late = produce(&mut conn, &topic, 0, first);
     assert_appended(&late, 0, "late retry");
     assert_eq!(latest_offset(&mut conn, &topic, 0), 5);
+}
+
+/// 11. Produce v13 (KIP-516) names topics by id: the batch is appended and the
+///     answer carries the id; an unknown or nil id is UNKNOWN_TOPIC_ID and
+///     writes nothing; Fetch by the same id reads the record back.
+#[test]
+fn produce_v13_addresses_topics_by_id() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let broker = TestBroker::start();
+    let mut conn = Conn::open(&broker.addr);
+    let name = common::topic("by-id");
+    create_topic(&mut conn, &name, 2, &[]);
+    let described = metadata(&mut conn, Some(&[&name]), false);
+    let id = described.topics[0].topic_id;
+    assert!(!id.is_nil(), "{described:?}");
+    let by_id = |id: uuid::Uuid, partition: i32, value: &str| {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_topic_id(id)
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(common::wire::value_batch(value)))])])
+    };
+    for (i, partition) in [1, 1, 0].into_iter().enumerate() {
+        let response: ProduceResponse =
+            conn.call(ApiKey::Produce, 13, &by_id(id, partition, &format!("v{i}")));
+        assert_eq!(response.responses.len(), 1);
+        assert_eq!(response.responses[0].topic_id, id, "{response:?}");
+        let answer = &response.responses[0].partition_responses[0];
+        assert_eq!(answer.index, partition);
+        let expected = if i == 1 { 1 } else { 0 };
+        assert_appended(answer, expected, &format!("v13 record {i}"));
+    }
+    for unknown in [uuid::Uuid::new_v4(), uuid::Uuid::nil()] {
+        let response: ProduceResponse = conn.call(ApiKey::Produce, 13, &by_id(unknown, 0, "lost"));
+        assert_eq!(response.responses[0].topic_id, unknown);
+        assert_eq!(
+            response.responses[0].partition_responses[0].error_code,
+            common::wire::UNKNOWN_TOPIC_ID,
+            "{unknown}: {response:?}"
+        );
+    }
+    assert_eq!(
+        latest_offset(&mut conn, &name, 0),
+        1,
+        "nothing more written"
+    );
+    assert_eq!(latest_offset(&mut conn, &name, 1), 2);
+    let request = common::wire::sessionless(13, &name, id, &[(1, 0, 1 << 20)], 0, 0, 1 << 20);
+    let response = common::wire::fetch(&mut conn, 13, &request);
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.error_code, NONE);
+    let mut records = p.records.clone().unwrap_or_default();
+    let values: Vec<String> = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records)
+        .unwrap()
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, ["v0", "v1"]);
 }

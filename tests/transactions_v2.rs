@@ -179,7 +179,7 @@ fn api_versions_finalizes_transaction_version_two() {
             .find(|a| a.api_key == key as i16)
             .map(|a| a.max_version)
     };
-    assert_eq!(max(&v4, ApiKey::Produce), Some(12));
+    assert_eq!(max(&v4, ApiKey::Produce), Some(13));
     assert_eq!(max(&v4, ApiKey::EndTxn), Some(5));
     assert_eq!(max(&v4, ApiKey::TxnOffsetCommit), Some(5));
     let v3: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());

@@ -308,9 +308,14 @@ fn data_path_apis_at_every_version() {
     let topic = common::topic("matrix");
     create_topic(&mut conn, &topic, 1, &[]);
 
+    let topic_id = metadata(&mut conn, Some(&[&topic]), false).topics[0].topic_id;
     let mut expected_offset = 0i64;
     for version in versions(ApiKey::Produce) {
-        let request = produce_request(&topic, 0, one_record_batch(&format!("v{version}")));
+        let mut request = produce_request(&topic, 0, one_record_batch(&format!("v{version}")));
+        if version >= 13 {
+            // By topic id (KIP-516).
+            request.topic_data[0].topic_id = topic_id;
+        }
         let response: ProduceResponse = conn.call(ApiKey::Produce, version, &request);
         let p = &response.responses[0].partition_responses[0];
         assert_eq!(
@@ -321,8 +326,6 @@ fn data_path_apis_at_every_version() {
         expected_offset += 1;
     }
 
-    let metadata_v12 = metadata(&mut conn, Some(&[&topic]), false);
-    let topic_id = metadata_v12.topics[0].topic_id;
     assert!(!topic_id.is_nil(), "Metadata v12 carries the topic id");
     for version in versions(ApiKey::Metadata) {
         let response: MetadataResponse = conn.call(

@@ -51,8 +51,9 @@ registry! {
     // v0/v1) are answered with UNSUPPORTED_VERSION per partition by the
     // dispatcher, before the header is decoded.
     // Version 12 (KIP-890 part 2): a transactional batch's partition is
-    // added to the transaction by the broker.
-    Produce, 0, 12, serve_produce;
+    // added to the transaction by the broker. Version 13 (KIP-516): topics
+    // by id (UNKNOWN_TOPIC_ID for one the broker does not know).
+    Produce, 0, 13, serve_produce;
     Fetch, 4, 16, serve_fetch;
     ListOffsets, 1, 8, |ctx, body| decode_and_serve(ctx, body, list_offsets::handle);
     Metadata, 0, 12, |ctx, body| decode_and_serve(ctx, body, metadata::handle);

@@ -66,6 +66,10 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
         let name = topic_data.name.0.as_str();
         let topic = match request_error {
             Some(code) => Err(Refusal::from(code)),
+            // v13+ names topics by id only (KIP-516).
+            None if ctx.api_version >= 13 && topic_data.topic_id.is_nil() => {
+                Err(Refusal::from(ErrorCode::UnknownTopicId))
+            }
             None if is_internal_topic(name) => Err(refuse_internal(name)),
             None => resolve_topic(ctx, name, &topic_data.topic_id)
                 .map_err(Refusal::from)
