@@ -233,8 +233,9 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
                     listener,
                 };
                 // A start-up error is reported before the start-up barrier,
-                // so that the main thread sees it right after.
-                if let Err(error) = run_shard(start, &started, &drained, &error_tx) {
+                // so that the main thread sees it right after; so is a panic.
+                let arrival = StartArrival::new(id, &started, &error_tx);
+                if let Err(error) = run_shard(start, &arrival, &drained) {
                     tracing::error!(shard = id, %error, "shard stopped");
                 }
             })
@@ -303,11 +304,54 @@ struct ShardStart {
     listener: std::net::TcpListener,
 }
 
+/// A shard's arrival at the start-up barrier, with its start-up error if it
+/// has one. A shard that panics before arriving still arrives (on unwinding),
+/// with the panic as its error, so that the main thread never waits forever.
+struct StartArrival<'a> {
+    id: usize,
+    started: &'a Barrier,
+    errors: &'a std::sync::mpsc::Sender<String>,
+    arrived: std::cell::Cell<bool>,
+}
+
+impl<'a> StartArrival<'a> {
+    fn new(
+        id: usize,
+        started: &'a Barrier,
+        errors: &'a std::sync::mpsc::Sender<String>,
+    ) -> StartArrival<'a> {
+        StartArrival {
+            id,
+            started,
+            errors,
+            arrived: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Meets the others at the barrier (once), reporting `error` first.
+    fn arrive(&self, error: Option<&str>) {
+        if self.arrived.replace(true) {
+            return;
+        }
+        if let Some(error) = error {
+            let _ = self.errors.send(format!("shard {}: {error}", self.id));
+        }
+        self.started.wait();
+    }
+}
+
+impl Drop for StartArrival<'_> {
+    fn drop(&mut self) {
+        if !self.arrived.get() {
+            self.arrive(Some("panicked while starting (see the log above)"));
+        }
+    }
+}
+
 fn run_shard(
     start: ShardStart,
-    started: &Barrier,
+    arrival: &StartArrival,
     drained: &AsyncBarrier,
-    errors: &std::sync::mpsc::Sender<String>,
 ) -> Result<(), String> {
     let ShardStart {
         id,
@@ -332,8 +376,7 @@ fn run_shard(
     let runtime = builder.build();
     // Reports a start-up failure, then meets the others at the barrier.
     let fail = |error: String| -> Result<(), String> {
-        let _ = errors.send(format!("shard {id}: {error}"));
-        started.wait();
+        arrival.arrive(Some(&error));
         Err(error)
     };
     let runtime = match runtime {
@@ -365,7 +408,7 @@ fn run_shard(
             (Ok(()), Ok(groups), Ok(txns)) => (groups, txns),
             (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => return fail(error),
         };
-        started.wait();
+        arrival.arrive(None);
         groups.start_timers(&shard.node);
         *shard.txns.borrow_mut() = Some(txns.clone());
         txns.start();
@@ -516,4 +559,46 @@ fn open_group_coordinator(shard: &Rc<Shard>) -> Result<Rc<GroupCoordinator>, Str
         offsets,
         shard.commit.clone(),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard thread that panics before the start-up barrier still arrives
+    /// there, with an error, and one that fails reports its error: the main
+    /// thread is never left waiting.
+    #[test]
+    fn a_shard_that_panics_or_fails_while_starting_still_arrives() {
+        let started = Arc::new(Barrier::new(3));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let panicking = {
+            let (started, tx) = (started.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let _arrival = StartArrival::new(0, &started, &tx);
+                panic!("planted");
+            })
+        };
+        let failing = {
+            let (started, tx) = (started.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let arrival = StartArrival::new(1, &started, &tx);
+                arrival.arrive(Some("no disk"));
+                arrival.arrive(Some("only once"));
+            })
+        };
+        drop(tx);
+        started.wait();
+        assert!(panicking.join().is_err());
+        failing.join().unwrap();
+        let mut errors: Vec<String> = rx.iter().collect();
+        errors.sort();
+        assert_eq!(
+            errors,
+            [
+                "shard 0: panicked while starting (see the log above)",
+                "shard 1: no disk"
+            ]
+        );
+    }
 }
