@@ -1200,4 +1200,16 @@ fn the_transaction_log_partition_count_cannot_change() {
     assert!(!stdout.contains("listening"), "{stdout}");
     broker.start_again_with(&["--transaction-state-log-num-partitions", "50"]);
     assert!(broker.pid().is_some());
+    // A first start killed while creating the log's directories (here: the
+    // last ten gone) starts again with the recorded count and creates them.
+    assert_eq!(broker.stop(), Some(0));
+    let data = broker.data_dir().to_path_buf();
+    let txn_dir = |p: i32| data.join(format!("__sluice_transaction_state-{p}"));
+    assert!(txn_dir(49).is_dir());
+    for p in 40..50 {
+        std::fs::remove_dir_all(txn_dir(p)).unwrap();
+    }
+    broker.start_again();
+    assert!(broker.pid().is_some());
+    assert!(txn_dir(49).is_dir(), "the missing partitions were created");
 }

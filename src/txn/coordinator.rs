@@ -102,29 +102,57 @@ fn java_string_hash(s: &str) -> i32 {
     })
 }
 
+/// The file in the data dir that records the transaction log's partition
+/// count, written (durably) before the first start creates the log.
+pub const PARTITIONS_FILE: &str = "transaction-state-partitions";
+
 /// Refuses a transaction log written with another partition count than
 /// `partitions` (`transaction.state.log.num.partitions`): which partition
 /// holds an id depends on the count, so ids would be looked for where they
 /// are not. Run once at start-up, before the shards open (and create) the
-/// log's partitions.
+/// log's partitions. The count is recorded in [`PARTITIONS_FILE`] first, so
+/// that a first start killed while creating the directories starts again
+/// (the missing ones are created); a data dir from before the file existed
+/// is judged by its highest partition directory, and then gets the file.
 pub fn check_log_partitions(data_dir: &Path, partitions: i32) -> Result<(), String> {
-    let existing = PartitionLog::existing_partitions(data_dir, TXN_TOPIC)
-        .map_err(|e| format!("listing {}: {e}", data_dir.display()))?;
-    // Strict: a first start killed while creating the directories also
-    // ends here (rare; the message names the count found), but a log written
-    // with fewer partitions is never taken for an unfinished one.
-    match existing.last() {
-        Some(&last) if last + 1 != partitions => Err(format!(
-            "the transaction log in {} has {} partitions but \
+    let file = data_dir.join(PARTITIONS_FILE);
+    let recorded = match std::fs::read_to_string(&file) {
+        Ok(text) => Some(
+            text.trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    format!(
+                        "{} does not hold a partition count ({text:?})",
+                        file.display()
+                    )
+                })?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("reading {}: {e}", file.display())),
+    };
+    let found = match recorded {
+        Some(count) => count,
+        None => PartitionLog::existing_partitions(data_dir, TXN_TOPIC)
+            .map_err(|e| format!("listing {}: {e}", data_dir.display()))?
+            .last()
+            .map_or(partitions, |&last| last + 1),
+    };
+    if found != partitions {
+        return Err(format!(
+            "the transaction log in {} has {found} partitions but \
              --transaction-state-log-num-partitions is {partitions}; the count is fixed once \
              the log exists (it decides where each transactional id lives): start with \
-             --transaction-state-log-num-partitions {}",
+             --transaction-state-log-num-partitions {found}",
             data_dir.display(),
-            last + 1,
-            last + 1
-        )),
-        _ => Ok(()),
+        ));
     }
+    if recorded.is_none() {
+        crate::io::fs::write_durably(&file, format!("{partitions}\n").as_bytes())
+            .map_err(|e| format!("writing {}: {e}", file.display()))?;
+    }
+    Ok(())
 }
 
 /// The transaction-log partition of `transactional_id`, as Kafka places it
