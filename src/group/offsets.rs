@@ -94,12 +94,17 @@ impl OffsetStore {
         let mut logs = HashMap::new();
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
         let mut pending: HashMap<(i64, i32), PendingOffsets> = HashMap::new();
+        // Commit sequences in log order, as the live writes take them: a
+        // transaction's offsets, decided by a marker after the restart, must
+        // still compare with the plain commits around them.
+        let mut sequence = 0u64;
         for partition in 0..OFFSETS_PARTITIONS {
             if shard_for_partition(OFFSETS_TOPIC, partition, shard_count) != shard_id {
                 continue;
             }
             let dir = PartitionLog::dir_for(data_dir, OFFSETS_TOPIC, partition);
             replay::for_each_record(&dir, |record| {
+                sequence += 1;
                 // Transactional commits wait for their transaction's marker.
                 if record.control {
                     let key = record.key.as_deref().unwrap_or_default();
@@ -110,11 +115,14 @@ impl OffsetStore {
                     };
                     let decided = pending.remove(&(record.producer_id, partition));
                     if let (true, Some(decided)) = (commit, decided) {
-                        for ((group, topic, p), (_, value)) in decided {
-                            offsets
-                                .entry(group)
-                                .or_default()
-                                .insert((topic, p), (0, value));
+                        for ((group, topic, p), (seq, value)) in decided {
+                            // A plain commit written after the transactional
+                            // one wins (as live, and as Kafka compares).
+                            let table = offsets.entry(group).or_default();
+                            let key = (topic, p);
+                            if table.get(&key).is_none_or(|(before, _)| *before < seq) {
+                                table.insert(key, (seq, value));
+                            }
                         }
                     }
                     return Ok(());
@@ -128,7 +136,7 @@ impl OffsetStore {
                     pending
                         .entry((record.producer_id, partition))
                         .or_default()
-                        .insert((key.group, key.topic, key.partition), (0, value));
+                        .insert((key.group, key.topic, key.partition), (sequence, value));
                     return Ok(());
                 }
                 let group = offsets.entry(key.group).or_default();
@@ -136,7 +144,7 @@ impl OffsetStore {
                     Some(value) => {
                         let value: CommittedOffset =
                             serde_json::from_slice(&value).map_err(|e| e.to_string())?;
-                        group.insert((key.topic, key.partition), (0, value));
+                        group.insert((key.topic, key.partition), (sequence, value));
                     }
                     None => {
                         group.remove(&(key.topic, key.partition));
@@ -160,7 +168,7 @@ impl OffsetStore {
         Ok(OffsetStore {
             logs,
             offsets: RefCell::new(offsets),
-            next_sequence: Cell::new(1),
+            next_sequence: Cell::new(sequence + 1),
             pending: RefCell::new(pending),
             deciding: RefCell::new(HashMap::new()),
             verifications: RefCell::new(HashMap::new()),
@@ -357,6 +365,82 @@ mod tests {
                 store.get("g2", "u", 0).is_none(),
                 "the tombstone replays too"
             );
+        });
+    }
+
+    /// A transaction's offsets written before a restart and committed by
+    /// its marker after it (the coordinator completes the commit) replace
+    /// the plain commit before them; a plain commit written after them is
+    /// kept. Found by the exactly-once test: the replay gave every offset
+    /// the same sequence, so the marker after the restart changed nothing
+    /// and the group went back to its previous offset.
+    #[test]
+    fn transactional_offsets_decided_after_a_restart_apply_in_log_order() {
+        use crate::protocol::control::EndTxnMarker;
+        let dir = tempfile::tempdir().unwrap();
+        let marker = |commit| EndTxnMarker {
+            commit,
+            coordinator_epoch: 0,
+        };
+        let partition = offsets_partition("g");
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
+            let plain = |o| vec![(("t".into(), 0), Some(offset(o, 1)))];
+            store.write(&commit, "g", plain(80)).await.unwrap();
+            store.write(&commit, "g", plain(5)).await.unwrap();
+            // Producer 7: p0 = 90; producer 8: p0 = 95, then a plain 99.
+            for (pid, value) in [(7, 90), (8, 95)] {
+                let guard = store.begin_txn_commit("g", pid, 0, false);
+                store
+                    .write_transactional(
+                        &commit,
+                        "g",
+                        pid,
+                        0,
+                        guard,
+                        vec![(("t".into(), 0), offset(value, 2))],
+                    )
+                    .await
+                    .unwrap();
+            }
+            store
+                .write(&commit, "g", vec![(("t".into(), 1), Some(offset(99, 3)))])
+                .await
+                .unwrap();
+            assert!(store.has_pending("g", "t", 0));
+            store.close();
+        });
+        run(async {
+            let commit = Rc::new(GroupCommit::default());
+            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
+            assert!(store.has_pending("g", "t", 0), "still undecided");
+            assert_eq!(store.get("g", "t", 0).map(|o| o.offset), Some(5));
+            store
+                .complete_txn(&commit, partition, 7, 0, marker(true))
+                .await
+                .unwrap();
+            assert_eq!(store.get("g", "t", 0).map(|o| o.offset), Some(90));
+            assert!(store.has_pending("g", "t", 0), "producer 8's is open");
+            // A plain commit after producer 8's offsets: it stays.
+            store
+                .write(&commit, "g", vec![(("t".into(), 0), Some(offset(100, 4)))])
+                .await
+                .unwrap();
+            store
+                .complete_txn(&commit, partition, 8, 0, marker(true))
+                .await
+                .unwrap();
+            assert_eq!(store.get("g", "t", 0).map(|o| o.offset), Some(100));
+            assert!(!store.has_pending("g", "t", 0));
+            store.close();
+        });
+        // And a replay of all that gives the same.
+        run(async {
+            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
+            assert_eq!(store.get("g", "t", 0).map(|o| o.offset), Some(100));
+            assert_eq!(store.get("g", "t", 1).map(|o| o.offset), Some(99));
+            assert!(!store.has_pending("g", "t", 0));
         });
     }
 
