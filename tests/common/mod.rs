@@ -92,6 +92,11 @@ impl TestBroker {
     }
 
     /// Everything the broker logged so far (every run of it), without colour codes.
+    /// The file the broker logs to, when started with `start_logging`.
+    pub fn log_path(&self) -> Option<PathBuf> {
+        self.log_path.clone()
+    }
+
     pub fn log_text(&self) -> String {
         let path = self.log_path.as_ref().expect("started with start_logging");
         let raw = std::fs::read_to_string(path).unwrap_or_default();
@@ -129,11 +134,38 @@ impl TestBroker {
         broker
     }
 
+    /// Starts a stopped broker again on the same data dir and at the same
+    /// address (as a restarted Kafka broker comes back), so that clients
+    /// reconnect on their own.
+    /// Right after a SIGKILL the old broker's connections may hold the port
+    /// for a moment (FIN_WAIT, until the clients close their ends): the
+    /// start is retried for up to 10 s.
+    pub fn start_again_at_same_address(&mut self) {
+        assert!(self.child.is_none(), "the broker is still running");
+        let listen = self.addr.clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.try_spawn_at(&listen) {
+                Ok(()) => return,
+                Err(error) if Instant::now() >= deadline => {
+                    panic!("broker did not start again at {listen}: {error}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
     fn spawn(&mut self) {
+        if let Err(error) = self.try_spawn_at("127.0.0.1:0") {
+            panic!("{error}");
+        }
+    }
+
+    fn try_spawn_at(&mut self, listen: &str) -> Result<(), String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--cores")
@@ -191,13 +223,19 @@ impl TestBroker {
                     }
                 }
                 Some(Err(e)) => panic!("reading broker stdout: {e}"),
-                None => panic!("broker exited before listening: {:?}", child.wait()),
+                None => {
+                    return Err(format!(
+                        "broker exited before listening: {:?}",
+                        child.wait()
+                    ))
+                }
             }
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
         self.addr = addr;
+        Ok(())
     }
 
     /// Stops the broker with SIGTERM and waits; returns its exit status code.
@@ -325,4 +363,57 @@ pub fn run_node_client(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// Every batch in the segment files of `data_dir/<dir_name>`, one line each:
+/// base offset, producer id and epoch, transactional/control flags, and each
+/// record's key and value (as text where they are text). For diagnosing a
+/// failed test from what the broker wrote.
+pub fn dump_partition_dir(data_dir: &Path, dir_name: &str) -> String {
+    let dir = data_dir.join(dir_name);
+    let mut segments: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect(),
+        Err(e) => return format!("{}: {e}", dir.display()),
+    };
+    segments.sort();
+    let text = |b: &[u8]| match std::str::from_utf8(b) {
+        Ok(s) => s.to_string(),
+        Err(_) => format!("{b:02x?}"),
+    };
+    let mut out = String::new();
+    for segment in segments {
+        let bytes = std::fs::read(&segment).unwrap_or_default();
+        let mut at = 0;
+        while at + 61 <= bytes.len() {
+            let length = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+            if length < 49 || at + 12 + length > bytes.len() {
+                out.push_str(&format!("  (torn or invalid batch at byte {at})\n"));
+                break;
+            }
+            let mut batch = bytes::Bytes::copy_from_slice(&bytes[at..at + 12 + length]);
+            match kafka_protocol::records::RecordBatchDecoder::decode(&mut batch) {
+                Ok(set) => {
+                    for r in set.records {
+                        out.push_str(&format!(
+                            "  {} pid {} epoch {} txn {} control {} key {} value {}\n",
+                            r.offset,
+                            r.producer_id,
+                            r.producer_epoch,
+                            r.transactional,
+                            r.control,
+                            r.key.as_deref().map_or("-".to_string(), text),
+                            r.value.as_deref().map_or("-".to_string(), text),
+                        ));
+                    }
+                }
+                Err(e) => out.push_str(&format!("  (undecodable batch at byte {at}: {e})\n")),
+            }
+            at += 12 + length;
+        }
+    }
+    out
 }
