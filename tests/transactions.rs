@@ -422,6 +422,20 @@ fn transactional_offsets_are_unstable_until_the_commit() {
             .with_committed(true),
     );
     assert_eq!(end.error_code, 0);
+    // The next transaction starts at once, as clients do: its
+    // AddOffsetsToTxn waits for this one's markers (up to 100 ms) instead of
+    // answering CONCURRENT_TRANSACTIONS (51) and sending the client into its
+    // retry backoff.
+    let next: AddOffsetsToTxnResponse = conn.call(
+        ApiKey::AddOffsetsToTxn,
+        3,
+        &AddOffsetsToTxnRequest::default()
+            .with_transactional_id(s("offsets-txn").into())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_group_id(s("offsets-group").into()),
+    );
+    assert_eq!(next.error_code, 0);
     // The marker follows the answer: unstable until it is in, then 42.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

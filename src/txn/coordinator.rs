@@ -175,6 +175,13 @@ pub fn coordinator_shard(transactional_id: &str, partitions: i32, shard_count: u
 /// Backoff between attempts to write markers or a completion that failed.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
+/// How long AddPartitionsToTxn and AddOffsetsToTxn wait for the producer's
+/// previous transaction to complete (its markers, then CompleteCommit or
+/// CompleteAbort) before answering CONCURRENT_TRANSACTIONS. Kafka answers at
+/// once and the client retries after a backoff (librdkafka: 20 ms, the Java
+/// client: `retry.backoff.ms`), longer than a completion takes here.
+const COMPLETION_WAIT_MAX: Duration = Duration::from_millis(100);
+
 pub struct TxnCoordinator {
     config: TxnConfig,
     logs: HashMap<i32, LogRef>,
@@ -182,6 +189,8 @@ pub struct TxnCoordinator {
     commit: Rc<GroupCommit>,
     env: Rc<dyn TxnEnv>,
     node: Arc<Node>,
+    /// Notified whenever a transaction completes (see [`COMPLETION_WAIT_MAX`]).
+    completed: event_listener::Event,
 }
 
 impl TxnCoordinator {
@@ -245,6 +254,7 @@ impl TxnCoordinator {
             commit,
             env,
             node,
+            completed: event_listener::Event::new(),
         })
     }
 
@@ -437,24 +447,47 @@ impl TxnCoordinator {
         partitions: &[TopicPartition],
         client_tv: i16,
     ) -> Result<(), ErrorCode> {
-        let decision = {
-            let mut txns = self.txns.borrow_mut();
-            let meta = txns
-                .get_mut(id)
-                .ok_or(ErrorCode::InvalidProducerIdMapping)?;
-            requests::add_partitions(
-                meta,
-                producer_id,
-                producer_epoch,
-                partitions,
-                now_ms(),
-                client_tv,
-            )
-        };
-        match decision {
-            AddDecision::Error(code) => Err(code),
-            AddDecision::Done => Ok(()),
-            AddDecision::Write(t) => self.write_and_apply(id, &t).await,
+        let deadline = std::time::Instant::now() + COMPLETION_WAIT_MAX;
+        loop {
+            // Listening before looking, so that a completion in between
+            // is not missed.
+            let completed = self.completed.listen();
+            let (decision, completing) = {
+                let mut txns = self.txns.borrow_mut();
+                let meta = txns
+                    .get_mut(id)
+                    .ok_or(ErrorCode::InvalidProducerIdMapping)?;
+                let completing =
+                    matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+                        && matches!(
+                            meta.pending,
+                            None | Some(TxnState::CompleteCommit | TxnState::CompleteAbort)
+                        );
+                let decision = requests::add_partitions(
+                    meta,
+                    producer_id,
+                    producer_epoch,
+                    partitions,
+                    now_ms(),
+                    client_tv,
+                );
+                (decision, completing)
+            };
+            match decision {
+                // The previous transaction's markers are being written: the
+                // answer waits for them rather than sending the client into
+                // its retry backoff.
+                AddDecision::Error(ErrorCode::ConcurrentTransactions) if completing => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(ErrorCode::ConcurrentTransactions);
+                    }
+                    let _ = compio::time::timeout(left, completed).await;
+                }
+                AddDecision::Error(code) => return Err(code),
+                AddDecision::Done => return Ok(()),
+                AddDecision::Write(t) => return self.write_and_apply(id, &t).await,
+            }
         }
     }
 
@@ -584,6 +617,7 @@ impl TxnCoordinator {
                 if let Some(meta) = self.txns.borrow_mut().get_mut(&id) {
                     meta.complete(&complete);
                 }
+                self.completed.notify(usize::MAX);
                 return;
             }
             if self.node.shutdown.is_triggered() {
