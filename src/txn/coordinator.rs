@@ -324,6 +324,18 @@ impl TxnCoordinator {
         transactional_id: &str,
         value: Option<&Transit>,
     ) -> Result<(), ErrorCode> {
+        self.append(transactional_id, value, true).await
+    }
+
+    /// Appends `value` for `transactional_id`; with `durable`, returns once
+    /// it is on disk, else once it is written (its sync runs in the
+    /// background, and any later durable write to the log covers it).
+    async fn append(
+        &self,
+        transactional_id: &str,
+        value: Option<&Transit>,
+        durable: bool,
+    ) -> Result<(), ErrorCode> {
         let partition = txn_partition(transactional_id, self.config.partitions);
         let log = self
             .logs
@@ -336,7 +348,7 @@ impl TxnCoordinator {
         let batch = encode::encode_batch(&[record], Compression::None);
         let validated =
             validate_records(&batch, usize::MAX).map_err(|_| ErrorCode::UnknownServerError)?;
-        log::append(&log, &self.commit, batch, &validated, true)
+        log::append(&log, &self.commit, batch, &validated, durable)
             .await
             .map(|_| ())
             .map_err(|error| {
@@ -613,7 +625,12 @@ impl TxnCoordinator {
             }
         }
         loop {
-            if self.write(&id, Some(&complete)).await.is_ok() {
+            // The completion need not wait for its sync: the markers are
+            // durable, and if it is lost in a crash the replay finds the
+            // transaction prepared and writes the markers again. The next
+            // transaction's first write syncs the log (it comes later in the
+            // same log), so nothing durable ever follows a lost completion.
+            if self.append(&id, Some(&complete), false).await.is_ok() {
                 if let Some(meta) = self.txns.borrow_mut().get_mut(&id) {
                     meta.complete(&complete);
                 }
