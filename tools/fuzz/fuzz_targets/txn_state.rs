@@ -2,7 +2,8 @@
 //! keys and values (Kafka's TransactionLogKey/Value, from any writer), the
 //! producer-state snapshot of a clean shutdown, and transaction markers in
 //! control batches. Any panic or abort (e.g. an allocation sized by a
-//! hostile count) is a bug; a value that decodes must survive a round trip.
+//! hostile count) is a bug; a value or snapshot that decodes must survive a
+//! round trip.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,8 +21,12 @@ fuzz_target!(|data: &[u8]| {
     let end = data
         .get(..8)
         .map_or(0, |b| i64::from_be_bytes(b.try_into().unwrap()));
-    if let Some((_, used)) = ProducerStateTable::decode_snapshot(data, end) {
+    if let Some((table, used)) = ProducerStateTable::decode_snapshot(data, end) {
         assert!(used <= data.len());
+        // The format is canonical: what decodes is written back byte for byte.
+        let mut again = Vec::new();
+        table.encode_snapshot(&mut again);
+        assert_eq!(again, data[..used]);
     }
     if let Ok(header) = BatchHeader::parse(data) {
         let _ = parse_marker(&header, data);
