@@ -457,3 +457,62 @@ fn a_failed_sync_takes_the_log_offline_and_a_restart_recovers_what_was_synced() 
     let points = harness.check_every_crash(&config, false, false);
     assert!(points >= 4, "{points} crash points");
 }
+
+/// A transaction marker is synced whatever the topic's flush policy: on a
+/// topic with `flush.messages` far above its traffic, the image of a crash
+/// right after the marker's append holds the transaction's data and its
+/// marker. (The coordinator writes its completion record once the markers
+/// are appended: a marker lost in a crash after that would leave the
+/// transaction open on the partition forever.)
+#[test]
+fn a_transaction_marker_is_durable_whatever_the_flush_policy() {
+    use sluice::protocol::control::EndTxnMarker;
+    use sluice::protocol::encode::ProducerFields;
+    let harness = Harness::new();
+    let config = LogConfig {
+        flush_messages: 1_000_000,
+        flush_ms: i64::MAX,
+        ..LogConfig::default()
+    };
+    let image = harness.images_dir.join("after-the-marker");
+    let marker_at = run(async {
+        let commit = Rc::new(GroupCommit::on(harness.disk()));
+        let log = harness.open(config.clone());
+        let mut record = encode::record(
+            0,
+            1_700_000_000_000,
+            Some(Bytes::from_static(b"k")),
+            Some(Bytes::from_static(b"in-a-transaction")),
+            Some(ProducerFields {
+                producer_id: 7,
+                producer_epoch: 0,
+                base_sequence: 0,
+            }),
+        );
+        record.transactional = true;
+        let records = encode::encode_batch(&[record], Compression::None);
+        let validated = validate_records(&records, usize::MAX).expect("valid");
+        log::append(&log, &commit, records, &validated, true)
+            .await
+            .expect("append");
+        let marker = EndTxnMarker {
+            commit: true,
+            coordinator_epoch: 0,
+        };
+        let at = log::append_marker(&log, &commit, 7, 0, marker, true)
+            .await
+            .expect("marker")
+            .base_offset;
+        harness.disk.crash_image(&image).expect("crash image");
+        at
+    });
+    let log =
+        PartitionLog::open_private("image", 0, image.join("t-0"), config).expect("the image opens");
+    let (_, records) = run(read_all(&log)).expect("readable");
+    let offsets: Vec<i64> = records.iter().map(|r| r.0).collect();
+    assert_eq!(offsets, [0, marker_at], "data and marker survive the crash");
+    assert!(
+        log.borrow().open_transactions().is_empty(),
+        "no transaction left open"
+    );
+}

@@ -271,6 +271,20 @@ pub async fn append(
     validated: &ValidatedRecords,
     wants_ack: bool,
 ) -> Result<AppendOutcome, AppendError> {
+    append_with(log, commit, records, validated, wants_ack, false).await
+}
+
+/// [`append`]; with `always_sync`, the write is synced whatever the topic's
+/// flush policy (transaction markers: the coordinator's completion record
+/// must never become durable before them).
+async fn append_with(
+    log: &LogRef,
+    commit: &Rc<GroupCommit>,
+    records: Bytes,
+    validated: &ValidatedRecords,
+    wants_ack: bool,
+    always_sync: bool,
+) -> Result<AppendOutcome, AppendError> {
     if validated.batch_count != 1 {
         // Kafka: produce requests of v3 and above carry exactly one batch per partition.
         return Err(AppendError::InvalidRecord(
@@ -325,7 +339,16 @@ pub async fn append(
     // Acknowledge only once every earlier write of the partition is complete: a
     // sync must cover them too, and a failed earlier write discards this one.
     wait_for_watermark(log, end_offset, rollbacks_at_reserve).await?;
-    let sync_due = log.borrow_mut().take_sync_due();
+    let sync_due = {
+        let mut log = log.borrow_mut();
+        let due = log.take_sync_due();
+        if !due && always_sync {
+            // What the sync covers counts as flushed, as for a due one.
+            log.unflushed_messages = 0;
+            log.last_flush_ms = now_ms();
+        }
+        due || always_sync
+    };
     if sync_due {
         let sync = sync_log(log.clone(), commit.clone(), write.file.clone());
         if wants_ack {
@@ -342,8 +365,9 @@ pub async fn append(
 }
 
 /// Appends the marker that ends `producer_id`'s transaction on this
-/// partition (commit or abort), as the transaction coordinator does; waits
-/// for durability as an append does. Refused with INVALID_PRODUCER_EPOCH for
+/// partition (commit or abort), as the transaction coordinator does; synced
+/// whatever the topic's flush policy, and with `wants_ack` answered once it
+/// is. Refused with INVALID_PRODUCER_EPOCH for
 /// an epoch older than the producer's, TRANSACTION_COORDINATOR_FENCED for an
 /// older coordinator epoch than the last marker's.
 pub async fn append_marker(
@@ -365,7 +389,7 @@ pub async fn append_marker(
         max_timestamp: header.max_timestamp,
         offset_of_max_timestamp_delta: 0,
     };
-    append(log, commit, batch, &validated, wants_ack).await
+    append_with(log, commit, batch, &validated, wants_ack, true).await
 }
 
 /// Makes what was written to `file` (the log's active segment) durable in the
