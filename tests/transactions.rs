@@ -422,20 +422,6 @@ fn transactional_offsets_are_unstable_until_the_commit() {
             .with_committed(true),
     );
     assert_eq!(end.error_code, 0);
-    // The next transaction starts at once, as clients do: its
-    // AddOffsetsToTxn waits for this one's markers (up to 100 ms) instead of
-    // answering CONCURRENT_TRANSACTIONS (51) and sending the client into its
-    // retry backoff.
-    let next: AddOffsetsToTxnResponse = conn.call(
-        ApiKey::AddOffsetsToTxn,
-        3,
-        &AddOffsetsToTxnRequest::default()
-            .with_transactional_id(s("offsets-txn").into())
-            .with_producer_id(pid)
-            .with_producer_epoch(epoch)
-            .with_group_id(s("offsets-group").into()),
-    );
-    assert_eq!(next.error_code, 0);
     // The marker follows the answer: unstable until it is in, then 42.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -447,6 +433,44 @@ fn transactional_offsets_are_unstable_until_the_commit() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(fetch(&mut conn, false), (0, 42));
+
+    // A client starts its next transaction as soon as EndTxn is answered:
+    // AddOffsetsToTxn then waits for the previous one's markers (up to
+    // 100 ms) instead of answering CONCURRENT_TRANSACTIONS (51), which sent
+    // librdkafka into a 20 ms retry backoff.
+    let add_offsets = |conn: &mut Conn| -> i16 {
+        let response: AddOffsetsToTxnResponse = conn.call(
+            ApiKey::AddOffsetsToTxn,
+            3,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(s("offsets-txn").into())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_group_id(s("offsets-group").into()),
+        );
+        response.error_code
+    };
+    let end_txn = |conn: &mut Conn| -> i16 {
+        let response: EndTxnResponse = conn.call(
+            ApiKey::EndTxn,
+            3,
+            &EndTxnRequest::default()
+                .with_transactional_id(s("offsets-txn").into())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_committed(true),
+        );
+        response.error_code
+    };
+    assert_eq!(add_offsets(&mut conn), 0);
+    assert_eq!(commit(&mut conn, 3, 43), 0);
+    assert_eq!(end_txn(&mut conn), 0);
+    assert_eq!(add_offsets(&mut conn), 0, "the next transaction waited");
+    assert_eq!(
+        fetch(&mut conn, true),
+        (0, 43),
+        "the previous transaction was complete when it could start"
+    );
 }
 
 /// An independent client, @platformatic/kafka (AddPartitionsToTxn in its

@@ -5,9 +5,11 @@
 //!
 //! A request runs the pure decision of `requests.rs`, writes what it decided
 //! (one record, synced) and applies it. An EndTxn is answered once its
-//! PrepareCommit/PrepareAbort is durable; its markers are then written to
-//! every partition of the transaction and the Complete record after them, in
-//! a task of its own. Until then the id's completion is pending and its
+//! PrepareCommit/PrepareAbort is durable; its markers are then written (and
+//! synced) to every partition of the transaction and the Complete record
+//! after them (applied once written, its sync left to the next write), in a
+//! task of its own. Until then the id's completion is pending: the producer's
+//! AddPartitionsToTxn and AddOffsetsToTxn wait for it (up to 100 ms) and other
 //! requests get CONCURRENT_TRANSACTIONS. After a restart, transactions found
 //! in PrepareCommit/PrepareAbort are completed the same way; open ones are
 //! aborted when they time out.
@@ -189,7 +191,11 @@ pub struct TxnCoordinator {
     commit: Rc<GroupCommit>,
     env: Rc<dyn TxnEnv>,
     node: Arc<Node>,
-    /// Notified whenever a transaction completes (see [`COMPLETION_WAIT_MAX`]).
+    /// The ids whose decided transaction's markers and completion are being
+    /// written, with the number of such tasks
+    /// ([`TxnCoordinator::spawn_completion`]).
+    completing: RefCell<HashMap<String, usize>>,
+    /// Notified whenever such a task ends (see [`COMPLETION_WAIT_MAX`]).
     completed: event_listener::Event,
 }
 
@@ -254,6 +260,7 @@ impl TxnCoordinator {
             commit,
             env,
             node,
+            completing: RefCell::new(HashMap::new()),
             completed: event_listener::Event::new(),
         })
     }
@@ -469,12 +476,12 @@ impl TxnCoordinator {
                 let meta = txns
                     .get_mut(id)
                     .ok_or(ErrorCode::InvalidProducerIdMapping)?;
-                let completing =
-                    matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
-                        && matches!(
-                            meta.pending,
-                            None | Some(TxnState::CompleteCommit | TxnState::CompleteAbort)
-                        );
+                // Only while the task that completes it runs (not for a
+                // transaction stuck on a refused marker). Whoever asks: a
+                // TV2 producer may already use the producer id the
+                // completion installs, and the decision after the wait
+                // checks who it is.
+                let completing = self.completing.borrow().contains_key(id);
                 let decision = requests::add_partitions(
                     meta,
                     producer_id,
@@ -574,13 +581,23 @@ impl TxnCoordinator {
     /// completion, retrying what fails until the node stops.
     fn spawn_completion(self: &Rc<Self>, id: String, prepared: Transit, complete: Transit) {
         let this = self.clone();
-        compio::runtime::spawn(
-            async move { this.complete_transaction(id, prepared, complete).await },
-        )
+        *self.completing.borrow_mut().entry(id.clone()).or_default() += 1;
+        compio::runtime::spawn(async move {
+            this.complete_transaction(&id, prepared, complete).await;
+            let mut completing = this.completing.borrow_mut();
+            if let Some(count) = completing.get_mut(&id) {
+                *count -= 1;
+                if *count == 0 {
+                    completing.remove(&id);
+                }
+            }
+            drop(completing);
+            this.completed.notify(usize::MAX);
+        })
         .detach();
     }
 
-    async fn complete_transaction(&self, id: String, prepared: Transit, complete: Transit) {
+    async fn complete_transaction(&self, id: &str, prepared: Transit, complete: Transit) {
         let commit = prepared.state == TxnState::PrepareCommit;
         let mut remaining: Vec<TopicPartition> = prepared.partitions.iter().cloned().collect();
         while !remaining.is_empty() {
@@ -630,11 +647,10 @@ impl TxnCoordinator {
             // transaction prepared and writes the markers again. The next
             // transaction's first write syncs the log (it comes later in the
             // same log), so nothing durable ever follows a lost completion.
-            if self.append(&id, Some(&complete), false).await.is_ok() {
-                if let Some(meta) = self.txns.borrow_mut().get_mut(&id) {
+            if self.append(id, Some(&complete), false).await.is_ok() {
+                if let Some(meta) = self.txns.borrow_mut().get_mut(id) {
                     meta.complete(&complete);
                 }
-                self.completed.notify(usize::MAX);
                 return;
             }
             if self.node.shutdown.is_triggered() {

@@ -51,8 +51,9 @@ pub async fn handle(
         let results = serve(ctx, wanted, version).await;
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
     }
-    let mut by_transaction = Vec::with_capacity(request.transactions.len());
-    for transaction in request.transactions {
+    // The transactions of a batched request are served together (each may
+    // wait for its previous transaction's completion).
+    let served = request.transactions.into_iter().map(|transaction| {
         let transactional_id = transaction.transactional_id.clone();
         let wanted = Wanted {
             transactional_id: transaction.transactional_id,
@@ -65,12 +66,13 @@ pub async fn handle(
                 .map(|t| (t.name, t.partitions))
                 .collect(),
         };
-        by_transaction.push(
+        async move {
             AddPartitionsToTxnResult::default()
                 .with_transactional_id(transactional_id)
-                .with_topic_results(serve(ctx, wanted, version).await),
-        );
-    }
+                .with_topic_results(serve(ctx, wanted, version).await)
+        }
+    });
+    let by_transaction = futures_util::future::join_all(served).await;
     AddPartitionsToTxnResponse::default().with_results_by_transaction(by_transaction)
 }
 

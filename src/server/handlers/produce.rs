@@ -15,7 +15,6 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::io::clock::now_ms;
 use crate::metadata::{is_internal_topic, TopicMeta};
@@ -332,15 +331,10 @@ async fn append_transactional(
         .await
 }
 
-/// How long Produce v12+ keeps asking the coordinator to add a partition
-/// while the producer's previous transaction completes (CONCURRENT_TRANSACTIONS),
-/// and how often: Kafka's `add.partitions.to.txn.retry.backoff.max.ms` and
-/// `add.partitions.to.txn.retry.backoff.ms`.
-const ADD_PARTITION_RETRY_MAX: Duration = Duration::from_millis(100);
-const ADD_PARTITION_RETRY_BACKOFF: Duration = Duration::from_millis(20);
-
-/// Adds `partition` to the producer's transaction (transaction version 2),
-/// retrying while the previous transaction completes.
+/// Adds `partition` to the producer's transaction (transaction version 2);
+/// the coordinator waits for the producer's previous transaction to complete
+/// (as Kafka's `add.partitions.to.txn.retry.backoff.*` retries do) and
+/// answers CONCURRENT_TRANSACTIONS only if that takes too long.
 async fn add_to_transaction(
     shard: &Rc<Shard>,
     transactional_id: Arc<str>,
@@ -349,25 +343,19 @@ async fn add_to_transaction(
     partition: (String, i32),
 ) -> Result<(), ErrorCode> {
     let coordinator = txn_coordinator_shard(shard, &transactional_id);
-    let deadline = std::time::Instant::now() + ADD_PARTITION_RETRY_MAX;
-    loop {
-        let (id, partition_again) = (transactional_id.clone(), partition.clone());
-        let added = shard
-            .run_on(coordinator, move |c| async move {
-                c.txns()
-                    .add_partitions(&id, producer_id, epoch, &[partition_again], TV_EPOCH_BUMP)
-                    .await
-            })
-            .await;
-        match added {
-            Err(ErrorCode::ConcurrentTransactions)
-                if std::time::Instant::now() + ADD_PARTITION_RETRY_BACKOFF <= deadline =>
-            {
-                compio::time::sleep(ADD_PARTITION_RETRY_BACKOFF).await;
-            }
-            other => return other,
-        }
-    }
+    shard
+        .run_on(coordinator, move |c| async move {
+            c.txns()
+                .add_partitions(
+                    &transactional_id,
+                    producer_id,
+                    epoch,
+                    &[partition],
+                    TV_EPOCH_BUMP,
+                )
+                .await
+        })
+        .await
 }
 
 /// The shard whose transaction coordinator owns `transactional_id`.
