@@ -235,9 +235,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
                 // A start-up error is reported before the start-up barrier,
                 // so that the main thread sees it right after; so is a panic.
                 let arrival = StartArrival::new(id, &started, &error_tx);
-                if let Err(error) = run_shard(start, &arrival, &drained) {
-                    tracing::error!(shard = id, %error, "shard stopped");
-                }
+                run_reporting(&arrival, || run_shard(start, &arrival, &drained));
             })
             .map_err(|e| StartError::Shard(e.to_string()))?;
         threads.push(thread);
@@ -302,6 +300,32 @@ struct ShardStart {
     receiver: queue::Receiver<Shard>,
     /// This shard's SO_REUSEPORT listener.
     listener: std::net::TcpListener,
+}
+
+/// Runs a shard's `body`. Its error is logged; a panic is logged with its
+/// message and, if the shard had not reached the start-up barrier yet,
+/// reported there as its start-up error; then it goes on unwinding.
+fn run_reporting(arrival: &StartArrival, body: impl FnOnce() -> Result<(), String>) {
+    let id = arrival.id;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(shard = id, %error, "shard stopped"),
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            tracing::error!(shard = id, %message, "shard panicked");
+            arrival.arrive(Some(&format!("panicked: {message}")));
+            std::panic::resume_unwind(payload);
+        }
+    }
+}
+
+/// The text a panic was raised with.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// A shard's arrival at the start-up barrier, with its start-up error if it
@@ -566,8 +590,8 @@ mod tests {
     use super::*;
 
     /// A shard thread that panics before the start-up barrier still arrives
-    /// there, with an error, and one that fails reports its error: the main
-    /// thread is never left waiting.
+    /// there, with the panic's message as its error, and one that fails
+    /// reports its error once: the main thread is never left waiting.
     #[test]
     fn a_shard_that_panics_or_fails_while_starting_still_arrives() {
         let started = Arc::new(Barrier::new(3));
@@ -575,16 +599,19 @@ mod tests {
         let panicking = {
             let (started, tx) = (started.clone(), tx.clone());
             std::thread::spawn(move || {
-                let _arrival = StartArrival::new(0, &started, &tx);
-                panic!("planted");
+                let arrival = StartArrival::new(0, &started, &tx);
+                run_reporting(&arrival, || panic!("planted"));
             })
         };
         let failing = {
             let (started, tx) = (started.clone(), tx.clone());
             std::thread::spawn(move || {
                 let arrival = StartArrival::new(1, &started, &tx);
-                arrival.arrive(Some("no disk"));
-                arrival.arrive(Some("only once"));
+                run_reporting(&arrival, || {
+                    arrival.arrive(Some("no disk"));
+                    arrival.arrive(Some("only once"));
+                    Err("no disk".to_string())
+                });
             })
         };
         drop(tx);
@@ -593,12 +620,6 @@ mod tests {
         failing.join().unwrap();
         let mut errors: Vec<String> = rx.iter().collect();
         errors.sort();
-        assert_eq!(
-            errors,
-            [
-                "shard 0: panicked while starting (see the log above)",
-                "shard 1: no disk"
-            ]
-        );
+        assert_eq!(errors, ["shard 0: panicked: planted", "shard 1: no disk"]);
     }
 }
