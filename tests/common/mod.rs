@@ -91,12 +91,12 @@ impl TestBroker {
         broker
     }
 
-    /// Everything the broker logged so far (every run of it), without colour codes.
     /// The file the broker logs to, when started with `start_logging`.
     pub fn log_path(&self) -> Option<PathBuf> {
         self.log_path.clone()
     }
 
+    /// Everything the broker logged so far (every run of it), without colour codes.
     pub fn log_text(&self) -> String {
         let path = self.log_path.as_ref().expect("started with start_logging");
         let raw = std::fs::read_to_string(path).unwrap_or_default();
@@ -136,10 +136,10 @@ impl TestBroker {
 
     /// Starts a stopped broker again on the same data dir and at the same
     /// address (as a restarted Kafka broker comes back), so that clients
-    /// reconnect on their own.
-    /// Right after a SIGKILL the old broker's connections may hold the port
-    /// for a moment (FIN_WAIT, until the clients close their ends): the
-    /// start is retried for up to 10 s.
+    /// reconnect on their own. Right after a SIGKILL binding the address can
+    /// fail for a moment ("Address already in use" was seen while the killed
+    /// broker's connections were still closing): the start is retried for up
+    /// to 10 s.
     pub fn start_again_at_same_address(&mut self) {
         assert!(self.child.is_none(), "the broker is still running");
         let listen = self.addr.clone();
@@ -389,7 +389,8 @@ pub fn dump_partition_dir(data_dir: &Path, dir_name: &str) -> String {
         let bytes = std::fs::read(&segment).unwrap_or_default();
         let mut at = 0;
         while at + 61 <= bytes.len() {
-            let length = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+            let length = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+            let length = usize::try_from(length).unwrap_or(0);
             if length < 49 || at + 12 + length > bytes.len() {
                 out.push_str(&format!("  (torn or invalid batch at byte {at})\n"));
                 break;
