@@ -465,9 +465,10 @@ fn the_checker_names_every_anomaly() {
 #[test]
 fn consume_transform_produce_is_exactly_once_across_stage_crashes_and_broker_kills() {
     use std::sync::atomic::AtomicUsize;
-    const INPUTS: usize = 600;
     let seed: u64 = env_or("SLUICE_EOS_SEED", rand::random());
     let kills: usize = env_or("SLUICE_EOS_CYCLES", 3);
+    // Enough input for the stage to be at work at every kill.
+    let inputs = 200 * kills.max(3);
     println!("SLUICE_EOS_SEED={seed} SLUICE_EOS_CYCLES={kills}");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut broker = TestBroker::start_logging(&[
@@ -486,7 +487,7 @@ fn consume_transform_produce_is_exactly_once_across_stage_crashes_and_broker_kil
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    for i in 0..INPUTS {
+    for i in 0..inputs {
         let value = format!("in-{i}");
         runtime
             .block_on(
@@ -524,14 +525,17 @@ fn consume_transform_produce_is_exactly_once_across_stage_crashes_and_broker_kil
     let watchdog = {
         let (stop, commits, watch) = (stop.clone(), commits.clone(), watch.clone());
         let log_path = broker.log_path();
-        std::thread::spawn(move || stage_watchdog(&stop, &commits, &watch, log_path))
+        std::thread::spawn(move || stage_watchdog(&stop, &commits, &watch, inputs, log_path))
     };
     for _ in 0..kills {
         // Kill while the stage works: after a few more of its commits, at a
         // random moment of the next transaction.
         let target = commits.load(Ordering::Relaxed) + rng.gen_range(3..10);
         let give_up = Instant::now() + Duration::from_secs(60);
-        while commits.load(Ordering::Relaxed) < target && Instant::now() < give_up {
+        while commits.load(Ordering::Relaxed) < target
+            && watch.committed_inputs.load(Ordering::Relaxed) < inputs
+            && Instant::now() < give_up
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..150)));
@@ -552,7 +556,7 @@ fn consume_transform_produce_is_exactly_once_across_stage_crashes_and_broker_kil
         wanted.add_partition(&input, p);
     }
     let ends: Vec<i64> = (0..PARTITIONS)
-        .map(|p| (INPUTS as i64 + (PARTITIONS - 1 - p) as i64) / PARTITIONS as i64)
+        .map(|p| (inputs as i64 + (PARTITIONS - 1 - p) as i64) / PARTITIONS as i64)
         .collect();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
@@ -601,7 +605,7 @@ fn consume_transform_produce_is_exactly_once_across_stage_crashes_and_broker_kil
         *count.entry(v.clone()).or_default() += 1;
     }
     let mut anomalies = Vec::new();
-    for i in 0..INPUTS {
+    for i in 0..inputs {
         match count.remove(&format!("out-{i}")) {
             None => anomalies.push(format!("lost input: in-{i} has no output")),
             Some(1) => {}
@@ -659,6 +663,8 @@ fn consume_transform_produce_is_exactly_once_across_stage_crashes_and_broker_kil
 struct StageWatch {
     phase: Arc<Mutex<Option<(&'static str, Instant)>>>,
     log: RingLog,
+    /// Inputs in the transactions the stage committed.
+    committed_inputs: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl StageWatch {
@@ -729,16 +735,19 @@ impl ConsumerContext for StageConsumer {
     }
 }
 
-/// Reports a stage that commits nothing for 30 s while the broker is up:
-/// the call it is in, its clients' recent log, every thread's stack (when
-/// gdb is installed) and the broker log's tail. It asserts nothing; the test
-/// still fails as "stuck stage" if the stall lasts.
+/// Reports a stage that commits nothing for 30 s while input is left: the
+/// call it is in, its clients' recent log, every thread's stack (when gdb is
+/// installed) and the broker log's tail. It asserts nothing; the test still
+/// fails as "stuck stage" if the stall lasts.
 fn stage_watchdog(
     stop: &AtomicBool,
     commits: &std::sync::atomic::AtomicUsize,
     watch: &StageWatch,
+    inputs: usize,
     broker_log: Option<std::path::PathBuf>,
 ) {
+    // SLUICE_EOS_WATCHDOG_S shortens the wait (to see the report itself).
+    let patience = Duration::from_secs(env_or("SLUICE_EOS_WATCHDOG_S", 30));
     let mut last = (commits.load(Ordering::Relaxed), Instant::now());
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(500));
@@ -747,7 +756,8 @@ fn stage_watchdog(
             last = (now, Instant::now());
             continue;
         }
-        if last.1.elapsed() < Duration::from_secs(30) {
+        let all_done = watch.committed_inputs.load(Ordering::Relaxed) >= inputs;
+        if all_done || last.1.elapsed() < patience {
             continue;
         }
         let phase = watch
@@ -755,20 +765,37 @@ fn stage_watchdog(
             .lock()
             .unwrap()
             .map(|(call, since)| format!("{call} for {:?}", since.elapsed()));
-        eprintln!("watchdog: no stage commit for 30 s after {now} commits; stage in {phase:?}");
+        eprintln!(
+            "watchdog: no stage commit for {patience:?} after {now} commits; stage in {phase:?}"
+        );
         eprintln!("watchdog: stage clients' recent log:");
         for line in watch.log.0.lock().unwrap().iter() {
             eprintln!("  {line}");
         }
-        let gdb = std::process::Command::new("gdb")
-            .args(["-p", &std::process::id().to_string(), "-batch", "-ex"])
-            .arg("thread apply all bt")
-            .output();
-        if let Ok(out) = gdb {
+        // gdb stops every thread of this process, this one included: its
+        // output goes to a file (a pipe read by a stopped thread would fill
+        // up and hang both), and it gets a minute.
+        let stacks = std::env::temp_dir().join(format!("eos-stacks-{}", std::process::id()));
+        let gdb = std::fs::File::create(&stacks).and_then(|file| {
+            std::process::Command::new("gdb")
+                .args(["-p", &std::process::id().to_string(), "-batch", "-ex"])
+                .arg("thread apply all bt")
+                .stdout(file)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+        });
+        if let Ok(mut gdb) = gdb {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while gdb.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = gdb.kill();
+            let _ = gdb.wait();
             eprintln!(
                 "watchdog: threads:\n{}",
-                String::from_utf8_lossy(&out.stdout)
+                std::fs::read_to_string(&stacks).unwrap_or_default()
             );
+            let _ = std::fs::remove_file(&stacks);
         }
         if let Some(text) = broker_log.and_then(|p| std::fs::read_to_string(p).ok()) {
             let tail: Vec<&str> = text.lines().rev().take(100).collect();
@@ -905,6 +932,9 @@ fn ctp_stage(
                 break;
             }
             commits.fetch_add(1, Ordering::Relaxed);
+            watch
+                .committed_inputs
+                .fetch_add(batch.len(), Ordering::Relaxed);
             eprintln!("{} stage: committed {}", clock(), describe(&batch));
         }
         // The instance is gone. Closing a client whose broker was killed
