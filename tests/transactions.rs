@@ -374,19 +374,34 @@ fn transactional_offsets_are_unstable_until_the_commit() {
         );
         response.topics[0].partitions[0].error_code
     };
+    let add_offsets = |conn: &mut Conn| -> i16 {
+        let response: AddOffsetsToTxnResponse = conn.call(
+            ApiKey::AddOffsetsToTxn,
+            3,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(s("offsets-txn").into())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_group_id(s("offsets-group").into()),
+        );
+        response.error_code
+    };
+    let end_txn = |conn: &mut Conn| -> i16 {
+        let response: EndTxnResponse = conn.call(
+            ApiKey::EndTxn,
+            3,
+            &EndTxnRequest::default()
+                .with_transactional_id(s("offsets-txn").into())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_committed(true),
+        );
+        response.error_code
+    };
     // Not added to the transaction.
     assert_eq!(commit(&mut conn, 3, 5), 48, "INVALID_TXN_STATE");
     assert_eq!(commit(&mut conn, 4, 5), 120, "TRANSACTION_ABORTABLE");
-    let added: AddOffsetsToTxnResponse = conn.call(
-        ApiKey::AddOffsetsToTxn,
-        3,
-        &AddOffsetsToTxnRequest::default()
-            .with_transactional_id(s("offsets-txn").into())
-            .with_producer_id(pid)
-            .with_producer_epoch(epoch)
-            .with_group_id(s("offsets-group").into()),
-    );
-    assert_eq!(added.error_code, 0);
+    assert_eq!(add_offsets(&mut conn), 0);
     assert_eq!(commit(&mut conn, 3, 42), 0);
     let fetch = |conn: &mut Conn, require_stable: bool| -> (i16, i64) {
         let response: OffsetFetchResponse = conn.call(
@@ -412,16 +427,7 @@ fn transactional_offsets_are_unstable_until_the_commit() {
         (88, -1),
         "UNSTABLE_OFFSET_COMMIT while open"
     );
-    let end: EndTxnResponse = conn.call(
-        ApiKey::EndTxn,
-        3,
-        &EndTxnRequest::default()
-            .with_transactional_id(s("offsets-txn").into())
-            .with_producer_id(pid)
-            .with_producer_epoch(epoch)
-            .with_committed(true),
-    );
-    assert_eq!(end.error_code, 0);
+    assert_eq!(end_txn(&mut conn), 0);
     // The marker follows the answer: unstable until it is in, then 42.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -438,30 +444,6 @@ fn transactional_offsets_are_unstable_until_the_commit() {
     // AddOffsetsToTxn then waits for the previous one's markers (up to
     // 100 ms) instead of answering CONCURRENT_TRANSACTIONS (51), which sent
     // librdkafka into a 20 ms retry backoff.
-    let add_offsets = |conn: &mut Conn| -> i16 {
-        let response: AddOffsetsToTxnResponse = conn.call(
-            ApiKey::AddOffsetsToTxn,
-            3,
-            &AddOffsetsToTxnRequest::default()
-                .with_transactional_id(s("offsets-txn").into())
-                .with_producer_id(pid)
-                .with_producer_epoch(epoch)
-                .with_group_id(s("offsets-group").into()),
-        );
-        response.error_code
-    };
-    let end_txn = |conn: &mut Conn| -> i16 {
-        let response: EndTxnResponse = conn.call(
-            ApiKey::EndTxn,
-            3,
-            &EndTxnRequest::default()
-                .with_transactional_id(s("offsets-txn").into())
-                .with_producer_id(pid)
-                .with_producer_epoch(epoch)
-                .with_committed(true),
-        );
-        response.error_code
-    };
     assert_eq!(add_offsets(&mut conn), 0);
     assert_eq!(commit(&mut conn, 3, 43), 0);
     assert_eq!(end_txn(&mut conn), 0);
