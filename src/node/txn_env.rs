@@ -91,11 +91,8 @@ pub async fn write_marker(
     producer_epoch: i16,
     marker: EndTxnMarker,
 ) -> Result<(), ErrorCode> {
-    if topic == OFFSETS_TOPIC {
-        if !(0..crate::group::offsets::OFFSETS_PARTITIONS).contains(&index) {
-            return Err(ErrorCode::UnknownTopicOrPartition);
-        }
-        let owner = shard.node.shard_for(OFFSETS_TOPIC, index);
+    let (owner, key) = locate(shard, topic, index)?;
+    let Some(key) = key else {
         return shard
             .run_on(owner, move |owner| async move {
                 owner
@@ -104,13 +101,7 @@ pub async fn write_marker(
                     .await
             })
             .await;
-    }
-    let meta = shard.node.image().topic(topic).cloned();
-    let Some(meta) = meta.filter(|m| m.partition(index).is_some()) else {
-        return Err(ErrorCode::UnknownTopicOrPartition);
     };
-    let key = (meta.id, index);
-    let owner = shard.node.shard_for(topic, index);
     shard
         .run_on(owner, move |owner| async move {
             let Some(partition) = owner.partition(&key) else {
@@ -123,6 +114,27 @@ pub async fn write_marker(
                 .map_err(|e| e.error_code())
         })
         .await
+}
+
+/// Where partition `index` of `topic` lives: its owning shard, and its key
+/// there (None for a partition of the offsets log, which the group
+/// coordinator holds). UNKNOWN_TOPIC_OR_PARTITION if there is no such one.
+fn locate(
+    shard: &Shard,
+    topic: &str,
+    index: i32,
+) -> Result<(usize, Option<(uuid::Uuid, i32)>), ErrorCode> {
+    if topic == OFFSETS_TOPIC {
+        if !(0..crate::group::offsets::OFFSETS_PARTITIONS).contains(&index) {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        return Ok((shard.node.shard_for(OFFSETS_TOPIC, index), None));
+    }
+    let meta = shard.node.image().topic(topic).cloned();
+    let Some(meta) = meta.filter(|m| m.partition(index).is_some()) else {
+        return Err(ErrorCode::UnknownTopicOrPartition);
+    };
+    Ok((shard.node.shard_for(topic, index), Some((meta.id, index))))
 }
 
 /// An administrator's abort of a hanging transaction (WriteTxnMarkers, as
@@ -145,30 +157,24 @@ pub async fn abort_hanging(
             None => Err(ErrorCode::InvalidTxnState),
         }
     };
-    let open = if topic == OFFSETS_TOPIC {
-        if !(0..crate::group::offsets::OFFSETS_PARTITIONS).contains(&index) {
-            return Err(ErrorCode::UnknownTopicOrPartition);
+    let (owner, key) = locate(shard, topic, index)?;
+    let open = match key {
+        None => {
+            shard
+                .run_on(owner, move |owner| async move {
+                    owner.groups().offsets.open_transactions(index)
+                })
+                .await
         }
-        let owner = shard.node.shard_for(OFFSETS_TOPIC, index);
-        shard
-            .run_on(owner, move |owner| async move {
-                owner.groups().offsets.open_transactions(index)
-            })
-            .await
-    } else {
-        let meta = shard.node.image().topic(topic).cloned();
-        let Some(meta) = meta.filter(|m| m.partition(index).is_some()) else {
-            return Err(ErrorCode::UnknownTopicOrPartition);
-        };
-        let key = (meta.id, index);
-        let owner = shard.node.shard_for(topic, index);
-        shard
-            .run_on(owner, move |owner| async move {
-                owner
-                    .partition(&key)
-                    .map(|p| p.log().borrow().open_transactions())
-            })
-            .await
+        Some(key) => {
+            shard
+                .run_on(owner, move |owner| async move {
+                    owner
+                        .partition(&key)
+                        .map(|p| p.log().borrow().open_transactions())
+                })
+                .await
+        }
     };
     check(open.ok_or(ErrorCode::UnknownTopicOrPartition)?)?;
     let marker = EndTxnMarker {
