@@ -653,7 +653,20 @@ fn two_consumers_share_a_topic_and_the_survivor_takes_over() {
         *counts.entry(s.value.as_str()).or_default() += 1;
     }
     let twice: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(twice.is_empty(), "messages read more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "messages read more than once: {twice:?}\nin the order a read them (partition, offset, \
+         value): {:?}\nb: {:?}\ncommitted now: {:?}",
+        seen_a
+            .iter()
+            .map(|s| (s.partition, s.offset, &s.value))
+            .collect::<Vec<_>>(),
+        seen_b
+            .iter()
+            .map(|s| (s.partition, s.offset, &s.value))
+            .collect::<Vec<_>>(),
+        committed(&a, &name, 4),
+    );
     let consumed: BTreeSet<String> = counts.keys().map(|v| v.to_string()).collect();
     assert_eq!(consumed, produced, "consumed set differs from produced set");
     for (p, (offset, _)) in committed(&a, &name, 4) {

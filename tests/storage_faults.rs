@@ -516,3 +516,71 @@ fn a_transaction_marker_is_durable_whatever_the_flush_policy() {
         "no transaction left open"
     );
 }
+
+/// A truncation (a follower's after a leader change, a Raft log's) crashed
+/// at each of its sync points leaves a prefix of the log as it was, at least
+/// as long as the truncated one, with no hole; once it returns, the cut is
+/// durable, and appends after it survive a crash.
+#[test]
+fn a_truncation_crashed_at_every_sync_point_leaves_a_prefix_and_is_durable_once_done() {
+    let harness = Harness::new();
+    let config = small_segments(600);
+    let (before, images_before) = run(async {
+        let commit = Rc::new(GroupCommit::on(harness.disk()));
+        let log = harness.open(config.clone());
+        for i in 0..60 {
+            harness
+                .append(&log, &commit, &format!("k{i}"), &format!("v{i}"))
+                .await;
+        }
+        let before = read_all(&log).await.expect("readable").1;
+        let images_before = harness.images.lock().unwrap().len();
+        assert!(log.borrow().segment_count() > 3, "several segments");
+        assert_eq!(log.borrow_mut().truncate_to(25).expect("truncated"), 25);
+        // Then appends at the new end, acknowledged.
+        for i in 0..5 {
+            let offset = append(&log, &commit, "after", &format!("a{i}"), 1)
+                .await
+                .expect("append after the cut");
+            assert_eq!(offset, 25 + i);
+        }
+        let last = harness.images_dir.join("after-the-appends");
+        harness.disk.crash_image(&last).expect("crash image");
+        harness
+            .images
+            .lock()
+            .unwrap()
+            .push((u64::MAX, last, Vec::new()));
+        (before, images_before)
+    });
+    let images = harness.images.lock().unwrap().clone();
+    let during = &images[images_before..];
+    assert!(during.len() >= 3, "the truncation and appends synced");
+    let mut prefixes = 0;
+    for (n, image, _) in during {
+        let log = PartitionLog::open_private("image", 0, image.join("t-0"), config.clone())
+            .unwrap_or_else(|e| panic!("sync point {n}: the image does not open: {e}"));
+        let (_, records) = run(read_all(&log)).expect("readable");
+        let offsets: Vec<i64> = records.iter().map(|r| r.0).collect();
+        let contiguous: Vec<i64> = (0..records.len() as i64).collect();
+        assert_eq!(offsets, contiguous, "sync point {n}: a hole in the log");
+        assert!(records.len() >= 25, "sync point {n}: cut below 25");
+        let is_prefix = records.len() <= before.len() && records[..] == before[..records.len()];
+        let is_after =
+            records[..25] == before[..25] && records[25..].iter().all(|r| r.1 == "after");
+        assert!(
+            is_prefix || is_after,
+            "sync point {n}: neither a prefix of the log before the cut nor the cut log with \
+             later appends: {records:?}"
+        );
+        prefixes += usize::from(is_prefix && records.len() > 25);
+    }
+    let last = &during.last().unwrap().1;
+    let log = PartitionLog::open_private("image", 0, last.join("t-0"), config).unwrap();
+    let (_, records) = run(read_all(&log)).unwrap();
+    assert_eq!(records.len(), 30, "the cut and the 5 appends after it");
+    println!(
+        "{} sync points, {prefixes} of them before the cut was durable",
+        during.len()
+    );
+}

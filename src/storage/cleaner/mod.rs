@@ -856,6 +856,24 @@ fn read_checkpoint(dir: &Path) -> CleanerState {
     }
 }
 
+/// After the log was truncated to `end`: what the checkpoint calls clean
+/// must end there, or records appended again above `end` would be taken as
+/// already cleaned and never compacted.
+pub(in crate::storage) fn truncate_checkpoint(disk: &Disk, dir: &Path, end: i64) -> io::Result<()> {
+    let state = read_checkpoint(dir);
+    if state.first_dirty <= end {
+        return Ok(());
+    }
+    write_checkpoint(
+        disk,
+        dir,
+        &CleanerState {
+            first_dirty: end,
+            ..state
+        },
+    )
+}
+
 /// Writes the checkpoint durably: temp file, fsync, rename, directory fsync
 /// (which also makes the pass's renames durable).
 fn write_checkpoint(disk: &Disk, dir: &Path, state: &CleanerState) -> io::Result<()> {

@@ -16,6 +16,7 @@ mod retention;
 mod state;
 #[cfg(test)]
 mod tests;
+mod truncate;
 
 pub use append::{append, append_marker, sync_log};
 pub use read::{offset_for_timestamp, read, read_isolated};
@@ -23,3 +24,4 @@ pub use state::{
     AppendError, AppendOutcome, CleanerState, Isolation, LogRef, PartitionLog, ReadError,
     ReadOutcome,
 };
+pub use truncate::TruncateError;

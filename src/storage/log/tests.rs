@@ -733,3 +733,168 @@ fn the_first_appends_after_a_roll_wait_for_a_directory_sync() {
         );
     });
 }
+
+/// (base offset, last offset) of every batch from `offset` to the log end.
+async fn batch_bounds(log: &LogRef, offset: i64) -> Vec<(i64, i64)> {
+    let read = read(log, offset, usize::MAX >> 1, true, None)
+        .await
+        .unwrap();
+    BatchIter::new(&read.records.to_bytes().unwrap(), true)
+        .map(|item| {
+            let (header, _) = item.unwrap();
+            (header.base_offset, header.last_offset())
+        })
+        .collect()
+}
+
+/// Truncation across segments: a straddled batch goes whole, later segments
+/// go, the indexes describe what is left (every offset still reads), appends
+/// continue at the new end, and a restart (clean or scanned) agrees.
+#[test]
+fn truncation_cuts_at_a_batch_boundary_and_appends_continue_there() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1024);
+        for i in 0..100 {
+            append_one(&log, &commit, batch(3, 1000 + i * 10, None))
+                .await
+                .unwrap();
+        }
+        let segments_before = log.borrow().segment_count();
+        // 151 is inside the batch 150-152: the log ends at 150.
+        assert_eq!(log.borrow_mut().truncate_to(151).unwrap(), 150);
+        assert_eq!(log.borrow().log_end_offset(), 150);
+        assert_eq!(log.borrow().high_watermark(), 150);
+        assert!(log.borrow().segment_count() < segments_before);
+        for offset in [0, 77, 147, 149] {
+            let bounds = batch_bounds(&log, offset).await;
+            assert_eq!(bounds.first().unwrap().0, offset - offset % 3, "{offset}");
+            assert_eq!(bounds.last().unwrap(), &(147, 149));
+        }
+        assert!(read(&log, 150, 1 << 20, true, None)
+            .await
+            .unwrap()
+            .records
+            .is_empty());
+        assert!(matches!(
+            read(&log, 151, 1024, true, None).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        // At or past the end: nothing to do.
+        assert_eq!(log.borrow_mut().truncate_to(150).unwrap(), 150);
+        assert_eq!(log.borrow_mut().truncate_to(400).unwrap(), 150);
+        let outcome = append_one(&log, &commit, batch(2, 5000, None))
+            .await
+            .unwrap();
+        assert_eq!(outcome.base_offset, 150);
+        // A cut exactly at a batch start keeps the batch before it.
+        assert_eq!(log.borrow_mut().truncate_to(141).unwrap(), 141);
+        assert_eq!(batch_bounds(&log, 138).await, [(138, 140)]);
+        log.borrow_mut().close().unwrap();
+    });
+    let files_above_the_end = fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| parse_segment_file_name(&e.unwrap().file_name().to_string_lossy()))
+        .filter(|&base| base >= 141)
+        .count();
+    assert_eq!(files_above_the_end, 0, "no segment file beyond the cut");
+    for scanned in [false, true] {
+        if scanned {
+            let _ = fs::remove_file(dir.path().join(crate::storage::clean_shutdown::MARKER_FILE));
+        }
+        run(async {
+            let log = open(dir.path(), 1024);
+            assert_eq!(log.borrow().log_end_offset(), 141, "scanned: {scanned}");
+            assert_eq!(batch_bounds(&log, 138).await, [(138, 140)]);
+        });
+    }
+}
+
+/// The producer state is what the kept batches say: a producer whose last
+/// batch was cut may send that sequence again (it is no duplicate now), a
+/// committed transaction whose marker was cut is open again, an aborted one
+/// whose marker was cut is no longer listed as aborted.
+#[test]
+fn truncation_rebuilds_producer_and_transaction_state() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1 << 20);
+        // Producer 9, idempotent: sequences 0-2 at 0-2 and 3-5 at 3-5.
+        append_one(&log, &commit, batch(3, 0, Some((9, 0, 0))))
+            .await
+            .unwrap();
+        append_one(&log, &commit, batch(3, 0, Some((9, 0, 3))))
+            .await
+            .unwrap();
+        // Producer 1's transaction at 6-7, aborted at 8; producer 2's at 9-10,
+        // committed at 11.
+        append_one(&log, &commit, txn_batch(1, 0, 2)).await.unwrap();
+        append_marker(&log, &commit, 1, 0, end(false), true)
+            .await
+            .unwrap();
+        append_one(&log, &commit, txn_batch(2, 0, 2)).await.unwrap();
+        append_marker(&log, &commit, 2, 0, end(true), true)
+            .await
+            .unwrap();
+        assert_eq!(log.borrow().last_stable_offset(), 12);
+        assert_eq!(read_committed(&log, 0).await.aborted.unwrap().len(), 1);
+
+        // Cut producer 2's marker: its transaction is open again.
+        assert_eq!(log.borrow_mut().truncate_to(11).unwrap(), 11);
+        assert_eq!(log.borrow().last_stable_offset(), 9);
+        assert!(log.borrow().has_open_transaction(2, 0));
+        // Cut producer 1's marker too: nothing is aborted any more, both are open.
+        assert_eq!(log.borrow_mut().truncate_to(8).unwrap(), 8);
+        assert_eq!(log.borrow().last_stable_offset(), 6);
+        assert!(log.borrow().has_open_transaction(1, 0));
+        assert!(!log.borrow().has_open_transaction(2, 0));
+        // Back to producer 9's first batch: sequence 3 is next again, and 6 is
+        // out of order.
+        assert_eq!(log.borrow_mut().truncate_to(3).unwrap(), 3);
+        assert!(log.borrow().open_transactions().is_empty());
+        assert_eq!(log.borrow().last_stable_offset(), 3);
+        let gap = append_one(&log, &commit, batch(3, 0, Some((9, 0, 6)))).await;
+        assert_eq!(
+            gap.unwrap_err().error_code(),
+            ErrorCode::OutOfOrderSequenceNumber
+        );
+        let again = append_one(&log, &commit, batch(3, 0, Some((9, 0, 3))))
+            .await
+            .unwrap();
+        assert_eq!(again.base_offset, 3, "written again, not a duplicate");
+    });
+}
+
+/// At or below the first offset the log empties and starts at the offset
+/// asked for (a follower whose leader's log starts beyond its end), durably.
+#[test]
+fn truncation_below_the_log_start_empties_the_log_and_restarts_it_there() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let log = open(dir.path(), 1024);
+        for i in 0..40 {
+            append_one(&log, &commit, batch(2, 1000 + i, None))
+                .await
+                .unwrap();
+        }
+        assert_eq!(log.borrow_mut().delete_records_before(30), Ok(30));
+        assert_eq!(log.borrow_mut().truncate_to(25).unwrap(), 25);
+        assert_eq!(log.borrow().log_start_offset(), 25);
+        assert_eq!(log.borrow().log_end_offset(), 25);
+        assert_eq!(log.borrow().high_watermark(), 25);
+        assert_eq!(log.borrow().segment_count(), 1);
+        let outcome = append_one(&log, &commit, batch(2, 9000, None))
+            .await
+            .unwrap();
+        assert_eq!(outcome.base_offset, 25);
+        assert_eq!(batch_bounds(&log, 25).await, [(25, 26)]);
+    });
+    run(async {
+        let log = open(dir.path(), 1024);
+        assert_eq!(log.borrow().log_start_offset(), 25);
+        assert_eq!(log.borrow().log_end_offset(), 27);
+    });
+}
