@@ -15,7 +15,7 @@
 //! | 1 | [`io`] | bytes between memory, files and sockets: chains of memory and file slices, aligned buffers, splice |
 //! | 2 | [`storage`] | segments, indexes, the partition log, group commit, producer state, compaction; its own config type |
 //! | 3 | [`runtime`] | generic thread-per-core pieces: cross-shard queues, byte budgets, signals, the descriptor budget, the partition→shard hash |
-//! | 4 | [`node`], [`metadata`], [`group`], [`partition`], [`txn`], [`config`] | the Kafka state of one node: what shards share and what each holds, the metadata image and controller, consumer groups, the partitions' life on their shards, the transaction coordinator |
+//! | 4 | [`node`], [`metadata`], [`group`], [`partition`], [`txn`], [`cluster`], [`config`] | the Kafka state of one node: what shards share and what each holds, the metadata image and controller, consumer groups, the partitions' life on their shards, the transaction coordinator, the metadata quorum (Raft) |
 //! | 5 | [`server`] | listeners, connections, the registry of APIs and dispatch, one handler per Kafka API |
 //! | 6 | [`broker`] | start-up (lock, replay metadata, bind, start shards) and shutdown |
 //!
@@ -36,6 +36,7 @@
 //! ```
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod io;

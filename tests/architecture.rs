@@ -34,6 +34,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("group", 4),
     ("partition", 4),
     ("txn", 4),
+    ("cluster", 4),
     ("node", 4),
     ("config", 4),
     ("server", 5),

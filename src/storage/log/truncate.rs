@@ -38,19 +38,44 @@ impl PartitionLog {
     /// the cut; only logs nobody fetches from with zero copy (followers, the
     /// metadata quorum's log) are truncated.
     pub fn truncate_to(&mut self, offset: i64) -> Result<i64, TruncateError> {
+        self.check_idle()?;
+        if offset >= self.next_offset {
+            return Ok(self.next_offset);
+        }
+        if offset <= self.log_start_offset {
+            return self.restart_at(offset);
+        }
+        let high_watermark = self.high_watermark();
+        let cut = self.cut_files_at(offset);
+        self.reopen_after(cut, offset, high_watermark)
+    }
+
+    /// Empties the log and starts it again at `offset`, below or above its
+    /// end (Kafka's `truncateFullyAndStartAt`: a follower whose leader's log
+    /// starts past its end, a Raft log that installed a snapshot beyond it).
+    /// Durable when it returns; the high watermark is the new end.
+    pub fn restart_at(&mut self, offset: i64) -> Result<i64, TruncateError> {
+        self.check_idle()?;
+        let cut = self.empty_and_start_at(offset);
+        self.reopen_after(cut, offset, i64::MAX)
+    }
+
+    fn check_idle(&self) -> Result<(), TruncateError> {
         self.check_online().map_err(TruncateError::Storage)?;
         if !self.in_flight.is_empty() || self.write_error.is_some() {
             return Err(TruncateError::WritesInFlight);
         }
-        if offset >= self.next_offset {
-            return Ok(self.next_offset);
-        }
-        let high_watermark = self.high_watermark();
-        let cut = if offset <= self.log_start_offset {
-            self.empty_and_start_at(offset)
-        } else {
-            self.cut_files_at(offset)
-        };
+        Ok(())
+    }
+
+    /// Opens the cut files again with the full scan; the high watermark is
+    /// the lower of `high_watermark` and the new end (never below the start).
+    fn reopen_after(
+        &mut self,
+        cut: io::Result<()>,
+        offset: i64,
+        high_watermark: i64,
+    ) -> Result<i64, TruncateError> {
         if let Err(error) = cut {
             // What is on disk is no longer what this log describes.
             self.fail(format!("truncation to {offset} failed: {error}"));
@@ -73,12 +98,13 @@ impl PartitionLog {
         };
         fresh.next_write_id = self.next_write_id;
         fresh.rollbacks = self.rollbacks + 1;
-        fresh.publish_watermarks(high_watermark.min(fresh.next_offset));
         let end = fresh.next_offset;
+        fresh.publish_watermarks(high_watermark.min(end).max(fresh.log_start_offset));
         tracing::info!(
             topic = %self.topic,
             partition = self.partition,
             requested = offset,
+            log_start_offset = fresh.log_start_offset,
             log_end_offset = end,
             "truncated the log"
         );
