@@ -8,18 +8,27 @@
 //! - [`log_store`]: the Raft log as a partition log, `__cluster_metadata-0`
 //!   (KRaft's name), one record batch per entry at the entry's index; the
 //!   vote, and what was purged, in a `quorum-state` file.
+//! - [`network`]: openraft's messages between the voters' controller
+//!   listeners, over `io::rpc`.
+//! - [`quorum`]: one node's member of the quorum: start, write, status.
 //! - [`state_machine`]: applies committed entries to a [`Machine`] (the
 //!   metadata image, through a trait, so that `metadata` need not know about
 //!   Raft), and keeps its snapshots as checkpoint files.
 
 pub mod log_store;
+pub mod network;
+pub mod quorum;
 pub mod state_machine;
 #[cfg(test)]
 mod tests;
 
 use serde::{Deserialize, Serialize};
 
+pub use quorum::{Quorum, QuorumConfig, QuorumStatus, WriteError};
 pub use state_machine::Machine;
+
+/// A node's Raft, driving the state machine over `M`.
+pub type Raft<M> = openraft::Raft<TypeConfig, state_machine::StateMachine<M>>;
 
 /// A node's id: Kafka's `node.id`.
 pub type NodeId = u64;

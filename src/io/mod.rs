@@ -9,6 +9,8 @@
 //! - `fs.rs`: durable file-system operations (durable replace, directory
 //!   fsync, durable directory creation and removal).
 //! - `aligned.rs`: page-aligned read buffers and a process-wide pool of them.
+//! - `rpc.rs`: framed request/response over TCP between brokers (the
+//!   metadata quorum's messages, later the replica fetcher's).
 //! - `send.rs`: a chain to a socket: vectored writes, and splice through a
 //!   per-shard pool of pipes for file slices.
 
@@ -17,4 +19,5 @@ pub mod chain;
 pub mod clock;
 pub mod disk;
 pub mod fs;
+pub mod rpc;
 pub mod send;
