@@ -25,6 +25,7 @@ use crate::group::state::GroupConfig;
 use crate::metadata::controller::Controller;
 use crate::metadata::{is_internal_topic, records};
 use crate::metrics::{Metrics, PartitionSample, Snapshot};
+use crate::node::quorum::MetadataQuorum;
 use crate::node::shard::{serve_queue, Peers, Shard, ShardHandle, SHARD_QUEUE_DEPTH};
 use crate::node::txn_env::ShardTxnEnv;
 use crate::node::Node;
@@ -73,6 +74,8 @@ pub enum StartError {
     Metadata(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot listen for the metadata quorum on {addr}: {source}")]
+    ControllerListen { addr: String, source: io::Error },
     #[error("shard start-up failed: {0}")]
     Shard(String),
     #[error("transaction log: {0}")]
@@ -144,9 +147,35 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
                 source,
             }
         })?;
-    let image =
-        records::replay(&data_dir, &config).map_err(|e| StartError::Metadata(e.to_string()))?;
-    tracing::info!(topics = image.topics.len(), "metadata log replayed");
+    let alone = config.quorum_voters.len() == 1;
+    let (image, replayed_end) = records::replay(&data_dir, &config, alone)
+        .map_err(|e| StartError::Metadata(e.to_string()))?;
+    tracing::info!(
+        topics = image.topics.len(),
+        quorum_index = replayed_end,
+        voters = config.quorum_voters.len(),
+        "metadata replayed"
+    );
+    if !alone {
+        tracing::warn!(
+            voters = ?config.quorum_voters,
+            "a cluster of several nodes: the metadata quorum is replicated, partition data is \
+             not yet (issue 15 in progress): each node serves the partitions its own controller \
+             created"
+        );
+    }
+    // Bound now, so that a port in use fails the start before any shard serves.
+    let controller_listener = match &config.controller_listen {
+        Some(addr) => {
+            Some(
+                crate::io::rpc::bind(addr).map_err(|source| StartError::ControllerListen {
+                    addr: addr.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
     crate::txn::coordinator::check_log_partitions(
         &data_dir,
         config.transaction_state_log_num_partitions,
@@ -215,12 +244,21 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let drained = Arc::new(AsyncBarrier::new(shard_count));
     let (error_tx, error_rx) = std::sync::mpsc::channel::<String>();
     let mut threads = Vec::with_capacity(shard_count);
+    let mut quorum = Some(QuorumStart {
+        listener: controller_listener,
+        replayed_end,
+    });
     for (id, (receiver, listener)) in receivers.into_iter().zip(listeners).enumerate() {
         let node = node.clone();
         let peers = peers.clone();
         let started = started.clone();
         let drained = drained.clone();
         let error_tx = error_tx.clone();
+        let quorum = if id == CONTROLLER_SHARD {
+            quorum.take()
+        } else {
+            None
+        };
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
@@ -231,6 +269,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
                     peers,
                     receiver,
                     listener,
+                    quorum,
                 };
                 // A start-up error is reported before the start-up barrier,
                 // so that the main thread sees it right after; so is a panic.
@@ -289,6 +328,16 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     })
 }
 
+/// What the controller shard needs to join the metadata quorum.
+struct QuorumStart {
+    listener: Option<std::net::TcpListener>,
+    /// Where the start-up replay of the quorum's log ended.
+    replayed_end: u64,
+}
+
+/// How long a voter alone may take to elect itself at start-up.
+const ALONE_ELECTION_PATIENCE: Duration = Duration::from_secs(10);
+
 /// What a shard thread starts with.
 struct ShardStart {
     id: usize,
@@ -298,6 +347,8 @@ struct ShardStart {
     peers: Peers,
     /// This shard's end of its cross-shard queue.
     receiver: queue::Receiver<Shard>,
+    /// The controller shard's part in the metadata quorum.
+    quorum: Option<QuorumStart>,
     /// This shard's SO_REUSEPORT listener.
     listener: std::net::TcpListener,
 }
@@ -384,6 +435,7 @@ fn run_shard(
         peers,
         receiver,
         listener,
+        quorum,
     } = start;
     let mut builder = compio::runtime::RuntimeBuilder::new();
     builder.thread_affinity([cpu].into_iter().collect());
@@ -420,11 +472,28 @@ fn run_shard(
         let splice_works = driver == DriverType::IoUring;
         let shard = Rc::new(Shard::new(id, node.clone(), peers, splice_works));
         let open_result = crate::partition::open_owned_logs(&shard);
-        if id == CONTROLLER_SHARD {
-            match Controller::open(&shard.node, shard.commit.clone()) {
-                Ok(controller) => *shard.controller.borrow_mut() = Some(Rc::new(controller)),
-                Err(error) => return fail(format!("metadata log: {error}")),
+        if let Some(QuorumStart {
+            listener,
+            replayed_end,
+        }) = quorum
+        {
+            // Its own group commit: the quorum's syncs are not the
+            // partitions' (nor counted in their metrics).
+            let commit = Rc::new(crate::storage::commit::GroupCommit::default());
+            let started = MetadataQuorum::start(&shard.node, commit, listener, replayed_end).await;
+            let quorum = match started {
+                Ok(quorum) => quorum,
+                Err(error) => return fail(format!("metadata quorum: {error}")),
+            };
+            let alone = shard.node.config.quorum_voters.len() == 1;
+            if alone && !quorum.wait_to_lead(ALONE_ELECTION_PATIENCE).await {
+                return fail(format!(
+                    "metadata quorum: this node, its only voter, did not elect itself within \
+                     {ALONE_ELECTION_PATIENCE:?}"
+                ));
             }
+            let controller = Controller::open(&shard.node, Rc::new(quorum));
+            *shard.controller.borrow_mut() = Some(Rc::new(controller));
         }
         let groups = open_group_coordinator(&shard);
         let txns = open_txn_coordinator(&shard);
@@ -451,8 +520,9 @@ fn run_shard(
         drained.wait().await;
         drop(queue);
         crate::partition::close_owned_logs(&shard);
-        if let Some(controller) = shard.controller.borrow_mut().take() {
-            controller.close();
+        let controller = shard.controller.borrow_mut().take();
+        if let Some(controller) = controller {
+            controller.close().await;
         }
         if let Some(groups) = shard.groups.borrow_mut().take() {
             groups.close();

@@ -121,6 +121,18 @@ pub struct Cli {
     /// off unless given.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Where this node answers the other voters of the metadata quorum
+    /// [default: its address in --controller-quorum-voters; none when alone].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub controller_listen: Option<String>,
+    /// The metadata quorum's voters, as Kafka's controller.quorum.voters:
+    /// `id@host:port,...` [default: this node alone].
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub controller_quorum_voters: Option<String>,
+    /// A voter that hears no leader for between this and twice this stands
+    /// for election, ms (controller.quorum.election.timeout.ms) [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub controller_quorum_election_timeout_ms: Option<u64>,
     /// Request bytes a shard holds at most over all its connections (read and
     /// not yet answered); reading more waits [default: 268435456].
     #[arg(long, value_name = "BYTES")]
@@ -173,6 +185,9 @@ struct FileConfig {
     fetch_zero_copy: Option<String>,
     fetch_max_bytes: Option<usize>,
     metrics_listen: Option<SocketAddr>,
+    controller_listen: Option<String>,
+    controller_quorum_voters: Option<String>,
+    controller_quorum_election_timeout_ms: Option<u64>,
     send_stall_timeout_ms: Option<u64>,
     max_connections: Option<u64>,
     shard_max_request_bytes: Option<usize>,
@@ -210,6 +225,12 @@ pub struct Config {
     pub io_driver: IoDriver,
     pub fetch_zero_copy: FetchZeroCopy,
     pub metrics_listen: Option<SocketAddr>,
+    /// The metadata quorum's voters by node id (this node among them).
+    pub quorum_voters: BTreeMap<u64, String>,
+    /// Where to answer the other voters; None when this node is the only one
+    /// and no address was given.
+    pub controller_listen: Option<String>,
+    pub controller_quorum_election_timeout_ms: u64,
     pub send_stall_timeout_ms: u64,
     /// None: a quarter of the open file limit (see `runtime::descriptors`).
     pub max_connections: Option<u64>,
@@ -336,6 +357,45 @@ impl Config {
         let node_id = cli.node_id.or(file.node_id).unwrap_or(1);
         if node_id < 0 {
             return Err(invalid("node-id", "must not be negative"));
+        }
+        let controller_listen = cli.controller_listen.or(file.controller_listen);
+        let quorum_voters = match cli
+            .controller_quorum_voters
+            .or(file.controller_quorum_voters)
+        {
+            Some(text) => {
+                let voters = crate::cluster::QuorumConfig::parse_voters(&text)
+                    .map_err(|m| invalid("controller-quorum-voters", m))?;
+                if !voters.contains_key(&(node_id as u64)) {
+                    return Err(invalid(
+                        "controller-quorum-voters",
+                        format!("node {node_id} (--node-id) is not among the voters"),
+                    ));
+                }
+                voters
+            }
+            // Alone: the address is never dialled.
+            None => BTreeMap::from([(
+                node_id as u64,
+                controller_listen
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1:0".to_string()),
+            )]),
+        };
+        let controller_listen = match controller_listen {
+            Some(addr) => Some(addr),
+            None if quorum_voters.len() > 1 => Some(quorum_voters[&(node_id as u64)].clone()),
+            None => None,
+        };
+        let controller_quorum_election_timeout_ms = cli
+            .controller_quorum_election_timeout_ms
+            .or(file.controller_quorum_election_timeout_ms)
+            .unwrap_or(1000);
+        if !(10..=600_000).contains(&controller_quorum_election_timeout_ms) {
+            return Err(invalid(
+                "controller-quorum-election-timeout-ms",
+                "must be between 10 and 600000",
+            ));
         }
         let num_partitions = cli.num_partitions.or(file.num_partitions).unwrap_or(1);
         if !(1..=crate::metadata::PARTITIONS_PER_TOPIC_MAX).contains(&num_partitions) {
@@ -552,6 +612,9 @@ impl Config {
             fetch_zero_copy,
             fetch_max_bytes,
             metrics_listen: cli.metrics_listen.or(file.metrics_listen),
+            quorum_voters,
+            controller_listen,
+            controller_quorum_election_timeout_ms,
             send_stall_timeout_ms,
             max_connections,
             shard_max_request_bytes: cli

@@ -16,7 +16,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone());
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone());
+    if !filter.contains("openraft") {
+        // openraft's own warnings are about transient states (a vote that
+        // changed while an I/O completed, a voter unreachable at every
+        // heartbeat); the quorum logs its leader changes itself.
+        filter.push_str(",openraft=error");
+    }
     let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
         Ok(filter) => filter,
         Err(error) => {

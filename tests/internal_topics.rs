@@ -151,9 +151,15 @@ fn every_path_to_an_internal_topic_is_refused_with_kafkas_errors() {
 }
 
 /// Appends a CreateTopic record for `name` to the metadata log of a stopped
-/// broker, as an older Sluice would have written it.
+/// broker, as an older Sluice would have written it (before the metadata
+/// quorum, its metadata log was `__sluice_metadata-0`; a broker still reads
+/// it at start-up, under the quorum's records).
 fn write_legacy_topic(data_dir: &std::path::Path, name: &str) {
     let dir = data_dir.join("__sluice_metadata-0");
+    if !dir.exists() {
+        fs::create_dir_all(&dir).unwrap();
+        fs::File::create(dir.join("00000000000000000000.log")).unwrap();
+    }
     let mut segments: Vec<_> = fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -207,4 +213,11 @@ fn a_leftover_topic_with_an_internal_name_can_only_be_deleted() {
     assert!(!listed(&mut conn).iter().any(|t| t == "__consumer_offsets"));
     let (code, _) = delete_topic(&mut conn, "__consumer_offsets");
     assert_eq!(code, INVALID_REQUEST, "deleted once, refused after");
+    // The deletion is the quorum's, the creation the old log's: after a
+    // restart the old log is read first, and the topic stays deleted.
+    drop(conn);
+    assert_eq!(broker.stop(), Some(0));
+    broker.start_again();
+    let mut conn = Conn::open(&broker.addr);
+    assert!(!listed(&mut conn).iter().any(|t| t == "__consumer_offsets"));
 }

@@ -29,7 +29,7 @@ impl Machine for Commands {
         serde_json::to_vec(&*self.0.borrow()).unwrap()
     }
 
-    async fn restore(&self, snapshot: &[u8]) -> Result<(), String> {
+    async fn restore(&self, _end: u64, snapshot: &[u8]) -> Result<(), String> {
         *self.0.borrow_mut() = serde_json::from_slice(snapshot).map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -77,7 +77,7 @@ fn start(id: u64, dir: PathBuf, voters: &BTreeMap<u64, String>) -> Node {
                     &dir,
                     &Disk::Real,
                     commit,
-                    listener,
+                    Some(listener),
                     Commands::default(),
                 )
                 .await

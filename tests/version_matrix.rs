@@ -278,6 +278,12 @@ fn every_registered_api_and_version_is_answered() {
                     version,
                     ListTransactionsRequest::default(),
                 ),
+                ApiKey::DescribeQuorum => exchange::<_, DescribeQuorumResponse>(
+                    conn,
+                    key,
+                    version,
+                    DescribeQuorumRequest::default(),
+                ),
                 other => panic!("{other:?} is in the registry but not in this test: add it here"),
             }
         }

@@ -24,8 +24,7 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::types::{Entry, LogId, Vote};
-use crate::cluster::TypeConfig;
+use crate::cluster::types::{Entry, LogId, TypeConfig, Vote};
 use crate::io::clock::now_ms;
 use crate::io::disk::Disk;
 use crate::protocol::batch::validate_records;
@@ -115,6 +114,14 @@ impl LogStore {
                 committed: Cell::new(committed),
             }),
         })
+    }
+
+    /// Closes the log's files cleanly (shutdown, after Raft stopped), so
+    /// that the next start skips the scan.
+    pub fn close(&self) {
+        if let Err(error) = self.inner.log.borrow_mut().close() {
+            tracing::warn!(%error, "closing the quorum's log");
+        }
     }
 
     fn save_state(&self) -> io::Result<()> {
@@ -312,6 +319,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|_| ())
             .map_err(|code| other(format!("purging up to {}: {code:?}", upto.index)))
     }
+}
+
+/// The committed log id last saved (None when absent or unreadable).
+pub(super) fn read_committed_hint(dir: &Path) -> Option<LogId> {
+    read_json::<Option<LogId>>(&dir.join(COMMITTED_FILE))
+        .ok()
+        .flatten()
+        .flatten()
+}
+
+/// The last purged log id, from `quorum-state`.
+pub(super) fn read_last_purged(dir: &Path) -> io::Result<Option<LogId>> {
+    Ok(read_json::<QuorumState>(&dir.join(QUORUM_STATE_FILE))?.and_then(|s| s.last_purged))
 }
 
 /// Where the quorum's files are, for tools and tests.

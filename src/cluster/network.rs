@@ -16,8 +16,8 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::types::{Snapshot, SnapshotData, SnapshotMeta, Vote};
-use crate::cluster::{Machine, NodeId, Raft, TypeConfig};
+use crate::cluster::state_machine::{Machine, Raft};
+use crate::cluster::types::{NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use crate::io::rpc::RpcClient;
 
 #[derive(Serialize, Deserialize)]

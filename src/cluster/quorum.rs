@@ -22,8 +22,8 @@ use openraft::ServerState;
 
 use crate::cluster::log_store::{log_dir, LogStore};
 use crate::cluster::network::{self, Network};
-use crate::cluster::state_machine::StateMachine;
-use crate::cluster::{Applied, Command, Machine, NodeId, Raft};
+use crate::cluster::state_machine::{Machine, Raft, StateMachine};
+use crate::cluster::types::{Applied, Command, NodeId};
 use crate::io::disk::Disk;
 use crate::io::rpc;
 use crate::storage::commit::GroupCommit;
@@ -109,12 +109,16 @@ pub struct QuorumStatus {
     pub applied_end: u64,
     /// On the leader: the index after each voter's last replicated entry.
     pub replicated_end: BTreeMap<NodeId, u64>,
+    /// On the leader: how long ago each other voter last acknowledged a
+    /// heartbeat or an append.
+    pub last_ack: BTreeMap<NodeId, Duration>,
 }
 
 /// A running member of the quorum.
 pub struct Quorum<M: Machine> {
     node_id: NodeId,
     raft: Raft<M>,
+    log: LogStore,
     machine: StateMachine<M>,
     stop: std::cell::Cell<Option<futures_channel::oneshot::Sender<()>>>,
 }
@@ -126,15 +130,18 @@ fn other(error: impl std::fmt::Display) -> io::Error {
 impl<M: Machine> Quorum<M> {
     /// Opens the quorum's storage under `data_dir`, starts Raft and answers
     /// the other voters on `listener` (bound by the caller, so that a port in
-    /// use fails the start before anything else).
+    /// use fails the start before anything else; a voter alone needs none).
     pub async fn start(
         config: &QuorumConfig,
         data_dir: &Path,
         disk: &Disk,
         commit: Rc<GroupCommit>,
-        listener: std::net::TcpListener,
+        listener: Option<std::net::TcpListener>,
         machine: M,
     ) -> io::Result<Quorum<M>> {
+        if listener.is_none() && config.voters.len() > 1 {
+            return Err(other("the other voters need a controller listener"));
+        }
         if !config.voters.contains_key(&config.node_id) {
             return Err(other(format!(
                 "node {} is not among the voters {:?}",
@@ -157,29 +164,31 @@ impl<M: Machine> Quorum<M> {
             config.node_id,
             Arc::new(raft_config),
             Network,
-            log,
+            log.clone(),
             machine.clone(),
         )
         .await
         .map_err(other)?;
         let (stop, stopped) = futures_channel::oneshot::channel::<()>();
-        let server_raft = raft.clone();
-        let serve = rpc::serve(
-            listener,
-            move |_, request| {
-                let raft = server_raft.clone();
-                async move { network::answer(&raft, &request).await }
-            },
-            async {
-                let _ = stopped.await;
-            },
-        );
-        compio::runtime::spawn(async move {
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "the controller listener stopped");
-            }
-        })
-        .detach();
+        if let Some(listener) = listener {
+            let server_raft = raft.clone();
+            let serve = rpc::serve(
+                listener,
+                move |_, request| {
+                    let raft = server_raft.clone();
+                    async move { network::answer(&raft, &request).await }
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            );
+            compio::runtime::spawn(async move {
+                if let Err(error) = serve.await {
+                    tracing::error!(%error, "the controller listener stopped");
+                }
+            })
+            .detach();
+        }
         if !raft.is_initialized().await.map_err(other)? {
             let members: BTreeMap<NodeId, BasicNode> = config
                 .voters
@@ -195,6 +204,7 @@ impl<M: Machine> Quorum<M> {
                 Err(error) => return Err(other(error)),
             }
         }
+        compio::runtime::spawn(log_leader_changes(raft.clone())).detach();
         if config.voters.len() == 1 {
             // Alone, there is nobody to wait for.
             raft.trigger().elect(false).await.map_err(other)?;
@@ -202,6 +212,7 @@ impl<M: Machine> Quorum<M> {
         Ok(Quorum {
             node_id: config.node_id,
             raft,
+            log,
             machine,
             stop: std::cell::Cell::new(Some(stop)),
         })
@@ -245,6 +256,12 @@ impl<M: Machine> Quorum<M> {
                 .flatten()
                 .map(|(&id, matched)| (id, end(matched.as_ref().map(|m| m.index))))
                 .collect(),
+            last_ack: metrics
+                .heartbeat
+                .iter()
+                .flatten()
+                .filter_map(|(&id, at)| Some((id, at.as_ref()?.elapsed())))
+                .collect(),
         }
     }
 
@@ -255,6 +272,31 @@ impl<M: Machine> Quorum<M> {
         }
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "the quorum's Raft did not stop cleanly");
+        }
+        self.log.close();
+    }
+}
+
+/// Logs each change of leader (or term) this node sees, until Raft stops.
+async fn log_leader_changes<M: Machine>(raft: Raft<M>) {
+    let mut metrics = raft.metrics();
+    let mut seen = None;
+    loop {
+        let now = {
+            let m = metrics.borrow_watched();
+            (m.current_leader, m.current_term)
+        };
+        if seen != Some(now) {
+            seen = Some(now);
+            match now.0 {
+                Some(leader) => {
+                    tracing::info!(leader, term = now.1, "metadata quorum: leader elected")
+                }
+                None => tracing::info!(term = now.1, "metadata quorum: no leader"),
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -16,9 +16,13 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership};
-use crate::cluster::{Applied, TypeConfig};
+use crate::cluster::types::{
+    Applied, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+};
 use crate::io::disk::Disk;
+
+/// A node's Raft, driving the state machine over `M`.
+pub type Raft<M> = openraft::Raft<TypeConfig, StateMachine<M>>;
 
 /// What the quorum's log drives. Everything is deterministic: every node
 /// applies the same commands in the same order to the same snapshot.
@@ -27,8 +31,9 @@ pub trait Machine: 'static {
     fn apply(&self, index: u64, command: &str) -> impl Future<Output = Result<(), String>>;
     /// The machine's whole state, encoded.
     fn snapshot(&self) -> Vec<u8>;
-    /// Replaces the machine's state with a snapshot's.
-    fn restore(&self, snapshot: &[u8]) -> impl Future<Output = Result<(), String>>;
+    /// Replaces the machine's state with a snapshot's, which covers the log
+    /// up to (not including) index `end`.
+    fn restore(&self, end: u64, snapshot: &[u8]) -> impl Future<Output = Result<(), String>>;
 }
 
 const CHECKPOINT_DIR: &str = "checkpoints";
@@ -37,9 +42,47 @@ const CHECKPOINT_EXTENSION: &str = "checkpoint";
 /// A checkpoint file: the snapshot's meta (what it covers, the membership
 /// then) and the machine's bytes.
 #[derive(Serialize, Deserialize)]
-struct Checkpoint {
+pub(super) struct Checkpoint {
     meta: SnapshotMeta,
-    data: Vec<u8>,
+    pub(super) data: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// The index after the last entry it covers.
+    pub(super) fn end(&self) -> u64 {
+        self.meta.last_log_id.map_or(0, |id| id.index + 1)
+    }
+}
+
+/// The newest readable checkpoint under `log_dir` (a damaged newer one is
+/// skipped, as KRaft does), with plain blocking reads.
+pub(super) fn newest_checkpoint(log_dir: &Path) -> io::Result<Option<Checkpoint>> {
+    let dir = log_dir.join(CHECKPOINT_DIR);
+    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(CHECKPOINT_EXTENSION))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    names.sort_unstable();
+    for name in names.iter().rev() {
+        let path = dir.join(name);
+        let loaded = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                serde_json::from_slice::<Checkpoint>(&bytes).map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok(checkpoint) => return Ok(Some(checkpoint)),
+            Err(error) => {
+                tracing::warn!(checkpoint = %path.display(), %error, "skipping an unreadable checkpoint");
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Applies the log to `M`. Clones share the machine.
@@ -71,34 +114,11 @@ impl<M: Machine> StateMachine<M> {
     pub async fn open(log_dir: &Path, disk: &Disk, machine: M) -> io::Result<StateMachine<M>> {
         let dir = log_dir.join(CHECKPOINT_DIR);
         disk.create_dir_durably(&dir)?;
-        let mut names: Vec<String> = std::fs::read_dir(&dir)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(CHECKPOINT_EXTENSION))
-            .collect();
-        names.sort_unstable();
-        let mut current = None;
-        for name in names.iter().rev() {
-            let path = dir.join(name);
-            let loaded = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| {
-                    serde_json::from_slice::<Checkpoint>(&bytes).map_err(|e| e.to_string())
-                });
-            match loaded {
-                Ok(checkpoint) => {
-                    current = Some(Rc::new(checkpoint));
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(checkpoint = %path.display(), %error, "skipping an unreadable checkpoint");
-                }
-            }
-        }
+        let current = newest_checkpoint(log_dir)?.map(Rc::new);
         let (applied, membership) = match &current {
             Some(checkpoint) => {
                 machine
-                    .restore(&checkpoint.data)
+                    .restore(checkpoint.end(), &checkpoint.data)
                     .await
                     .map_err(io::Error::other)?;
                 (
@@ -131,10 +151,11 @@ impl<M: Machine> StateMachine<M> {
 
     /// Writes `checkpoint` durably, makes it current and removes older ones.
     fn keep(&self, checkpoint: Checkpoint) -> io::Result<Rc<Checkpoint>> {
-        let (index, term) = checkpoint
+        let index = checkpoint.end();
+        let term = checkpoint
             .meta
             .last_log_id
-            .map_or((0, 0), |id| (id.index + 1, id.leader_id.term));
+            .map_or(0, |id| id.leader_id.term);
         let name = format!("{index:020}-{term:010}.{CHECKPOINT_EXTENSION}");
         let bytes = serde_json::to_vec(&checkpoint).map_err(io::Error::other)?;
         let path = self.inner.dir.join(&name);
@@ -223,9 +244,10 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for StateMachine<M> {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
+        let end = meta.last_log_id.map_or(0, |id| id.index + 1);
         self.inner
             .machine
-            .restore(&data)
+            .restore(end, &data)
             .await
             .map_err(io::Error::other)?;
         *self.inner.applied.borrow_mut() = meta.last_log_id;

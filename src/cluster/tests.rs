@@ -9,8 +9,9 @@ use openraft::type_config::TypeConfigExt;
 use openraft::StorageError;
 
 use crate::cluster::log_store::LogStore;
+use crate::cluster::state_machine::Machine;
 use crate::cluster::state_machine::StateMachine;
-use crate::cluster::{Machine, TypeConfig};
+use crate::cluster::types::TypeConfig;
 use crate::io::disk::Disk;
 use crate::storage::commit::GroupCommit;
 
@@ -31,7 +32,7 @@ impl Machine for Commands {
         serde_json::to_vec(&*self.0.borrow()).expect("strings encode")
     }
 
-    async fn restore(&self, snapshot: &[u8]) -> Result<(), String> {
+    async fn restore(&self, _end: u64, snapshot: &[u8]) -> Result<(), String> {
         *self.0.borrow_mut() = serde_json::from_slice(snapshot).map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -80,8 +81,7 @@ mod restart {
     use openraft::{Membership, RaftLogReader, RaftSnapshotBuilder};
 
     use super::*;
-    use crate::cluster::types::{Entry, LogId, Vote};
-    use crate::cluster::Command;
+    use crate::cluster::types::{Command, Entry, LogId, Vote};
 
     fn log_id(term: u64, index: u64) -> LogId {
         LogId::new(

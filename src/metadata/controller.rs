@@ -3,11 +3,12 @@
 //!
 //! Every change follows the same steps, one change at a time (`lock`):
 //! validate and plan (`plan_*`) → prepare the partition logs on their owning
-//! shards → append the change to the metadata log, sync it and publish the new
-//! image (`record_*`). A change is therefore visible to clients only once it is
-//! durable, and a partition is in the image only once its log exists. The
-//! middle step needs the shards; `node::topics` runs the three in order, so
-//! that this file knows only the metadata.
+//! shards → write the change through the metadata quorum, which applies it to
+//! the image once it is committed (`record_*`). A change is therefore visible
+//! to clients only once it is durable (and agreed by the quorum), and a
+//! partition is in the image only once its log exists. The middle step needs
+//! the shards; `node::topics` runs the three in order, so that this file
+//! knows only the metadata.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -15,21 +16,16 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
-use crate::io::clock::now_ms;
 use crate::metadata::records::{MetadataRecord, PRODUCER_ID_BLOCK};
 use crate::metadata::topic_config::{deprecation_note, TopicConfig};
 use crate::metadata::{
-    is_internal_topic, validate_topic_name, PartitionState, TopicMeta, METADATA_LOG_DIR,
-    PARTITIONS_PER_TOPIC_MAX,
+    is_internal_topic, validate_topic_name, PartitionState, TopicMeta, PARTITIONS_PER_TOPIC_MAX,
 };
 use crate::node::Node;
-use crate::protocol::batch::validate_records;
 use crate::protocol::errors::ErrorCode;
-use crate::storage::commit::GroupCommit;
-use crate::storage::config::LogConfig;
-use crate::storage::log::{self, LogRef, PartitionLog};
 
 /// An error to report to the client: a Kafka error code and a message.
 #[derive(Debug, Clone)]
@@ -93,11 +89,55 @@ fn note_deprecated(topic: &str, configs: &BTreeMap<String, String>) {
     }
 }
 
+/// Where the controller's changes become durable and agreed on: the
+/// metadata quorum (`node::quorum` implements it over `cluster`).
+pub trait MetadataLog {
+    /// Writes `record` and returns once it is committed and applied to the
+    /// image here. `planned`: the topic (whose logs exist) that applying a
+    /// CreateTopic or SetPartitionCount must publish as it is, so that the
+    /// image holds the very partition state the logs were opened with.
+    fn write<'a>(
+        &'a self,
+        record: &MetadataRecord,
+        planned: Option<Arc<TopicMeta>>,
+    ) -> LocalBoxFuture<'a, Result<(), ApiError>>;
+    /// The quorum as this node sees it.
+    fn status(&self) -> QuorumView;
+    /// Stops taking part in the quorum (shutdown).
+    fn close(&self) -> LocalBoxFuture<'_, ()>;
+}
+
+/// The metadata quorum as DescribeQuorum reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumView {
+    pub leader_id: Option<i32>,
+    /// KRaft's leader epoch: the Raft term.
+    pub leader_epoch: i32,
+    /// The offset after the last committed entry.
+    pub high_watermark: i64,
+    /// Whether this node leads (only the leader knows the voters' progress).
+    pub is_leader: bool,
+    /// Every voter, as far as this node knows.
+    pub voters: Vec<VoterView>,
+}
+
+/// One voter of the metadata quorum (DescribeQuorum's ReplicaState).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VoterView {
+    pub id: i32,
+    /// Its controller listener (host:port).
+    pub addr: String,
+    /// The offset after its last entry, -1 when unknown here.
+    pub log_end_offset: i64,
+    /// Wall-clock ms of its last acknowledgement to the leader, -1 if none.
+    pub last_fetch_timestamp: i64,
+    /// Wall-clock ms when it last had everything committed, -1 if unknown.
+    pub last_caught_up_timestamp: i64,
+}
+
 pub struct Controller {
     node: Arc<Node>,
-    /// The controller shard's group commit, which the metadata log's appends join.
-    commit: Rc<GroupCommit>,
-    log: LogRef,
+    log: Rc<dyn MetadataLog>,
     /// One change at a time.
     lock: async_lock::Mutex<()>,
     /// The end of the last recorded block of producer ids (the next id to hand
@@ -106,55 +146,34 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Opens the metadata log (recovering its tail) on shard 0.
-    pub fn open(node: &Arc<Node>, commit: Rc<GroupCommit>) -> Result<Controller, String> {
-        let dir = node.config.data_dir.join(METADATA_LOG_DIR);
-        let config = LogConfig {
-            segment_bytes: 64 << 20,
-            ..LogConfig::default()
-        };
-        let log = PartitionLog::open_private("__sluice_metadata", 0, dir, config)
-            .map_err(|e| e.to_string())?;
+    /// The controller of `node` (on shard 0), writing to `log`.
+    pub fn open(node: &Arc<Node>, log: Rc<dyn MetadataLog>) -> Controller {
         let next = node.image().next_producer_id;
-        Ok(Controller {
+        Controller {
             node: node.clone(),
-            commit,
             log,
             lock: async_lock::Mutex::new(()),
             producer_id_block_end: Cell::new(next),
-        })
-    }
-
-    pub fn close(&self) {
-        if let Err(error) = self.log.borrow_mut().close() {
-            tracing::warn!(%error, "closing the metadata log");
         }
     }
 
-    /// Appends `record` to the metadata log and waits until it is durable.
-    async fn persist(&self, record: &MetadataRecord) -> Result<(), ApiError> {
-        let batch = record.to_batch(now_ms());
-        let validated = validate_records(&batch, usize::MAX).map_err(|e| {
-            ApiError::new(
-                ErrorCode::UnknownServerError,
-                format!("metadata record: {e}"),
-            )
-        })?;
-        log::append(&self.log, &self.commit, batch, &validated, true)
-            .await
-            .map_err(|e| {
-                ApiError::new(ErrorCode::KafkaStorageError, format!("metadata log: {e}"))
-            })?;
-        Ok(())
+    pub async fn close(&self) {
+        self.log.close().await;
     }
 
-    fn publish(&self, record: MetadataRecord) -> Result<(), ApiError> {
-        let mut image = (**self.node.image()).clone();
-        record
-            .apply(&mut image, &self.node.config)
-            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e))?;
-        self.node.metadata.store(Arc::new(image));
-        Ok(())
+    /// The metadata quorum as this node sees it.
+    pub fn quorum(&self) -> QuorumView {
+        self.log.status()
+    }
+
+    /// Writes `record` through the quorum; it is applied to the image once
+    /// this returns.
+    async fn persist(
+        &self,
+        record: &MetadataRecord,
+        planned: Option<Arc<TopicMeta>>,
+    ) -> Result<(), ApiError> {
+        self.log.write(record, planned).await
     }
 
     /// Validates a topic creation without doing it.
@@ -238,10 +257,8 @@ impl Controller {
             partitions: topic.partition_count(),
             configs: topic.overrides.clone(),
         };
-        self.persist(&record).await?;
-        // Publish the very TopicMeta whose PartitionState the logs were opened with.
-        let image = self.node.image().with_topic(topic.clone());
-        self.node.metadata.store(Arc::new(image));
+        // Applied with the very TopicMeta whose PartitionState the logs were opened with.
+        self.persist(&record, Some(topic.clone())).await?;
         tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "topic created");
         note_deprecated(&topic.name, &topic.overrides);
         Ok(())
@@ -262,8 +279,7 @@ impl Controller {
             name: topic.name.to_string(),
             id: topic.id,
         };
-        self.persist(&record).await?;
-        self.publish(record)?;
+        self.persist(&record, None).await?;
         tracing::info!(topic = %topic.name, "topic deleted");
         Ok(())
     }
@@ -328,14 +344,11 @@ impl Controller {
 
     /// Records a grown topic whose new logs exist, and publishes it.
     pub async fn record_partitions(&self, topic: &Arc<TopicMeta>) -> Result<(), ApiError> {
-        self.persist(&MetadataRecord::SetPartitionCount {
+        let record = MetadataRecord::SetPartitionCount {
             name: topic.name.to_string(),
             partitions: topic.partition_count(),
-        })
-        .await?;
-        let image = self.node.image().with_topic(topic.clone());
-        self.node.metadata.store(Arc::new(image));
-        Ok(())
+        };
+        self.persist(&record, Some(topic.clone())).await
     }
 
     /// Validates `configs` as the new overrides of `name`; returns the topic
@@ -367,8 +380,7 @@ impl Controller {
             name: name.to_string(),
             configs,
         };
-        self.persist(&record).await?;
-        self.publish(record)
+        self.persist(&record, None).await
     }
 
     /// Hands out a new producer id; records a new block first when needed, so an
@@ -380,8 +392,7 @@ impl Controller {
         if id >= self.producer_id_block_end.get() {
             let end = id + PRODUCER_ID_BLOCK;
             let record = MetadataRecord::ProducerIdBlock { end };
-            self.persist(&record).await?;
-            self.publish(record)?;
+            self.persist(&record, None).await?;
             self.producer_id_block_end.set(end);
         }
         next.store(id + 1, Ordering::Release);

@@ -1,4 +1,5 @@
-//! The records of the internal metadata log and its replay at start-up.
+//! The records of the metadata log (the quorum's commands) and its replay at
+//! start-up.
 //!
 //! Each change is one Kafka record (in an ordinary v2 record batch, so the log is
 //! kept, validated and recovered by the same storage engine as user data) whose
@@ -135,10 +136,51 @@ impl MetadataRecord {
     }
 }
 
-/// Rebuilds the metadata image from the metadata log under `data_dir`. Runs
-/// before the shards start, with plain blocking reads. A torn tail is ignored here
-/// (the controller's log open truncates it); corruption elsewhere is an error.
-pub fn replay(data_dir: &Path, config: &Config) -> Result<MetadataImage, String> {
+/// The records that rebuild `image` from nothing: a snapshot of it.
+pub fn snapshot_records(image: &MetadataImage) -> Vec<MetadataRecord> {
+    let mut records: Vec<MetadataRecord> = image
+        .topics
+        .values()
+        .map(|topic| MetadataRecord::CreateTopic {
+            name: topic.name.to_string(),
+            id: topic.id,
+            partitions: topic.partition_count(),
+            configs: topic.overrides.clone(),
+        })
+        .collect();
+    records.push(MetadataRecord::ProducerIdBlock {
+        end: image.next_producer_id,
+    });
+    records
+}
+
+/// A snapshot of `image`, encoded (a JSON array of records).
+pub fn encode_snapshot(image: &MetadataImage) -> Vec<u8> {
+    serde_json::to_vec(&snapshot_records(image)).expect("metadata records serialize")
+}
+
+/// The image a snapshot describes.
+pub fn decode_snapshot(bytes: &[u8], config: &Config) -> Result<MetadataImage, String> {
+    let records: Vec<MetadataRecord> =
+        serde_json::from_slice(bytes).map_err(|e| format!("metadata snapshot: {e}"))?;
+    let mut image = MetadataImage::default();
+    for record in records {
+        record.apply(&mut image, config)?;
+    }
+    Ok(image)
+}
+
+/// Rebuilds the metadata image at start-up, before the shards run: the
+/// metadata log of Sluice before the quorum (`__sluice_metadata-0`, read if
+/// it is still there: its records are older than the quorum's), then the
+/// quorum's newest checkpoint (which replaces all of it), then the committed
+/// commands after the checkpoint. Returns the image and the quorum index
+/// after what was replayed. `alone`: this node is the quorum's only voter.
+pub fn replay(
+    data_dir: &Path,
+    config: &Config,
+    alone: bool,
+) -> Result<(MetadataImage, u64), String> {
     let mut image = MetadataImage::default();
     replay::for_each_record(&data_dir.join(METADATA_LOG_DIR), |record| {
         let Some(value) = record.value else {
@@ -147,5 +189,18 @@ pub fn replay(data_dir: &Path, config: &Config) -> Result<MetadataImage, String>
         let parsed: MetadataRecord = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
         parsed.apply(&mut image, config)
     })?;
-    Ok(image)
+    let committed = crate::cluster::replay::committed(data_dir, alone)
+        .map_err(|e| format!("the metadata quorum's log: {e}"))?;
+    if let Some((_, bytes)) = &committed.checkpoint {
+        image = decode_snapshot(bytes, config)?;
+    }
+    for (index, command) in committed.commands {
+        let record: MetadataRecord =
+            serde_json::from_str(&command).map_err(|e| format!("metadata command {index}: {e}"))?;
+        // A refused command was refused everywhere; it changes nothing.
+        if let Err(refused) = record.apply(&mut image, config) {
+            tracing::debug!(index, %refused, "a refused metadata command");
+        }
+    }
+    Ok((image, committed.end))
 }

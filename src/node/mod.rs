@@ -3,6 +3,7 @@
 //! it owns, the group coordinator of its groups, its transaction coordinator,
 //! the controller on shard 0.
 
+pub mod quorum;
 pub mod shard;
 pub mod topics;
 pub mod txn_env;
