@@ -193,4 +193,65 @@ mod restart {
             assert_eq!(indexes(&mut log).await, [(3, 21)]);
         });
     }
+
+    /// The start-up replay: the newest checkpoint, then the commands after
+    /// it; up to the committed hint, or (a voter alone) all of them.
+    #[test]
+    fn the_start_up_replay_reads_what_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let (mut log, mut machine) = open(dir.path()).await;
+            let membership = Membership::new_with_defaults(vec![BTreeSet::from([1])], []);
+            let mut entries = vec![Entry::new_membership(log_id(1, 0), membership)];
+            entries.push(Entry::new_blank(log_id(1, 1)));
+            for i in 2..8 {
+                entries.push(Entry::new_normal(log_id(1, i), Command(format!("c{i}"))));
+            }
+            log.append(entries.clone(), IOFlushed::noop())
+                .await
+                .unwrap();
+            log.save_committed(Some(log_id(1, 5))).await.unwrap();
+            let applied: Vec<_> = entries[..4]
+                .iter()
+                .cloned()
+                .map(|e| Ok((e, None)))
+                .collect();
+            machine
+                .apply(futures_util::stream::iter(applied))
+                .await
+                .unwrap();
+            machine.build_snapshot().await.unwrap();
+        });
+        let commands = |replay: &crate::cluster::replay::Replay| -> Vec<(u64, String)> {
+            replay.commands.clone()
+        };
+        let replay = crate::cluster::replay::committed(dir.path(), false).unwrap();
+        let (end, bytes) = replay.checkpoint.clone().expect("a checkpoint");
+        assert_eq!(end, 4);
+        assert_eq!(
+            serde_json::from_slice::<Vec<String>>(&bytes).unwrap(),
+            ["c2", "c3"]
+        );
+        assert_eq!(
+            commands(&replay),
+            [(4, "c4".to_string()), (5, "c5".to_string())]
+        );
+        assert_eq!(replay.end, 6, "up to the committed hint");
+        let alone = crate::cluster::replay::committed(dir.path(), true).unwrap();
+        assert_eq!(
+            commands(&alone).iter().map(|c| c.0).collect::<Vec<_>>(),
+            [4, 5, 6, 7]
+        );
+        assert_eq!(alone.end, 8, "a voter alone: every entry it made durable");
+        // No hint and no checkpoint: nothing is known committed but by a leader.
+        std::fs::remove_file(
+            dir.path()
+                .join(crate::cluster::log_store::LOG_DIR)
+                .join("committed"),
+        )
+        .unwrap();
+        let unknown = crate::cluster::replay::committed(dir.path(), false).unwrap();
+        assert!(unknown.commands.is_empty());
+        assert_eq!(unknown.end, 4, "the checkpoint only");
+    }
 }
