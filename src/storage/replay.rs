@@ -1,5 +1,8 @@
 //! Reading an internal log back at start-up: every record of every batch, in
-//! offset order, with plain blocking reads (before the shards serve).
+//! offset order, with plain blocking reads (before the shards serve). Where
+//! the log ends is decided as the recovery scan decides it (a torn tail ends
+//! it, and the segments after a torn one are not part of it), so that the
+//! replay never reads past the log that the storage engine then opens.
 //!
 //! Used by the metadata log and the group offsets logs. A torn tail is ignored
 //! here (opening the log for appends truncates it); corruption elsewhere is an
@@ -13,9 +16,8 @@ use std::path::Path;
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
-use crate::protocol::batch::BatchIter;
 use crate::protocol::compression::{decompress, DECOMPRESSED_BYTES_FLOOR};
-use crate::storage::segment::{parse_segment_file_name, segment_file_name};
+use crate::storage::segment::{parse_segment_file_name, scan_batches, segment_file_name};
 
 /// Calls `on_record` for each record of the log in `dir` (a missing dir is an empty log).
 pub fn for_each_record(
@@ -32,10 +34,31 @@ pub fn for_each_record(
     bases.sort_unstable();
     for base in bases {
         let path = dir.join(segment_file_name(base, "log"));
-        let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for item in BatchIter::new(&bytes, true) {
-            let (_, range) = item.map_err(|e| format!("{}: {e}", path.display()))?;
-            let mut batch = Bytes::copy_from_slice(&bytes[range]);
+        let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        // The batches as the recovery scan judges them: a damaged batch
+        // that ends the file is a torn write (the log ends before it, and
+        // recovery removes the segments after this one); one with data
+        // after it is corruption.
+        let file = fs::File::open(&path).map_err(|e| failed(&e))?;
+        let file_len = file.metadata().map_err(|e| failed(&e))?.len();
+        let mut batches = Vec::new();
+        let outcome = scan_batches(&file, 0, file_len, |batch| {
+            batches.push((batch.position as usize, batch.header.total_len()));
+        })
+        .map_err(|e| failed(&e))?;
+        if let Some((position, error)) = outcome.corruption {
+            return Err(failed(&format!(
+                "corrupt batch at byte {position}: {error}"
+            )));
+        }
+        let bytes = fs::read(&path).map_err(|e| failed(&e))?;
+        for (position, len) in batches {
+            let range = position..position + len;
+            let mut batch = Bytes::copy_from_slice(
+                bytes
+                    .get(range)
+                    .ok_or_else(|| failed(&"the segment shrank while it was read"))?,
+            );
             let set = RecordBatchDecoder::decode_with_custom_compression(
                 &mut batch,
                 Some(bounded_decompress),
@@ -46,6 +69,10 @@ pub fn for_each_record(
                 on_record(record)
                     .map_err(|e| format!("{} offset {offset}: {e}", path.display()))?;
             }
+        }
+        if outcome.valid_end < file_len {
+            // Torn here: the log ends here, whatever later segments hold.
+            return Ok(());
         }
     }
     Ok(())
@@ -118,6 +145,52 @@ mod tests {
         write_segment(&bomb_dir, &[batch_around(&area, 4)]);
         let error = for_each_record(&bomb_dir, |_| Ok(())).unwrap_err();
         assert!(error.contains("decompress to more than"), "{error}");
+    }
+
+    /// A one-record batch at `offset` holding `value`.
+    fn batch_at(offset: i64, value: &str) -> Vec<u8> {
+        let record = encode::record(0, 1, None, Some(Bytes::from(value.to_string())), None);
+        let mut batch =
+            encode::encode_batch(&[record], kafka_protocol::records::Compression::None).to_vec();
+        // The base offset is outside what the CRC covers.
+        batch[..8].copy_from_slice(&offset.to_be_bytes());
+        batch
+    }
+
+    fn values(dir: &Path) -> Result<Vec<Bytes>, String> {
+        let mut values = Vec::new();
+        for_each_record(dir, |r| {
+            values.push(r.value.unwrap());
+            Ok(())
+        })?;
+        Ok(values)
+    }
+
+    #[test]
+    fn a_torn_tail_ends_the_log_and_corruption_before_data_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // Segment 0: two whole batches and half of a third (a torn write);
+        // segment 3 after it is not part of the log recovery keeps.
+        let torn = batch_at(2, "v2");
+        let mut first = [batch_at(0, "v0"), batch_at(1, "v1")].concat();
+        first.extend_from_slice(&torn[..torn.len() / 2]);
+        fs::write(dir.path().join(segment_file_name(0, "log")), &first).unwrap();
+        fs::write(
+            dir.path().join(segment_file_name(3, "log")),
+            batch_at(3, "v3"),
+        )
+        .unwrap();
+        assert_eq!(values(dir.path()).unwrap(), ["v0", "v1"]);
+
+        // A damaged batch with a whole batch after it is corruption.
+        let corrupt = tempfile::tempdir().unwrap();
+        let mut middle = batch_at(1, "v1");
+        let last = middle.len() - 1;
+        middle[last] ^= 0xff;
+        let bytes = [batch_at(0, "v0"), middle, batch_at(2, "v2")].concat();
+        fs::write(corrupt.path().join(segment_file_name(0, "log")), bytes).unwrap();
+        let error = values(corrupt.path()).unwrap_err();
+        assert!(error.contains("corrupt batch"), "{error}");
     }
 
     fn zigzag(value: i64, out: &mut Vec<u8>) {

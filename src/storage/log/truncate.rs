@@ -18,8 +18,9 @@ use crate::storage::segment::{scan_batches, segment_file_name, Segment, INDEX_EX
 
 #[derive(Debug, thiserror::Error)]
 pub enum TruncateError {
-    /// Appends are being written; the caller waits for them and tries again.
-    #[error("writes are in flight")]
+    /// Appends are being written or rolled back; the caller waits for them
+    /// and tries again.
+    #[error("writes are in flight or being rolled back")]
     WritesInFlight,
     #[error("storage error: {0}")]
     Storage(String),
@@ -115,6 +116,7 @@ impl PartitionLog {
 
     /// Removes every segment and starts the log again, empty, at `offset`.
     fn empty_and_start_at(&mut self, offset: i64) -> io::Result<()> {
+        cleaner::truncate_checkpoint(&self.disk, &self.dir, offset)?;
         // Last first, so that a crash midway leaves a prefix of the log.
         for segment in self.segments.iter().rev() {
             segment.remove_files(&self.disk);
@@ -123,7 +125,6 @@ impl PartitionLog {
         let fresh = Segment::create(&self.disk, &self.dir, offset, now_ms())?;
         self.disk.sync_path(&fresh.log_path)?;
         write_log_start_checkpoint(&self.disk, &self.dir, offset)?;
-        cleaner::truncate_checkpoint(&self.disk, &self.dir, offset)?;
         self.disk.sync_dir(&self.dir)
     }
 
@@ -136,20 +137,31 @@ impl PartitionLog {
         let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
         let from = u64::from(segment.index.lookup(relative).position);
         let file = fs::File::open(&segment.log_path)?;
-        let mut position = None;
+        let mut cut = None;
         scan_batches(&file, from, segment.readable_bytes, |batch| {
-            if position.is_none() && batch.header.last_offset() >= offset {
-                position = Some(batch.position);
+            if cut.is_none() && batch.header.last_offset() >= offset {
+                cut = Some((batch.position, batch.header.base_offset));
             }
         })?;
         // No batch reaches `offset` (it falls in a gap the cleaner left at
         // the segment's end): the segment stays whole.
-        let position = position.unwrap_or(segment.readable_bytes);
+        let (position, end) = cut.unwrap_or((segment.readable_bytes, segment.next_offset));
+        // What the cleaner calls clean must end at the new end; lowering it
+        // first is safe whatever happens next.
+        cleaner::truncate_checkpoint(&self.disk, &self.dir, end.min(offset))?;
         // The later segments go first, durably: a crash between the two
         // steps then leaves a longer prefix of the log, never a log with a
-        // hole where the cut segment's tail was.
+        // hole where the cut segment's tail was. A segment file that cannot
+        // be removed stops the truncation (it would be a hole).
         for later in self.segments[i + 1..].iter().rev() {
             later.remove_files(&self.disk);
+            let path = &later.log_path;
+            if path.exists() {
+                return Err(io::Error::other(format!(
+                    "{} could not be removed",
+                    path.display()
+                )));
+            }
         }
         self.disk.sync_dir(&self.dir)?;
         let segment = &self.segments[i];
@@ -167,7 +179,6 @@ impl PartitionLog {
                 _ => {}
             }
         }
-        cleaner::truncate_checkpoint(&self.disk, &self.dir, offset)?;
         self.disk.sync_dir(&self.dir)
     }
 }
