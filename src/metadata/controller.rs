@@ -103,6 +103,9 @@ pub trait MetadataLog {
     ) -> LocalBoxFuture<'a, Result<(), ApiError>>;
     /// The quorum as this node sees it.
     fn status(&self) -> QuorumView;
+    /// Whether this node leads the quorum now (only the leader's writes
+    /// can succeed; asking first spares work that would be undone).
+    fn is_leader(&self) -> bool;
     /// Stops taking part in the quorum (shutdown).
     fn close(&self) -> LocalBoxFuture<'_, ()>;
 }
@@ -164,6 +167,21 @@ impl Controller {
     /// The metadata quorum as this node sees it.
     pub fn quorum(&self) -> QuorumView {
         self.log.status()
+    }
+
+    /// NOT_CONTROLLER unless this node leads the metadata quorum.
+    pub fn check_leader(&self) -> Result<(), ApiError> {
+        if self.log.is_leader() {
+            return Ok(());
+        }
+        let leader = self.log.status().leader_id;
+        Err(ApiError::new(
+            ErrorCode::NotController,
+            match leader {
+                Some(id) => format!("this node is not the active controller; node {id} is"),
+                None => "this node is not the active controller; none is elected yet".to_string(),
+            },
+        ))
     }
 
     /// Writes `record` through the quorum; it is applied to the image once

@@ -22,7 +22,7 @@ use crate::io::clock::now_ms;
 use crate::io::disk::Disk;
 use crate::metadata::controller::{ApiError, MetadataLog, QuorumView, VoterView};
 use crate::metadata::records::{self, MetadataRecord};
-use crate::metadata::TopicMeta;
+use crate::metadata::{MetadataImage, TopicMeta};
 use crate::node::Node;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::commit::GroupCommit;
@@ -59,7 +59,10 @@ impl Machine for MetadataMachine {
         };
         let mut image = (**self.node.image()).clone();
         match planned {
-            Some(topic) => image = image.with_topic(topic),
+            // Checked again here, against every change committed before it
+            // (a new leader may have planned on an image that had not yet
+            // applied its predecessor's last changes).
+            Some(topic) => image = with_planned(&image, topic, &record)?,
             None => {
                 if matches!(
                     record,
@@ -97,6 +100,46 @@ impl Machine for MetadataMachine {
         self.node.metadata.store(Arc::new(image));
         Ok(())
     }
+}
+
+/// `image` with a topic this node's controller planned, if the change still
+/// applies: a new topic's name is still free; added partitions extend the
+/// very partitions the plan extended.
+fn with_planned(
+    image: &MetadataImage,
+    planned: Arc<TopicMeta>,
+    record: &MetadataRecord,
+) -> Result<MetadataImage, String> {
+    let current = image.topic(&planned.name);
+    if let MetadataRecord::CreateTopic { name, .. } = record {
+        return match current {
+            Some(_) => Err(format!("topic '{name}' already exists")),
+            None => Ok(image.with_topic(planned)),
+        };
+    }
+    let current = current
+        .filter(|t| t.id == planned.id)
+        .ok_or_else(|| format!("topic '{}' was deleted meanwhile", planned.name))?;
+    let extends = current.partitions.len() < planned.partitions.len()
+        && current
+            .partitions
+            .iter()
+            .zip(&planned.partitions)
+            .all(|(a, b)| Arc::ptr_eq(a, b));
+    if !extends {
+        return Err(format!(
+            "topic '{}' changed meanwhile ({} partitions)",
+            planned.name,
+            current.partition_count()
+        ));
+    }
+    Ok(image.with_topic(Arc::new(TopicMeta {
+        name: current.name.clone(),
+        id: current.id,
+        partitions: planned.partitions.clone(),
+        overrides: current.overrides.clone(),
+        config: current.config.clone(),
+    })))
 }
 
 /// The controller's [`MetadataLog`]: this node's member of the quorum.
@@ -251,6 +294,10 @@ impl MetadataLog for MetadataQuorum {
             is_leader: status.is_leader,
             voters,
         }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.quorum.status().is_leader
     }
 
     fn close(&self) -> LocalBoxFuture<'_, ()> {

@@ -26,12 +26,17 @@ pub async fn create_topic(
 ) -> Result<Arc<TopicMeta>, ApiError> {
     let controller = shard.controller();
     let _change = controller.lock().await;
+    controller.check_leader()?;
     let topic = controller.plan_topic(name, partitions, configs)?;
     if validate_only {
         return Ok(topic);
     }
     open_partitions(shard, &topic, 0).await?;
-    controller.record_topic(&topic).await?;
+    if let Err(error) = controller.record_topic(&topic).await {
+        // Not in the image: its logs must not stay open (nor its files).
+        remove_partitions(shard, &topic, 0).await;
+        return Err(error);
+    }
     Ok(topic)
 }
 
@@ -39,21 +44,28 @@ pub async fn create_topic(
 pub async fn delete_topic(shard: &Rc<Shard>, topic: Arc<TopicMeta>) -> Result<(), ApiError> {
     let controller = shard.controller();
     let _change = controller.lock().await;
+    controller.check_leader()?;
     controller.record_deletion(&topic).await?;
-    let removals = (0..topic.partition_count()).map(|partition| {
+    remove_partitions(shard, &topic, 0).await;
+    Ok(())
+}
+
+/// Closes and removes the logs of `topic`'s partitions from `first` on, each
+/// on its shard.
+async fn remove_partitions(shard: &Rc<Shard>, topic: &TopicMeta, first: i32) {
+    let removals = (first..topic.partition_count()).map(|partition| {
         let owner = shard.node.shard_for(&topic.name, partition);
         let id = topic.id;
         shard.run_on(owner, move |shard| async move {
             let removed = shard.partitions.borrow_mut().remove(&(id, partition));
             if let Some(removed) = removed {
                 if let Err(error) = removed.log().borrow_mut().delete_files() {
-                    tracing::warn!(%error, partition, "removing the files of a deleted partition");
+                    tracing::warn!(%error, partition, "removing the files of a partition");
                 }
             }
         })
     });
     futures_util::future::join_all(removals).await;
-    Ok(())
 }
 
 /// CreatePartitions: grows `name` to `count` partitions. `assignments` is how
@@ -67,12 +79,17 @@ pub async fn create_partitions(
 ) -> Result<(), ApiError> {
     let controller = shard.controller();
     let _change = controller.lock().await;
+    controller.check_leader()?;
     let (topic, first_new) = controller.plan_partitions(name, count, assignments)?;
     if validate_only {
         return Ok(());
     }
     open_partitions(shard, &topic, first_new).await?;
-    controller.record_partitions(&topic).await
+    if let Err(error) = controller.record_partitions(&topic).await {
+        remove_partitions(shard, &topic, first_new).await;
+        return Err(error);
+    }
+    Ok(())
 }
 
 /// AlterConfigs / IncrementalAlterConfigs: `configs` become the topic's
@@ -85,6 +102,7 @@ pub async fn set_topic_configs(
 ) -> Result<(), ApiError> {
     let controller = shard.controller();
     let _change = controller.lock().await;
+    controller.check_leader()?;
     let (topic, config) = controller.plan_configs(name, &configs)?;
     if validate_only {
         return Ok(());
