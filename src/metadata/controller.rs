@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
-use crate::metadata::records::{MetadataRecord, PRODUCER_ID_BLOCK};
+use crate::metadata::records::{MetadataRecord, BLOCK_OVERLAP, PRODUCER_ID_BLOCK};
 use crate::metadata::topic_config::{deprecation_note, TopicConfig};
 use crate::metadata::{
     is_internal_topic, validate_topic_name, PartitionState, TopicMeta, PARTITIONS_PER_TOPIC_MAX,
@@ -406,12 +406,29 @@ impl Controller {
     pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
         let _guard = self.lock.lock().await;
         let next = &self.node.next_producer_id;
-        let id = next.load(Ordering::Acquire);
-        if id >= self.producer_id_block_end.get() {
-            let end = id + PRODUCER_ID_BLOCK;
-            let record = MetadataRecord::ProducerIdBlock { end };
-            self.persist(&record, None).await?;
-            self.producer_id_block_end.set(end);
+        let mut id = next.load(Ordering::Acquire);
+        let mut attempts = 0;
+        while id >= self.producer_id_block_end.get() {
+            // A new block starts past every block applied here; the quorum
+            // refuses it if a block committed before it (by another
+            // controller, not yet applied here) reaches into it: then again
+            // past that one.
+            let start = id.max(self.node.image().next_producer_id);
+            let end = start + PRODUCER_ID_BLOCK;
+            match self
+                .persist(&MetadataRecord::ProducerIdBlock { end }, None)
+                .await
+            {
+                Ok(()) => {
+                    self.producer_id_block_end.set(end);
+                    id = start;
+                }
+                Err(error) if error.message.starts_with(BLOCK_OVERLAP) && attempts < 3 => {
+                    attempts += 1;
+                    id = self.node.image().next_producer_id;
+                }
+                Err(error) => return Err(error),
+            }
         }
         next.store(id + 1, Ordering::Release);
         Ok(id)

@@ -22,6 +22,8 @@ use crate::storage::replay;
 
 /// Producer ids are handed out in blocks; a block is recorded before any id in it is used.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
+/// How a refused producer id block's refusal begins.
+pub const BLOCK_OVERLAP: &str = "the producer id block overlaps one recorded before it";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum MetadataRecord {
@@ -129,7 +131,17 @@ impl MetadataRecord {
                 *image = image.with_topic(Arc::new(topic));
             }
             MetadataRecord::ProducerIdBlock { end } => {
-                image.next_producer_id = image.next_producer_id.max(end);
+                // A block is [end - PRODUCER_ID_BLOCK, end): refused if a
+                // block recorded before it reaches into it (two controllers
+                // would hand out the same ids).
+                if image.next_producer_id > end - PRODUCER_ID_BLOCK {
+                    return Err(format!(
+                        "{BLOCK_OVERLAP}: [{}, {end}) starts below {}",
+                        end - PRODUCER_ID_BLOCK,
+                        image.next_producer_id
+                    ));
+                }
+                image.next_producer_id = end;
             }
         }
         Ok(())
@@ -203,4 +215,37 @@ pub fn replay(
         }
     }
     Ok((image, committed.end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_producer_id_block_that_overlaps_an_earlier_one_is_refused() {
+        let config = Config::for_tests("127.0.0.1:0".parse().unwrap(), "/nonexistent".into(), 1);
+        let mut image = MetadataImage::default();
+        let block = |end| MetadataRecord::ProducerIdBlock { end };
+        block(PRODUCER_ID_BLOCK).apply(&mut image, &config).unwrap();
+        assert_eq!(image.next_producer_id, PRODUCER_ID_BLOCK);
+        // Two controllers that both planned from 0: the second block is refused.
+        let error = block(PRODUCER_ID_BLOCK)
+            .apply(&mut image, &config)
+            .unwrap_err();
+        assert!(error.starts_with(BLOCK_OVERLAP), "{error}");
+        // One that reaches back by a single id is refused too.
+        let error = block(2 * PRODUCER_ID_BLOCK - 1)
+            .apply(&mut image, &config)
+            .unwrap_err();
+        assert!(error.starts_with(BLOCK_OVERLAP), "{error}");
+        assert_eq!(image.next_producer_id, PRODUCER_ID_BLOCK);
+        // The next block, and one past a gap, are taken.
+        block(2 * PRODUCER_ID_BLOCK)
+            .apply(&mut image, &config)
+            .unwrap();
+        block(5 * PRODUCER_ID_BLOCK)
+            .apply(&mut image, &config)
+            .unwrap();
+        assert_eq!(image.next_producer_id, 5 * PRODUCER_ID_BLOCK);
+    }
 }
