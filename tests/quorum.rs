@@ -307,4 +307,39 @@ fn three_voters_elect_replicate_fail_over_and_converge() {
     assert!(!applied.contains(&"without-a-majority".to_string()));
     drop(rx);
     alone.stop();
+
+    // Started again with voters other than those the quorum was formed
+    // with (one voter's address moved): refused, naming both.
+    let mut moved = voters.clone();
+    moved.insert(
+        if survivor == 2 { 3 } else { 2 },
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let error = start_refused(survivor, dir(survivor), &moved);
+    assert!(error.contains("differs from the voters"), "{error}");
+    assert!(error.contains(&voters[&survivor]), "{error}");
+}
+
+/// Starts a voter that is expected not to start, and returns why.
+fn start_refused(id: u64, dir: PathBuf, voters: &BTreeMap<u64, String>) -> String {
+    let config = QuorumConfig::new(id, voters.clone());
+    let addr = voters[&id].clone();
+    compio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let listener = sluice::io::rpc::bind(&addr).unwrap();
+            let started = Quorum::start(
+                &config,
+                &dir,
+                &Disk::Real,
+                Rc::new(GroupCommit::default()),
+                Some(listener),
+                Commands::default(),
+            )
+            .await;
+            match started {
+                Ok(_) => panic!("node {id} started with voters {voters:?}"),
+                Err(error) => error.to_string(),
+            }
+        })
 }

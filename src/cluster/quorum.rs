@@ -204,6 +204,7 @@ impl<M: Machine> Quorum<M> {
                 Err(error) => return Err(other(error)),
             }
         }
+        check_membership(&raft, &config.voters).await?;
         compio::runtime::spawn(log_leader_changes(raft.clone())).detach();
         if config.voters.len() == 1 {
             // Alone, there is nobody to wait for.
@@ -275,6 +276,55 @@ impl<M: Machine> Quorum<M> {
         }
         self.log.close();
     }
+}
+
+/// Refuses to run with voters other than those the quorum's log holds: the
+/// membership is decided once, when the quorum is first formed, and a node
+/// started later with other `--controller-quorum-voters` (another id, or
+/// another address for one) would count votes of a quorum that is not
+/// this one. Changing the voters needs a membership change, not a flag.
+async fn check_membership<M: Machine>(
+    raft: &Raft<M>,
+    voters: &BTreeMap<NodeId, String>,
+) -> io::Result<()> {
+    let metrics = raft
+        .wait(Some(std::time::Duration::from_secs(5)))
+        .metrics(
+            |m| m.membership_config.voter_ids().next().is_some(),
+            "the stored membership is loaded",
+        )
+        .await
+        .map_err(other)?;
+    let membership = metrics.membership_config.membership();
+    let voter_ids: Vec<NodeId> = membership.voter_ids().collect();
+    let stored: BTreeMap<NodeId, String> = membership
+        .nodes()
+        .filter(|(id, _)| voter_ids.contains(id))
+        .map(|(&id, node)| (id, node.addr.clone()))
+        .collect();
+    // A voter alone never dials its own address: only its id must match.
+    let alone = voters.len() == 1 && stored.len() == 1;
+    let same = if alone {
+        stored.keys().eq(voters.keys())
+    } else {
+        &stored == voters
+    };
+    if !same {
+        return Err(other(format!(
+            "--controller-quorum-voters {} differs from the voters this node's metadata quorum was formed with ({}); start it with those, or with a new --data-dir",
+            format_voters(voters),
+            format_voters(&stored)
+        )));
+    }
+    Ok(())
+}
+
+fn format_voters(voters: &BTreeMap<NodeId, String>) -> String {
+    voters
+        .iter()
+        .map(|(id, addr)| format!("{id}@{addr}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Logs each change of leader (or term) this node sees, until Raft stops.

@@ -5,12 +5,17 @@
 //! The client connects lazily and drops its connection on any error or
 //! timeout, so the next call starts on a fresh one (a late answer can never
 //! be taken for the next call's). The server side reads a request, awaits
-//! the handler and writes its answer, until the peer goes away or sends a
-//! frame over the size limit.
+//! the handler and writes its answer, until the peer goes away, sends a
+//! frame over the size limit, stays silent past [`IDLE_TIMEOUT`] or sends a
+//! frame slower than [`FRAME_TIMEOUT`]. A frame's memory grows as its bytes
+//! arrive (a header alone cannot make the server allocate its length), and
+//! at most [`CONNECTIONS_MAX`] connections are served at once.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use compio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,8 +26,18 @@ use futures_util::future::{select, Either};
 /// Frames larger than this are refused (a snapshot of the metadata image
 /// travels in one frame; 256 MiB is far above any that fits in memory here).
 pub const FRAME_BYTES_MAX: usize = 256 << 20;
+/// A served connection with no request for this long is closed (the quorum
+/// sends heartbeats many times a second).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Once a frame's header is read, its body must follow within this.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more are closed as they are accepted (the
+/// peers are the other brokers: a handful each).
+pub const CONNECTIONS_MAX: usize = 256;
+/// A frame's buffer grows by at most this much per read.
+const READ_CHUNK: usize = 1 << 20;
 
-async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+async fn read_header(stream: &mut TcpStream) -> io::Result<usize> {
     let BufResult(result, header) = stream.read_exact([0u8; 4]).await;
     result?;
     let len = u32::from_be_bytes(header) as usize;
@@ -32,9 +47,25 @@ async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
             format!("a frame of {len} bytes (the limit is {FRAME_BYTES_MAX})"),
         ));
     }
-    let BufResult(result, body) = stream.read_exact(vec![0u8; len]).await;
-    result?;
+    Ok(len)
+}
+
+/// The `len` bytes of a frame's body, in chunks: memory follows the bytes
+/// that actually arrived.
+async fn read_body(stream: &mut TcpStream, len: usize) -> io::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(len.min(READ_CHUNK));
+    while body.len() < len {
+        let chunk = (len - body.len()).min(READ_CHUNK);
+        let BufResult(result, part) = stream.read_exact(vec![0u8; chunk]).await;
+        result?;
+        body.extend_from_slice(&part);
+    }
     Ok(body)
+}
+
+async fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let len = read_header(stream).await?;
+    read_body(stream, len).await
 }
 
 async fn write_frame(stream: &mut TcpStream, body: Vec<u8>) -> io::Result<()> {
@@ -126,19 +157,33 @@ where
 {
     let listener = TcpListener::from_std(listener)?;
     let mut stop = std::pin::pin!(stop);
+    let open = Rc::new(Cell::new(0usize));
     loop {
         let accept = std::pin::pin!(listener.accept());
         let (stream, peer) = match select(accept, stop.as_mut()).await {
             Either::Left((Ok(accepted), _)) => accepted,
             Either::Left((Err(error), _)) => {
-                tracing::debug!(%error, "accept failed");
+                // Out of descriptors, typically: give the others time to
+                // close some rather than spin.
+                tracing::warn!(%error, "accepting a peer's connection failed");
+                compio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             Either::Right(_) => return Ok(()),
         };
+        if open.get() >= CONNECTIONS_MAX {
+            tracing::warn!(%peer, "refusing a peer's connection: {CONNECTIONS_MAX} are open");
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
-        compio::runtime::spawn(serve_connection(stream, peer, handle)).detach();
+        open.set(open.get() + 1);
+        let open = open.clone();
+        compio::runtime::spawn(async move {
+            serve_connection(stream, peer, handle).await;
+            open.set(open.get() - 1);
+        })
+        .detach();
     }
 }
 
@@ -148,7 +193,11 @@ where
     F: Future<Output = Vec<u8>>,
 {
     loop {
-        let request = match read_frame(&mut stream).await {
+        let request = match with_deadline(IDLE_TIMEOUT, read_header(&mut stream)).await {
+            Ok(len) => with_deadline(FRAME_TIMEOUT, read_body(&mut stream, len)).await,
+            Err(error) => Err(error),
+        };
+        let request = match request {
             Ok(request) => request,
             Err(error) => {
                 if error.kind() != io::ErrorKind::UnexpectedEof {
