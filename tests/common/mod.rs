@@ -286,7 +286,6 @@ impl TestBroker {
         self.spawn();
     }
 
-    /// Starts a stopped broker again on the same data dir (on a new port).
     /// [`TestBroker::start_again`], or why it did not start (e.g. a port it
     /// must bind is still held by a killed broker's connections).
     pub fn try_start_again(&mut self) -> Result<(), String> {
@@ -294,6 +293,7 @@ impl TestBroker {
         self.try_spawn_at("127.0.0.1:0")
     }
 
+    /// Starts a stopped broker again on the same data dir (on a new port).
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "the broker is still running");
         self.spawn();
