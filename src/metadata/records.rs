@@ -177,7 +177,11 @@ pub fn decode_snapshot(bytes: &[u8], config: &Config) -> Result<MetadataImage, S
         serde_json::from_slice(bytes).map_err(|e| format!("metadata snapshot: {e}"))?;
     let mut image = MetadataImage::default();
     for record in records {
-        record.apply(&mut image, config)?;
+        match record {
+            // Where handing out ids resumes, not a block being taken.
+            MetadataRecord::ProducerIdBlock { end } => image.next_producer_id = end,
+            record => record.apply(&mut image, config)?,
+        }
     }
     Ok(image)
 }
@@ -247,5 +251,30 @@ mod tests {
             .apply(&mut image, &config)
             .unwrap();
         assert_eq!(image.next_producer_id, 5 * PRODUCER_ID_BLOCK);
+    }
+
+    #[test]
+    fn snapshots_round_trip_with_and_without_producer_ids() {
+        let config = Config::for_tests("127.0.0.1:0".parse().unwrap(), "/nonexistent".into(), 1);
+        let mut image = MetadataImage::default();
+        let fresh = decode_snapshot(&encode_snapshot(&image), &config).unwrap();
+        assert_eq!(fresh.next_producer_id, 0);
+        assert!(fresh.topics.is_empty());
+        MetadataRecord::CreateTopic {
+            name: "orders".into(),
+            id: Uuid::new_v4(),
+            partitions: 3,
+            configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        MetadataRecord::ProducerIdBlock { end: 3000 }
+            .apply(&mut image, &config)
+            .unwrap();
+        let again = decode_snapshot(&encode_snapshot(&image), &config).unwrap();
+        assert_eq!(again.next_producer_id, 3000);
+        let topic = again.topic("orders").unwrap();
+        assert_eq!(topic.partition_count(), 3);
+        assert_eq!(topic.overrides["retention.ms"], "1000");
     }
 }
