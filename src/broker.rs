@@ -233,6 +233,8 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         shutdown: ShutdownSignal::default(),
         port: local_addr.port(),
         metrics: Arc::new(Metrics::new(shard_count)),
+        incarnation: uuid::Uuid::new_v4(),
+        active_controller: std::sync::atomic::AtomicI32::new(-1),
     });
 
     let cpus = std::thread::available_parallelism()
@@ -492,8 +494,10 @@ fn run_shard(
                      {ALONE_ELECTION_PATIENCE:?}"
                 ));
             }
-            let controller = Controller::open(&shard.node, Rc::new(quorum));
+            let quorum = Rc::new(quorum);
+            let controller = Controller::open(&shard.node, quorum.clone());
             *shard.controller.borrow_mut() = Some(Rc::new(controller));
+            crate::node::brokers::start(&shard, quorum).await;
         }
         let groups = open_group_coordinator(&shard);
         let txns = open_txn_coordinator(&shard);

@@ -133,6 +133,15 @@ pub struct Cli {
     /// for election, ms (controller.quorum.election.timeout.ms) [default: 1000].
     #[arg(long, value_name = "MS")]
     pub controller_quorum_election_timeout_ms: Option<u64>,
+    /// How often this broker heartbeats the active controller, ms
+    /// (broker.heartbeat.interval.ms) [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    /// A broker whose heartbeats stop for this long is fenced: left out of
+    /// Metadata, its partitions led elsewhere, ms (broker.session.timeout.ms)
+    /// [default: 9000].
+    #[arg(long, value_name = "MS")]
+    pub broker_session_timeout_ms: Option<u64>,
     /// Request bytes a shard holds at most over all its connections (read and
     /// not yet answered); reading more waits [default: 268435456].
     #[arg(long, value_name = "BYTES")]
@@ -188,6 +197,8 @@ struct FileConfig {
     controller_listen: Option<String>,
     controller_quorum_voters: Option<String>,
     controller_quorum_election_timeout_ms: Option<u64>,
+    broker_heartbeat_interval_ms: Option<u64>,
+    broker_session_timeout_ms: Option<u64>,
     send_stall_timeout_ms: Option<u64>,
     max_connections: Option<u64>,
     shard_max_request_bytes: Option<usize>,
@@ -231,6 +242,10 @@ pub struct Config {
     /// and no address was given.
     pub controller_listen: Option<String>,
     pub controller_quorum_election_timeout_ms: u64,
+    /// broker.heartbeat.interval.ms
+    pub broker_heartbeat_interval_ms: u64,
+    /// broker.session.timeout.ms
+    pub broker_session_timeout_ms: u64,
     pub send_stall_timeout_ms: u64,
     /// None: a quarter of the open file limit (see `runtime::descriptors`).
     pub max_connections: Option<u64>,
@@ -395,6 +410,28 @@ impl Config {
             return Err(invalid(
                 "controller-quorum-election-timeout-ms",
                 "must be between 10 and 600000",
+            ));
+        }
+        let broker_heartbeat_interval_ms = cli
+            .broker_heartbeat_interval_ms
+            .or(file.broker_heartbeat_interval_ms)
+            .unwrap_or(2000);
+        let broker_session_timeout_ms = cli
+            .broker_session_timeout_ms
+            .or(file.broker_session_timeout_ms)
+            .unwrap_or(9000);
+        if !(10..=600_000).contains(&broker_heartbeat_interval_ms) {
+            return Err(invalid(
+                "broker-heartbeat-interval-ms",
+                "must be between 10 and 600000",
+            ));
+        }
+        if broker_session_timeout_ms <= broker_heartbeat_interval_ms {
+            return Err(invalid(
+                "broker-session-timeout-ms",
+                format!(
+                    "must be longer than the heartbeat interval ({broker_heartbeat_interval_ms} ms)"
+                ),
             ));
         }
         let num_partitions = cli.num_partitions.or(file.num_partitions).unwrap_or(1);
@@ -615,6 +652,8 @@ impl Config {
             quorum_voters,
             controller_listen,
             controller_quorum_election_timeout_ms,
+            broker_heartbeat_interval_ms,
+            broker_session_timeout_ms,
             send_stall_timeout_ms,
             max_connections,
             shard_max_request_bytes: cli

@@ -166,6 +166,43 @@ fn create(addr: &str, name: &str) -> i16 {
     response.topics[0].error_code
 }
 
+/// The brokers `addr`'s Metadata lists (id, port) and the controller it names.
+fn listed_brokers(addr: &str) -> (Vec<(i32, i32)>, i32) {
+    let mut conn = Conn::open(addr);
+    let response = metadata(&mut conn, Some(&[]), false);
+    let brokers = response
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, b.port))
+        .collect();
+    (brokers, response.controller_id.0)
+}
+
+/// The port of a test broker's Kafka listener.
+fn port_of(broker: &TestBroker) -> i32 {
+    broker.addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// Waits until every node of `nodes` lists exactly `expected` (id, port)
+/// and names `controller` as the controller.
+fn wait_for_brokers(nodes: &[&TestBroker], expected: &[(i32, i32)], controller: i32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen: Vec<_> = nodes.iter().map(|b| listed_brokers(&b.addr)).collect();
+        if seen
+            .iter()
+            .all(|(brokers, c)| brokers == expected && *c == controller)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "brokers did not agree on {expected:?} with controller {controller}: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn lists(addr: &str, name: &str) -> bool {
     let mut conn = Conn::open(addr);
     metadata(&mut conn, Some(&[name]), false).topics[0].error_code == NONE
@@ -191,6 +228,10 @@ fn three_brokers_share_one_metadata_quorum_and_fail_over() {
                 &voters,
                 "--controller-quorum-election-timeout-ms",
                 "300",
+                "--broker-heartbeat-interval-ms",
+                "200",
+                "--broker-session-timeout-ms",
+                "2000",
             ]
             .map(str::to_string);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -213,6 +254,17 @@ fn three_brokers_share_one_metadata_quorum_and_fail_over() {
             .addr
             .clone()
     };
+
+    // Every broker registers: each lists all three, where clients reach
+    // them, and names the quorum's leader as the controller.
+    let everyone = |brokers: &[(i32, TestBroker)]| -> Vec<(i32, i32)> {
+        brokers.iter().map(|(id, b)| (*id, port_of(b))).collect()
+    };
+    wait_for_brokers(
+        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        &everyone(&brokers),
+        leader,
+    );
 
     // Metadata changes: at the leader, listed by all; elsewhere refused.
     let name = common::topic("quorum-three");
@@ -254,6 +306,25 @@ fn three_brokers_share_one_metadata_quorum_and_fail_over() {
         "leader {leader} killed: leader {second} elected and writing {:?} later",
         killed_at.elapsed()
     );
+    // Its session expires at the new controller: the two left list only
+    // themselves.
+    let survivors: Vec<(i32, i32)> = everyone(&brokers)
+        .into_iter()
+        .filter(|(id, _)| *id != leader)
+        .collect();
+    wait_for_brokers(
+        &brokers
+            .iter()
+            .filter(|(id, _)| *id != leader)
+            .map(|(_, b)| b)
+            .collect::<Vec<_>>(),
+        &survivors,
+        second,
+    );
+    println!(
+        "the killed broker was fenced {:?} after the kill",
+        killed_at.elapsed()
+    );
 
     // The killed node comes back (its controller port may be held for a
     // moment), catches up, and follows.
@@ -281,6 +352,13 @@ fn three_brokers_share_one_metadata_quorum_and_fail_over() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The restarted broker registers again, at its new port.
+    let current = agreed_leader(&view(&brokers), Duration::from_secs(20));
+    wait_for_brokers(
+        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        &everyone(&brokers),
+        current,
+    );
     for (_, broker) in brokers.iter_mut() {
         assert_eq!(broker.stop(), Some(0), "clean shutdown");
     }

@@ -25,6 +25,7 @@ pub mod state_machine;
 mod tests;
 pub mod types;
 
+pub use network::ControllerHandler;
 pub use quorum::{Quorum, QuorumConfig, QuorumStatus, WriteError};
 pub use state_machine::{Machine, Raft};
 pub use types::{Applied, Command, NodeId, TypeConfig};

@@ -3,11 +3,18 @@
 //! metadata log is small and rarely busy; the encoding is one function each
 //! way if it ever shows in a profile). The other node answers with openraft's
 //! response, or `Failed` when its Raft has stopped.
+//!
+//! The same listener carries the brokers' requests to the active controller
+//! (registration and heartbeats, `Controller`): opaque bytes here, handed to
+//! whatever [`ControllerRequests`] holds on the receiving node.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, Cursor};
+use std::rc::Rc;
 use std::time::Duration;
 
+use futures_util::future::LocalBoxFuture;
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -30,6 +37,7 @@ enum Request {
         meta: SnapshotMeta,
         data: Vec<u8>,
     },
+    Controller(Vec<u8>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -37,12 +45,62 @@ enum Answer {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
+    Controller(Vec<u8>),
     Failed(String),
 }
 
+/// A broker's request to the active controller, answered: bytes in, bytes
+/// out (what they mean is the caller's).
+pub type ControllerHandler = Rc<dyn Fn(Vec<u8>) -> LocalBoxFuture<'static, Vec<u8>>>;
+
+/// Who serves this node's controller requests, once it does (set after the
+/// quorum starts: the controller is built on it).
+#[derive(Clone, Default)]
+pub struct ControllerRequests(Rc<RefCell<Option<ControllerHandler>>>);
+
+impl ControllerRequests {
+    pub fn serve(&self, handler: ControllerHandler) {
+        *self.0.borrow_mut() = Some(handler);
+    }
+
+    /// `request` answered here, or why not.
+    pub async fn answer(&self, request: Vec<u8>) -> Result<Vec<u8>, String> {
+        let handler = self.0.borrow().clone();
+        match handler {
+            Some(handler) => Ok(handler(request).await),
+            None => Err("this node does not serve controller requests yet".to_string()),
+        }
+    }
+}
+
+/// Sends a controller request over `client` (another voter's listener).
+pub async fn call_controller(
+    client: &mut RpcClient,
+    request: Vec<u8>,
+    timeout: Duration,
+) -> io::Result<Vec<u8>> {
+    let mut peer = Peer {
+        client: std::mem::replace(client, RpcClient::new(String::new())),
+    };
+    let result = peer.call(&Request::Controller(request), timeout).await;
+    *client = peer.client;
+    match result? {
+        Answer::Controller(answer) => Ok(answer),
+        _ => Err(io::Error::other("a mismatched answer")),
+    }
+}
+
 /// Answers one request frame with `raft` (the controller listener's handler).
-pub async fn answer<M: Machine>(raft: &Raft<M>, request: &[u8]) -> Vec<u8> {
+pub async fn answer<M: Machine>(
+    raft: &Raft<M>,
+    requests: &ControllerRequests,
+    request: &[u8],
+) -> Vec<u8> {
     let answer = match serde_json::from_slice::<Request>(request) {
+        Ok(Request::Controller(request)) => match requests.answer(request).await {
+            Ok(answer) => Answer::Controller(answer),
+            Err(why) => Answer::Failed(why),
+        },
         Err(error) => Answer::Failed(format!("undecodable request: {error}")),
         Ok(Request::Append(rpc)) => match raft.append_entries(rpc).await {
             Ok(response) => Answer::Append(response),

@@ -21,7 +21,7 @@ use openraft::impls::BasicNode;
 use openraft::ServerState;
 
 use crate::cluster::log_store::{log_dir, LogStore};
-use crate::cluster::network::{self, Network};
+use crate::cluster::network::{self, ControllerHandler, ControllerRequests, Network};
 use crate::cluster::state_machine::{Machine, Raft, StateMachine};
 use crate::cluster::types::{Applied, Command, NodeId};
 use crate::io::disk::Disk;
@@ -121,6 +121,12 @@ pub struct Quorum<M: Machine> {
     log: LogStore,
     machine: StateMachine<M>,
     stop: std::cell::Cell<Option<futures_channel::oneshot::Sender<()>>>,
+    /// Every voter's controller listener.
+    voters: BTreeMap<NodeId, String>,
+    /// Who answers the controller requests sent to this node.
+    requests: ControllerRequests,
+    /// The connection to the leader's listener, while it leads.
+    leader_client: std::cell::RefCell<Option<(NodeId, rpc::RpcClient)>>,
 }
 
 fn other(error: impl std::fmt::Display) -> io::Error {
@@ -170,13 +176,16 @@ impl<M: Machine> Quorum<M> {
         .await
         .map_err(other)?;
         let (stop, stopped) = futures_channel::oneshot::channel::<()>();
+        let requests = ControllerRequests::default();
         if let Some(listener) = listener {
             let server_raft = raft.clone();
+            let server_requests = requests.clone();
             let serve = rpc::serve(
                 listener,
                 move |_, request| {
                     let raft = server_raft.clone();
-                    async move { network::answer(&raft, &request).await }
+                    let requests = server_requests.clone();
+                    async move { network::answer(&raft, &requests, &request).await }
                 },
                 async {
                     let _ = stopped.await;
@@ -216,7 +225,52 @@ impl<M: Machine> Quorum<M> {
             log,
             machine,
             stop: std::cell::Cell::new(Some(stop)),
+            voters: config.voters.clone(),
+            requests,
+            leader_client: std::cell::RefCell::new(None),
         })
+    }
+
+    /// From now on, controller requests sent to this node are answered by
+    /// `handler` (whether this node leads is the handler's to check).
+    pub fn serve_controller_requests(&self, handler: ControllerHandler) {
+        self.requests.serve(handler);
+    }
+
+    /// Sends `request` to the quorum's leader as it is known now (this node
+    /// itself, or another voter over its listener) and returns its answer.
+    /// No leader known, the leader unreachable or silent past `timeout`: an
+    /// error (the caller tries again later).
+    pub async fn call_controller(
+        &self,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> io::Result<Vec<u8>> {
+        let Some(leader) = self.status().leader else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "no quorum leader is known",
+            ));
+        };
+        if leader == self.node_id {
+            return rpc::with_deadline(timeout, async {
+                self.requests.answer(request).await.map_err(other)
+            })
+            .await;
+        }
+        let addr = self
+            .voters
+            .get(&leader)
+            .ok_or_else(|| other(format!("the leader {leader} is not a known voter")))?;
+        // One caller at a time uses the cached connection; another opens its own.
+        let cached = self.leader_client.borrow_mut().take();
+        let mut client = match cached {
+            Some((id, client)) if id == leader => client,
+            _ => rpc::RpcClient::new(addr.clone()),
+        };
+        let answer = network::call_controller(&mut client, request, timeout).await;
+        *self.leader_client.borrow_mut() = Some((leader, client));
+        answer
     }
 
     pub fn machine(&self) -> &M {

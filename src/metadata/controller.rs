@@ -184,6 +184,20 @@ impl Controller {
         ))
     }
 
+    /// Records a broker's registration, fencing or unfencing (which one is
+    /// decided by the broker sessions in `node::brokers`).
+    pub async fn record_broker(&self, record: MetadataRecord) -> Result<(), ApiError> {
+        debug_assert!(matches!(
+            record,
+            MetadataRecord::RegisterBroker { .. }
+                | MetadataRecord::FenceBroker { .. }
+                | MetadataRecord::UnfenceBroker { .. }
+        ));
+        let _guard = self.lock.lock().await;
+        self.check_leader()?;
+        self.persist(&record, None).await
+    }
+
     /// Writes `record` through the quorum; it is applied to the image once
     /// this returns.
     async fn persist(

@@ -77,6 +77,20 @@ impl TopicMeta {
     }
 }
 
+/// A broker registered with the controller (KRaft's broker registration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMeta {
+    /// Where clients reach it (its advertised listener).
+    pub host: String,
+    pub port: i32,
+    /// Differs at each start of the broker's process: a fence or unfence
+    /// meant for an earlier run does not apply to this one.
+    pub incarnation: Uuid,
+    /// No heartbeat reached the controller within `broker.session.timeout.ms`:
+    /// it is left out of Metadata until it heartbeats again.
+    pub fenced: bool,
+}
+
 /// An immutable snapshot of the cluster metadata.
 #[derive(Debug, Default, Clone)]
 pub struct MetadataImage {
@@ -84,6 +98,8 @@ pub struct MetadataImage {
     pub topics_by_id: HashMap<Uuid, Arc<TopicMeta>>,
     /// First producer id not yet handed out.
     pub next_producer_id: i64,
+    /// The registered brokers, by node id.
+    pub brokers: BTreeMap<i32, BrokerMeta>,
 }
 
 impl MetadataImage {
@@ -100,6 +116,13 @@ impl MetadataImage {
         }
         image.topics_by_id.insert(topic.id, topic);
         image
+    }
+    /// The registered brokers that are not fenced, by node id.
+    pub fn live_brokers(&self) -> impl Iterator<Item = (i32, &BrokerMeta)> {
+        self.brokers
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(&id, b)| (id, b))
     }
     pub fn without_topic(&self, name: &str) -> MetadataImage {
         let mut image = self.clone();

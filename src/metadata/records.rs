@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::metadata::{MetadataImage, PartitionState, TopicMeta, METADATA_LOG_DIR};
+use crate::metadata::{BrokerMeta, MetadataImage, PartitionState, TopicMeta, METADATA_LOG_DIR};
 use crate::protocol::encode;
 use crate::storage::replay;
 
@@ -48,6 +48,25 @@ pub enum MetadataRecord {
     /// Every producer id below `end` may have been handed out.
     ProducerIdBlock {
         end: i64,
+    },
+    /// A broker (re)registered: where clients reach it, and this run's
+    /// incarnation. It is live (unfenced) from here.
+    RegisterBroker {
+        id: i32,
+        host: String,
+        port: i32,
+        incarnation: Uuid,
+    },
+    /// The broker's session expired (no heartbeat within
+    /// `broker.session.timeout.ms`); ignored if it registered again since.
+    FenceBroker {
+        id: i32,
+        incarnation: Uuid,
+    },
+    /// A fenced broker heartbeats again.
+    UnfenceBroker {
+        id: i32,
+        incarnation: Uuid,
     },
 }
 
@@ -143,8 +162,41 @@ impl MetadataRecord {
                 }
                 image.next_producer_id = end;
             }
+            MetadataRecord::RegisterBroker {
+                id,
+                host,
+                port,
+                incarnation,
+            } => {
+                image.brokers.insert(
+                    id,
+                    BrokerMeta {
+                        host,
+                        port,
+                        incarnation,
+                        fenced: false,
+                    },
+                );
+            }
+            MetadataRecord::FenceBroker { id, incarnation } => {
+                set_fenced(image, id, incarnation, true)
+            }
+            MetadataRecord::UnfenceBroker { id, incarnation } => {
+                set_fenced(image, id, incarnation, false)
+            }
         }
         Ok(())
+    }
+}
+
+/// Fences or unfences broker `id` if it is still in `incarnation`.
+fn set_fenced(image: &mut MetadataImage, id: i32, incarnation: Uuid, fenced: bool) {
+    if let Some(broker) = image
+        .brokers
+        .get_mut(&id)
+        .filter(|b| b.incarnation == incarnation)
+    {
+        broker.fenced = fenced;
     }
 }
 
@@ -163,6 +215,20 @@ pub fn snapshot_records(image: &MetadataImage) -> Vec<MetadataRecord> {
     records.push(MetadataRecord::ProducerIdBlock {
         end: image.next_producer_id,
     });
+    for (&id, broker) in &image.brokers {
+        records.push(MetadataRecord::RegisterBroker {
+            id,
+            host: broker.host.clone(),
+            port: broker.port,
+            incarnation: broker.incarnation,
+        });
+        if broker.fenced {
+            records.push(MetadataRecord::FenceBroker {
+                id,
+                incarnation: broker.incarnation,
+            });
+        }
+    }
     records
 }
 
@@ -276,5 +342,55 @@ mod tests {
         let topic = again.topic("orders").unwrap();
         assert_eq!(topic.partition_count(), 3);
         assert_eq!(topic.overrides["retention.ms"], "1000");
+    }
+
+    #[test]
+    fn brokers_register_fence_and_unfence_per_incarnation() {
+        let config = Config::for_tests("127.0.0.1:0".parse().unwrap(), "/nonexistent".into(), 1);
+        let mut image = MetadataImage::default();
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let register = |incarnation, port| MetadataRecord::RegisterBroker {
+            id: 2,
+            host: "127.0.0.1".into(),
+            port,
+            incarnation,
+        };
+        register(first, 9092).apply(&mut image, &config).unwrap();
+        let live =
+            |image: &MetadataImage| image.live_brokers().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(live(&image), [2]);
+        MetadataRecord::FenceBroker {
+            id: 2,
+            incarnation: first,
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        assert!(live(&image).is_empty());
+        // The snapshot keeps the fence.
+        let restored = decode_snapshot(&encode_snapshot(&image), &config).unwrap();
+        assert_eq!(restored.brokers, image.brokers);
+        // A new run registers live; a fence meant for the old run is ignored.
+        register(second, 9093).apply(&mut image, &config).unwrap();
+        MetadataRecord::FenceBroker {
+            id: 2,
+            incarnation: first,
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        assert_eq!(live(&image), [2]);
+        assert_eq!(image.brokers[&2].port, 9093);
+        MetadataRecord::FenceBroker {
+            id: 2,
+            incarnation: second,
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        MetadataRecord::UnfenceBroker {
+            id: 2,
+            incarnation: second,
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        assert_eq!(live(&image), [2]);
     }
 }

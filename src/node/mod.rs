@@ -3,12 +3,13 @@
 //! it owns, the group coordinator of its groups, its transaction coordinator,
 //! the controller on shard 0.
 
+pub mod brokers;
 pub mod quorum;
 pub mod shard;
 pub mod topics;
 pub mod txn_env;
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -41,6 +42,12 @@ pub struct Node {
     pub next_producer_id: AtomicI64,
     /// How the open file limit is shared out between connections and partitions.
     pub descriptors: DescriptorBudget,
+    /// This run of the broker (KRaft's incarnation id): registrations and
+    /// fences name it, so that one meant for an earlier run is ignored.
+    pub incarnation: uuid::Uuid,
+    /// The metadata quorum's leader as last seen here (-1: none known);
+    /// Metadata and DescribeCluster report it as the controller.
+    pub active_controller: AtomicI32,
 }
 
 impl Node {
@@ -50,6 +57,38 @@ impl Node {
     pub fn shard_for(&self, topic: &str, partition: i32) -> usize {
         shard_for_partition(topic, partition, self.shard_count)
     }
+    /// The controller to report to clients: the quorum's leader if one is
+    /// known and live, else this broker.
+    pub fn controller_id(&self) -> i32 {
+        let leader = self.active_controller.load(Ordering::Relaxed);
+        let image = self.image();
+        if leader >= 0 && image.brokers.get(&leader).is_some_and(|b| !b.fenced) {
+            leader
+        } else {
+            self.config.node_id
+        }
+    }
+
+    /// The brokers to list to clients, by id: the live registered ones, and
+    /// this one as it listens now, even before its registration is committed
+    /// (a client must be able to come back to the broker it asked).
+    pub fn brokers(&self) -> Vec<(i32, String, i32)> {
+        let image = self.image();
+        let me = self.config.node_id;
+        let mut brokers: Vec<(i32, String, i32)> = image
+            .live_brokers()
+            .filter(|(id, _)| *id != me)
+            .map(|(id, b)| (id, b.host.clone(), b.port))
+            .collect();
+        brokers.push((
+            me,
+            self.config.advertised_host.clone(),
+            self.advertised_port(),
+        ));
+        brokers.sort_unstable_by_key(|(id, _, _)| *id);
+        brokers
+    }
+
     pub fn advertised_port(&self) -> i32 {
         if self.config.advertised_port == 0 {
             i32::from(self.port)

@@ -185,6 +185,26 @@ impl MetadataQuorum {
         })
     }
 
+    /// Answers controller requests from other brokers with `handler`.
+    pub fn serve_controller_requests(&self, handler: crate::cluster::ControllerHandler) {
+        self.quorum.serve_controller_requests(handler);
+    }
+
+    /// Sends a controller request to the quorum's leader (see
+    /// [`Quorum::call_controller`]).
+    pub async fn call_controller(
+        &self,
+        request: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> io::Result<Vec<u8>> {
+        self.quorum.call_controller(request, timeout).await
+    }
+
+    /// The quorum's leader as known here.
+    pub fn leader(&self) -> Option<i32> {
+        self.quorum.status().leader.map(|id| id as i32)
+    }
+
     /// Waits (up to `patience`) until this node leads the quorum: a voter
     /// alone elects itself at once.
     pub async fn wait_to_lead(&self, patience: std::time::Duration) -> bool {

@@ -1,4 +1,5 @@
-//! DescribeCluster: this one broker.
+//! DescribeCluster: the live brokers of the cluster and the active
+//! controller, as this broker's metadata image knows them.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -10,13 +11,19 @@ pub async fn handle(
     ctx: &RequestContext,
     _request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let broker = &ctx.conn.shard.node;
-    let node_id = BrokerId(broker.config.node_id);
+    let node = &ctx.conn.shard.node;
+    let brokers = node
+        .brokers()
+        .into_iter()
+        .map(|(id, host, port)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+        })
+        .collect();
     DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(broker.cluster_id.clone()))
-        .with_controller_id(node_id)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(node_id)
-            .with_host(str_bytes(broker.config.advertised_host.clone()))
-            .with_port(broker.advertised_port())])
+        .with_cluster_id(str_bytes(node.cluster_id.clone()))
+        .with_controller_id(BrokerId(node.controller_id()))
+        .with_brokers(brokers)
 }

@@ -1,4 +1,4 @@
-//! Metadata: brokers (this one), topics and partitions. Unknown topics are
+//! Metadata: the live brokers, topics and partitions. Unknown topics are
 //! created when the client allows it and `auto_create_topics` is on.
 
 use std::collections::BTreeMap;
@@ -59,16 +59,22 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
             topics.push(response);
         }
     }
-    let host = str_bytes(broker.config.advertised_host.clone());
+    let brokers = broker
+        .brokers()
+        .into_iter()
+        .map(|(id, host, port)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+        })
+        .collect();
     let mut response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node_id)
-            .with_host(host)
-            .with_port(broker.advertised_port())])
+        .with_brokers(brokers)
         .with_topics(topics);
     // Fields newer than the request's version must stay at their defaults.
     if ctx.api_version >= 1 {
-        response.controller_id = node_id;
+        response.controller_id = BrokerId(broker.controller_id());
     }
     if ctx.api_version >= 2 {
         response.cluster_id = Some(str_bytes(broker.cluster_id.clone()));

@@ -1,0 +1,248 @@
+//! Brokers registering with the active controller and staying alive there:
+//! KRaft's BrokerRegistration and BrokerHeartbeat, carried as controller
+//! requests over the quorum's listener.
+//!
+//! Every broker heartbeats the quorum's leader every
+//! `broker.heartbeat.interval.ms` (itself, when it leads). The leader's
+//! controller records a `RegisterBroker` when a broker is new or comes back
+//! as a new run (another incarnation, or another address), and an
+//! `UnfenceBroker` when a fenced one heartbeats again. It keeps, in memory
+//! only (as Kafka does), when it last heard from each broker; one silent for
+//! `broker.session.timeout.ms` is fenced with a `FenceBroker` record, which
+//! takes it out of every node's Metadata. A controller that has just taken
+//! the lead gives every broker a whole session from then, since it has heard
+//! none of them yet.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::metadata::records::MetadataRecord;
+use crate::node::quorum::MetadataQuorum;
+use crate::node::shard::Shard;
+
+/// A broker's heartbeat: who it is, in this run, and where clients reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Heartbeat {
+    id: i32,
+    incarnation: Uuid,
+    host: String,
+    port: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ControllerRequest {
+    Heartbeat(Heartbeat),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ControllerAnswer {
+    /// Registered and live.
+    Live,
+    /// Not taken (not the controller any more, the write failed): why.
+    Refused(String),
+}
+
+/// When the active controller last heard from each broker.
+#[derive(Default)]
+struct Sessions {
+    last_seen: RefCell<HashMap<i32, Instant>>,
+    /// Since when this node leads (None: it does not).
+    leading_since: Cell<Option<Instant>>,
+}
+
+/// Starts this broker's part (on the controller shard, once its controller
+/// exists): answers other brokers' heartbeats when it leads, fences brokers
+/// whose sessions expire, and heartbeats the leader itself. A voter alone
+/// registers before this returns, so that its first Metadata answer already
+/// comes from the image.
+pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
+    let sessions = Rc::new(Sessions::default());
+    let handler_shard = shard.clone();
+    let handler_sessions = sessions.clone();
+    quorum.serve_controller_requests(Rc::new(move |request: Vec<u8>| {
+        let shard = handler_shard.clone();
+        let sessions = handler_sessions.clone();
+        Box::pin(async move {
+            let answer = match serde_json::from_slice::<ControllerRequest>(&request) {
+                Ok(ControllerRequest::Heartbeat(heartbeat)) => {
+                    heartbeat_received(&shard, &sessions, heartbeat).await
+                }
+                Err(error) => ControllerAnswer::Refused(format!("undecodable request: {error}")),
+            };
+            serde_json::to_vec(&answer).expect("answers encode")
+        })
+    }));
+    if shard.node.config.quorum_voters.len() == 1 {
+        if let Err(why) = send_heartbeat(shard, &quorum).await {
+            tracing::warn!(%why, "registering this broker");
+        }
+    }
+    compio::runtime::spawn(heartbeat_loop(shard.clone(), quorum.clone())).detach();
+    compio::runtime::spawn(session_loop(shard.clone(), quorum, sessions)).detach();
+}
+
+fn this_broker(shard: &Shard) -> Heartbeat {
+    let node = &shard.node;
+    Heartbeat {
+        id: node.config.node_id,
+        incarnation: node.incarnation,
+        host: node.config.advertised_host.clone(),
+        port: node.advertised_port(),
+    }
+}
+
+async fn send_heartbeat(shard: &Rc<Shard>, quorum: &MetadataQuorum) -> Result<(), String> {
+    let request = ControllerRequest::Heartbeat(this_broker(shard));
+    let bytes = serde_json::to_vec(&request).expect("requests encode");
+    let timeout = Duration::from_millis(shard.node.config.broker_heartbeat_interval_ms.max(1000));
+    let answer = quorum
+        .call_controller(bytes, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    match serde_json::from_slice::<ControllerAnswer>(&answer) {
+        Ok(ControllerAnswer::Live) => Ok(()),
+        Ok(ControllerAnswer::Refused(why)) => Err(why),
+        Err(error) => Err(format!("undecodable answer: {error}")),
+    }
+}
+
+/// Heartbeats the leader every `broker.heartbeat.interval.ms` until shutdown;
+/// says so in the log when the broker becomes live and when it stops being.
+async fn heartbeat_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>) {
+    let interval = Duration::from_millis(shard.node.config.broker_heartbeat_interval_ms);
+    let mut live = false;
+    while !shard.node.shutdown.is_triggered() {
+        match send_heartbeat(&shard, &quorum).await {
+            Ok(()) if !live => {
+                live = true;
+                tracing::info!(
+                    controller = shard.node.active_controller.load(Ordering::Relaxed),
+                    "registered with the active controller"
+                );
+            }
+            Ok(()) => {}
+            Err(why) if live => {
+                live = false;
+                tracing::warn!(%why, "a heartbeat to the active controller failed");
+            }
+            Err(why) => tracing::debug!(%why, "a heartbeat to the active controller failed"),
+        }
+        compio::time::sleep(interval).await;
+    }
+}
+
+/// The controller's side of a heartbeat: the session renewed, and the
+/// registration or unfencing recorded when the image does not show this
+/// run of the broker live.
+async fn heartbeat_received(
+    shard: &Rc<Shard>,
+    sessions: &Sessions,
+    heartbeat: Heartbeat,
+) -> ControllerAnswer {
+    let controller = shard.controller();
+    if let Err(error) = controller.check_leader() {
+        return ControllerAnswer::Refused(error.message);
+    }
+    sessions
+        .last_seen
+        .borrow_mut()
+        .insert(heartbeat.id, Instant::now());
+    let registered = shard.node.image().brokers.get(&heartbeat.id).cloned();
+    let record = match registered {
+        Some(b)
+            if b.incarnation == heartbeat.incarnation
+                && b.host == heartbeat.host
+                && b.port == heartbeat.port =>
+        {
+            if !b.fenced {
+                return ControllerAnswer::Live;
+            }
+            tracing::info!(
+                broker = heartbeat.id,
+                "unfencing a broker that heartbeats again"
+            );
+            MetadataRecord::UnfenceBroker {
+                id: heartbeat.id,
+                incarnation: heartbeat.incarnation,
+            }
+        }
+        _ => {
+            tracing::info!(
+                broker = heartbeat.id,
+                host = %heartbeat.host,
+                port = heartbeat.port,
+                "registering a broker"
+            );
+            MetadataRecord::RegisterBroker {
+                id: heartbeat.id,
+                host: heartbeat.host,
+                port: heartbeat.port,
+                incarnation: heartbeat.incarnation,
+            }
+        }
+    };
+    match controller.record_broker(record).await {
+        Ok(()) => ControllerAnswer::Live,
+        Err(error) => ControllerAnswer::Refused(error.message),
+    }
+}
+
+/// On the leader, fences each broker silent for a whole session; everywhere,
+/// keeps `Node::active_controller` current. Runs until shutdown.
+async fn session_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>, sessions: Rc<Sessions>) {
+    let config = &shard.node.config;
+    let session = Duration::from_millis(config.broker_session_timeout_ms);
+    let tick = Duration::from_millis((config.broker_heartbeat_interval_ms / 2).clamp(5, 500));
+    let me = config.node_id;
+    while !shard.node.shutdown.is_triggered() {
+        compio::time::sleep(tick).await;
+        let leader = quorum.leader();
+        shard
+            .node
+            .active_controller
+            .store(leader.unwrap_or(-1), Ordering::Relaxed);
+        if leader != Some(me) {
+            sessions.leading_since.set(None);
+            continue;
+        }
+        let since = match sessions.leading_since.get() {
+            Some(since) => since,
+            None => {
+                let now = Instant::now();
+                sessions.leading_since.set(Some(now));
+                sessions.last_seen.borrow_mut().clear();
+                now
+            }
+        };
+        let expired: Vec<(i32, Uuid, Duration)> = {
+            let last_seen = sessions.last_seen.borrow();
+            shard
+                .node
+                .image()
+                .live_brokers()
+                .filter(|&(id, _)| id != me)
+                .filter_map(|(id, broker)| {
+                    let silent = last_seen.get(&id).copied().unwrap_or(since).elapsed();
+                    (silent > session).then_some((id, broker.incarnation, silent))
+                })
+                .collect()
+        };
+        for (id, incarnation, silent) in expired {
+            tracing::warn!(
+                broker = id,
+                silent_ms = silent.as_millis() as u64,
+                "fencing a broker: no heartbeat within broker.session.timeout.ms"
+            );
+            let record = MetadataRecord::FenceBroker { id, incarnation };
+            if let Err(error) = shard.controller().record_broker(record).await {
+                tracing::warn!(broker = id, error = %error.message, "fencing a broker failed");
+            }
+        }
+    }
+}
