@@ -160,8 +160,8 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         tracing::warn!(
             voters = ?config.quorum_voters,
             "a cluster of several nodes: the metadata quorum is replicated, partition data is \
-             not yet (issue 15 in progress): each node serves the partitions its own controller \
-             created"
+             not yet (issue 15 in progress): partitions are spread over the brokers with one \
+             replica each"
         );
     }
     // Bound now, so that a port in use fails the start before any shard serves.
@@ -223,10 +223,15 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     }
     let peers: Peers = handles.into();
     let next_producer_id = AtomicI64::new(image.next_producer_id);
+    let producer_id_block = (
+        AtomicI64::new(image.next_producer_id),
+        AtomicI64::new(image.next_producer_id),
+    );
     let node = Arc::new(Node {
         config,
         cluster_id,
         next_producer_id,
+        producer_id_block,
         descriptors,
         metadata: ArcSwap::from_pointee(image),
         shard_count,
@@ -482,7 +487,7 @@ fn run_shard(
             // Its own group commit: the quorum's syncs are not the
             // partitions' (nor counted in their metrics).
             let commit = Rc::new(crate::storage::commit::GroupCommit::default());
-            let started = MetadataQuorum::start(&shard.node, commit, listener, replayed_end).await;
+            let started = MetadataQuorum::start(&shard, commit, listener, replayed_end).await;
             let quorum = match started {
                 Ok(quorum) => quorum,
                 Err(error) => return fail(format!("metadata quorum: {error}")),

@@ -363,3 +363,299 @@ fn three_brokers_share_one_metadata_quorum_and_fail_over() {
         assert_eq!(broker.stop(), Some(0), "clean shutdown");
     }
 }
+
+/// Starts three brokers under `dir` sharing a quorum, with short timeouts.
+fn start_three(dir: &std::path::Path) -> Vec<(i32, TestBroker)> {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = (1..=3)
+        .map(|id| format!("{id}@127.0.0.1:{}", ports[id - 1]))
+        .collect::<Vec<_>>()
+        .join(",");
+    (1..=3)
+        .map(|id: i32| {
+            let listen = format!("127.0.0.1:{}", ports[id as usize - 1]);
+            let args = [
+                "--node-id",
+                &id.to_string(),
+                "--controller-listen",
+                &listen,
+                "--controller-quorum-voters",
+                &voters,
+                "--controller-quorum-election-timeout-ms",
+                "300",
+                "--broker-heartbeat-interval-ms",
+                "200",
+                "--broker-session-timeout-ms",
+                "2000",
+            ]
+            .map(str::to_string);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            (
+                id,
+                TestBroker::start_in(&dir.join(format!("node-{id}")), &args),
+            )
+        })
+        .collect()
+}
+
+/// Each partition's (leader, replicas, isr, error) as `addr` describes `topic`.
+fn placements(addr: &str, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>, i16)> {
+    let mut conn = Conn::open(addr);
+    let response = metadata(&mut conn, Some(&[topic]), false);
+    let mut partitions = response.topics[0].partitions.clone();
+    partitions.sort_by_key(|p| p.partition_index);
+    partitions
+        .iter()
+        .map(|p| {
+            (
+                p.leader_id.0,
+                p.replica_nodes.iter().map(|b| b.0).collect(),
+                p.isr_nodes.iter().map(|b| b.0).collect(),
+                p.error_code,
+            )
+        })
+        .collect()
+}
+
+/// Partitions are spread over the brokers (one replica each, until data is
+/// replicated); every broker describes the same placement; a broker that
+/// does not lead a partition refuses its produce with NOT_LEADER_OR_FOLLOWER;
+/// librdkafka (idempotent: its producer id comes from a block the active
+/// controller granted) and kafka-python, bootstrapped at any broker, follow
+/// the leaders and read back exactly what they wrote. A broker's loss leaves
+/// its partitions without a leader (LEADER_NOT_AVAILABLE), the others served.
+#[test]
+fn partitions_spread_over_the_brokers_and_clients_follow_their_leaders() {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let temp = tempfile::tempdir().unwrap();
+    let mut brokers = start_three(temp.path());
+    let leader = agreed_leader(&view(&brokers), Duration::from_secs(20));
+    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
+    wait_for_brokers(
+        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        &everyone,
+        leader,
+    );
+    let follower = brokers.iter().find(|(id, _)| *id != leader).unwrap();
+    let leader_addr = brokers
+        .iter()
+        .find(|(id, _)| *id == leader)
+        .unwrap()
+        .1
+        .addr
+        .clone();
+
+    let name = common::topic("spread");
+    let mut conn = Conn::open(&leader_addr);
+    let response: CreateTopicsResponse = conn.call(
+        ApiKey::CreateTopics,
+        7,
+        &create_topics_request(&name, 6, 1, &[]),
+    );
+    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
+    // Replication factor 2 is refused until data is replicated.
+    let response: CreateTopicsResponse = conn.call(
+        ApiKey::CreateTopics,
+        7,
+        &create_topics_request(&common::topic("rf2"), 1, 2, &[]),
+    );
+    assert_eq!(
+        response.topics[0].error_code, 38,
+        "INVALID_REPLICATION_FACTOR"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let placed = loop {
+        let seen: Vec<_> = brokers
+            .iter()
+            .map(|(_, b)| placements(&b.addr, &name))
+            .collect();
+        if seen[0].len() == 6 && seen.iter().all(|s| *s == seen[0]) {
+            break seen[0].clone();
+        }
+        assert!(Instant::now() < deadline, "brokers disagree: {seen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for (p, (lead, replicas, isr, error)) in placed.iter().enumerate() {
+        assert_eq!(*error, NONE, "partition {p}");
+        assert_eq!(replicas, &vec![*lead], "partition {p}");
+        assert_eq!(isr, &vec![*lead], "partition {p}");
+    }
+    for id in 1..=3 {
+        let led = placed.iter().filter(|(l, ..)| *l == id).count();
+        assert_eq!(led, 2, "broker {id} leads two of six: {placed:?}");
+    }
+    // Produce at a broker that does not lead the partition.
+    let (p, (lead, ..)) = placed.iter().enumerate().next().unwrap();
+    let elsewhere = brokers.iter().find(|(id, _)| id != lead).unwrap();
+    let mut conn = Conn::open(&elsewhere.1.addr);
+    let answer = common::wire::produce(&mut conn, &name, p as i32, common::wire::value_batch("x"));
+    assert_eq!(answer.error_code, NOT_LEADER_OR_FOLLOWER);
+
+    // librdkafka, bootstrapped at a follower, idempotent.
+    let producer = common::clients::producer(&follower.1, &[("enable.idempotence", "true")]);
+    let sent = 300;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for i in 0..sent {
+            let key = format!("key-{}", i % 17);
+            let value = format!("value-{i}");
+            producer
+                .send(
+                    FutureRecord::to(&name).key(&key).payload(&value),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("message {i}: {e}"));
+        }
+    });
+    let reader = brokers.iter().find(|(id, _)| *id != follower.0).unwrap();
+    let consumer = common::clients::consumer(&reader.1, &[]);
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..6 {
+        assignment
+            .add_partition_offset(&name, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut got: Vec<(i32, i64, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < sent && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.expect("a consumed message");
+            let value = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
+            got.push((message.partition(), message.offset(), value));
+        }
+    }
+    let mut values: Vec<&str> = got.iter().map(|(_, _, v)| v.as_str()).collect();
+    values.sort_unstable();
+    let mut expected: Vec<String> = (0..sent).map(|i| format!("value-{i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(values, expected, "every message exactly once");
+    for p in 0..6 {
+        let offsets: Vec<i64> = got.iter().filter(|g| g.0 == p).map(|g| g.1).collect();
+        assert!(
+            offsets.iter().copied().eq(0..offsets.len() as i64),
+            "partition {p}: offsets {offsets:?}"
+        );
+    }
+    drop(consumer);
+    drop(producer);
+
+    // Every broker names the same group coordinator (the live broker with
+    // the lowest id), so a group's members meet whichever broker they ask:
+    // a group consumer bootstrapped at one broker commits, and a consumer of
+    // the same group bootstrapped at another sees those commits.
+    let group = common::topic("spread-group");
+    let grouped = |broker: &TestBroker| {
+        common::clients::consumer(
+            broker,
+            &[
+                ("group.id", group.as_str()),
+                ("auto.offset.reset", "earliest"),
+            ],
+        )
+    };
+    let first = grouped(&brokers[2].1);
+    first.subscribe(&[&name]).unwrap();
+    let mut consumed = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumed < sent && Instant::now() < deadline {
+        if let Some(message) = first.poll(Duration::from_millis(200)) {
+            message.expect("a consumed message");
+            consumed += 1;
+        }
+    }
+    assert_eq!(consumed, sent, "the group consumer read everything");
+    first
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
+    drop(first);
+    let second = grouped(&brokers[1].1);
+    let committed = second
+        .committed_offsets(assignment.clone(), Duration::from_secs(10))
+        .expect("committed offsets");
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            other => panic!("partition {}: {other:?}", e.partition()),
+        })
+        .sum();
+    assert_eq!(
+        total, sent as i64,
+        "the commits, seen through another broker"
+    );
+    drop(second);
+
+    // kafka-python (an independent client), bootstrapped at a follower: its
+    // admin client creates through the controller Metadata names.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let output = std::process::Command::new("python3")
+        .current_dir(&script)
+        .arg("kafka_python_smoke.py")
+        .arg(&follower.1.addr)
+        .arg(common::topic("spread-python"))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "kafka_python_smoke.py: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // One broker killed: its partitions have no leader once it is fenced;
+    // the others still take writes.
+    let gone = brokers
+        .iter()
+        .map(|(id, _)| *id)
+        .find(|id| *id != leader)
+        .unwrap();
+    brokers
+        .iter_mut()
+        .find(|(id, _)| *id == gone)
+        .unwrap()
+        .1
+        .kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = placements(&leader_addr, &name);
+        let orphaned = now.iter().filter(|(l, ..)| *l == -1).count();
+        if orphaned == 2 {
+            for (p, (lead, replicas, isr, error)) in now.iter().enumerate() {
+                if replicas == &vec![gone] {
+                    assert_eq!(
+                        (*lead, *error),
+                        (-1, 5),
+                        "partition {p}: LEADER_NOT_AVAILABLE"
+                    );
+                    assert!(isr.is_empty(), "partition {p}: {isr:?}");
+                }
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed broker's partitions: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (p, _) = placed
+        .iter()
+        .enumerate()
+        .find(|(_, (l, ..))| *l == leader)
+        .unwrap();
+    let mut conn = Conn::open(&leader_addr);
+    let answer = common::wire::produce(&mut conn, &name, p as i32, common::wire::value_batch("y"));
+    assert_eq!(answer.error_code, NONE);
+    for (id, broker) in brokers.iter_mut() {
+        if *id != gone {
+            assert_eq!(broker.stop(), Some(0), "clean shutdown");
+        }
+    }
+}

@@ -181,6 +181,8 @@ fn write_legacy_topic(data_dir: &std::path::Path, name: &str) {
         id: uuid::Uuid::new_v4(),
         partitions: 1,
         configs: Default::default(),
+        // As an older Sluice wrote it: no replicas (the node that applies it).
+        replicas: None,
     };
     let mut batch = record.to_batch(1_700_000_000_000).to_vec();
     batch::set_base_offset(&mut batch, next_offset);

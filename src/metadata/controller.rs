@@ -2,13 +2,13 @@
 //! 0; handlers on any shard reach it with `run_on(CONTROLLER_SHARD, …)`.
 //!
 //! Every change follows the same steps, one change at a time (`lock`):
-//! validate and plan (`plan_*`) → prepare the partition logs on their owning
-//! shards → write the change through the metadata quorum, which applies it to
-//! the image once it is committed (`record_*`). A change is therefore visible
-//! to clients only once it is durable (and agreed by the quorum), and a
-//! partition is in the image only once its log exists. The middle step needs
-//! the shards; `node::topics` runs the three in order, so that this file
-//! knows only the metadata.
+//! validate and plan (`plan_*`: for new partitions, which brokers host them)
+//! → write the change through the metadata quorum (`record_*`), which
+//! returns once it is committed and applied here. Applying it, on every
+//! node, opens the logs of the partitions that node hosts before the new
+//! image is published, so a partition is in a node's image only once its log
+//! exists there. `node::topics` runs the steps; this file knows only the
+//! metadata.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -22,7 +22,8 @@ use uuid::Uuid;
 use crate::metadata::records::{MetadataRecord, BLOCK_OVERLAP, PRODUCER_ID_BLOCK};
 use crate::metadata::topic_config::{deprecation_note, TopicConfig};
 use crate::metadata::{
-    is_internal_topic, validate_topic_name, PartitionState, TopicMeta, PARTITIONS_PER_TOPIC_MAX,
+    is_internal_topic, validate_topic_name, PartitionState, Placement, TopicMeta,
+    PARTITIONS_PER_TOPIC_MAX,
 };
 use crate::node::Node;
 use crate::protocol::errors::ErrorCode;
@@ -93,19 +94,17 @@ fn note_deprecated(topic: &str, configs: &BTreeMap<String, String>) {
 /// metadata quorum (`node::quorum` implements it over `cluster`).
 pub trait MetadataLog {
     /// Writes `record` and returns once it is committed and applied to the
-    /// image here. `planned`: the topic (whose logs exist) that applying a
-    /// CreateTopic or SetPartitionCount must publish as it is, so that the
-    /// image holds the very partition state the logs were opened with.
-    fn write<'a>(
-        &'a self,
-        record: &MetadataRecord,
-        planned: Option<Arc<TopicMeta>>,
-    ) -> LocalBoxFuture<'a, Result<(), ApiError>>;
+    /// image here (applying opens the logs of the partitions this node
+    /// hosts, and removes those of deleted ones).
+    fn write<'a>(&'a self, record: &MetadataRecord) -> LocalBoxFuture<'a, Result<(), ApiError>>;
     /// The quorum as this node sees it.
     fn status(&self) -> QuorumView;
     /// Whether this node leads the quorum now (only the leader's writes
     /// can succeed; asking first spares work that would be undone).
     fn is_leader(&self) -> bool;
+    /// A block of producer ids, `[start, end)`, granted by the active
+    /// controller (this node or another).
+    fn producer_id_block(&self) -> LocalBoxFuture<'_, Result<(i64, i64), ApiError>>;
     /// Stops taking part in the quorum (shutdown).
     fn close(&self) -> LocalBoxFuture<'_, ()>;
 }
@@ -146,6 +145,9 @@ pub struct Controller {
     /// The end of the last recorded block of producer ids (the next id to hand
     /// out is `Broker::next_producer_id`).
     producer_id_block_end: Cell<i64>,
+    /// One producer id allocation at a time (not `lock`: the block it may
+    /// ask for is granted, on the leader, under `lock`).
+    ids: async_lock::Mutex<()>,
 }
 
 impl Controller {
@@ -157,6 +159,7 @@ impl Controller {
             log,
             lock: async_lock::Mutex::new(()),
             producer_id_block_end: Cell::new(next),
+            ids: async_lock::Mutex::new(()),
         }
     }
 
@@ -184,6 +187,28 @@ impl Controller {
         ))
     }
 
+    /// On the active controller: records the next block of producer ids and
+    /// returns it, `[start, end)`.
+    pub async fn grant_producer_id_block(&self) -> Result<(i64, i64), ApiError> {
+        let _guard = self.lock.lock().await;
+        self.check_leader()?;
+        let mut attempts = 0;
+        loop {
+            // Past every block applied here; the quorum refuses the block if
+            // one committed before it (by an earlier leader, not yet applied
+            // here) reaches into it: then past that one.
+            let start = self.node.image().next_producer_id;
+            let end = start + PRODUCER_ID_BLOCK;
+            match self.persist(&MetadataRecord::ProducerIdBlock { end }).await {
+                Ok(()) => return Ok((start, end)),
+                Err(error) if error.message.starts_with(BLOCK_OVERLAP) && attempts < 3 => {
+                    attempts += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// Records a broker's registration, fencing or unfencing (which one is
     /// decided by the broker sessions in `node::brokers`).
     pub async fn record_broker(&self, record: MetadataRecord) -> Result<(), ApiError> {
@@ -195,17 +220,13 @@ impl Controller {
         ));
         let _guard = self.lock.lock().await;
         self.check_leader()?;
-        self.persist(&record, None).await
+        self.persist(&record).await
     }
 
     /// Writes `record` through the quorum; it is applied to the image once
     /// this returns.
-    async fn persist(
-        &self,
-        record: &MetadataRecord,
-        planned: Option<Arc<TopicMeta>>,
-    ) -> Result<(), ApiError> {
-        self.log.write(record, planned).await
+    async fn persist(&self, record: &MetadataRecord) -> Result<(), ApiError> {
+        self.log.write(record).await
     }
 
     /// Validates a topic creation without doing it.
@@ -260,37 +281,72 @@ impl Controller {
         self.lock.lock().await
     }
 
-    /// Validates a new topic and builds it (a fresh id, partition state for
-    /// each partition), without recording it.
+    /// The brokers partitions may be placed on: the live registered ones
+    /// and this one, by id.
+    pub fn placeable_brokers(&self) -> Vec<i32> {
+        self.node
+            .brokers()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect()
+    }
+
+    /// Replica lists for `count` new partitions, one replica each, spread
+    /// round-robin over the live brokers from a point chosen by `seed` (as
+    /// Kafka starts its round-robin at a random broker). `manual`, when the
+    /// request gave an assignment (already checked), is used as it is.
+    fn place(&self, count: i32, seed: u128, manual: Option<Vec<Vec<i32>>>) -> Vec<Placement> {
+        if let Some(manual) = manual {
+            return manual.into_iter().map(Placement::new).collect();
+        }
+        let brokers = self.placeable_brokers();
+        let start = (seed % brokers.len() as u128) as usize;
+        (0..count as usize)
+            .map(|p| Placement::new(vec![brokers[(start + p) % brokers.len()]]))
+            .collect()
+    }
+
+    /// Validates a new topic and builds it (a fresh id, where each partition
+    /// goes), without recording it. `manual`: a checked replica assignment.
     pub fn plan_topic(
         &self,
         name: &str,
         partitions: i32,
         configs: BTreeMap<String, String>,
+        manual: Option<Vec<Vec<i32>>>,
     ) -> Result<Arc<TopicMeta>, ApiError> {
         let topic_config = self.check_create(name, partitions, &configs)?;
         let shared: Vec<Arc<PartitionState>> = (0..partitions)
             .map(|_| Arc::new(PartitionState::default()))
             .collect();
+        let id = Uuid::new_v4();
         Ok(Arc::new(TopicMeta {
             name: Arc::from(name),
-            id: Uuid::new_v4(),
+            id,
             partitions: shared,
+            placements: self.place(partitions, id.as_u128(), manual),
             overrides: configs,
             config: topic_config,
         }))
     }
 
-    /// Records a planned topic whose logs exist, and publishes it.
+    /// Records a planned topic; once this returns it is in the image, and
+    /// the partitions this node hosts have their logs.
     pub async fn record_topic(&self, topic: &Arc<TopicMeta>) -> Result<(), ApiError> {
         let record = MetadataRecord::CreateTopic {
             name: topic.name.to_string(),
             id: topic.id,
             partitions: topic.partition_count(),
             configs: topic.overrides.clone(),
+            replicas: Some(
+                topic
+                    .placements
+                    .iter()
+                    .map(|p| p.replicas.clone())
+                    .collect(),
+            ),
         };
-        // Applied with the very TopicMeta whose PartitionState the logs were opened with.
-        self.persist(&record, Some(topic.clone())).await?;
+        self.persist(&record).await?;
         tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "topic created");
         note_deprecated(&topic.name, &topic.overrides);
         Ok(())
@@ -311,7 +367,7 @@ impl Controller {
             name: topic.name.to_string(),
             id: topic.id,
         };
-        self.persist(&record, None).await?;
+        self.persist(&record).await?;
         tracing::info!(topic = %topic.name, "topic deleted");
         Ok(())
     }
@@ -334,8 +390,9 @@ impl Controller {
         &self,
         name: &str,
         count: i32,
-        assignments: Option<usize>,
+        manual: Option<Vec<Vec<i32>>>,
     ) -> Result<(Arc<TopicMeta>, i32), ApiError> {
+        let assignments = manual.as_ref().map(Vec::len);
         let old = self.existing_topic(name)?;
         if count <= old.partition_count() {
             return Err(ApiError::new(
@@ -364,23 +421,37 @@ impl Controller {
         self.check_descriptors(additional)?;
         let mut shared = old.partitions.clone();
         shared.extend((old.partition_count()..count).map(|_| Arc::new(PartitionState::default())));
+        let mut placements = old.placements.clone();
+        let seed = old.id.as_u128() + old.partition_count() as u128;
+        placements.extend(self.place(additional, seed, manual));
         let topic = Arc::new(TopicMeta {
             name: old.name.clone(),
             id: old.id,
             partitions: shared,
+            placements,
             overrides: old.overrides.clone(),
             config: old.config.clone(),
         });
         Ok((topic, old.partition_count()))
     }
 
-    /// Records a grown topic whose new logs exist, and publishes it.
-    pub async fn record_partitions(&self, topic: &Arc<TopicMeta>) -> Result<(), ApiError> {
+    /// Records a grown topic planned from its first `first_new` partitions.
+    pub async fn record_partitions(
+        &self,
+        topic: &Arc<TopicMeta>,
+        first_new: i32,
+    ) -> Result<(), ApiError> {
         let record = MetadataRecord::SetPartitionCount {
             name: topic.name.to_string(),
             partitions: topic.partition_count(),
+            replicas: Some(
+                topic.placements[first_new as usize..]
+                    .iter()
+                    .map(|p| p.replicas.clone())
+                    .collect(),
+            ),
         };
-        self.persist(&record, Some(topic.clone())).await
+        self.persist(&record).await
     }
 
     /// Validates `configs` as the new overrides of `name`; returns the topic
@@ -412,37 +483,24 @@ impl Controller {
             name: name.to_string(),
             configs,
         };
-        self.persist(&record, None).await
+        self.persist(&record).await
     }
 
-    /// Hands out a new producer id; records a new block first when needed, so an
-    /// id is never handed out twice, even across restarts.
+    /// Hands out a new producer id from this broker's block; when it is used
+    /// up, the active controller grants the next (KIP-730's
+    /// AllocateProducerIds), recorded before any id in it is handed out, so
+    /// that no id is handed out twice in the cluster, even across restarts.
     pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
-        let _guard = self.lock.lock().await;
+        let _guard = self.ids.lock().await;
         let next = &self.node.next_producer_id;
         let mut id = next.load(Ordering::Acquire);
-        let mut attempts = 0;
-        while id >= self.producer_id_block_end.get() {
-            // A new block starts past every block applied here; the quorum
-            // refuses it if a block committed before it (by another
-            // controller, not yet applied here) reaches into it: then again
-            // past that one.
-            let start = id.max(self.node.image().next_producer_id);
-            let end = start + PRODUCER_ID_BLOCK;
-            match self
-                .persist(&MetadataRecord::ProducerIdBlock { end }, None)
-                .await
-            {
-                Ok(()) => {
-                    self.producer_id_block_end.set(end);
-                    id = start;
-                }
-                Err(error) if error.message.starts_with(BLOCK_OVERLAP) && attempts < 3 => {
-                    attempts += 1;
-                    id = self.node.image().next_producer_id;
-                }
-                Err(error) => return Err(error),
-            }
+        if id >= self.producer_id_block_end.get() {
+            let (start, end) = self.log.producer_id_block().await?;
+            self.producer_id_block_end.set(end);
+            let block = &self.node.producer_id_block;
+            block.0.store(start, Ordering::Release);
+            block.1.store(end, Ordering::Release);
+            id = start;
         }
         next.store(id + 1, Ordering::Release);
         Ok(id)

@@ -53,13 +53,43 @@ pub fn is_internal_topic(name: &str) -> bool {
 
 pub use crate::partition::state::PartitionState;
 
+/// Where one partition's replicas are and which of them leads (KRaft's
+/// PartitionRecord): the same in every node's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The brokers that hold a replica, the preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
+impl Placement {
+    /// A new partition on `replicas`: the first leads, all are in sync.
+    pub fn new(replicas: Vec<i32>) -> Placement {
+        Placement {
+            leader: replicas.first().copied().unwrap_or(-1),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+        }
+    }
+
+    pub fn hosts(&self, broker: i32) -> bool {
+        self.replicas.contains(&broker)
+    }
+}
+
 /// One topic as the metadata image knows it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TopicMeta {
     pub name: Arc<str>,
     pub id: Uuid,
     /// Indexed by partition number.
     pub partitions: Vec<Arc<PartitionState>>,
+    /// Where each partition's replicas are, indexed by partition number.
+    pub placements: Vec<Placement>,
     /// Topic-level config overrides as the user gave them.
     pub overrides: BTreeMap<String, String>,
     /// Effective config: broker defaults overlaid by `overrides`.
@@ -69,6 +99,11 @@ pub struct TopicMeta {
 impl TopicMeta {
     pub fn partition_count(&self) -> i32 {
         self.partitions.len() as i32
+    }
+    pub fn placement(&self, index: i32) -> Option<&Placement> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.placements.get(i))
     }
     pub fn partition(&self, index: i32) -> Option<&Arc<PartitionState>> {
         usize::try_from(index)

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::metadata::{BrokerMeta, MetadataImage, PartitionState, TopicMeta, METADATA_LOG_DIR};
+use crate::metadata::{
+    BrokerMeta, MetadataImage, PartitionState, Placement, TopicMeta, METADATA_LOG_DIR,
+};
 use crate::protocol::encode;
 use crate::storage::replay;
 
@@ -32,6 +34,10 @@ pub enum MetadataRecord {
         id: Uuid,
         partitions: i32,
         configs: BTreeMap<String, String>,
+        /// Each partition's replicas, the leader first. Absent in records
+        /// written before brokers had replicas: the node applying it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replicas: Option<Vec<Vec<i32>>>,
     },
     DeleteTopic {
         name: String,
@@ -40,6 +46,9 @@ pub enum MetadataRecord {
     SetPartitionCount {
         name: String,
         partitions: i32,
+        /// The new partitions' replicas (as in `CreateTopic`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replicas: Option<Vec<Vec<i32>>>,
     },
     SetTopicConfigs {
         name: String,
@@ -94,6 +103,7 @@ impl MetadataRecord {
                 id,
                 partitions,
                 configs,
+                replicas,
             } => {
                 let topic_config = config
                     .topic_defaults
@@ -105,6 +115,7 @@ impl MetadataRecord {
                     partitions: (0..partitions)
                         .map(|_| Arc::new(PartitionState::default()))
                         .collect(),
+                    placements: placements(replicas, partitions, config)?,
                     overrides: configs,
                     config: topic_config,
                 };
@@ -115,18 +126,32 @@ impl MetadataRecord {
                     *image = image.without_topic(&name);
                 }
             }
-            MetadataRecord::SetPartitionCount { name, partitions } => {
+            MetadataRecord::SetPartitionCount {
+                name,
+                partitions,
+                replicas,
+            } => {
                 let old = image
                     .topic(&name)
                     .ok_or_else(|| format!("unknown topic {name}"))?;
+                let added = partitions - old.partition_count();
+                if added <= 0 {
+                    return Err(format!(
+                        "topic {name} has {} partitions, not fewer than {partitions}",
+                        old.partition_count()
+                    ));
+                }
                 let mut shared = old.partitions.clone();
                 while (shared.len() as i32) < partitions {
                     shared.push(Arc::new(PartitionState::default()));
                 }
+                let mut placed = old.placements.clone();
+                placed.extend(placements(replicas, added, config)?);
                 let topic = TopicMeta {
                     name: old.name.clone(),
                     id: old.id,
                     partitions: shared,
+                    placements: placed,
                     overrides: old.overrides.clone(),
                     config: old.config.clone(),
                 };
@@ -144,6 +169,7 @@ impl MetadataRecord {
                     name: old.name.clone(),
                     id: old.id,
                     partitions: old.partitions.clone(),
+                    placements: old.placements.clone(),
                     overrides: configs,
                     config: topic_config,
                 };
@@ -189,6 +215,24 @@ impl MetadataRecord {
     }
 }
 
+/// The placements of `count` new partitions from a record's replica lists
+/// (none: records from before replicas, all on the node applying them).
+fn placements(
+    replicas: Option<Vec<Vec<i32>>>,
+    count: i32,
+    config: &Config,
+) -> Result<Vec<Placement>, String> {
+    let Some(replicas) = replicas else {
+        return Ok((0..count)
+            .map(|_| Placement::new(vec![config.node_id]))
+            .collect());
+    };
+    if replicas.len() != count as usize || replicas.iter().any(Vec::is_empty) {
+        return Err(format!("{count} partitions but replica lists {replicas:?}"));
+    }
+    Ok(replicas.into_iter().map(Placement::new).collect())
+}
+
 /// Fences or unfences broker `id` if it is still in `incarnation`.
 fn set_fenced(image: &mut MetadataImage, id: i32, incarnation: Uuid, fenced: bool) {
     if let Some(broker) = image
@@ -210,6 +254,13 @@ pub fn snapshot_records(image: &MetadataImage) -> Vec<MetadataRecord> {
             id: topic.id,
             partitions: topic.partition_count(),
             configs: topic.overrides.clone(),
+            replicas: Some(
+                topic
+                    .placements
+                    .iter()
+                    .map(|p| p.replicas.clone())
+                    .collect(),
+            ),
         })
         .collect();
     records.push(MetadataRecord::ProducerIdBlock {
@@ -331,6 +382,7 @@ mod tests {
             id: Uuid::new_v4(),
             partitions: 3,
             configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+            replicas: Some(vec![vec![1], vec![2], vec![3]]),
         }
         .apply(&mut image, &config)
         .unwrap();
@@ -342,6 +394,8 @@ mod tests {
         let topic = again.topic("orders").unwrap();
         assert_eq!(topic.partition_count(), 3);
         assert_eq!(topic.overrides["retention.ms"], "1000");
+        let leaders: Vec<i32> = topic.placements.iter().map(|p| p.leader).collect();
+        assert_eq!(leaders, [1, 2, 3]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Brokers registering with the active controller and staying alive there:
-//! KRaft's BrokerRegistration and BrokerHeartbeat, carried as controller
-//! requests over the quorum's listener.
+//! What brokers ask of the active controller, carried as controller requests
+//! over the quorum's listener: registering and staying alive there (KRaft's
+//! BrokerRegistration and BrokerHeartbeat), and blocks of producer ids
+//! (KIP-730's AllocateProducerIds).
 //!
 //! Every broker heartbeats the quorum's leader every
 //! `broker.heartbeat.interval.ms` (itself, when it leads). The leader's
@@ -19,34 +20,14 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::metadata::controller::ApiError;
 use crate::metadata::records::MetadataRecord;
+use crate::node::controller_rpc::{refused, ControllerAnswer, ControllerRequest, Heartbeat};
 use crate::node::quorum::MetadataQuorum;
 use crate::node::shard::Shard;
-
-/// A broker's heartbeat: who it is, in this run, and where clients reach it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Heartbeat {
-    id: i32,
-    incarnation: Uuid,
-    host: String,
-    port: i32,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum ControllerRequest {
-    Heartbeat(Heartbeat),
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum ControllerAnswer {
-    /// Registered and live.
-    Live,
-    /// Not taken (not the controller any more, the write failed): why.
-    Refused(String),
-}
+use crate::protocol::errors::ErrorCode;
 
 /// When the active controller last heard from each broker.
 #[derive(Default)]
@@ -73,7 +54,16 @@ pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
                 Ok(ControllerRequest::Heartbeat(heartbeat)) => {
                     heartbeat_received(&shard, &sessions, heartbeat).await
                 }
-                Err(error) => ControllerAnswer::Refused(format!("undecodable request: {error}")),
+                Ok(ControllerRequest::AllocateProducerIds) => {
+                    match shard.controller().grant_producer_id_block().await {
+                        Ok((start, end)) => ControllerAnswer::ProducerIds { start, end },
+                        Err(error) => refused(error),
+                    }
+                }
+                Err(error) => refused(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("undecodable request: {error}"),
+                )),
             };
             serde_json::to_vec(&answer).expect("answers encode")
         })
@@ -107,7 +97,8 @@ async fn send_heartbeat(shard: &Rc<Shard>, quorum: &MetadataQuorum) -> Result<()
         .map_err(|e| e.to_string())?;
     match serde_json::from_slice::<ControllerAnswer>(&answer) {
         Ok(ControllerAnswer::Live) => Ok(()),
-        Ok(ControllerAnswer::Refused(why)) => Err(why),
+        Ok(ControllerAnswer::Refused { message, .. }) => Err(message),
+        Ok(other) => Err(format!("the controller answered {other:?}")),
         Err(error) => Err(format!("undecodable answer: {error}")),
     }
 }
@@ -147,7 +138,7 @@ async fn heartbeat_received(
 ) -> ControllerAnswer {
     let controller = shard.controller();
     if let Err(error) = controller.check_leader() {
-        return ControllerAnswer::Refused(error.message);
+        return refused(error);
     }
     sessions
         .last_seen
@@ -189,7 +180,7 @@ async fn heartbeat_received(
     };
     match controller.record_broker(record).await {
         Ok(()) => ControllerAnswer::Live,
-        Err(error) => ControllerAnswer::Refused(error.message),
+        Err(error) => refused(error),
     }
 }
 

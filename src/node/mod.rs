@@ -4,6 +4,7 @@
 //! the controller on shard 0.
 
 pub mod brokers;
+pub mod controller_rpc;
 pub mod quorum;
 pub mod shard;
 pub mod topics;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::metadata::MetadataImage;
+use crate::metadata::{MetadataImage, TopicMeta};
 use crate::metrics::Metrics;
 use crate::runtime::descriptors::DescriptorBudget;
 use crate::runtime::shard_for_partition;
@@ -40,6 +41,11 @@ pub struct Node {
     /// above it was. Written only by the controller; Produce reads it to refuse
     /// batches from ids this broker never issued.
     pub next_producer_id: AtomicI64,
+    /// The block of producer ids this broker hands out from now, `[start,
+    /// end)` (empty until InitProducerId needs one): ids in it at or above
+    /// `next_producer_id` are not issued yet. Ids in blocks granted to other
+    /// brokers cannot be checked here.
+    pub producer_id_block: (AtomicI64, AtomicI64),
     /// How the open file limit is shared out between connections and partitions.
     pub descriptors: DescriptorBudget,
     /// This run of the broker (KRaft's incarnation id): registrations and
@@ -87,6 +93,29 @@ impl Node {
         ));
         brokers.sort_unstable_by_key(|(id, _, _)| *id);
         brokers
+    }
+
+    /// Whether broker `id` is live: registered and not fenced (this broker
+    /// always is, to itself).
+    pub fn is_live(&self, id: i32) -> bool {
+        id == self.config.node_id || self.image().brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    /// The broker that leads `partition` of `topic` now: its placement's
+    /// leader while that broker is live, else -1 (none).
+    pub fn leader_of(&self, topic: &TopicMeta, partition: i32) -> i32 {
+        match topic.placement(partition) {
+            Some(placement) if self.is_live(placement.leader) => placement.leader,
+            _ => -1,
+        }
+    }
+
+    /// Whether this broker leads `partition` of `topic`: only the leader
+    /// takes produce requests and serves consumers.
+    pub fn leads(&self, topic: &TopicMeta, partition: i32) -> bool {
+        topic
+            .placement(partition)
+            .is_some_and(|p| p.leader == self.config.node_id)
     }
 
     pub fn advertised_port(&self) -> i32 {

@@ -2,14 +2,11 @@
 //! writes through the quorum: the glue between `metadata` (which knows the
 //! records and the image) and `cluster` (which knows Raft), on shard 0.
 //!
-//! Applying a committed command publishes a new image on this node. A topic
-//! this node's controller planned is published as planned (its logs were
-//! opened with its partition state); a topic another voter's controller made
-//! is published from the record, and its partitions have no log here until
-//! data replication places replicas (issue 15, in progress).
+//! Applying a committed command publishes a new image on this node, after
+//! opening the logs of the partitions it places here (and before removing
+//! those of partitions no longer here): the same on every node, whichever
+//! controller wrote the command.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
@@ -22,19 +19,35 @@ use crate::io::clock::now_ms;
 use crate::io::disk::Disk;
 use crate::metadata::controller::{ApiError, MetadataLog, QuorumView, VoterView};
 use crate::metadata::records::{self, MetadataRecord};
-use crate::metadata::{MetadataImage, TopicMeta};
-use crate::node::Node;
+use crate::metadata::MetadataImage;
+use crate::node::controller_rpc;
+use crate::node::shard::Shard;
+use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::commit::GroupCommit;
 
 /// The metadata image, driven by the quorum's log.
 pub struct MetadataMachine {
-    node: Arc<Node>,
+    /// The controller shard, where the quorum runs: from it, the other
+    /// shards open and remove the logs of the partitions this node hosts.
+    shard: Rc<Shard>,
     /// The quorum index up to which the start-up replay built the image:
     /// entries and snapshots before it are already in it.
     replayed_end: u64,
-    /// Topics this node's controller planned and is writing, by name.
-    planned: RefCell<HashMap<Arc<str>, Arc<TopicMeta>>>,
+}
+
+impl MetadataMachine {
+    /// Publishes `image`: the logs of partitions this node now hosts are
+    /// opened first (a partition is in the image only once its log exists
+    /// here), those of partitions it no longer hosts are removed after.
+    async fn publish(&self, image: MetadataImage) {
+        let old = self.shard.node.image().clone();
+        let changes = topics::local_changes(&old, &image, self.shard.node.config.node_id);
+        topics::open_partitions(&self.shard, &changes.opened).await;
+        self.shard.node.metadata.store(Arc::new(image));
+        topics::reconfigure_partitions(&self.shard, &changes.reconfigured).await;
+        topics::remove_partitions(&self.shard, &changes.removed).await;
+    }
 }
 
 impl Machine for MetadataMachine {
@@ -44,45 +57,14 @@ impl Machine for MetadataMachine {
         }
         let record: MetadataRecord =
             serde_json::from_str(command).map_err(|e| format!("undecodable command: {e}"))?;
-        let planned = match &record {
-            MetadataRecord::CreateTopic { name, id, .. } => self
-                .planned
-                .borrow_mut()
-                .remove(name.as_str())
-                .filter(|t| t.id == *id),
-            MetadataRecord::SetPartitionCount { name, partitions } => self
-                .planned
-                .borrow_mut()
-                .remove(name.as_str())
-                .filter(|t| t.partition_count() == *partitions),
-            _ => None,
-        };
-        let mut image = (**self.node.image()).clone();
-        match planned {
-            // Checked again here, against every change committed before it
-            // (a new leader may have planned on an image that had not yet
-            // applied its predecessor's last changes).
-            Some(topic) => image = with_planned(&image, topic, &record)?,
-            None => {
-                if matches!(
-                    record,
-                    MetadataRecord::CreateTopic { .. } | MetadataRecord::SetPartitionCount { .. }
-                ) {
-                    tracing::warn!(
-                        index,
-                        "partitions made by another voter's controller: no log here until \
-                         data replication places replicas (not built yet)"
-                    );
-                }
-                record.apply(&mut image, &self.node.config)?;
-            }
-        }
-        self.node.metadata.store(Arc::new(image));
+        let mut image = (**self.shard.node.image()).clone();
+        record.apply(&mut image, &self.shard.node.config)?;
+        self.publish(image).await;
         Ok(())
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        records::encode_snapshot(&self.node.image())
+        records::encode_snapshot(&self.shard.node.image())
     }
 
     async fn restore(&self, end: u64, snapshot: &[u8]) -> Result<(), String> {
@@ -90,61 +72,36 @@ impl Machine for MetadataMachine {
             // The start-up replay read this checkpoint (or a later state).
             return Ok(());
         }
-        let image = records::decode_snapshot(snapshot, &self.node.config)?;
-        tracing::warn!(
+        let mut image = records::decode_snapshot(snapshot, &self.shard.node.config)?;
+        // The partitions both images know keep their state (and logs).
+        let old = self.shard.node.image().clone();
+        for topic in image.topics.values_mut() {
+            if let Some(known) = old.topic_by_id(&topic.id) {
+                let mut merged = (**topic).clone();
+                for (p, state) in merged.partitions.iter_mut().enumerate() {
+                    if let Some(kept) = known.partitions.get(p) {
+                        *state = kept.clone();
+                    }
+                }
+                *topic = Arc::new(merged);
+            }
+        }
+        image.topics_by_id = image.topics.values().map(|t| (t.id, t.clone())).collect();
+        tracing::info!(
             end,
             topics = image.topics.len(),
-            "installed a metadata snapshot from the quorum's leader; partitions without a log \
-             here wait for data replication (not built yet)"
+            "installed a metadata snapshot from the quorum's leader"
         );
-        self.node.metadata.store(Arc::new(image));
+        self.publish(image).await;
         Ok(())
     }
-}
-
-/// `image` with a topic this node's controller planned, if the change still
-/// applies: a new topic's name is still free; added partitions extend the
-/// very partitions the plan extended.
-fn with_planned(
-    image: &MetadataImage,
-    planned: Arc<TopicMeta>,
-    record: &MetadataRecord,
-) -> Result<MetadataImage, String> {
-    let current = image.topic(&planned.name);
-    if let MetadataRecord::CreateTopic { name, .. } = record {
-        return match current {
-            Some(_) => Err(format!("topic '{name}' already exists")),
-            None => Ok(image.with_topic(planned)),
-        };
-    }
-    let current = current
-        .filter(|t| t.id == planned.id)
-        .ok_or_else(|| format!("topic '{}' was deleted meanwhile", planned.name))?;
-    let extends = current.partitions.len() < planned.partitions.len()
-        && current
-            .partitions
-            .iter()
-            .zip(&planned.partitions)
-            .all(|(a, b)| Arc::ptr_eq(a, b));
-    if !extends {
-        return Err(format!(
-            "topic '{}' changed meanwhile ({} partitions)",
-            planned.name,
-            current.partition_count()
-        ));
-    }
-    Ok(image.with_topic(Arc::new(TopicMeta {
-        name: current.name.clone(),
-        id: current.id,
-        partitions: planned.partitions.clone(),
-        overrides: current.overrides.clone(),
-        config: current.config.clone(),
-    })))
 }
 
 /// The controller's [`MetadataLog`]: this node's member of the quorum.
 pub struct MetadataQuorum {
     quorum: Quorum<MetadataMachine>,
+    /// How long a request to the active controller may take.
+    request_timeout_ms: u64,
     /// Every voter's controller listener.
     voters: std::collections::BTreeMap<u64, String>,
 }
@@ -153,21 +110,20 @@ impl MetadataQuorum {
     /// Starts this node's member of the quorum on the current shard (0).
     /// `replayed_end`: where the start-up replay of the quorum's log ended.
     pub async fn start(
-        node: &Arc<Node>,
+        shard: &Rc<Shard>,
         commit: Rc<GroupCommit>,
         listener: Option<std::net::TcpListener>,
         replayed_end: u64,
     ) -> io::Result<MetadataQuorum> {
-        let config = &node.config;
+        let config = &shard.node.config;
         let mut quorum_config =
             QuorumConfig::new(config.node_id as u64, config.quorum_voters.clone());
         quorum_config.election_timeout_ms = config.controller_quorum_election_timeout_ms;
         quorum_config.heartbeat_interval_ms =
             (config.controller_quorum_election_timeout_ms / 2).clamp(5, 500);
         let machine = MetadataMachine {
-            node: node.clone(),
+            shard: shard.clone(),
             replayed_end,
-            planned: RefCell::new(HashMap::new()),
         };
         let data_dir: &Path = &config.data_dir;
         let quorum = Quorum::start(
@@ -181,6 +137,8 @@ impl MetadataQuorum {
         .await?;
         Ok(MetadataQuorum {
             quorum,
+            // controller.quorum.request.timeout.ms's default.
+            request_timeout_ms: 2000,
             voters: config.quorum_voters.clone(),
         })
     }
@@ -243,27 +201,10 @@ fn refused(error: WriteError) -> ApiError {
 }
 
 impl MetadataLog for MetadataQuorum {
-    fn write<'a>(
-        &'a self,
-        record: &MetadataRecord,
-        planned: Option<Arc<TopicMeta>>,
-    ) -> LocalBoxFuture<'a, Result<(), ApiError>> {
+    fn write<'a>(&'a self, record: &MetadataRecord) -> LocalBoxFuture<'a, Result<(), ApiError>> {
         let command = serde_json::to_string(record).expect("metadata records serialize");
         Box::pin(async move {
-            let name = planned.as_ref().map(|t| t.name.clone());
-            if let Some(topic) = planned {
-                self.quorum
-                    .machine()
-                    .planned
-                    .borrow_mut()
-                    .insert(topic.name.clone(), topic);
-            }
-            let written = self.quorum.write(command).await;
-            if let Some(name) = name {
-                // Applied (and taken) or not: nothing is planned any more.
-                self.quorum.machine().planned.borrow_mut().remove(&name);
-            }
-            match written {
+            match self.quorum.write(command).await {
                 Ok(applied) => match applied.refused {
                     None => Ok(()),
                     Some(why) => Err(ApiError::new(ErrorCode::UnknownServerError, why)),
@@ -318,6 +259,22 @@ impl MetadataLog for MetadataQuorum {
 
     fn is_leader(&self) -> bool {
         self.quorum.status().is_leader
+    }
+
+    fn producer_id_block(&self) -> LocalBoxFuture<'_, Result<(i64, i64), ApiError>> {
+        Box::pin(async move {
+            let timeout = std::time::Duration::from_millis(self.request_timeout_ms);
+            let answer = self
+                .call_controller(controller_rpc::producer_ids_request(), timeout)
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::CoordinatorNotAvailable,
+                        format!("the active controller did not grant producer ids: {e}"),
+                    )
+                })?;
+            controller_rpc::producer_ids_answer(&answer)
+        })
     }
 
     fn close(&self) -> LocalBoxFuture<'_, ()> {

@@ -1,7 +1,8 @@
-//! Topic changes across the shards, run on the controller shard: the
-//! controller plans and records each change (`metadata::controller`), and
-//! between the two the partitions' logs are created, removed or updated on the
-//! shards that own them. One change at a time (the controller's lock).
+//! Topic changes, run on the controller shard: the controller plans and
+//! records each change (`metadata::controller`), one at a time (its lock).
+//! Applying a committed change, on every node, creates, removes or
+//! reconfigures the logs of the partitions that node hosts, each on the
+//! shard that owns it (`local_changes` and the functions after it).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -9,87 +10,57 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::metadata::controller::ApiError;
-use crate::metadata::TopicMeta;
+use crate::metadata::{MetadataImage, TopicMeta};
 use crate::node::shard::Shard;
 use crate::partition::local::Partition;
-use crate::protocol::errors::ErrorCode;
 use crate::storage::log::PartitionLog;
 
 /// CreateTopics (and auto-creation): `validate_only` checks and builds the
-/// topic without creating it.
+/// topic without creating it. `manual`: a checked replica assignment.
 pub async fn create_topic(
     shard: &Rc<Shard>,
     name: &str,
     partitions: i32,
     configs: BTreeMap<String, String>,
+    manual: Option<Vec<Vec<i32>>>,
     validate_only: bool,
 ) -> Result<Arc<TopicMeta>, ApiError> {
     let controller = shard.controller();
     let _change = controller.lock().await;
     controller.check_leader()?;
-    let topic = controller.plan_topic(name, partitions, configs)?;
+    let topic = controller.plan_topic(name, partitions, configs, manual)?;
     if validate_only {
         return Ok(topic);
     }
-    open_partitions(shard, &topic, 0).await?;
-    if let Err(error) = controller.record_topic(&topic).await {
-        // Not in the image: its logs must not stay open (nor its files).
-        remove_partitions(shard, &topic, 0).await;
-        return Err(error);
-    }
+    controller.record_topic(&topic).await?;
     Ok(topic)
 }
 
-/// DeleteTopics: recorded first, then each partition's files are removed.
+/// DeleteTopics: once recorded, every node removes its replicas' files.
 pub async fn delete_topic(shard: &Rc<Shard>, topic: Arc<TopicMeta>) -> Result<(), ApiError> {
     let controller = shard.controller();
     let _change = controller.lock().await;
     controller.check_leader()?;
-    controller.record_deletion(&topic).await?;
-    remove_partitions(shard, &topic, 0).await;
-    Ok(())
+    controller.record_deletion(&topic).await
 }
 
-/// Closes and removes the logs of `topic`'s partitions from `first` on, each
-/// on its shard.
-async fn remove_partitions(shard: &Rc<Shard>, topic: &TopicMeta, first: i32) {
-    let removals = (first..topic.partition_count()).map(|partition| {
-        let owner = shard.node.shard_for(&topic.name, partition);
-        let id = topic.id;
-        shard.run_on(owner, move |shard| async move {
-            let removed = shard.partitions.borrow_mut().remove(&(id, partition));
-            if let Some(removed) = removed {
-                if let Err(error) = removed.log().borrow_mut().delete_files() {
-                    tracing::warn!(%error, partition, "removing the files of a partition");
-                }
-            }
-        })
-    });
-    futures_util::future::join_all(removals).await;
-}
-
-/// CreatePartitions: grows `name` to `count` partitions. `assignments` is how
-/// many manual replica assignments the request gave, if any.
+/// CreatePartitions: grows `name` to `count` partitions. `manual`: a checked
+/// replica assignment of the new partitions.
 pub async fn create_partitions(
     shard: &Rc<Shard>,
     name: &str,
     count: i32,
-    assignments: Option<usize>,
+    manual: Option<Vec<Vec<i32>>>,
     validate_only: bool,
 ) -> Result<(), ApiError> {
     let controller = shard.controller();
     let _change = controller.lock().await;
     controller.check_leader()?;
-    let (topic, first_new) = controller.plan_partitions(name, count, assignments)?;
+    let (topic, first_new) = controller.plan_partitions(name, count, manual)?;
     if validate_only {
         return Ok(());
     }
-    open_partitions(shard, &topic, first_new).await?;
-    if let Err(error) = controller.record_partitions(&topic).await {
-        remove_partitions(shard, &topic, first_new).await;
-        return Err(error);
-    }
-    Ok(())
+    controller.record_partitions(&topic, first_new).await
 }
 
 /// AlterConfigs / IncrementalAlterConfigs: `configs` become the topic's
@@ -103,15 +74,144 @@ pub async fn set_topic_configs(
     let controller = shard.controller();
     let _change = controller.lock().await;
     controller.check_leader()?;
-    let (topic, config) = controller.plan_configs(name, &configs)?;
+    controller.plan_configs(name, &configs)?;
     if validate_only {
         return Ok(());
     }
-    controller.record_configs(name, configs).await?;
-    let updates = (0..topic.partition_count()).map(|partition| {
-        let owner = shard.node.shard_for(name, partition);
-        let id = topic.id;
-        let config = config.log_config();
+    // Applying the record gives the logs on every node their new config.
+    controller.record_configs(name, configs).await
+}
+
+/// One partition hosted on this node, as the image that places it here has it.
+pub struct Hosted {
+    pub topic: Arc<TopicMeta>,
+    pub partition: i32,
+}
+
+/// What publishing a new image changes among the partitions hosted here.
+#[derive(Default)]
+pub struct LocalChanges {
+    /// Newly placed here: their logs are created (empty).
+    pub opened: Vec<Hosted>,
+    /// No longer here (deleted): closed and their files removed.
+    pub removed: Vec<Hosted>,
+    /// Still here with a new topic config.
+    pub reconfigured: Vec<Hosted>,
+}
+
+/// The partitions hosted here by `node` that differ between `old` and `new`.
+pub fn local_changes(old: &MetadataImage, new: &MetadataImage, node: i32) -> LocalChanges {
+    let mut changes = LocalChanges::default();
+    let hosted = |topic: &Arc<TopicMeta>| -> Vec<i32> {
+        (0..topic.partition_count())
+            .filter(|&p| topic.placement(p).is_some_and(|pl| pl.hosts(node)))
+            .collect()
+    };
+    for topic in new.topics.values() {
+        let before = old.topic_by_id(&topic.id);
+        for partition in hosted(topic) {
+            let hosted_before =
+                before.is_some_and(|b| b.placement(partition).is_some_and(|pl| pl.hosts(node)));
+            let entry = Hosted {
+                topic: topic.clone(),
+                partition,
+            };
+            if !hosted_before {
+                changes.opened.push(entry);
+            } else if before.is_some_and(|b| b.overrides != topic.overrides) {
+                changes.reconfigured.push(entry);
+            }
+        }
+    }
+    for topic in old.topics.values() {
+        let after = new.topic_by_id(&topic.id);
+        for partition in hosted(topic) {
+            let hosted_after =
+                after.is_some_and(|a| a.placement(partition).is_some_and(|pl| pl.hosts(node)));
+            if !hosted_after {
+                changes.removed.push(Hosted {
+                    topic: topic.clone(),
+                    partition,
+                });
+            }
+        }
+    }
+    changes
+}
+
+/// Creates (empty) the logs of `partitions`, each on its shard; one that
+/// cannot be created is offline (KAFKA_STORAGE_ERROR to its clients).
+pub async fn open_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
+    let data_dir = shard.node.config.data_dir.clone();
+    let opens = partitions.iter().map(|hosted| {
+        let topic = hosted.topic.clone();
+        let partition = hosted.partition;
+        let owner = shard.node.shard_for(&topic.name, partition);
+        let dir = PartitionLog::dir_for(&data_dir, &topic.name, partition);
+        shard.run_on(owner, move |shard| async move {
+            let state = topic.partitions[partition as usize].clone();
+            let opened = (|| {
+                // A leftover directory (a topic of this name deleted before a
+                // crash) is not this topic's data.
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
+                }
+                PartitionLog::open(
+                    topic.name.clone(),
+                    partition,
+                    dir,
+                    topic.config.log_config(),
+                    state.log_state(),
+                )
+                .map_err(|e| e.to_string())
+            })();
+            match opened {
+                Ok(log) => {
+                    let local = Partition::new(
+                        topic.name.clone(),
+                        partition,
+                        state,
+                        Rc::new(RefCell::new(log)),
+                    );
+                    shard
+                        .partitions
+                        .borrow_mut()
+                        .insert((topic.id, partition), Rc::new(local));
+                }
+                Err(error) => {
+                    tracing::error!(topic = %topic.name, partition, %error, "cannot create the partition's log; it is offline");
+                    state.set_offline();
+                }
+            }
+        })
+    });
+    futures_util::future::join_all(opens).await;
+}
+
+/// Closes the logs of `partitions` and removes their files, each on its shard.
+pub async fn remove_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
+    let removals = partitions.iter().map(|hosted| {
+        let owner = shard.node.shard_for(&hosted.topic.name, hosted.partition);
+        let (id, partition) = (hosted.topic.id, hosted.partition);
+        let name = hosted.topic.name.clone();
+        shard.run_on(owner, move |shard| async move {
+            let removed = shard.partitions.borrow_mut().remove(&(id, partition));
+            if let Some(removed) = removed {
+                if let Err(error) = removed.log().borrow_mut().delete_files() {
+                    tracing::warn!(topic = %name, partition, %error, "removing the files of a partition");
+                }
+            }
+        })
+    });
+    futures_util::future::join_all(removals).await;
+}
+
+/// Gives the logs of `partitions` their topic's current config.
+pub async fn reconfigure_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
+    let updates = partitions.iter().map(|hosted| {
+        let owner = shard.node.shard_for(&hosted.topic.name, hosted.partition);
+        let (id, partition) = (hosted.topic.id, hosted.partition);
+        let config = hosted.topic.config.log_config();
         shard.run_on(owner, move |shard| async move {
             if let Some(local) = shard.partition(&(id, partition)) {
                 local.log().borrow_mut().set_config(config);
@@ -119,45 +219,4 @@ pub async fn set_topic_configs(
         })
     });
     futures_util::future::join_all(updates).await;
-    Ok(())
-}
-
-/// Creates (empty) the logs of `topic`'s partitions from `first` on, each on its shard.
-async fn open_partitions(
-    shard: &Rc<Shard>,
-    topic: &Arc<TopicMeta>,
-    first: i32,
-) -> Result<(), ApiError> {
-    let data_dir = shard.node.config.data_dir.clone();
-    let opens = (first..topic.partition_count()).map(|partition| {
-        let owner = shard.node.shard_for(&topic.name, partition);
-        let name = topic.name.clone();
-        let id = topic.id;
-        let config = topic.config.log_config();
-        let state = topic.partitions[partition as usize].clone();
-        let dir = PartitionLog::dir_for(&data_dir, &name, partition);
-        shard.run_on(owner, move |shard| async move {
-            // A leftover directory (a topic of this name deleted before a crash) is not this topic's data.
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
-            }
-            let log = PartitionLog::open(name.clone(), partition, dir, config, state.log_state())
-                .map_err(|e| e.to_string())?;
-            let local = Partition::new(name, partition, state, Rc::new(RefCell::new(log)));
-            shard
-                .partitions
-                .borrow_mut()
-                .insert((id, partition), Rc::new(local));
-            Ok::<(), String>(())
-        })
-    });
-    for result in futures_util::future::join_all(opens).await {
-        result.map_err(|e| {
-            ApiError::new(
-                ErrorCode::KafkaStorageError,
-                format!("creating partition log: {e}"),
-            )
-        })?;
-    }
-    Ok(())
 }

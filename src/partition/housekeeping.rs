@@ -22,7 +22,11 @@ pub fn open_owned_logs(shard: &Rc<Shard>) -> Result<(), String> {
     for topic in image.topics.values() {
         for (partition, shared) in topic.partitions.iter().enumerate() {
             let partition = partition as i32;
-            if shard.node.shard_for(&topic.name, partition) != shard.id {
+            if shard.node.shard_for(&topic.name, partition) != shard.id
+                || !topic
+                    .placement(partition)
+                    .is_some_and(|p| p.hosts(shard.node.config.node_id))
+            {
                 continue;
             }
             let dir = PartitionLog::dir_for(data_dir, &topic.name, partition);

@@ -13,17 +13,25 @@ use crate::server::handlers::str_bytes;
 
 /// Manual assignments of the new partitions, checked as Kafka's controller
 /// does (`ReplicationControlManager.createPartitions`): each a valid replica
-/// list of the topic's replication factor (1 here). That there is one per new
-/// partition the controller checks, since it knows the topic's size.
-fn check_assignments(topic: &CreatePartitionsTopic, node_id: i32) -> Result<(), ApiError> {
-    let Some(assignments) = &topic.assignments else {
-        return Ok(());
+/// list, of live brokers, of the topic's replication factor (1 while
+/// partition data is not replicated). That there is one per new partition
+/// the controller checks, since it knows the topic's size.
+fn check_assignments(
+    topic: &CreatePartitionsTopic,
+    brokers: &[i32],
+) -> Result<Option<Vec<Vec<i32>>>, ApiError> {
+    // An empty list is taken as no list (Kafka refuses it as "0
+    // assignment(s)"; kafka-protocol's default request carries one).
+    let Some(assignments) = topic.assignments.as_ref().filter(|a| !a.is_empty()) else {
+        return Ok(None);
     };
+    let mut lists = Vec::with_capacity(assignments.len());
     for assignment in assignments {
         let replicas: Vec<i32> = assignment.broker_ids.iter().map(|b| b.0).collect();
-        check_replica_assignment(&replicas, &[node_id], Some(1))?;
+        check_replica_assignment(&replicas, brokers, Some(1))?;
+        lists.push(replicas);
     }
-    Ok(())
+    Ok(Some(lists))
 }
 
 pub async fn handle(
@@ -31,26 +39,29 @@ pub async fn handle(
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
-    let node_id = ctx.conn.shard.node.config.node_id;
+    let brokers: Vec<i32> = ctx
+        .conn
+        .shard
+        .node
+        .brokers()
+        .into_iter()
+        .map(|b| b.0)
+        .collect();
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-        if let Err(e) = check_assignments(&topic, node_id) {
-            results.push(
-                result
-                    .with_error_code(e.code.code())
-                    .with_error_message(Some(str_bytes(e.message))),
-            );
-            continue;
-        }
+        let assignments = match check_assignments(&topic, &brokers) {
+            Ok(assignments) => assignments,
+            Err(e) => {
+                results.push(
+                    result
+                        .with_error_code(e.code.code())
+                        .with_error_message(Some(str_bytes(e.message))),
+                );
+                continue;
+            }
+        };
         let name = topic.name.0.to_string();
         let (count, validate_only) = (topic.count, request.validate_only);
-        // An empty list is taken as no list (Kafka refuses it as "0
-        // assignment(s)"; kafka-protocol's default request carries one).
-        let assignments = topic
-            .assignments
-            .as_ref()
-            .map(Vec::len)
-            .filter(|&given| given > 0);
         let outcome = ctx
             .conn
             .shard

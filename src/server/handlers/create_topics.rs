@@ -1,8 +1,9 @@
-//! CreateTopics, including `validate_only`. Replication factor must be 1 (or -1
-//! for the default): this is a single-node broker. A manual replica assignment
-//! is accepted when it names only this broker.
+//! CreateTopics, including `validate_only`. The partitions are spread over
+//! the live brokers, one replica each: replication factor 1 (or -1 for the
+//! default) until partition data is replicated (issue 15, in progress). A
+//! manual replica assignment may name any live broker, one per partition.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
@@ -23,9 +24,9 @@ use crate::server::handlers::str_bytes;
 /// A manual replica assignment, checked as Kafka's controller checks it
 /// (`ReplicationControlManager.createTopic`): partition count and replication
 /// factor left to -1, partitions 0..n each once, every replica list valid
-/// and of one size. Returns the partition count. On one node the only valid
-/// list is `[node_id]`, which is where the partitions go anyway.
-fn check_assignments(topic: &CreatableTopic, node_id: i32) -> Result<i32, ApiError> {
+/// and of one size, naming live brokers. Returns the replica lists in
+/// partition order.
+fn check_assignments(topic: &CreatableTopic, brokers: &[i32]) -> Result<Vec<Vec<i32>>, ApiError> {
     if topic.replication_factor != -1 {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -38,10 +39,10 @@ fn check_assignments(topic: &CreatableTopic, node_id: i32) -> Result<i32, ApiErr
             "A manual partition assignment was specified, but numPartitions was not set to -1.",
         ));
     }
-    let mut seen = BTreeSet::new();
+    let mut seen = BTreeMap::new();
     let mut replication_factor = None;
     for assignment in &topic.assignments {
-        if !seen.insert(assignment.partition_index) {
+        if seen.contains_key(&assignment.partition_index) {
             return Err(ApiError::new(
                 ErrorCode::InvalidReplicaAssignment,
                 format!(
@@ -51,17 +52,29 @@ fn check_assignments(topic: &CreatableTopic, node_id: i32) -> Result<i32, ApiErr
             ));
         }
         let replicas: Vec<i32> = assignment.broker_ids.iter().map(|b| b.0).collect();
-        check_replica_assignment(&replicas, &[node_id], replication_factor)?;
+        check_replica_assignment(&replicas, brokers, replication_factor)?;
         replication_factor = Some(replicas.len());
+        seen.insert(assignment.partition_index, replicas);
     }
     let count = seen.len() as i32;
-    if !seen.iter().copied().eq(0..count) {
+    if !seen.keys().copied().eq(0..count) {
         return Err(ApiError::new(
             ErrorCode::InvalidReplicaAssignment,
             "partitions should be a consecutive 0-based integer sequence",
         ));
     }
-    Ok(count)
+    if replication_factor.is_some_and(|f| f > 1) {
+        return Err(not_replicated());
+    }
+    Ok(seen.into_values().collect())
+}
+
+/// Refuses a replication factor above 1, for now.
+fn not_replicated() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidReplicationFactor,
+        "replication factor must be 1: replicating partition data between brokers is not built yet",
+    )
 }
 
 pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -76,19 +89,23 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
                 .with_error_code(code.code())
                 .with_error_message(Some(str_bytes(message)))
         };
+        let mut manual = None;
         let partitions = if !topic.assignments.is_empty() {
-            match check_assignments(&topic, broker.config.node_id) {
-                Ok(partitions) => partitions,
+            let brokers: Vec<i32> = broker.brokers().into_iter().map(|b| b.0).collect();
+            match check_assignments(&topic, &brokers) {
+                Ok(lists) => {
+                    let count = lists.len() as i32;
+                    manual = Some(lists);
+                    count
+                }
                 Err(error) => {
                     results.push(fail(error.code, error.message));
                     continue;
                 }
             }
         } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
-            results.push(fail(
-                ErrorCode::InvalidReplicationFactor,
-                "replication factor must be 1 on a single broker".into(),
-            ));
+            let error = not_replicated();
+            results.push(fail(error.code, error.message));
             continue;
         } else if topic.num_partitions == -1 {
             broker.config.num_partitions
@@ -106,7 +123,8 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
             .conn
             .shard
             .run_on(CONTROLLER_SHARD, move |shard| async move {
-                topics::create_topic(&shard, &name, partitions, configs, validate_only).await
+                topics::create_topic(&shard, &name, partitions, configs, manual, validate_only)
+                    .await
             })
             .await;
         match created {

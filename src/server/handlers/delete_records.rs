@@ -39,6 +39,14 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
                 );
                 continue;
             };
+            if !shard.node.leads(meta, p.partition_index) {
+                partitions.push(
+                    result
+                        .with_low_watermark(-1)
+                        .with_error_code(ErrorCode::NotLeaderOrFollower.code()),
+                );
+                continue;
+            }
             let key = (meta.id, p.partition_index);
             let offset = p.offset;
             let owner = shard.node.shard_for(&meta.name, p.partition_index);

@@ -149,6 +149,9 @@ fn resolve(
     if topic.partition(wanted.partition).is_none() {
         return Err(ErrorCode::UnknownTopicOrPartition);
     }
+    if !ctx.conn.shard.node.leads(topic, wanted.partition) {
+        return Err(ErrorCode::NotLeaderOrFollower);
+    }
     Ok(topic.clone())
 }
 

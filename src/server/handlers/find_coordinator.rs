@@ -1,5 +1,9 @@
-//! FindCoordinator: this broker coordinates every group (single node). Batched
-//! keys (v4+) get one answer each.
+//! FindCoordinator: one broker of the cluster coordinates every group and
+//! transactional id, the live broker with the lowest id (this one when it
+//! is alone), so that all members of a group meet at the same coordinator
+//! whichever broker they ask. (Kafka places each on the leader of its
+//! internal partition; Sluice's internal logs are not replicated partitions
+//! yet, issue 15.) Batched keys (v4+) get one answer each.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -16,10 +20,16 @@ pub async fn handle(
     ctx: &RequestContext,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let broker = &ctx.conn.shard.node;
-    let node_id = BrokerId(broker.config.node_id);
-    let host = str_bytes(broker.config.advertised_host.clone());
-    let port = broker.advertised_port();
+    let (id, host, port) = ctx
+        .conn
+        .shard
+        .node
+        .brokers()
+        .into_iter()
+        .next()
+        .expect("this broker is always listed");
+    let node_id = BrokerId(id);
+    let host = str_bytes(host);
     let error = match request.key_type {
         KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => None,
         _ => Some(ErrorCode::InvalidRequest),

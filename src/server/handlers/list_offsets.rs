@@ -36,6 +36,12 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                         .with_offset(-1)
                         .with_timestamp(-1);
                 };
+                if !shard.node.leads(&meta, p.partition_index) {
+                    return response
+                        .with_error_code(ErrorCode::NotLeaderOrFollower.code())
+                        .with_offset(-1)
+                        .with_timestamp(-1);
+                }
                 if meta
                     .partition(p.partition_index)
                     .is_some_and(|s| s.is_offline())

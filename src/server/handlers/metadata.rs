@@ -11,6 +11,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use crate::metadata::{is_internal_topic, validate_topic_name, TopicMeta};
 use crate::node::topics;
+use crate::node::Node;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
@@ -27,7 +28,6 @@ const CLUSTER_OPERATIONS: i32 =
 
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let broker = ctx.conn.shard.node.clone();
-    let node_id = BrokerId(broker.config.node_id);
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let all_topics = match &request.topics {
         None => true,
@@ -41,14 +41,14 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     let mut topics = Vec::new();
     if all_topics {
         for topic in broker.image().topics.values() {
-            topics.push(describe_topic(topic, node_id, ctx.api_version));
+            topics.push(describe_topic(topic, &broker, ctx.api_version));
         }
     } else {
         for wanted in request.topics.unwrap_or_default() {
             let response = match (&wanted.name, wanted.topic_id.is_nil()) {
                 (Some(name), _) => find_or_create(ctx, name.0.as_str(), may_create).await,
                 (None, false) => match broker.image().topic_by_id(&wanted.topic_id) {
-                    Some(topic) => describe_topic(topic, node_id, ctx.api_version),
+                    Some(topic) => describe_topic(topic, &broker, ctx.api_version),
                     None => MetadataResponseTopic::default()
                         .with_topic_id(wanted.topic_id)
                         .with_error_code(ErrorCode::UnknownTopicId.code()),
@@ -97,9 +97,8 @@ async fn find_or_create(
     may_create: bool,
 ) -> MetadataResponseTopic {
     let broker = &ctx.conn.shard.node;
-    let node_id = BrokerId(broker.config.node_id);
     if let Some(topic) = broker.image().topic(name) {
-        return describe_topic(topic, node_id, ctx.api_version);
+        return describe_topic(topic, broker, ctx.api_version);
     }
     let error = |code: ErrorCode| {
         MetadataResponseTopic::default()
@@ -117,7 +116,7 @@ async fn find_or_create(
         return error(ErrorCode::UnknownTopicOrPartition);
     }
     match auto_create(ctx, name).await {
-        Ok(topic) => describe_topic(&topic, node_id, ctx.api_version),
+        Ok(topic) => describe_topic(&topic, broker, ctx.api_version),
         Err(code) => error(code),
     }
 }
@@ -134,7 +133,7 @@ pub(crate) async fn auto_create(
         .conn
         .shard
         .run_on(CONTROLLER_SHARD, move |shard| async move {
-            topics::create_topic(&shard, &owned, partitions, BTreeMap::new(), false)
+            topics::create_topic(&shard, &owned, partitions, BTreeMap::new(), None, false)
                 .await
                 .map_err(|e| e.code.code())
         })
@@ -155,30 +154,58 @@ pub(crate) async fn auto_create(
 
 pub(crate) fn describe_topic(
     topic: &TopicMeta,
-    node_id: BrokerId,
+    node: &Node,
     version: i16,
 ) -> MetadataResponseTopic {
+    let me = node.config.node_id;
     let partitions = topic
         .partitions
         .iter()
         .enumerate()
         .map(|(index, shared)| {
-            let offline = shared.is_offline();
-            let mut partition = MetadataResponsePartition::default()
-                .with_partition_index(index as i32)
-                .with_error_code(if offline {
-                    ErrorCode::KafkaStorageError.code()
-                } else {
-                    0
+            let index = index as i32;
+            let placement = topic.placement(index);
+            let replicas = placement.map_or_else(Vec::new, |p| p.replicas.clone());
+            // This broker's replica is offline when its log failed here;
+            // another's when its broker is fenced.
+            let locally_offline = replicas.contains(&me) && shared.is_offline();
+            let offline: Vec<i32> = replicas
+                .iter()
+                .copied()
+                .filter(|&r| {
+                    if r == me {
+                        locally_offline
+                    } else {
+                        !node.is_live(r)
+                    }
                 })
-                .with_leader_id(node_id)
-                .with_replica_nodes(vec![node_id])
-                .with_isr_nodes(if offline { vec![] } else { vec![node_id] });
-            if version >= 5 && offline {
-                partition.offline_replicas = vec![node_id];
+                .collect();
+            let isr: Vec<i32> = placement
+                .map_or_else(Vec::new, |p| p.isr.clone())
+                .into_iter()
+                .filter(|r| !offline.contains(r))
+                .collect();
+            let leader = node.leader_of(topic, index);
+            let error = if leader == me && locally_offline {
+                ErrorCode::KafkaStorageError.code()
+            } else if leader < 0 {
+                ErrorCode::LeaderNotAvailable.code()
+            } else {
+                0
+            };
+            let ids = |list: &[i32]| list.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
+            let mut partition = MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_error_code(error)
+                .with_leader_id(BrokerId(leader))
+                .with_replica_nodes(ids(&replicas))
+                .with_isr_nodes(ids(&isr));
+            if version >= 5 {
+                partition.offline_replicas = ids(&offline);
             }
             if version >= 7 {
-                partition.leader_epoch = shared.leader_epoch();
+                partition.leader_epoch =
+                    placement.map_or(-1, |p| p.leader_epoch.max(shared.leader_epoch()));
             }
             partition
         })

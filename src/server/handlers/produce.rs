@@ -167,6 +167,12 @@ async fn append_partition(
         }
         Some(_) => {}
     }
+    if !shard.node.leads(&topic, index) {
+        return Err(Refusal::new(
+            ErrorCode::NotLeaderOrFollower,
+            "this broker does not lead the partition",
+        ));
+    }
     let config = &topic.config;
     let max_batch_bytes = config.max_message_bytes.max(0) as usize;
     let validated = batch::validate_records(&records, max_batch_bytes).map_err(|e| {
@@ -390,21 +396,29 @@ fn refuse_internal(name: &str) -> Refusal {
     )
 }
 
-/// A batch from a producer id this broker never handed out is refused with
+/// A batch from a producer id no broker handed out is refused with
 /// UNKNOWN_PRODUCER_ID (the code Kafka gives for producer state it does not
 /// know; clients answer it by asking for a new id). Without this check a
 /// client that made up an id would share another producer's sequence state,
-/// and its batches could be taken for that producer's retries.
+/// and its batches could be taken for that producer's retries. Refused: ids
+/// in no block the controller granted, and ids of this broker's own block
+/// that it has not handed out yet (another broker's block it cannot check).
 fn check_producer_issued(shard: &Shard, header: &batch::BatchHeader) -> Result<(), Refusal> {
-    let next = shard
-        .node
-        .next_producer_id
-        .load(std::sync::atomic::Ordering::Acquire);
-    if header.has_producer_id() && header.producer_id >= next {
+    use std::sync::atomic::Ordering::Acquire;
+    let node = &shard.node;
+    let next = node.next_producer_id.load(Acquire);
+    let (start, end) = (
+        node.producer_id_block.0.load(Acquire),
+        node.producer_id_block.1.load(Acquire),
+    );
+    let id = header.producer_id;
+    let granted = id < next.max(node.image().next_producer_id);
+    let pending_here = (start..end).contains(&id) && id >= next;
+    if header.has_producer_id() && (!granted || pending_here) {
         return Err(Refusal::new(
             ErrorCode::UnknownProducerId,
             format!(
-                "producer id {} was never issued by this broker (InitProducerId hands out ids)",
+                "producer id {} was never issued (InitProducerId hands out ids)",
                 header.producer_id
             ),
         ));

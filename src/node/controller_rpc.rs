@@ -1,0 +1,69 @@
+//! The requests brokers send to the active controller and its answers
+//! (carried by the quorum's listener as opaque bytes), JSON-encoded: what
+//! `node::brokers` serves and sends, and what `node::quorum` sends for
+//! producer ids.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::metadata::controller::ApiError;
+use crate::protocol::errors::ErrorCode;
+
+/// A broker's heartbeat: who it is, in this run, and where clients reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Heartbeat {
+    pub id: i32,
+    pub incarnation: Uuid,
+    pub host: String,
+    pub port: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ControllerRequest {
+    Heartbeat(Heartbeat),
+    /// The next block of producer ids for a broker's InitProducerId
+    /// (KIP-730's AllocateProducerIds).
+    AllocateProducerIds,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ControllerAnswer {
+    /// Registered and live.
+    Live,
+    /// Producer ids `[start, end)`, recorded.
+    ProducerIds { start: i64, end: i64 },
+    /// Not done (not the controller any more, the write failed): the Kafka
+    /// error code and why.
+    Refused { code: i16, message: String },
+}
+
+/// The request for a block of producer ids, encoded.
+pub(crate) fn producer_ids_request() -> Vec<u8> {
+    serde_json::to_vec(&ControllerRequest::AllocateProducerIds).expect("requests encode")
+}
+
+/// The block of producer ids in the controller's `answer`.
+pub(crate) fn producer_ids_answer(answer: &[u8]) -> Result<(i64, i64), ApiError> {
+    match serde_json::from_slice::<ControllerAnswer>(answer) {
+        Ok(ControllerAnswer::ProducerIds { start, end }) => Ok((start, end)),
+        Ok(ControllerAnswer::Refused { code, message }) => {
+            let code = ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError);
+            Err(ApiError::new(code, message))
+        }
+        Ok(other) => Err(ApiError::new(
+            ErrorCode::UnknownServerError,
+            format!("the controller answered {other:?}"),
+        )),
+        Err(error) => Err(ApiError::new(
+            ErrorCode::UnknownServerError,
+            format!("undecodable answer: {error}"),
+        )),
+    }
+}
+
+pub(crate) fn refused(error: ApiError) -> ControllerAnswer {
+    ControllerAnswer::Refused {
+        code: error.code.code(),
+        message: error.message,
+    }
+}
