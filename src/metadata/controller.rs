@@ -443,6 +443,7 @@ impl Controller {
     ) -> Result<(), ApiError> {
         let record = MetadataRecord::SetPartitionCount {
             name: topic.name.to_string(),
+            id: Some(topic.id),
             partitions: topic.partition_count(),
             replicas: Some(
                 topic.placements[first_new as usize..]
@@ -495,7 +496,21 @@ impl Controller {
         let next = &self.node.next_producer_id;
         let mut id = next.load(Ordering::Acquire);
         if id >= self.producer_id_block_end.get() {
-            let (start, end) = self.log.producer_id_block().await?;
+            // Whatever kept the controller from granting a block, the client
+            // is to try again (Kafka's answer while it has no ids to give).
+            let (start, end) = self.log.producer_id_block().await.map_err(|error| {
+                ApiError::new(
+                    ErrorCode::CoordinatorNotAvailable,
+                    format!("no producer ids to hand out yet: {}", error.message),
+                )
+            })?;
+            // Granted by another node: wait (briefly) until this node's image
+            // has the block too, so that a partition here takes the ids at
+            // once (other nodes apply it within a replication round trip).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while self.node.image().next_producer_id < end && std::time::Instant::now() < deadline {
+                compio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
             self.producer_id_block_end.set(end);
             let block = &self.node.producer_id_block;
             block.0.store(start, Ordering::Release);

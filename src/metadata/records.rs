@@ -45,6 +45,10 @@ pub enum MetadataRecord {
     },
     SetPartitionCount {
         name: String,
+        /// The topic grown (absent in older records): a topic deleted and
+        /// created again under its name meanwhile is not grown.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
         partitions: i32,
         /// The new partitions' replicas (as in `CreateTopic`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +109,12 @@ impl MetadataRecord {
                 configs,
                 replicas,
             } => {
+                // Checked again here, against every change committed before
+                // it: a new leader may have planned on an image that had not
+                // yet applied its predecessor's last changes.
+                if image.topic(&name).is_some() {
+                    return Err(format!("topic '{name}' already exists"));
+                }
                 let topic_config = config
                     .topic_defaults
                     .with_overrides(&configs)
@@ -128,12 +138,14 @@ impl MetadataRecord {
             }
             MetadataRecord::SetPartitionCount {
                 name,
+                id,
                 partitions,
                 replicas,
             } => {
                 let old = image
                     .topic(&name)
-                    .ok_or_else(|| format!("unknown topic {name}"))?;
+                    .filter(|t| id.is_none_or(|id| t.id == id))
+                    .ok_or_else(|| format!("unknown topic {name} (id {id:?})"))?;
                 let added = partitions - old.partition_count();
                 if added <= 0 {
                     return Err(format!(
@@ -446,5 +458,36 @@ mod tests {
         .apply(&mut image, &config)
         .unwrap();
         assert_eq!(live(&image), [2]);
+    }
+
+    #[test]
+    fn a_change_planned_on_a_stale_image_is_refused_when_applied() {
+        let config = Config::for_tests("127.0.0.1:0".parse().unwrap(), "/nonexistent".into(), 1);
+        let mut image = MetadataImage::default();
+        let create = |id| MetadataRecord::CreateTopic {
+            name: "orders".into(),
+            id,
+            partitions: 1,
+            configs: BTreeMap::new(),
+            replicas: Some(vec![vec![1]]),
+        };
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        create(first).apply(&mut image, &config).unwrap();
+        // A second creation of the name (planned before the first was applied
+        // where it was planned) does not replace the first topic.
+        let error = create(second).apply(&mut image, &config).unwrap_err();
+        assert!(error.contains("already exists"), "{error}");
+        assert_eq!(image.topic("orders").unwrap().id, first);
+        // Growing names the topic it grows: not a topic recreated under its name.
+        let grow = |id| MetadataRecord::SetPartitionCount {
+            name: "orders".into(),
+            id: Some(id),
+            partitions: 2,
+            replicas: Some(vec![vec![1]]),
+        };
+        assert!(grow(second).apply(&mut image, &config).is_err());
+        assert_eq!(image.topic("orders").unwrap().partition_count(), 1);
+        grow(first).apply(&mut image, &config).unwrap();
+        assert_eq!(image.topic("orders").unwrap().partition_count(), 2);
     }
 }

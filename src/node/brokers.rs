@@ -140,11 +140,35 @@ async fn heartbeat_received(
     if let Err(error) = controller.check_leader() {
         return refused(error);
     }
+    let registered = shard.node.image().brokers.get(&heartbeat.id).cloned();
+    // Another run of this id still live (its session not expired): two
+    // processes share the id, or a restarted broker is early. Refused until
+    // the old session expires, as Kafka does.
+    if let Some(b) = registered
+        .as_ref()
+        .filter(|b| b.incarnation != heartbeat.incarnation && !b.fenced)
+    {
+        let session = Duration::from_millis(shard.node.config.broker_session_timeout_ms);
+        let heard = sessions
+            .last_seen
+            .borrow()
+            .get(&heartbeat.id)
+            .copied()
+            .or(sessions.leading_since.get());
+        if heard.is_some_and(|at| at.elapsed() < session) {
+            return refused(ApiError::new(
+                ErrorCode::DuplicateBrokerRegistration,
+                format!(
+                    "broker {} is registered by another run ({}) whose session has not expired",
+                    heartbeat.id, b.incarnation
+                ),
+            ));
+        }
+    }
     sessions
         .last_seen
         .borrow_mut()
         .insert(heartbeat.id, Instant::now());
-    let registered = shard.node.image().brokers.get(&heartbeat.id).cloned();
     let record = match registered {
         Some(b)
             if b.incarnation == heartbeat.incarnation
@@ -225,6 +249,11 @@ async fn session_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>, sessions: Rc
                 .collect()
         };
         for (id, incarnation, silent) in expired {
+            // Heard from meanwhile (the list was made before any await)?
+            let heard = sessions.last_seen.borrow().get(&id).copied();
+            if heard.is_some_and(|at| at.elapsed() <= session) {
+                continue;
+            }
             tracing::warn!(
                 broker = id,
                 silent_ms = silent.as_millis() as u64,

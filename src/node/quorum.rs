@@ -37,16 +37,25 @@ pub struct MetadataMachine {
 }
 
 impl MetadataMachine {
-    /// Publishes `image`: the logs of partitions this node now hosts are
-    /// opened first (a partition is in the image only once its log exists
-    /// here), those of partitions it no longer hosts are removed after.
+    /// Publishes `image`: the logs of partitions this node no longer hosts
+    /// are removed first (a topic deleted and created again under its name
+    /// uses the same directories), then those of partitions it now hosts
+    /// are opened (a partition is in the image only once its log exists
+    /// here). Once shutdown has begun the other shards may have stopped:
+    /// the image is published alone, and the next start opens what it
+    /// places here.
     async fn publish(&self, image: MetadataImage) {
-        let old = self.shard.node.image().clone();
-        let changes = topics::local_changes(&old, &image, self.shard.node.config.node_id);
-        topics::open_partitions(&self.shard, &changes.opened).await;
-        self.shard.node.metadata.store(Arc::new(image));
-        topics::reconfigure_partitions(&self.shard, &changes.reconfigured).await;
+        let node = &self.shard.node;
+        if node.shutdown.is_triggered() {
+            node.metadata.store(Arc::new(image));
+            return;
+        }
+        let old = node.image().clone();
+        let changes = topics::local_changes(&old, &image, node.config.node_id);
         topics::remove_partitions(&self.shard, &changes.removed).await;
+        topics::open_partitions(&self.shard, &changes.opened).await;
+        node.metadata.store(Arc::new(image));
+        topics::reconfigure_partitions(&self.shard, &changes.reconfigured).await;
     }
 }
 

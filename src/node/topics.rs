@@ -151,19 +151,17 @@ pub async fn open_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
         shard.run_on(owner, move |shard| async move {
             let state = topic.partitions[partition as usize].clone();
             let opened = (|| {
-                // A leftover directory (a topic of this name deleted before a
-                // crash) is not this topic's data.
-                if dir.exists() {
-                    std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
-                }
-                PartitionLog::open(
+                prepare_dir(&dir, topic.id)?;
+                let log = PartitionLog::open(
                     topic.name.clone(),
                     partition,
-                    dir,
+                    dir.clone(),
                     topic.config.log_config(),
                     state.log_state(),
                 )
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+                write_topic_id(&dir, topic.id).map_err(|e| e.to_string())?;
+                Ok::<_, String>(log)
             })();
             match opened {
                 Ok(log) => {
@@ -186,6 +184,50 @@ pub async fn open_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
         })
     });
     futures_util::future::join_all(opens).await;
+}
+
+/// The file in a partition's directory naming the topic (by id) whose
+/// partition it holds.
+pub const TOPIC_ID_FILE: &str = "topic-id";
+
+/// Makes `dir` ready for a partition of topic `id`: a directory that holds
+/// this very topic's partition (the change is applied again after a restart)
+/// is kept as it is; one of another topic of the same name (deleted before a
+/// crash) is removed; one that names no topic (an older Sluice's, or one
+/// whose name file a crash lost) is moved aside, never deleted.
+fn prepare_dir(dir: &std::path::Path, id: uuid::Uuid) -> Result<(), String> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    match std::fs::read_to_string(dir.join(TOPIC_ID_FILE)) {
+        Ok(text) if text.trim() == id.to_string() => Ok(()),
+        Ok(other) => {
+            tracing::info!(dir = %dir.display(), topic_id = %other.trim(), "removing a deleted topic's partition directory");
+            std::fs::remove_dir_all(dir).map_err(|e| e.to_string())
+        }
+        Err(_) => {
+            let aside = dir.with_file_name(format!(
+                "{}.orphaned-{}",
+                dir.file_name().unwrap_or_default().to_string_lossy(),
+                crate::io::clock::now_ms()
+            ));
+            tracing::warn!(dir = %dir.display(), aside = %aside.display(), "a partition directory naming no topic is in the way: moved aside");
+            std::fs::rename(dir, &aside).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Records, durably, which topic `dir`'s partition belongs to.
+pub fn write_topic_id(dir: &std::path::Path, id: uuid::Uuid) -> std::io::Result<()> {
+    let path = dir.join(TOPIC_ID_FILE);
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == id.to_string()) {
+        return Ok(());
+    }
+    let temp = dir.join(format!("{TOPIC_ID_FILE}.tmp"));
+    std::fs::write(&temp, format!("{id}\n"))?;
+    std::fs::File::open(&temp)?.sync_all()?;
+    std::fs::rename(&temp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Closes the logs of `partitions` and removes their files, each on its shard.
@@ -219,4 +261,38 @@ pub async fn reconfigure_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
         })
     });
     futures_util::future::join_all(updates).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_directory_is_kept_removed_or_moved_aside_by_its_topic_id() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("orders-0");
+        let (this, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        // None yet: nothing to do.
+        prepare_dir(&dir, this).unwrap();
+        // This topic's own (applied again after a restart): kept with its data.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("00000000000000000000.log"), b"data").unwrap();
+        write_topic_id(&dir, this).unwrap();
+        prepare_dir(&dir, this).unwrap();
+        assert!(dir.join("00000000000000000000.log").exists());
+        // A deleted topic's of the same name: removed.
+        prepare_dir(&dir, other).unwrap();
+        assert!(!dir.exists());
+        // One naming no topic: moved aside, not deleted.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("00000000000000000000.log"), b"old").unwrap();
+        prepare_dir(&dir, this).unwrap();
+        assert!(!dir.exists());
+        let aside: Vec<_> = std::fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(aside[0].starts_with("orders-0.orphaned-"), "{aside:?}");
+    }
 }

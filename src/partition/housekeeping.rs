@@ -38,6 +38,11 @@ pub fn open_owned_logs(shard: &Rc<Shard>) -> Result<(), String> {
                 shared.log_state(),
             ) {
                 Ok(log) => {
+                    // Logs an older Sluice created do not name their topic yet.
+                    let dir = PartitionLog::dir_for(data_dir, &topic.name, partition);
+                    if let Err(error) = crate::node::topics::write_topic_id(&dir, topic.id) {
+                        tracing::warn!(topic = %topic.name, partition, %error, "cannot record the partition's topic id");
+                    }
                     let log = Rc::new(RefCell::new(log));
                     let local = Partition::new(topic.name.clone(), partition, shared.clone(), log);
                     shard
