@@ -1,8 +1,9 @@
 //! Sluice as a cluster (issue 15), as far as it is built: the metadata
 //! quorum. A broker started with no flags is a quorum of one that leads it;
 //! three brokers started with KRaft's flags elect one leader, replicate the
-//! metadata (a topic created at the leader is listed by all three), refuse
-//! metadata changes elsewhere with NOT_CONTROLLER, elect another leader when
+//! metadata (a topic created at the leader is listed by all three; creation
+//! at a follower is forwarded; other changes elsewhere are refused with
+//! NOT_CONTROLLER), elect another leader when
 //! the leader is killed (-9), and take the killed node back. DescribeQuorum
 //! reports it all as `kafka-metadata-quorum` reads it. Raw protocol: no
 //! client library implements DescribeQuorum but Kafka's Java admin client.
@@ -15,7 +16,8 @@ use common::wire::{create_topics_request, metadata, topic_name, Conn};
 use common::TestBroker;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    ApiKey, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse,
 };
 
 const NONE: i16 = 0;
@@ -266,7 +268,7 @@ fn three_brokers_share_one_metadata_quorum_and_fail_over() {
         leader,
     );
 
-    // Metadata changes: at the leader, listed by all; elsewhere refused.
+    // Metadata changes: at the leader, listed by all.
     let name = common::topic("quorum-three");
     assert_eq!(create(&addr_of(&brokers, leader), &name), NONE);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -277,14 +279,23 @@ fn three_brokers_share_one_metadata_quorum_and_fail_over() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // At a follower: forwarded to the controller (KIP-590), and listed by
+    // the follower once it returns; auto-creation by Metadata there too.
     let follower = brokers.iter().find(|(id, _)| *id != leader).unwrap().0;
-    assert_eq!(
-        create(
-            &addr_of(&brokers, follower),
-            &common::topic("at-a-follower")
-        ),
-        NOT_CONTROLLER
-    );
+    let forwarded = common::topic("at-a-follower");
+    assert_eq!(create(&addr_of(&brokers, follower), &forwarded), NONE);
+    assert!(lists(&addr_of(&brokers, follower), &forwarded));
+    let auto = common::topic("auto-at-a-follower");
+    let mut conn = Conn::open(&addr_of(&brokers, follower));
+    let listed = metadata(&mut conn, Some(&[&auto]), true);
+    assert_eq!(listed.topics[0].error_code, NONE, "{listed:?}");
+    assert!(lists(&addr_of(&brokers, leader), &auto));
+    // Other changes are not forwarded yet: refused off the controller.
+    let request = DeleteTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topic_names(vec![topic_name(&auto)]);
+    let response: DeleteTopicsResponse = conn.call(ApiKey::DeleteTopics, 5, &request);
+    assert_eq!(response.responses[0].error_code, NOT_CONTROLLER);
 
     // kill -9 of the leader: the two left elect one of them.
     let killed_at = Instant::now();

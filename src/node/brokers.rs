@@ -29,6 +29,11 @@ use crate::node::quorum::MetadataQuorum;
 use crate::node::shard::Shard;
 use crate::protocol::errors::ErrorCode;
 
+/// How long a forwarded request may take at the active controller
+/// (controller.quorum.request.timeout.ms's default is 2 s; creating a topic
+/// with many partitions takes longer).
+const CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 30_000;
+
 /// When the active controller last heard from each broker.
 #[derive(Default)]
 struct Sessions {
@@ -46,13 +51,47 @@ pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
     let sessions = Rc::new(Sessions::default());
     let handler_shard = shard.clone();
     let handler_sessions = sessions.clone();
+    let caller = quorum.clone();
+    *shard.call_controller.borrow_mut() = Some(Rc::new(move |request: Vec<u8>| {
+        let quorum = caller.clone();
+        Box::pin(async move {
+            let timeout = Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS);
+            quorum.call_controller(request, timeout).await
+        })
+    }));
     quorum.serve_controller_requests(Rc::new(move |request: Vec<u8>| {
         let shard = handler_shard.clone();
         let sessions = handler_sessions.clone();
         Box::pin(async move {
+            if shard.try_controller().is_none() {
+                let closed =
+                    ApiError::new(ErrorCode::NotController, "this broker is shutting down");
+                return serde_json::to_vec(&refused(closed)).expect("answers encode");
+            }
             let answer = match serde_json::from_slice::<ControllerRequest>(&request) {
                 Ok(ControllerRequest::Heartbeat(heartbeat)) => {
                     heartbeat_received(&shard, &sessions, heartbeat).await
+                }
+                Ok(ControllerRequest::CreateTopic {
+                    name,
+                    partitions,
+                    configs,
+                    manual,
+                    validate_only,
+                }) => {
+                    let created = crate::node::topics::create_topic(
+                        &shard,
+                        &name,
+                        partitions,
+                        configs,
+                        manual,
+                        validate_only,
+                    )
+                    .await;
+                    match created {
+                        Ok(topic) => ControllerAnswer::TopicCreated { id: topic.id },
+                        Err(error) => refused(error),
+                    }
                 }
                 Ok(ControllerRequest::AllocateProducerIds) => {
                     match shard.controller().grant_producer_id_block().await {
@@ -260,7 +299,10 @@ async fn session_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>, sessions: Rc
                 "fencing a broker: no heartbeat within broker.session.timeout.ms"
             );
             let record = MetadataRecord::FenceBroker { id, incarnation };
-            if let Err(error) = shard.controller().record_broker(record).await {
+            let Some(controller) = shard.try_controller() else {
+                return;
+            };
+            if let Err(error) = controller.record_broker(record).await {
                 tracing::warn!(broker = id, error = %error.message, "fencing a broker failed");
             }
         }

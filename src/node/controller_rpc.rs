@@ -24,6 +24,15 @@ pub(crate) enum ControllerRequest {
     /// The next block of producer ids for a broker's InitProducerId
     /// (KIP-730's AllocateProducerIds).
     AllocateProducerIds,
+    /// CreateTopics (or auto-creation) received by a broker that does not
+    /// lead the quorum, forwarded (KIP-590).
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        configs: std::collections::BTreeMap<String, String>,
+        manual: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,6 +41,8 @@ pub(crate) enum ControllerAnswer {
     Live,
     /// Producer ids `[start, end)`, recorded.
     ProducerIds { start: i64, end: i64 },
+    /// The topic is created (or, validating only, would be), with this id.
+    TopicCreated { id: Uuid },
     /// Not done (not the controller any more, the write failed): the Kafka
     /// error code and why.
     Refused { code: i16, message: String },

@@ -61,6 +61,9 @@ pub struct Shard {
     pub commit: Rc<GroupCommit>,
     /// The metadata controller; only on shard 0.
     pub controller: RefCell<Option<Rc<Controller>>>,
+    /// Sends a request to the active controller (this node's or another's)
+    /// and returns its answer; only on shard 0, once the quorum runs.
+    pub call_controller: RefCell<Option<ControllerCall>>,
     /// The coordinator of the consumer groups whose offsets partitions this shard owns.
     pub groups: RefCell<Option<Rc<GroupCoordinator>>>,
     /// The coordinator of the transactional ids whose transaction-log
@@ -75,6 +78,10 @@ pub struct Shard {
     /// Request bytes of all this shard's connections read and not yet answered.
     request_bytes: ByteBudget,
 }
+
+/// A request to the active controller, answered (see `node::controller_rpc`).
+pub type ControllerCall =
+    Rc<dyn Fn(Vec<u8>) -> futures_util::future::LocalBoxFuture<'static, std::io::Result<Vec<u8>>>>;
 
 /// Request bytes a shard holds, given back when dropped (the request answered,
 /// or dropped with its connection).
@@ -114,6 +121,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             commit: Rc::new(commit),
             controller: RefCell::new(None),
+            call_controller: RefCell::new(None),
             groups: RefCell::new(None),
             txns: RefCell::new(None),
         }
@@ -165,6 +173,11 @@ impl Shard {
             .borrow()
             .clone()
             .expect("every shard has a transaction coordinator once started")
+    }
+
+    /// The controller, unless shutdown has closed it (or this is not shard 0).
+    pub fn try_controller(&self) -> Option<Rc<Controller>> {
+        self.controller.borrow().clone()
     }
 
     pub fn controller(&self) -> Rc<Controller> {

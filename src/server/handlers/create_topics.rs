@@ -14,7 +14,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use crate::metadata::controller::{check_replica_assignment, ApiError};
 
 use crate::metadata::topic_config::CONFIG_DEFS;
-use crate::node::topics;
+use crate::node::forward;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
@@ -123,7 +123,7 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
             .conn
             .shard
             .run_on(CONTROLLER_SHARD, move |shard| async move {
-                topics::create_topic(&shard, &name, partitions, configs, manual, validate_only)
+                forward::create_topic(&shard, &name, partitions, configs, manual, validate_only)
                     .await
             })
             .await;

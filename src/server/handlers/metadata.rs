@@ -10,7 +10,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use crate::metadata::{is_internal_topic, validate_topic_name, TopicMeta};
-use crate::node::topics;
+use crate::node::forward;
 use crate::node::Node;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
@@ -133,7 +133,7 @@ pub(crate) async fn auto_create(
         .conn
         .shard
         .run_on(CONTROLLER_SHARD, move |shard| async move {
-            topics::create_topic(&shard, &owned, partitions, BTreeMap::new(), None, false)
+            forward::create_topic(&shard, &owned, partitions, BTreeMap::new(), None, false)
                 .await
                 .map_err(|e| e.code.code())
         })
