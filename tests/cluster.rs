@@ -212,35 +212,8 @@ fn lists(addr: &str, name: &str) -> bool {
 
 #[test]
 fn three_brokers_share_one_metadata_quorum_and_fail_over() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters = (1..=3)
-        .map(|id| format!("{id}@127.0.0.1:{}", ports[id - 1]))
-        .collect::<Vec<_>>()
-        .join(",");
     let temp = tempfile::tempdir().unwrap();
-    let mut brokers: Vec<(i32, TestBroker)> = (1..=3)
-        .map(|id: i32| {
-            let listen = format!("127.0.0.1:{}", ports[id as usize - 1]);
-            let args = [
-                "--node-id",
-                &id.to_string(),
-                "--controller-listen",
-                &listen,
-                "--controller-quorum-voters",
-                &voters,
-                "--controller-quorum-election-timeout-ms",
-                "300",
-                "--broker-heartbeat-interval-ms",
-                "200",
-                "--broker-session-timeout-ms",
-                "2000",
-            ]
-            .map(str::to_string);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let dir = temp.path().join(format!("node-{id}"));
-            (id, TestBroker::start_in(&dir, &args))
-        })
-        .collect();
+    let mut brokers = start_three(temp.path());
     let started = Instant::now();
     let leader = agreed_leader(&view(&brokers), Duration::from_secs(20));
     println!(

@@ -223,11 +223,7 @@ pub fn write_topic_id(dir: &std::path::Path, id: uuid::Uuid) -> std::io::Result<
     if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == id.to_string()) {
         return Ok(());
     }
-    let temp = dir.join(format!("{TOPIC_ID_FILE}.tmp"));
-    std::fs::write(&temp, format!("{id}\n"))?;
-    std::fs::File::open(&temp)?.sync_all()?;
-    std::fs::rename(&temp, &path)?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::io::fs::write_durably(&path, format!("{id}\n").as_bytes())
 }
 
 /// Closes the logs of `partitions` and removes their files, each on its shard.
