@@ -338,13 +338,7 @@ impl Controller {
             id: topic.id,
             partitions: topic.partition_count(),
             configs: topic.overrides.clone(),
-            replicas: Some(
-                topic
-                    .placements
-                    .iter()
-                    .map(|p| p.replicas.clone())
-                    .collect(),
-            ),
+            replicas: Some(topic.replica_lists()),
         };
         self.persist(&record).await?;
         tracing::info!(topic = %topic.name, partitions = topic.partition_count(), "topic created");

@@ -100,6 +100,10 @@ impl TopicMeta {
     pub fn partition_count(&self) -> i32 {
         self.partitions.len() as i32
     }
+    /// Each partition's replicas, in partition order (as records carry them).
+    pub fn replica_lists(&self) -> Vec<Vec<i32>> {
+        self.placements.iter().map(|p| p.replicas.clone()).collect()
+    }
     pub fn placement(&self, index: i32) -> Option<&Placement> {
         usize::try_from(index)
             .ok()

@@ -266,13 +266,7 @@ pub fn snapshot_records(image: &MetadataImage) -> Vec<MetadataRecord> {
             id: topic.id,
             partitions: topic.partition_count(),
             configs: topic.overrides.clone(),
-            replicas: Some(
-                topic
-                    .placements
-                    .iter()
-                    .map(|p| p.replicas.clone())
-                    .collect(),
-            ),
+            replicas: Some(topic.replica_lists()),
         })
         .collect();
     records.push(MetadataRecord::ProducerIdBlock {

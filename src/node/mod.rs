@@ -96,19 +96,10 @@ impl Node {
         brokers
     }
 
-    /// Whether broker `id` is live: registered and not fenced (this broker
-    /// always is, to itself).
-    pub fn is_live(&self, id: i32) -> bool {
-        id == self.config.node_id || self.image().brokers.get(&id).is_some_and(|b| !b.fenced)
-    }
-
-    /// The broker that leads `partition` of `topic` now: its placement's
-    /// leader while that broker is live, else -1 (none).
-    pub fn leader_of(&self, topic: &TopicMeta, partition: i32) -> i32 {
-        match topic.placement(partition) {
-            Some(placement) if self.is_live(placement.leader) => placement.leader,
-            _ => -1,
-        }
+    /// Whether broker `id` is live in `image`: registered and not fenced
+    /// (this broker always is, to itself).
+    pub fn is_live(&self, image: &MetadataImage, id: i32) -> bool {
+        id == self.config.node_id || image.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
 
     /// Whether this broker leads `partition` of `topic`: only the leader

@@ -158,6 +158,7 @@ pub(crate) fn describe_topic(
     version: i16,
 ) -> MetadataResponseTopic {
     let me = node.config.node_id;
+    let image = node.image();
     let partitions = topic
         .partitions
         .iter()
@@ -176,7 +177,7 @@ pub(crate) fn describe_topic(
                     if r == me {
                         locally_offline
                     } else {
-                        !node.is_live(r)
+                        !node.is_live(&image, r)
                     }
                 })
                 .collect();
@@ -185,7 +186,11 @@ pub(crate) fn describe_topic(
                 .into_iter()
                 .filter(|r| !offline.contains(r))
                 .collect();
-            let leader = node.leader_of(topic, index);
+            // The placement's leader while its broker is live, else none.
+            let leader = placement
+                .map(|p| p.leader)
+                .filter(|&l| node.is_live(&image, l))
+                .unwrap_or(-1);
             let error = if leader == me && locally_offline {
                 ErrorCode::KafkaStorageError.code()
             } else if leader < 0 {
