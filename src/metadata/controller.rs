@@ -10,7 +10,6 @@
 //! exists there. `node::topics` runs the steps; this file knows only the
 //! metadata.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -142,9 +141,6 @@ pub struct Controller {
     log: Rc<dyn MetadataLog>,
     /// One change at a time.
     lock: async_lock::Mutex<()>,
-    /// The end of the last recorded block of producer ids (the next id to hand
-    /// out is `Broker::next_producer_id`).
-    producer_id_block_end: Cell<i64>,
     /// One producer id allocation at a time (not `lock`: the block it may
     /// ask for is granted, on the leader, under `lock`).
     ids: async_lock::Mutex<()>,
@@ -153,12 +149,10 @@ pub struct Controller {
 impl Controller {
     /// The controller of `node` (on shard 0), writing to `log`.
     pub fn open(node: &Arc<Node>, log: Rc<dyn MetadataLog>) -> Controller {
-        let next = node.image().next_producer_id;
         Controller {
             node: node.clone(),
             log,
             lock: async_lock::Mutex::new(()),
-            producer_id_block_end: Cell::new(next),
             ids: async_lock::Mutex::new(()),
         }
     }
@@ -489,7 +483,9 @@ impl Controller {
         let _guard = self.ids.lock().await;
         let next = &self.node.next_producer_id;
         let mut id = next.load(Ordering::Acquire);
-        if id >= self.producer_id_block_end.get() {
+        // This broker's block (`Node::producer_id_block`) is used up.
+        let block = &self.node.producer_id_block;
+        if id >= block.1.load(Ordering::Acquire) {
             // Whatever kept the controller from granting a block, the client
             // is to try again (Kafka's answer while it has no ids to give).
             let (start, end) = self.log.producer_id_block().await.map_err(|error| {
@@ -505,8 +501,6 @@ impl Controller {
             while self.node.image().next_producer_id < end && std::time::Instant::now() < deadline {
                 compio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
-            self.producer_id_block_end.set(end);
-            let block = &self.node.producer_id_block;
             block.0.store(start, Ordering::Release);
             block.1.store(end, Ordering::Release);
             id = start;
