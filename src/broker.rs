@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -48,6 +48,39 @@ pub struct RunningBroker {
 }
 
 impl RunningBroker {
+    /// Controlled shutdown (before [`RunningBroker::shutdown`]): in a
+    /// cluster, this broker stops heartbeating and asks the active controller
+    /// to move its leaderships to other in-sync replicas and take it out of
+    /// the ISRs, then waits (up to `patience`) until its image shows that
+    /// done, serving meanwhile, so that clients move to the new leaders
+    /// before it stops. Alone, there is nobody to move to: nothing is done.
+    pub fn controlled_shutdown(&self, patience: Duration) {
+        let me = self.node.config.node_id;
+        if self.node.image().live_brokers().all(|(id, _)| id == me) {
+            return;
+        }
+        let runtime = match compio::runtime::Runtime::new() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::warn!(%error, "controlled shutdown skipped: no runtime");
+                return;
+            }
+        };
+        let sender = self.peers[CONTROLLER_SHARD].sender.clone();
+        let started = Instant::now();
+        let done = runtime.block_on(queue::call(&sender, move |shard| async move {
+            crate::node::brokers::controlled_shutdown(&shard, patience).await
+        }));
+        match done {
+            Ok(Ok(())) => tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "controlled shutdown: leaderships moved away"
+            ),
+            Ok(Err(why)) => tracing::warn!(%why, "controlled shutdown did not complete; stopping anyway"),
+            Err(_) => tracing::warn!("controlled shutdown: the controller shard did not answer"),
+        }
+    }
+
     /// Asks every shard to stop: no new connections, in-flight requests finish,
     /// logs are flushed and closed.
     pub fn shutdown(&self) {
@@ -156,14 +189,6 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         voters = config.quorum_voters.len(),
         "metadata replayed"
     );
-    if !alone {
-        tracing::warn!(
-            voters = ?config.quorum_voters,
-            "a cluster of several nodes: the metadata quorum is replicated, partition data is \
-             not yet (issue 15 in progress): partitions are spread over the brokers with one \
-             replica each"
-        );
-    }
     // Bound now, so that a port in use fails the start before any shard serves.
     let controller_listener = match &config.controller_listen {
         Some(addr) => {
@@ -240,6 +265,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         metrics: Arc::new(Metrics::new(shard_count)),
         incarnation: uuid::Uuid::new_v4(),
         active_controller: std::sync::atomic::AtomicI32::new(-1),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
 
     let cpus = std::thread::available_parallelism()
@@ -511,6 +537,10 @@ fn run_shard(
             (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => return fail(error),
         };
         arrival.arrive(None);
+        // Leader or follower of each partition here, as the image has it
+        // (later images apply their changes as they are published).
+        crate::node::replication::apply_roles(&shard, &shard.node.image());
+        crate::node::replication::start_isr_upkeep(&shard);
         groups.start_timers(&shard.node);
         *shard.txns.borrow_mut() = Some(txns.clone());
         txns.start();

@@ -52,6 +52,14 @@ pub struct Cli {
     /// Partitions of an auto-created topic, and of CreateTopics asking for -1 [default: 1].
     #[arg(long, value_name = "N")]
     pub num_partitions: Option<i32>,
+    /// Replicas of each partition of an auto-created topic, and of
+    /// CreateTopics asking for -1 (default.replication.factor) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub default_replication_factor: Option<i16>,
+    /// A follower that has not caught up with its leader for this long
+    /// leaves the ISR, ms (replica.lag.time.max.ms) [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
     /// Largest request frame accepted, in bytes [default: 104857600].
     #[arg(long, value_name = "BYTES")]
     pub socket_request_max_bytes: Option<u32>,
@@ -189,6 +197,8 @@ struct FileConfig {
     cluster_id: Option<String>,
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
+    default_replication_factor: Option<i16>,
+    replica_lag_time_max_ms: Option<u64>,
     socket_request_max_bytes: Option<u32>,
     io_driver: Option<String>,
     fetch_zero_copy: Option<String>,
@@ -232,6 +242,8 @@ pub struct Config {
     pub cluster_id: Option<String>,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub replica_lag_time_max_ms: u64,
     pub socket_request_max_bytes: u32,
     pub io_driver: IoDriver,
     pub fetch_zero_copy: FetchZeroCopy,
@@ -432,6 +444,26 @@ impl Config {
                 format!(
                     "must be longer than the heartbeat interval ({broker_heartbeat_interval_ms} ms)"
                 ),
+            ));
+        }
+        let default_replication_factor = cli
+            .default_replication_factor
+            .or(file.default_replication_factor)
+            .unwrap_or(1);
+        if !(1..=100).contains(&default_replication_factor) {
+            return Err(invalid(
+                "default-replication-factor",
+                "must be between 1 and 100",
+            ));
+        }
+        let replica_lag_time_max_ms = cli
+            .replica_lag_time_max_ms
+            .or(file.replica_lag_time_max_ms)
+            .unwrap_or(30_000);
+        if !(100..=3_600_000).contains(&replica_lag_time_max_ms) {
+            return Err(invalid(
+                "replica-lag-time-max-ms",
+                "must be between 100 and 3600000",
             ));
         }
         let num_partitions = cli.num_partitions.or(file.num_partitions).unwrap_or(1);
@@ -644,6 +676,8 @@ impl Config {
                 .or(file.auto_create_topics)
                 .unwrap_or(true),
             num_partitions,
+            default_replication_factor,
+            replica_lag_time_max_ms,
             socket_request_max_bytes,
             io_driver,
             fetch_zero_copy,

@@ -285,19 +285,130 @@ impl Controller {
             .collect()
     }
 
-    /// Replica lists for `count` new partitions, one replica each, spread
-    /// round-robin over the live brokers from a point chosen by `seed` (as
-    /// Kafka starts its round-robin at a random broker). `manual`, when the
-    /// request gave an assignment (already checked), is used as it is.
-    fn place(&self, count: i32, seed: u128, manual: Option<Vec<Vec<i32>>>) -> Vec<Placement> {
+    /// Replica lists for `count` new partitions of `replication_factor`
+    /// replicas each: partition p's first replica (its preferred leader) is
+    /// the live broker p places after a point chosen by `seed` (as Kafka
+    /// starts its round-robin at a random broker), the others the brokers
+    /// after it. `manual`, when the request gave an assignment (already
+    /// checked), is used as it is.
+    fn place(
+        &self,
+        count: i32,
+        seed: u128,
+        manual: Option<Vec<Vec<i32>>>,
+        replication_factor: usize,
+    ) -> Result<Vec<Placement>, ApiError> {
         if let Some(manual) = manual {
-            return manual.into_iter().map(Placement::new).collect();
+            return Ok(manual.into_iter().map(Placement::new).collect());
         }
         let brokers = self.placeable_brokers();
-        let start = (seed % brokers.len() as u128) as usize;
-        (0..count as usize)
-            .map(|p| Placement::new(vec![brokers[(start + p) % brokers.len()]]))
-            .collect()
+        if replication_factor == 0 || replication_factor > brokers.len() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "Unable to replicate the partition {replication_factor} time(s): The target \
+                     replication factor of {replication_factor} cannot be reached because only {} \
+                     broker(s) are registered.",
+                    brokers.len()
+                ),
+            ));
+        }
+        let n = brokers.len();
+        let start = (seed % n as u128) as usize;
+        Ok((0..count as usize)
+            .map(|p| {
+                let replicas = (0..replication_factor)
+                    .map(|r| brokers[(start + p + r) % n])
+                    .collect();
+                Placement::new(replicas)
+            })
+            .collect())
+    }
+
+    /// The replication factor to create a topic with: the request's, or
+    /// `--default-replication-factor` for -1.
+    pub fn replication_factor(&self, requested: i16) -> Result<usize, ApiError> {
+        match requested {
+            -1 => Ok(self.node.config.default_replication_factor as usize),
+            r if r >= 1 => Ok(r as usize),
+            r => Err(ApiError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("Replication factor must be larger than 0, or -1 to use the default value; got {r}."),
+            )),
+        }
+    }
+
+    /// AlterPartition (KIP-497), from the leader of one partition: a new
+    /// ISR planned from `leader_epoch` and `partition_epoch`. Refused with
+    /// FENCED_LEADER_EPOCH / NOT_LEADER_OR_FOLLOWER when the asker no longer
+    /// leads, INVALID_UPDATE_VERSION when the partition changed since,
+    /// INELIGIBLE_REPLICA when it adds a fenced broker.
+    pub async fn alter_isr(
+        &self,
+        broker: i32,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    ) -> Result<(), ApiError> {
+        let _guard = self.lock.lock().await;
+        self.check_leader()?;
+        let image = self.node.image();
+        let Some(current) = image
+            .topic_by_id(&topic_id)
+            .and_then(|t| t.placement(partition))
+            .cloned()
+        else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("no partition {partition} of topic {topic_id}"),
+            ));
+        };
+        if current.leader != broker {
+            return Err(ApiError::new(
+                ErrorCode::NotLeaderOrFollower,
+                format!("broker {broker} does not lead the partition; {} does", current.leader),
+            ));
+        }
+        if leader_epoch != current.leader_epoch {
+            return Err(ApiError::new(
+                ErrorCode::FencedLeaderEpoch,
+                format!("leader epoch {leader_epoch}, the partition's is {}", current.leader_epoch),
+            ));
+        }
+        if partition_epoch != current.partition_epoch {
+            return Err(ApiError::new(
+                ErrorCode::InvalidUpdateVersion,
+                format!("partition epoch {partition_epoch}, the partition's is {}", current.partition_epoch),
+            ));
+        }
+        let added_fenced = isr.iter().find(|r| {
+            !current.isr.contains(r) && image.brokers.get(r).is_none_or(|b| b.fenced)
+        });
+        if let Some(r) = added_fenced {
+            return Err(ApiError::new(
+                ErrorCode::IneligibleReplica,
+                format!("broker {r} is fenced: it cannot join the ISR"),
+            ));
+        }
+        if !isr.contains(&broker) || isr.iter().any(|r| !current.replicas.contains(r)) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("ISR {isr:?} must hold the leader and only replicas of {:?}", current.replicas),
+            ));
+        }
+        drop(image);
+        tracing::info!(%topic_id, partition, from = ?current.isr, to = ?isr, "ISR change");
+        self.persist(&MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            leader: current.leader,
+            isr,
+            leader_epoch,
+            partition_epoch: partition_epoch + 1,
+        })
+        .await
     }
 
     /// Validates a new topic and builds it (a fresh id, where each partition
@@ -308,6 +419,7 @@ impl Controller {
         partitions: i32,
         configs: BTreeMap<String, String>,
         manual: Option<Vec<Vec<i32>>>,
+        replication_factor: usize,
     ) -> Result<Arc<TopicMeta>, ApiError> {
         let topic_config = self.check_create(name, partitions, &configs)?;
         let shared: Vec<Arc<PartitionState>> = (0..partitions)
@@ -318,7 +430,7 @@ impl Controller {
             name: Arc::from(name),
             id,
             partitions: shared,
-            placements: self.place(partitions, id.as_u128(), manual),
+            placements: self.place(partitions, id.as_u128(), manual, replication_factor)?,
             overrides: configs,
             config: topic_config,
         }))
@@ -411,7 +523,9 @@ impl Controller {
         shared.extend((old.partition_count()..count).map(|_| Arc::new(PartitionState::default())));
         let mut placements = old.placements.clone();
         let seed = old.id.as_u128() + old.partition_count() as u128;
-        placements.extend(self.place(additional, seed, manual));
+        // The topic's replication factor: its first partition's.
+        let factor = old.placements.first().map_or(1, |p| p.replicas.len());
+        placements.extend(self.place(additional, seed, manual, factor)?);
         let topic = Arc::new(TopicMeta {
             name: old.name.clone(),
             id: old.id,

@@ -61,8 +61,14 @@ pub struct Placement {
     pub replicas: Vec<i32>,
     /// The in-sync replicas.
     pub isr: Vec<i32>,
+    /// The broker that leads, -1 for none (every in-sync replica is fenced).
     pub leader: i32,
+    /// Bumped at every change of leader.
     pub leader_epoch: i32,
+    /// Bumped at every change of the partition (leader, ISR, replicas):
+    /// an ISR change asked for names the one it was based on (KRaft's
+    /// partition epoch).
+    pub partition_epoch: i32,
 }
 
 impl Placement {
@@ -73,6 +79,7 @@ impl Placement {
             isr: replicas.clone(),
             replicas,
             leader_epoch: 0,
+            partition_epoch: 0,
         }
     }
 

@@ -81,6 +81,18 @@ pub enum MetadataRecord {
         id: i32,
         incarnation: Uuid,
     },
+    /// One partition's leader, ISR and epochs, as a whole (KRaft's
+    /// PartitionChangeRecord): an ISR change the leader asked for, or a
+    /// snapshot's partition state. Applied only on top of the partition
+    /// epoch it was planned from (`partition_epoch` is that plus one).
+    PartitionChange {
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        isr: Vec<i32>,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
 }
 
 impl MetadataRecord {
@@ -206,6 +218,19 @@ impl MetadataRecord {
                 port,
                 incarnation,
             } => {
+                // A new run of a broker that was live (killed and restarted
+                // within its session): it may have lost what it had not
+                // synced, so it leaves the ISRs as a fenced one does (KIP-966's
+                // unclean shutdown) before it comes back.
+                if let Some(old) = image
+                    .brokers
+                    .get(&id)
+                    .filter(|b| !b.fenced && b.incarnation != incarnation)
+                {
+                    let old = old.incarnation;
+                    set_fenced(image, id, old, true);
+                    leave_isrs(image, id);
+                }
                 image.brokers.insert(
                     id,
                     BrokerMeta {
@@ -215,16 +240,175 @@ impl MetadataRecord {
                         fenced: false,
                     },
                 );
+                lead_leaderless(image, id);
             }
             MetadataRecord::FenceBroker { id, incarnation } => {
-                set_fenced(image, id, incarnation, true)
+                if set_fenced(image, id, incarnation, true) {
+                    leave_isrs(image, id);
+                }
             }
             MetadataRecord::UnfenceBroker { id, incarnation } => {
-                set_fenced(image, id, incarnation, false)
+                if set_fenced(image, id, incarnation, false) {
+                    lead_leaderless(image, id);
+                }
+            }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let current = image
+                    .topic_by_id(&topic_id)
+                    .and_then(|t| t.placement(partition))
+                    .ok_or_else(|| format!("unknown partition {topic_id}/{partition}"))?;
+                if partition_epoch != current.partition_epoch + 1 {
+                    return Err(format!(
+                        "{STALE_PARTITION_EPOCH}: planned from partition epoch {}, now {}",
+                        partition_epoch - 1,
+                        current.partition_epoch
+                    ));
+                }
+                let mut placement = current.clone();
+                placement.leader = leader;
+                placement.isr = isr;
+                placement.leader_epoch = leader_epoch;
+                placement.partition_epoch = partition_epoch;
+                check_placement(&placement)?;
+                set_placement(image, topic_id, partition, placement);
             }
         }
         Ok(())
     }
+}
+
+/// How a refused PartitionChange's refusal begins (another change of the
+/// partition was committed since it was planned).
+pub const STALE_PARTITION_EPOCH: &str = "the partition changed since the change was planned";
+
+/// A partition's state must hold together: the ISR within the replicas and
+/// not empty, the leader (if any) in the ISR.
+fn check_placement(p: &Placement) -> Result<(), String> {
+    if p.isr.is_empty()
+        || p.isr.iter().any(|r| !p.replicas.contains(r))
+        || (p.leader >= 0 && !p.isr.contains(&p.leader))
+        || p.leader < -1
+    {
+        return Err(format!(
+            "leader {} and ISR {:?} do not fit replicas {:?}",
+            p.leader, p.isr, p.replicas
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces the placement of one partition.
+fn set_placement(image: &mut MetadataImage, topic_id: Uuid, partition: i32, placement: Placement) {
+    let Some(topic) = image.topic_by_id(&topic_id) else {
+        return;
+    };
+    let mut topic = (**topic).clone();
+    topic.placements[partition as usize] = placement;
+    *image = image.with_topic(Arc::new(topic));
+}
+
+/// Changes the placement of every partition `change` returns a new one for.
+fn change_placements(
+    image: &mut MetadataImage,
+    mut change: impl FnMut(&MetadataImage, &TopicMeta, &Placement) -> Option<Placement>,
+) {
+    let mut changed: Vec<Arc<TopicMeta>> = Vec::new();
+    for topic in image.topics.values() {
+        let mut new: Option<TopicMeta> = None;
+        for (i, placement) in topic.placements.iter().enumerate() {
+            if let Some(next) = change(image, topic, placement) {
+                new.get_or_insert_with(|| (**topic).clone()).placements[i] = next;
+            }
+        }
+        changed.extend(new.map(Arc::new));
+    }
+    for topic in changed {
+        *image = image.with_topic(topic);
+    }
+}
+
+/// Whether broker `id` is registered and not fenced in `image`.
+fn is_live(image: &MetadataImage, id: i32) -> bool {
+    image.brokers.get(&id).is_some_and(|b| !b.fenced)
+}
+
+/// Broker `id` was fenced: it leaves every ISR (except as the last member,
+/// which stays so that the partition waits for it: the ISR is never
+/// empty), and the partitions it led get a new leader from their ISR, the
+/// first live one in replica order; none when no other in-sync replica is
+/// live, unless the topic allows an unclean election: then any live
+/// replica, alone in the ISR. Every change bumps the partition epoch, a new
+/// leader the leader epoch.
+fn leave_isrs(image: &mut MetadataImage, id: i32) {
+    change_placements(image, |image, topic, p| {
+        if !p.isr.contains(&id) && p.leader != id {
+            return None;
+        }
+        let mut next = p.clone();
+        next.partition_epoch += 1;
+        if p.isr.len() > 1 {
+            next.isr.retain(|&r| r != id);
+        }
+        if p.leader == id || p.leader < 0 {
+            let from_isr = p
+                .replicas
+                .iter()
+                .copied()
+                .find(|&r| r != id && next.isr.contains(&r) && is_live(image, r));
+            let unclean = || {
+                topic
+                    .config
+                    .unclean_leader_election
+                    .then(|| {
+                        p.replicas
+                            .iter()
+                            .copied()
+                            .find(|&r| r != id && is_live(image, r))
+                    })
+                    .flatten()
+            };
+            next.leader = match (from_isr, unclean()) {
+                (Some(leader), _) => leader,
+                (None, Some(leader)) => {
+                    tracing::warn!(topic = %topic.name, leader, "unclean leader election: a replica out of the ISR leads; records may be lost");
+                    next.isr = vec![leader];
+                    leader
+                }
+                (None, None) => -1,
+            };
+            next.leader_epoch += 1;
+        }
+        (next != *p).then_some(next)
+    });
+}
+
+/// Broker `id` is live (again): the leaderless partitions it is in sync
+/// for (or, where the topic allows an unclean election, holds a replica of)
+/// get it as leader.
+fn lead_leaderless(image: &mut MetadataImage, id: i32) {
+    change_placements(image, |_, topic, p| {
+        if p.leader >= 0 || !p.replicas.contains(&id) {
+            return None;
+        }
+        let mut next = p.clone();
+        if !p.isr.contains(&id) {
+            if !topic.config.unclean_leader_election {
+                return None;
+            }
+            next.isr = vec![id];
+        }
+        next.leader = id;
+        next.leader_epoch += 1;
+        next.partition_epoch += 1;
+        Some(next)
+    });
 }
 
 /// The placements of `count` new partitions from a record's replica lists
@@ -245,14 +429,19 @@ fn placements(
     Ok(replicas.into_iter().map(Placement::new).collect())
 }
 
-/// Fences or unfences broker `id` if it is still in `incarnation`.
-fn set_fenced(image: &mut MetadataImage, id: i32, incarnation: Uuid, fenced: bool) {
-    if let Some(broker) = image
+/// Fences or unfences broker `id` if it is still in `incarnation`; returns
+/// whether that changed anything.
+fn set_fenced(image: &mut MetadataImage, id: i32, incarnation: Uuid, fenced: bool) -> bool {
+    match image
         .brokers
         .get_mut(&id)
-        .filter(|b| b.incarnation == incarnation)
+        .filter(|b| b.incarnation == incarnation && b.fenced != fenced)
     {
-        broker.fenced = fenced;
+        Some(broker) => {
+            broker.fenced = fenced;
+            true
+        }
+        None => false,
     }
 }
 
@@ -261,32 +450,50 @@ pub fn snapshot_records(image: &MetadataImage) -> Vec<MetadataRecord> {
     let mut records: Vec<MetadataRecord> = image
         .topics
         .values()
-        .map(|topic| MetadataRecord::CreateTopic {
-            name: topic.name.to_string(),
-            id: topic.id,
-            partitions: topic.partition_count(),
-            configs: topic.overrides.clone(),
-            replicas: Some(topic.replica_lists()),
+        .flat_map(|topic| {
+            let create = MetadataRecord::CreateTopic {
+                name: topic.name.to_string(),
+                id: topic.id,
+                partitions: topic.partition_count(),
+                configs: topic.overrides.clone(),
+                replicas: Some(topic.replica_lists()),
+            };
+            // Each partition whose leader, ISR or epochs moved since creation.
+            let changes = topic.placements.iter().enumerate().filter_map(|(i, p)| {
+                (*p != Placement::new(p.replicas.clone())).then(|| MetadataRecord::PartitionChange {
+                    topic_id: topic.id,
+                    partition: i as i32,
+                    leader: p.leader,
+                    isr: p.isr.clone(),
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                })
+            });
+            std::iter::once(create).chain(changes).collect::<Vec<_>>()
         })
         .collect();
     records.push(MetadataRecord::ProducerIdBlock {
         end: image.next_producer_id,
     });
+    // The brokers before the partitions' state, which the snapshot decoder
+    // sets as it is (registering a broker elects leaders).
+    let mut brokers = Vec::new();
     for (&id, broker) in &image.brokers {
-        records.push(MetadataRecord::RegisterBroker {
+        brokers.push(MetadataRecord::RegisterBroker {
             id,
             host: broker.host.clone(),
             port: broker.port,
             incarnation: broker.incarnation,
         });
         if broker.fenced {
-            records.push(MetadataRecord::FenceBroker {
+            brokers.push(MetadataRecord::FenceBroker {
                 id,
                 incarnation: broker.incarnation,
             });
         }
     }
-    records
+    brokers.extend(records);
+    brokers
 }
 
 /// A snapshot of `image`, encoded (a JSON array of records).
@@ -303,6 +510,31 @@ pub fn decode_snapshot(bytes: &[u8], config: &Config) -> Result<MetadataImage, S
         match record {
             // Where handing out ids resumes, not a block being taken.
             MetadataRecord::ProducerIdBlock { end } => image.next_producer_id = end,
+            // A partition's state as it was, not a change to check.
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let Some(current) = image
+                    .topic_by_id(&topic_id)
+                    .and_then(|t| t.placement(partition))
+                else {
+                    return Err(format!("metadata snapshot: unknown partition {topic_id}/{partition}"));
+                };
+                let placement = Placement {
+                    replicas: current.replicas.clone(),
+                    isr,
+                    leader,
+                    leader_epoch,
+                    partition_epoch,
+                };
+                check_placement(&placement)?;
+                set_placement(&mut image, topic_id, partition, placement);
+            }
             record => record.apply(&mut image, config)?,
         }
     }

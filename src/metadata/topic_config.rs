@@ -20,6 +20,9 @@ pub struct TopicConfig {
     pub max_message_bytes: i32,
     pub message_timestamp_type: TimestampType,
     pub min_insync_replicas: i32,
+    /// When every in-sync replica of a partition is gone, a replica out of
+    /// sync may lead (losing what it lacks) rather than none.
+    pub unclean_leader_election: bool,
     /// Sync after this many messages; 1 (the default) syncs every append before acknowledging.
     pub flush_messages: i64,
     /// Sync at least this often, in milliseconds.
@@ -102,7 +105,7 @@ pub const SEGMENT_BYTES_MAX: i64 = i32::MAX as i64;
 
 /// Kafka topic configs that Sluice accepts, checks and reports (so that tools
 /// and clients written for Kafka can set them) but that change nothing here:
-/// replication throttles and unclean election (one node), preallocation,
+/// replication throttles, preallocation,
 /// index sizing (indexes are in memory), the delay before deleting a file
 /// (files being read stay readable anyway), roll jitter, tiered-storage
 /// retention (tiered storage itself is refused).
@@ -116,7 +119,6 @@ pub const ACCEPTED_ONLY: &[&str] = &[
     "remote.storage.enable",
     "segment.index.bytes",
     "segment.jitter.ms",
-    "unclean.leader.election.enable",
 ];
 
 /// A [`ConfigDef`] for a key of [`ACCEPTED_ONLY`]: `check` validates a value,
@@ -448,9 +450,16 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
         .map(drop)),
     accepted_only!("segment.jitter.ms", Long, "0", |v| parse_i64(v, 0)
         .map(drop)),
-    accepted_only!("unclean.leader.election.enable", Boolean, "false", |v| {
-        parse_bool(v).map(drop)
-    }),
+    ConfigDef {
+        name: "unclean.leader.election.enable",
+        kind: ConfigKind::Boolean,
+        default: "false",
+        apply: |c, v| {
+            c.unclean_leader_election = parse_bool(v)?;
+            Ok(())
+        },
+        show: |c| c.unclean_leader_election.to_string(),
+    },
 ];
 
 /// Checks a Kafka version string as `message.format.version` takes it
@@ -520,6 +529,7 @@ impl Default for TopicConfig {
             max_message_bytes: 0,
             message_timestamp_type: TimestampType::CreateTime,
             min_insync_replicas: 0,
+            unclean_leader_election: false,
             flush_messages: 0,
             flush_ms: 0,
             delete_retention_ms: 0,

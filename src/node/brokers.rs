@@ -77,6 +77,7 @@ pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
                     partitions,
                     configs,
                     manual,
+                    replication_factor,
                     validate_only,
                 }) => {
                     let created = crate::node::topics::create_topic(
@@ -85,11 +86,37 @@ pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
                         partitions,
                         configs,
                         manual,
+                        replication_factor,
                         validate_only,
                     )
                     .await;
                     match created {
                         Ok(topic) => ControllerAnswer::TopicCreated { id: topic.id },
+                        Err(error) => refused(error),
+                    }
+                }
+                Ok(ControllerRequest::AlterPartition {
+                    broker,
+                    topic_id,
+                    partition,
+                    leader_epoch,
+                    partition_epoch,
+                    isr,
+                }) => {
+                    let altered = shard
+                        .controller()
+                        .alter_isr(broker, topic_id, partition, leader_epoch, partition_epoch, isr)
+                        .await;
+                    match altered {
+                        Ok(()) => ControllerAnswer::Live,
+                        Err(error) => refused(error),
+                    }
+                }
+                Ok(ControllerRequest::ControlledShutdown { id, incarnation }) => {
+                    sessions.last_seen.borrow_mut().remove(&id);
+                    let record = MetadataRecord::FenceBroker { id, incarnation };
+                    match shard.controller().record_broker(record).await {
+                        Ok(()) => ControllerAnswer::Live,
                         Err(error) => refused(error),
                     }
                 }
@@ -148,6 +175,9 @@ async fn heartbeat_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>) {
     let interval = Duration::from_millis(shard.node.config.broker_heartbeat_interval_ms);
     let mut live = false;
     while !shard.node.shutdown.is_triggered() {
+        if shard.node.stopping.load(Ordering::Acquire) {
+            return;
+        }
         match send_heartbeat(&shard, &quorum).await {
             Ok(()) if !live => {
                 live = true;
@@ -165,6 +195,40 @@ async fn heartbeat_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>) {
         }
         compio::time::sleep(interval).await;
     }
+}
+
+/// Controlled shutdown, on the controller shard: heartbeats stop, the
+/// active controller fences this broker (moving its leaderships to other
+/// in-sync replicas, taking it out of the ISRs), and this waits until its
+/// own image shows it, or `patience` passes.
+pub async fn controlled_shutdown(shard: &Rc<Shard>, patience: Duration) -> Result<(), String> {
+    let node = &shard.node;
+    node.stopping.store(true, Ordering::Release);
+    let request = ControllerRequest::ControlledShutdown {
+        id: node.config.node_id,
+        incarnation: node.incarnation,
+    };
+    let bytes = serde_json::to_vec(&request).expect("requests encode");
+    let deadline = Instant::now() + patience;
+    loop {
+        let answer = crate::node::replication::call_controller(shard, bytes.clone()).await;
+        match answer {
+            Ok(ControllerAnswer::Live) => break,
+            Ok(other) if Instant::now() >= deadline => {
+                return Err(format!("the controller answered {other:?}"))
+            }
+            Err(why) if Instant::now() >= deadline => return Err(why),
+            _ => compio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let me = node.config.node_id;
+    while Instant::now() < deadline {
+        if node.image().brokers.get(&me).is_none_or(|b| b.fenced) {
+            return Ok(());
+        }
+        compio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err("the fence did not reach this broker's image in time".into())
 }
 
 /// The controller's side of a heartbeat: the session renewed, and the

@@ -31,13 +31,33 @@ pub(crate) enum ControllerRequest {
         partitions: i32,
         configs: std::collections::BTreeMap<String, String>,
         manual: Option<Vec<Vec<i32>>>,
+        /// -1: the controller's default.
+        #[serde(default = "default_replication_factor")]
+        replication_factor: i16,
         validate_only: bool,
     },
+    /// AlterPartition (KIP-497): the leader of a partition asks for a new ISR.
+    AlterPartition {
+        broker: i32,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// Controlled shutdown: the broker is stopping; its leaderships move to
+    /// other in-sync replicas and it leaves the ISRs (it is fenced) before it
+    /// stops serving.
+    ControlledShutdown { id: i32, incarnation: Uuid },
+}
+
+fn default_replication_factor() -> i16 {
+    -1
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ControllerAnswer {
-    /// Registered and live.
+    /// Registered and live; or (to AlterPartition, ControlledShutdown) done.
     Live,
     /// Producer ids `[start, end)`, recorded.
     ProducerIds { start: i64, end: i64 },

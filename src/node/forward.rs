@@ -27,18 +27,29 @@ pub async fn create_topic(
     partitions: i32,
     configs: BTreeMap<String, String>,
     manual: Option<Vec<Vec<i32>>>,
+    replication_factor: i16,
     validate_only: bool,
 ) -> Result<Arc<TopicMeta>, ApiError> {
     let controller = shard.controller();
     let call = shard.call_controller.borrow().clone();
     let Some(call) = call.filter(|_| controller.check_leader().is_err()) else {
-        return topics::create_topic(shard, name, partitions, configs, manual, validate_only).await;
+        return topics::create_topic(
+            shard,
+            name,
+            partitions,
+            configs,
+            manual,
+            replication_factor,
+            validate_only,
+        )
+        .await;
     };
     let request = ControllerRequest::CreateTopic {
         name: name.to_string(),
         partitions,
         configs: configs.clone(),
         manual: manual.clone(),
+        replication_factor,
         validate_only,
     };
     let bytes = serde_json::to_vec(&request).expect("requests encode");
@@ -68,7 +79,8 @@ pub async fn create_topic(
         }
     };
     if validate_only {
-        return controller.plan_topic(name, partitions, configs, manual);
+        let factor = controller.replication_factor(replication_factor)?;
+        return controller.plan_topic(name, partitions, configs, manual, factor);
     }
     let deadline = Instant::now() + APPLIED_PATIENCE;
     loop {

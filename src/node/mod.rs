@@ -7,6 +7,7 @@ pub mod brokers;
 pub mod controller_rpc;
 pub mod forward;
 pub mod quorum;
+pub mod replication;
 pub mod shard;
 pub mod topics;
 pub mod txn_env;
@@ -55,6 +56,9 @@ pub struct Node {
     /// The metadata quorum's leader as last seen here (-1: none known);
     /// Metadata and DescribeCluster report it as the controller.
     pub active_controller: AtomicI32,
+    /// Controlled shutdown has begun: heartbeats stop, so that the
+    /// controller does not unfence this broker again.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Node {

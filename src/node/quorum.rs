@@ -56,6 +56,15 @@ impl MetadataMachine {
         topics::open_partitions(&self.shard, &changes.opened).await;
         node.metadata.store(Arc::new(image));
         topics::reconfigure_partitions(&self.shard, &changes.reconfigured).await;
+        // Every shard's partitions take the leaderships and ISRs the new
+        // image gives them.
+        let roles = (0..node.shard_count).map(|id| {
+            self.shard.run_on(id, |shard| async move {
+                let image = shard.node.image().clone();
+                crate::node::replication::apply_roles(&shard, &image);
+            })
+        });
+        futures_util::future::join_all(roles).await;
     }
 }
 

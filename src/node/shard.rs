@@ -15,6 +15,7 @@ use crate::group::coordinator::GroupCoordinator;
 use crate::io::send::PipePool;
 use crate::metadata::controller::Controller;
 use crate::metrics::ShardMetrics;
+use crate::node::replication::Replication;
 use crate::node::Node;
 use crate::partition::local::Partition;
 use crate::runtime::budget::ByteBudget;
@@ -75,6 +76,8 @@ pub struct Shard {
     pub zero_copy_min_bytes: Option<usize>,
     /// Pipes for splicing file data to sockets.
     pub pipes: PipePool,
+    /// The replica fetchers of the partitions this shard follows.
+    pub replication: Rc<Replication>,
     /// Request bytes of all this shard's connections read and not yet answered.
     request_bytes: ByteBudget,
 }
@@ -114,6 +117,7 @@ impl Shard {
         Shard {
             zero_copy_min_bytes,
             pipes: PipePool::default(),
+            replication: Rc::new(Replication::default()),
             request_bytes: ByteBudget::new(node.config.shard_max_request_bytes),
             id,
             peers,

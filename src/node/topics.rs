@@ -23,12 +23,14 @@ pub async fn create_topic(
     partitions: i32,
     configs: BTreeMap<String, String>,
     manual: Option<Vec<Vec<i32>>>,
+    replication_factor: i16,
     validate_only: bool,
 ) -> Result<Arc<TopicMeta>, ApiError> {
     let controller = shard.controller();
     let _change = controller.lock().await;
     controller.check_leader()?;
-    let topic = controller.plan_topic(name, partitions, configs, manual)?;
+    let factor = controller.replication_factor(replication_factor)?;
+    let topic = controller.plan_topic(name, partitions, configs, manual, factor)?;
     if validate_only {
         return Ok(topic);
     }
@@ -170,6 +172,7 @@ pub async fn open_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
                         partition,
                         state,
                         Rc::new(RefCell::new(log)),
+                        shard.node.config.node_id,
                     );
                     shard
                         .partitions

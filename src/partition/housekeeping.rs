@@ -44,7 +44,13 @@ pub fn open_owned_logs(shard: &Rc<Shard>) -> Result<(), String> {
                         tracing::warn!(topic = %topic.name, partition, %error, "cannot record the partition's topic id");
                     }
                     let log = Rc::new(RefCell::new(log));
-                    let local = Partition::new(topic.name.clone(), partition, shared.clone(), log);
+                    let local = Partition::new(
+                        topic.name.clone(),
+                        partition,
+                        shared.clone(),
+                        log,
+                        shard.node.config.node_id,
+                    );
                     shard
                         .partitions
                         .borrow_mut()

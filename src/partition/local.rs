@@ -3,11 +3,15 @@
 //! the rules transactions and replication add (the last stable offset,
 //! leader epochs, the ISR) have one place to go.
 
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::io::clock::now_ms;
+use crate::metadata::Placement;
+use crate::partition::replica::{Leadership, Role};
 use crate::partition::state::PartitionState;
 use crate::protocol::batch::ValidatedRecords;
 use crate::protocol::control::EndTxnMarker;
@@ -30,6 +34,68 @@ pub struct Partition {
     /// here is written only if the coordinator said the partition is in its
     /// transaction, and no marker came in between).
     verifications: RefCell<Verifications>,
+    /// This broker's id (the replica it is).
+    me: i32,
+    /// Leader or follower, and the leader's view of its followers.
+    role: RefCell<Role>,
+}
+
+/// How a Produce wants its batch acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// acks=0: no answer.
+    None,
+    /// acks=1: once this broker has it.
+    Leader,
+    /// acks=all: once every in-sync replica has it, and only if there are at
+    /// least `min_isr` of them; `timeout` is the request's.
+    All { min_isr: i32, timeout: Duration },
+}
+
+impl Acks {
+    fn wants_ack(self) -> bool {
+        self != Acks::None
+    }
+}
+
+/// Why an append was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// A replication rule refused or failed it: NOT_LEADER_OR_FOLLOWER,
+    /// NOT_ENOUGH_REPLICAS(_AFTER_APPEND), REQUEST_TIMED_OUT.
+    #[error("{1}")]
+    Replication(ErrorCode, String),
+}
+
+impl ProduceError {
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            ProduceError::Append(e) => e.error_code(),
+            ProduceError::Replication(code, _) => *code,
+        }
+    }
+}
+
+/// What a follower's fetch gets from its leader's partition.
+pub struct ReplicaRead {
+    pub records: crate::io::chain::Chain,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// KIP-320: the follower's log diverged; it must cut at this (epoch,
+    /// end offset) before fetching again.
+    pub diverging_epoch: Option<(i32, i64)>,
+}
+
+/// How a change of the image changed this broker's role for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChange {
+    Unchanged,
+    /// It leads now (it did not, or in an earlier epoch).
+    Leads,
+    /// It follows `leader` (-1: no leader) in `leader_epoch` now.
+    Follows { leader: i32, leader_epoch: i32 },
 }
 
 /// What a transactional batch needs before it is appended.
@@ -43,13 +109,217 @@ pub enum TxnAppendCheck {
 }
 
 impl Partition {
-    pub fn new(topic: Arc<str>, index: i32, state: Arc<PartitionState>, log: LogRef) -> Partition {
+    pub fn new(
+        topic: Arc<str>,
+        index: i32,
+        state: Arc<PartitionState>,
+        log: LogRef,
+        me: i32,
+    ) -> Partition {
         Partition {
             topic,
             index,
             state,
             log,
             verifications: RefCell::new(Verifications::default()),
+            me,
+            role: RefCell::new(Role::Unassigned),
+        }
+    }
+
+    pub fn role(&self) -> Ref<'_, Role> {
+        self.role.borrow()
+    }
+
+    /// Takes the role `placement` gives this broker: leader (stamping its
+    /// epoch on appends, tracking the followers), or follower of another
+    /// (appends refused; the replica fetcher fills the log). Whoever waits
+    /// on the partition is woken: an acks=all append waiting under a
+    /// leadership that ended fails.
+    pub fn apply_placement(&self, placement: &Placement) -> RoleChange {
+        let now = now_ms();
+        let mut role = self.role.borrow_mut();
+        let change = if placement.leader == self.me {
+            match &mut *role {
+                Role::Leader(l) if l.leader_epoch == placement.leader_epoch => {
+                    l.update(
+                        placement.partition_epoch,
+                        &placement.replicas,
+                        &placement.isr,
+                        now,
+                    );
+                    RoleChange::Unchanged
+                }
+                _ => {
+                    let mut log = self.log.borrow_mut();
+                    let log_end = log.log_end_offset();
+                    let replicated = placement.replicas.len() > 1;
+                    // A follower's watermark carries over; otherwise (at
+                    // start-up) nothing is known committed past the start.
+                    let start = match &*role {
+                        Role::Follower { .. } => self.state.stored_high_watermark(),
+                        _ => log.log_start_offset(),
+                    };
+                    log.set_stamp_epoch(Some(placement.leader_epoch));
+                    // The new epoch starts at the log end even before it
+                    // writes (Kafka's `assign` on becoming leader): a
+                    // follower asking where the previous epoch ended is
+                    // answered by it.
+                    if let Err(error) = log.begin_leader_epoch(placement.leader_epoch) {
+                        tracing::warn!(topic = %self.topic, partition = self.index, %error, "recording the new leader epoch");
+                    }
+                    drop(log);
+                    self.state.set_leader_epoch(placement.leader_epoch);
+                    self.state
+                        .set_replicated(replicated, start.clamp(0, log_end.max(0)));
+                    *role = Role::Leader(Leadership::new(
+                        self.me,
+                        placement.leader_epoch,
+                        placement.partition_epoch,
+                        &placement.replicas,
+                        &placement.isr,
+                        log_end,
+                        now,
+                    ));
+                    RoleChange::Leads
+                }
+            }
+        } else {
+            let same = matches!(&*role, Role::Follower { leader, leader_epoch }
+                if *leader == placement.leader && *leader_epoch == placement.leader_epoch);
+            if same {
+                RoleChange::Unchanged
+            } else {
+                let hw = self.state.high_watermark();
+                self.log.borrow_mut().set_stamp_epoch(None);
+                self.state.set_leader_epoch(placement.leader_epoch);
+                self.state.set_replicated(true, hw);
+                *role = Role::Follower {
+                    leader: placement.leader,
+                    leader_epoch: placement.leader_epoch,
+                };
+                RoleChange::Follows {
+                    leader: placement.leader,
+                    leader_epoch: placement.leader_epoch,
+                }
+            }
+        };
+        drop(role);
+        if change != RoleChange::Unchanged {
+            self.state.notify();
+        } else {
+            self.advance_high_watermark();
+        }
+        change
+    }
+
+    /// The leader's step after anything moved a log end (its own append, a
+    /// follower's fetch, an ISR change): the high watermark follows.
+    fn advance_high_watermark(&self) {
+        if !self.state.is_replicated() {
+            return;
+        }
+        let role = self.role.borrow();
+        let Role::Leader(l) = &*role else {
+            return;
+        };
+        let log_end = self.state.log_end_offset();
+        if let Some(hw) = l.high_watermark(self.me, log_end) {
+            self.state.advance_high_watermark(hw, false);
+        }
+    }
+
+    /// KIP-320: a request naming `requested` as the partition's leader epoch
+    /// (-1: no check) is from the past (FENCED_LEADER_EPOCH) or ahead of
+    /// this broker's metadata (UNKNOWN_LEADER_EPOCH).
+    pub fn check_leader_epoch(&self, requested: i32) -> Result<(), ErrorCode> {
+        let current = self.state.leader_epoch();
+        match requested {
+            r if r < 0 || r == current => Ok(()),
+            r if r < current => Err(ErrorCode::FencedLeaderEpoch),
+            _ => Err(ErrorCode::UnknownLeaderEpoch),
+        }
+    }
+
+    fn check_leads(&self) -> Result<(), ProduceError> {
+        match &*self.role.borrow() {
+            Role::Leader(_) => Ok(()),
+            _ => Err(ProduceError::Replication(
+                ErrorCode::NotLeaderOrFollower,
+                "this broker does not lead the partition".into(),
+            )),
+        }
+    }
+
+    /// acks=all's check before appending: NOT_ENOUGH_REPLICAS when the ISR
+    /// is smaller than `min.insync.replicas`.
+    fn check_isr(&self, acks: Acks) -> Result<(), ProduceError> {
+        let Acks::All { min_isr, .. } = acks else {
+            return Ok(());
+        };
+        let isr = match &*self.role.borrow() {
+            Role::Leader(l) => l.isr_len(),
+            _ => 0,
+        };
+        if (isr as i32) < min_isr {
+            return Err(ProduceError::Replication(
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "the partition has {isr} in-sync replica(s), fewer than min.insync.replicas={min_isr}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// After an append ending at `end_offset`: with acks=all, waits until
+    /// the high watermark passes it, under the same leadership, within the
+    /// request's timeout.
+    async fn await_replication(&self, end_offset: i64, acks: Acks) -> Result<(), ProduceError> {
+        self.advance_high_watermark();
+        let Acks::All { min_isr, timeout } = acks else {
+            return Ok(());
+        };
+        let epoch = self.state.leader_epoch();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listener = self.state.listen();
+            let still_leads = matches!(&*self.role.borrow(), Role::Leader(l) if l.leader_epoch == epoch);
+            if !still_leads {
+                return Err(ProduceError::Replication(
+                    ErrorCode::NotLeaderOrFollower,
+                    "the leadership moved before the in-sync replicas had the batch".into(),
+                ));
+            }
+            if self.state.is_offline() {
+                return Err(ProduceError::Replication(
+                    ErrorCode::KafkaStorageError,
+                    "partition is offline".into(),
+                ));
+            }
+            if self.state.high_watermark() >= end_offset {
+                let isr = match &*self.role.borrow() {
+                    Role::Leader(l) => l.isr_len(),
+                    _ => 0,
+                };
+                if (isr as i32) < min_isr {
+                    return Err(ProduceError::Replication(
+                        ErrorCode::NotEnoughReplicasAfterAppend,
+                        format!("written, but the in-sync replicas fell to {isr}, fewer than min.insync.replicas={min_isr}"),
+                    ));
+                }
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ProduceError::Replication(
+                    ErrorCode::RequestTimedOut,
+                    "the in-sync replicas did not all have the batch within the request's timeout"
+                        .into(),
+                ));
+            }
+            let timer = std::pin::pin!(compio::time::sleep(deadline - now));
+            futures_util::future::select(listener, timer).await;
         }
     }
 
@@ -85,7 +355,7 @@ impl Partition {
         commit: &std::rc::Rc<GroupCommit>,
         records: Bytes,
         validated: &ValidatedRecords,
-        wants_ack: bool,
+        acks: Acks,
         guard: Option<u64>,
     ) -> Result<AppendOutcome, TxnAppendError> {
         let header = validated.first;
@@ -101,12 +371,19 @@ impl Partition {
         {
             return Err(TxnAppendError::NotInTransaction);
         }
+        self.check_leads().map_err(TxnAppendError::Produce)?;
+        self.check_isr(acks).map_err(TxnAppendError::Produce)?;
         // Reserved synchronously inside: no marker can come between the check and the append.
-        let outcome = log::append(&self.log, commit, records, validated, wants_ack).await;
+        let outcome = log::append(&self.log, commit, records, validated, acks.wants_ack()).await;
         if !open {
             self.verifications.borrow_mut().used(header.producer_id);
         }
-        outcome.map_err(TxnAppendError::Append)
+        let outcome = outcome.map_err(|e| TxnAppendError::Produce(e.into()))?;
+        let end = outcome.base_offset + i64::from(validated.first.last_offset_delta) + 1;
+        self.await_replication(end, acks)
+            .await
+            .map_err(TxnAppendError::Produce)?;
+        Ok(outcome)
     }
 
     /// The storage engine's log (for this layer's own housekeeping: retention,
@@ -124,15 +401,21 @@ impl Partition {
     }
 
     /// Produce: appends one validated batch, durably when the topic's flush
-    /// policy says so and `wants_ack`.
+    /// policy says so and `acks` wants an answer; with acks=all, answered
+    /// once the in-sync replicas have it.
     pub async fn append(
         &self,
         commit: &std::rc::Rc<GroupCommit>,
         records: Bytes,
         validated: &ValidatedRecords,
-        wants_ack: bool,
-    ) -> Result<AppendOutcome, AppendError> {
-        log::append(&self.log, commit, records, validated, wants_ack).await
+        acks: Acks,
+    ) -> Result<AppendOutcome, ProduceError> {
+        self.check_leads()?;
+        self.check_isr(acks)?;
+        let outcome = log::append(&self.log, commit, records, validated, acks.wants_ack()).await?;
+        let end = outcome.base_offset + i64::from(validated.first.last_offset_delta) + 1;
+        self.await_replication(end, acks).await?;
+        Ok(outcome)
     }
 
     /// Fetch: whole batches from `offset`, at most `max_bytes` unless the
@@ -146,15 +429,191 @@ impl Partition {
         zero_copy_min_bytes: Option<usize>,
         isolation: Isolation,
     ) -> Result<ReadOutcome, ReadError> {
-        log::read_isolated(
+        let limit = if self.state.is_replicated() {
+            self.state.high_watermark()
+        } else {
+            i64::MAX
+        };
+        let mut read = log::read_isolated(
             &self.log,
             offset,
             max_bytes,
             first_may_exceed,
             zero_copy_min_bytes,
             isolation,
+            limit,
         )
-        .await
+        .await?;
+        if self.state.is_replicated() {
+            read.high_watermark = read.high_watermark.min(limit);
+            read.last_stable_offset = read.last_stable_offset.min(limit);
+        }
+        Ok(read)
+    }
+
+    /// A follower's fetch (KIP-320): from `offset`, with `last_fetched_epoch`
+    /// the epoch of the follower's last batch. The leader first checks that
+    /// the follower's log agrees with its own up to `offset`; if not, it
+    /// answers where the follower must cut (the diverging epoch) and nothing
+    /// else. Otherwise it notes the follower's position (which may move the
+    /// high watermark) and reads from its log up to the log end, not the
+    /// high watermark.
+    pub async fn read_for_replica(
+        &self,
+        replica: i32,
+        offset: i64,
+        last_fetched_epoch: i32,
+        max_bytes: usize,
+        zero_copy_min_bytes: Option<usize>,
+    ) -> Result<ReplicaRead, ErrorCode> {
+        if !matches!(&*self.role.borrow(), Role::Leader(_)) {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        let (log_end, log_start) = {
+            let log = self.log.borrow();
+            (log.high_watermark(), log.log_start_offset())
+        };
+        if last_fetched_epoch >= 0 {
+            let (epoch, end) = self.log.borrow().end_offset_for_epoch(last_fetched_epoch);
+            if end < 0 || end < offset || epoch < last_fetched_epoch {
+                return Ok(ReplicaRead {
+                    records: Default::default(),
+                    high_watermark: self.state.high_watermark(),
+                    log_start_offset: log_start,
+                    diverging_epoch: Some((epoch, end)),
+                });
+            }
+        }
+        if offset > log_end || offset < log_start {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        let known = match &mut *self.role.borrow_mut() {
+            Role::Leader(l) => l.on_fetch(replica, offset, log_end, now_ms()),
+            _ => false,
+        };
+        if !known {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        self.advance_high_watermark();
+        let read = log::read_isolated(
+            &self.log,
+            offset,
+            max_bytes,
+            true,
+            zero_copy_min_bytes,
+            Isolation::ReadUncommitted,
+            i64::MAX,
+        )
+        .await;
+        match read {
+            Ok(read) => Ok(ReplicaRead {
+                records: read.records,
+                high_watermark: self.state.high_watermark(),
+                log_start_offset: read.log_start_offset,
+                diverging_epoch: None,
+            }),
+            Err(ReadError::OffsetOutOfRange { .. }) => Err(ErrorCode::OffsetOutOfRange),
+            Err(ReadError::Storage(message)) => {
+                tracing::warn!(topic = %self.topic, partition = self.index, %message, "a follower's read failed");
+                Err(ErrorCode::KafkaStorageError)
+            }
+        }
+    }
+
+    /// On the leader: the ISR change to ask the controller for now, with
+    /// the leader epoch and partition epoch it is based on.
+    pub fn isr_change(&self, lag_max_ms: i64, retry_ms: i64) -> Option<(Vec<i32>, i32, i32)> {
+        let hw = self.state.high_watermark();
+        match &mut *self.role.borrow_mut() {
+            Role::Leader(l) if self.state.is_replicated() => l
+                .isr_change(self.me, hw, now_ms(), lag_max_ms, retry_ms)
+                .map(|isr| (isr, l.leader_epoch, l.partition_epoch)),
+            _ => None,
+        }
+    }
+
+    /// On the leader: an ISR change asked for was refused; the next upkeep
+    /// plans again from the image.
+    pub fn forget_pending_isr(&self) {
+        if let Role::Leader(l) = &mut *self.role.borrow_mut() {
+            l.pending = None;
+        }
+    }
+
+    /// On a follower: where its next fetch starts, and the epoch of its last
+    /// batch (KIP-320's `last_fetched_epoch`).
+    pub fn fetch_position(&self) -> (i64, i32) {
+        let log = self.log.borrow();
+        (log.high_watermark(), log.latest_epoch())
+    }
+
+    /// On a follower in `leader_epoch`: appends what the leader sent and
+    /// takes its high watermark (never above this log's end) and log start.
+    /// Refused once the role has changed.
+    pub async fn append_from_leader(
+        &self,
+        commit: &std::rc::Rc<GroupCommit>,
+        leader_epoch: i32,
+        records: Bytes,
+        leader_high_watermark: i64,
+        leader_log_start: i64,
+    ) -> Result<(), ProduceError> {
+        self.check_follows(leader_epoch)?;
+        if !records.is_empty() {
+            log::append_replica(&self.log, commit, records).await?;
+            self.check_follows(leader_epoch)?;
+        }
+        let end = self.state.log_end_offset();
+        self.state
+            .advance_high_watermark(leader_high_watermark.min(end), true);
+        let start = self.log.borrow().log_start_offset();
+        if leader_log_start > start && leader_log_start <= end {
+            if let Err(code) = self.log.borrow_mut().delete_records_before(leader_log_start) {
+                tracing::warn!(topic = %self.topic, partition = self.index, ?code, "following the leader's log start");
+            }
+        }
+        Ok(())
+    }
+
+    fn check_follows(&self, leader_epoch: i32) -> Result<(), ProduceError> {
+        match &*self.role.borrow() {
+            Role::Follower { leader_epoch: e, .. } if *e == leader_epoch => Ok(()),
+            _ => Err(ProduceError::Replication(
+                ErrorCode::NotLeaderOrFollower,
+                "no longer a follower in this epoch".into(),
+            )),
+        }
+    }
+
+    /// On a follower: where its log ends for the leader's `epoch` (Kafka's
+    /// `endOffsetForEpoch`, for the truncation after a diverging epoch).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.log.borrow().end_offset_for_epoch(epoch)
+    }
+
+    /// On a follower in `leader_epoch`: cuts the log to end at or below
+    /// `offset` (KIP-101), or empties it to start at `offset` when
+    /// `restart`; returns the new end.
+    pub fn truncate_as_follower(
+        &self,
+        leader_epoch: i32,
+        offset: i64,
+        restart: bool,
+    ) -> Result<i64, ProduceError> {
+        self.check_follows(leader_epoch)?;
+        let mut log = self.log.borrow_mut();
+        let cut = if restart {
+            log.restart_at(offset)
+        } else {
+            log.truncate_to(offset)
+        };
+        let end = cut.map_err(|e| {
+            ProduceError::Replication(ErrorCode::KafkaStorageError, e.to_string())
+        })?;
+        drop(log);
+        let hw = self.state.stored_high_watermark().min(end);
+        self.state.advance_high_watermark(hw, true);
+        Ok(end)
     }
 
     /// Ends `producer_id`'s transaction on this partition with a marker
@@ -165,13 +624,23 @@ impl Partition {
         producer_id: i64,
         producer_epoch: i16,
         marker: EndTxnMarker,
-    ) -> Result<AppendOutcome, AppendError> {
+    ) -> Result<AppendOutcome, ProduceError> {
+        self.check_leads()?;
         // A verification under way is stale once a marker is in: the batch
         // it was for belongs to the transaction that just ended.
         self.verifications
             .borrow_mut()
             .on_marker(producer_id, producer_epoch);
-        log::append_marker(&self.log, commit, producer_id, producer_epoch, marker, true).await
+        let outcome =
+            log::append_marker(&self.log, commit, producer_id, producer_epoch, marker, true)
+                .await?;
+        // As Kafka writes markers: acks=all, whatever min.insync.replicas.
+        let acks = Acks::All {
+            min_isr: 1,
+            timeout: MARKER_TIMEOUT,
+        };
+        self.await_replication(outcome.base_offset + 1, acks).await?;
+        Ok(outcome)
     }
 
     /// ListOffsets: (offset, timestamp) for `timestamp`, which is a time in
@@ -239,6 +708,9 @@ impl Partition {
     }
 }
 
+/// How long a transaction marker waits for the in-sync replicas.
+const MARKER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why a transactional batch was not appended.
 #[derive(Debug, thiserror::Error)]
 pub enum TxnAppendError {
@@ -246,14 +718,14 @@ pub enum TxnAppendError {
     #[error("Partition was not added to the transaction")]
     NotInTransaction,
     #[error(transparent)]
-    Append(AppendError),
+    Produce(ProduceError),
 }
 
 impl TxnAppendError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             TxnAppendError::NotInTransaction => ErrorCode::InvalidTxnState,
-            TxnAppendError::Append(e) => e.error_code(),
+            TxnAppendError::Produce(e) => e.error_code(),
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod housekeeping;
 pub mod local;
+pub mod replica;
 pub mod state;
 
 pub use housekeeping::{

@@ -417,6 +417,46 @@ pub fn validate_records(
     summary.ok_or(BatchError::Empty)
 }
 
+/// The whole batches at the start of `records` as a leader sends them to a
+/// follower (control batches included, offsets already assigned): each one
+/// v2, of a sane length, with a correct CRC, and with offsets that increase
+/// from batch to batch. A partial batch at the end (a fetch response may cut
+/// one) is left out; the headers and the length of what they cover are
+/// returned.
+pub fn split_replicated(records: &[u8]) -> Result<(Vec<BatchHeader>, usize), BatchError> {
+    let mut headers: Vec<BatchHeader> = Vec::new();
+    let mut pos = 0;
+    while let Some(rest) = records.get(pos..).filter(|r| r.len() >= BATCH_HEADER_LEN) {
+        let magic = peek_magic(rest)?;
+        if magic != MAGIC_V2 {
+            return Err(BatchError::UnsupportedMagic(magic));
+        }
+        let total = match batch_extent(rest) {
+            Ok(total) => total,
+            Err(BatchError::Truncated) => break,
+            Err(other) => return Err(other),
+        };
+        let batch = &rest[..total];
+        let header = BatchHeader::parse(batch)?;
+        check_crc(&header, batch)?;
+        if header.last_offset_delta < 0
+            || header.base_offset < 0
+            || header
+                .base_offset
+                .checked_add(i64::from(header.last_offset_delta) + 1)
+                .is_none()
+            || headers
+                .last()
+                .is_some_and(|previous| header.base_offset <= previous.last_offset())
+        {
+            return Err(BatchError::InvalidRecordCount(header.record_count));
+        }
+        headers.push(header);
+        pos += total;
+    }
+    Ok((headers, pos))
+}
+
 /// Validates the batch at the start of `rest`. On success the header's
 /// `total_len()` is within `rest` and at least 61.
 fn validate_batch(rest: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {

@@ -38,6 +38,9 @@ pub struct PartitionResponse {
     pub aborted_transactions: Option<Vec<(i64, i64)>>,
     /// Whole record batches, possibly still in segment files.
     pub records: Chain,
+    /// v12+: a follower's log diverged from the leader's at (epoch, end
+    /// offset) (KIP-320; a tagged field).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 /// One topic of a Fetch response: by name up to v12, by id from v13.
@@ -206,7 +209,19 @@ pub fn write_frame(
                 w.buf.put_i32(-1); // preferred read replica: none
             }
             w.records(&p.records);
-            w.no_tagged_fields();
+            match p.diverging_epoch.filter(|_| w.flexible) {
+                // One tagged field, tag 0: EpochEndOffset (epoch, end
+                // offset, its own empty tagged fields): 13 bytes.
+                Some((epoch, end_offset)) => {
+                    w.uvarint(1);
+                    w.uvarint(0);
+                    w.uvarint(13);
+                    w.buf.put_i32(epoch);
+                    w.buf.put_i64(end_offset);
+                    w.buf.put_u8(0);
+                }
+                None => w.no_tagged_fields(),
+            }
         }
         w.no_tagged_fields();
     }
@@ -270,6 +285,13 @@ mod tests {
                                 if version >= 5 {
                                     data.log_start_offset = p.log_start_offset;
                                 }
+                                if let Some((epoch, end_offset)) =
+                                    p.diverging_epoch.filter(|_| version >= 12)
+                                {
+                                    data.diverging_epoch = generated::EpochEndOffset::default()
+                                        .with_epoch(epoch)
+                                        .with_end_offset(end_offset);
+                                }
                                 data
                             })
                             .collect(),
@@ -301,6 +323,8 @@ mod tests {
                 _ => Some(vec![]),
             },
             records,
+            // A follower told where its log diverged (v12+ only).
+            diverging_epoch: (index == 1).then_some((4, 1234)),
         }
     }
 
@@ -416,6 +440,7 @@ mod tests {
                             log_start_offset: lso,
                             aborted_transactions: aborted,
                             records,
+                            diverging_epoch: (index % 3 == 1).then_some((index, hw)),
                         }
                     }).collect(),
                 }).collect(),

@@ -18,6 +18,10 @@ pub(crate) struct Wanted {
     pub(crate) partition: i32,
     pub(crate) fetch_offset: i64,
     pub(crate) partition_max_bytes: i32,
+    /// KIP-320: the leader epoch the client believes in (-1: unchecked).
+    pub(crate) current_leader_epoch: i32,
+    /// A follower's: the epoch of its last batch (-1: none).
+    pub(crate) last_fetched_epoch: i32,
 }
 
 /// What a session remembers of a partition: where the client is, and what it

@@ -24,6 +24,7 @@
 pub mod clean_shutdown;
 pub mod cleaner;
 pub mod commit;
+pub mod epochs;
 pub mod config;
 pub mod index;
 pub mod log;

@@ -66,6 +66,11 @@ impl PartitionShared {
         self.high_watermark.store(high_watermark, Ordering::Release);
         self.data_arrived.notify(usize::MAX);
     }
+    /// Wakes the fetches and appends waiting on this partition (its
+    /// replicated high watermark moved, or its leadership changed).
+    pub fn notify(&self) {
+        self.data_arrived.notify(usize::MAX);
+    }
     /// A listener to await for the next high-watermark move. Register it before
     /// re-checking the watermark, so that no notification is missed.
     pub fn listen(&self) -> event_listener::EventListener {

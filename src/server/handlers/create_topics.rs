@@ -1,7 +1,7 @@
-//! CreateTopics, including `validate_only`. The partitions are spread over
-//! the live brokers, one replica each: replication factor 1 (or -1 for the
-//! default) until partition data is replicated (issue 15, in progress). A
-//! manual replica assignment may name any live broker, one per partition.
+//! CreateTopics, including `validate_only`. The partitions' replicas are
+//! spread over the live brokers (replication factor -1: the broker's
+//! `--default-replication-factor`), or placed as a manual assignment naming
+//! live brokers says.
 
 use std::collections::BTreeMap;
 
@@ -63,18 +63,7 @@ fn check_assignments(topic: &CreatableTopic, brokers: &[i32]) -> Result<Vec<Vec<
             "partitions should be a consecutive 0-based integer sequence",
         ));
     }
-    if replication_factor.is_some_and(|f| f > 1) {
-        return Err(not_replicated());
-    }
     Ok(seen.into_values().collect())
-}
-
-/// Refuses a replication factor above 1, for now.
-fn not_replicated() -> ApiError {
-    ApiError::new(
-        ErrorCode::InvalidReplicationFactor,
-        "replication factor must be 1: replicating partition data between brokers is not built yet",
-    )
 }
 
 pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -103,10 +92,6 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
                     continue;
                 }
             }
-        } else if topic.replication_factor != -1 && topic.replication_factor != 1 {
-            let error = not_replicated();
-            results.push(fail(error.code, error.message));
-            continue;
         } else if topic.num_partitions == -1 {
             broker.config.num_partitions
         } else {
@@ -119,12 +104,21 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
             }
         }
         let validate_only = request.validate_only;
+        let replication_factor = topic.replication_factor;
         let created = ctx
             .conn
             .shard
             .run_on(CONTROLLER_SHARD, move |shard| async move {
-                forward::create_topic(&shard, &name, partitions, configs, manual, validate_only)
-                    .await
+                forward::create_topic(
+                    &shard,
+                    &name,
+                    partitions,
+                    configs,
+                    manual,
+                    replication_factor,
+                    validate_only,
+                )
+                .await
             })
             .await;
         match created {
@@ -143,7 +137,10 @@ pub async fn handle(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
                 let mut result = result;
                 if ctx.api_version >= 5 {
                     result.num_partitions = meta.partition_count();
-                    result.replication_factor = 1;
+                    result.replication_factor = meta
+                        .placements
+                        .first()
+                        .map_or(1, |p| p.replicas.len() as i16);
                     result.configs = Some(configs);
                 }
                 if ctx.api_version >= 7 {

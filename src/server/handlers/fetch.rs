@@ -40,13 +40,23 @@ enum SessionMode {
     Incremental(i32),
 }
 
-/// A read for an owner shard: (position in the request, partition, fetch offset,
-/// partition max bytes).
-type PlannedRead = (usize, PartitionKey, i64, usize);
+/// A read for an owner shard: (position in the request, partition, what
+/// was asked of it, partition max bytes).
+type PlannedRead = (usize, PartitionKey, Asked, usize);
 
 /// A read again with a tighter limit: (position in the request, partition,
-/// fetch offset, limit, whether the first batch may exceed it).
-type Reread = (usize, PartitionKey, i64, usize, bool);
+/// what was asked of it, limit, whether the first batch may exceed it).
+type Reread = (usize, PartitionKey, Asked, usize, bool);
+
+/// What a fetch asks of one partition.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    offset: i64,
+    current_leader_epoch: i32,
+    last_fetched_epoch: i32,
+    /// The follower fetching (a replica's fetch), or None (a consumer).
+    replica: Option<i32>,
+}
 
 /// The result of reading one partition.
 #[derive(Debug, Clone)]
@@ -60,10 +70,20 @@ struct PartitionResult {
     log_start_offset: i64,
     /// read_committed: the aborted transactions overlapping `records`.
     aborted: Option<Vec<AbortedTxn>>,
+    /// A follower's log diverged: (epoch, end offset) to cut at (KIP-320).
+    diverging_epoch: Option<(i32, i64)>,
 }
 
 pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponse {
     let by_id = ctx.api_version >= 13;
+    // A follower's fetch names its broker (KIP-903 moved the id into
+    // ReplicaState from v15).
+    let replica = if ctx.api_version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let replica = (replica >= 0).then_some(replica);
     let (mode, wanted) = match open_session(ctx, &request, by_id) {
         Ok(x) => x,
         Err(code) => {
@@ -111,7 +131,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
                     .map(|p| p.listen())
             })
             .collect();
-        let results = read_all(ctx, &resolved, max_bytes, isolation).await;
+        let results = read_all(ctx, &resolved, max_bytes, isolation, replica).await;
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let has_error = results.iter().any(|r| r.error.is_some());
         let now = Instant::now();
@@ -178,6 +198,8 @@ fn open_session(
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: p.last_fetched_epoch,
             };
             let key = (wanted.topic_name.clone(), wanted.topic_id, wanted.partition);
             unique.insert(key, wanted);
@@ -281,8 +303,15 @@ async fn read_all(
     resolved: &[(Wanted, Result<Arc<TopicMeta>, ErrorCode>)],
     max_bytes: usize,
     isolation: Isolation,
+    replica: Option<i32>,
 ) -> Vec<PartitionResult> {
     let shard = &ctx.conn.shard;
+    let asked = |w: &Wanted| Asked {
+        offset: w.fetch_offset,
+        current_leader_epoch: w.current_leader_epoch,
+        last_fetched_epoch: w.last_fetched_epoch,
+        replica,
+    };
     let mut results: Vec<Option<PartitionResult>> = vec![None; resolved.len()];
     let mut plan: BTreeMap<usize, Vec<PlannedRead>> = BTreeMap::new();
     for (i, (wanted, topic)) in resolved.iter().enumerate() {
@@ -301,7 +330,7 @@ async fn read_all(
                 plan.entry(owner).or_default().push((
                     i,
                     (topic.id, wanted.partition),
-                    wanted.fetch_offset,
+                    asked(wanted),
                     partition_max,
                 ));
             }
@@ -315,11 +344,11 @@ async fn read_all(
         shard.run_on(owner, move |owner| async move {
             let mut out = Vec::with_capacity(items.len());
             let mut shard_total = 0usize;
-            for (i, key, offset, partition_max) in items {
+            for (i, key, asked, partition_max) in items {
                 let limit = partition_max.min(max_bytes.saturating_sub(shard_total));
                 let first_may_exceed = shard_total == 0 && limit > 0;
                 let result =
-                    read_one(&owner, key, offset, limit, first_may_exceed, isolation).await;
+                    read_one(&owner, key, asked, limit, first_may_exceed, isolation).await;
                 shard_total += result.records.len();
                 out.push((i, result));
             }
@@ -360,7 +389,7 @@ async fn read_all(
         again.entry(owner).or_default().push((
             i,
             (topic.id, wanted.partition),
-            wanted.fetch_offset,
+            asked(wanted),
             limit,
             !any_data,
         ));
@@ -374,10 +403,10 @@ async fn read_all(
     let rereads = again.into_iter().map(|(owner, items)| {
         shard.run_on(owner, move |owner| async move {
             let mut out = Vec::with_capacity(items.len());
-            for (i, key, offset, limit, first_may_exceed) in items {
+            for (i, key, asked, limit, first_may_exceed) in items {
                 out.push((
                     i,
-                    read_one(&owner, key, offset, limit, first_may_exceed, isolation).await,
+                    read_one(&owner, key, asked, limit, first_may_exceed, isolation).await,
                 ));
             }
             out
@@ -391,11 +420,13 @@ async fn read_all(
     results
 }
 
-/// Reads one partition on its owner shard.
+/// Reads one partition on its owner shard: for a consumer up to the high
+/// watermark, for a follower (checking first that its log agrees with this
+/// one) up to the log end.
 async fn read_one(
     owner: &Shard,
     key: PartitionKey,
-    offset: i64,
+    asked: Asked,
     limit: usize,
     first_may_exceed: bool,
     isolation: Isolation,
@@ -403,9 +434,44 @@ async fn read_one(
     let Some(partition) = owner.partition(&key) else {
         return error_result(ErrorCode::UnknownTopicOrPartition);
     };
+    if let Err(code) = partition.check_leader_epoch(asked.current_leader_epoch) {
+        return error_result(code);
+    }
+    if let Some(replica) = asked.replica {
+        let read = partition
+            .read_for_replica(
+                replica,
+                asked.offset,
+                asked.last_fetched_epoch,
+                limit,
+                owner.zero_copy_min_bytes,
+            )
+            .await;
+        let state = partition.state();
+        return match read {
+            Ok(read) => PartitionResult {
+                error: None,
+                first_batch_len: 0,
+                records: read.records,
+                high_watermark: read.high_watermark,
+                last_stable_offset: state.last_stable_offset(),
+                log_start_offset: read.log_start_offset,
+                aborted: None,
+                diverging_epoch: read.diverging_epoch,
+            },
+            // The follower learns where the leader's log starts and ends.
+            Err(ErrorCode::OffsetOutOfRange) => PartitionResult {
+                error: Some(ErrorCode::OffsetOutOfRange),
+                high_watermark: state.high_watermark(),
+                log_start_offset: state.log_start_offset(),
+                ..error_result(ErrorCode::OffsetOutOfRange)
+            },
+            Err(code) => error_result(code),
+        };
+    }
     match partition
         .read(
-            offset,
+            asked.offset,
             limit,
             first_may_exceed,
             owner.zero_copy_min_bytes,
@@ -421,6 +487,7 @@ async fn read_one(
             last_stable_offset: read.last_stable_offset,
             log_start_offset: read.log_start_offset,
             aborted: read.aborted,
+            diverging_epoch: None,
         },
         Err(ReadError::OffsetOutOfRange {
             log_start_offset,
@@ -434,6 +501,7 @@ async fn read_one(
             last_stable_offset: -1,
             log_start_offset,
             aborted: None,
+            diverging_epoch: None,
         },
         Err(ReadError::Storage(message)) => {
             tracing::warn!(%message, "fetch read failed");
@@ -451,6 +519,7 @@ fn error_result(code: ErrorCode) -> PartitionResult {
         last_stable_offset: -1,
         log_start_offset: -1,
         aborted: None,
+        diverging_epoch: None,
     }
 }
 
@@ -473,6 +542,7 @@ fn build_response(
             let key = (wanted.topic_name.clone(), wanted.topic_id, wanted.partition);
             if let Some(state) = session.partitions.get_mut(&key) {
                 let changed = result.error.is_some()
+                    || result.diverging_epoch.is_some()
                     || !result.records.is_empty()
                     || state.last_high_watermark != result.high_watermark
                     || state.last_stable_offset != result.last_stable_offset
@@ -497,6 +567,7 @@ fn build_response(
                     .collect()
             }),
             records: result.records,
+            diverging_epoch: result.diverging_epoch,
         };
         let same_topic = topics
             .last()

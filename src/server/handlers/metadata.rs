@@ -133,7 +133,7 @@ pub(crate) async fn auto_create(
         .conn
         .shard
         .run_on(CONTROLLER_SHARD, move |shard| async move {
-            forward::create_topic(&shard, &owned, partitions, BTreeMap::new(), None, false)
+            forward::create_topic(&shard, &owned, partitions, BTreeMap::new(), None, -1, false)
                 .await
                 .map_err(|e| e.code.code())
         })

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::io::clock::now_ms;
 use crate::metadata::{is_internal_topic, TopicMeta};
 use crate::node::shard::Shard;
-use crate::partition::local::TxnAppendCheck;
+use crate::partition::local::{Acks, TxnAppendCheck};
 use crate::protocol::batch::{self, peek_magic};
 use crate::protocol::compression::decompressed_bytes_max;
 use crate::protocol::errors::ErrorCode;
@@ -32,6 +32,7 @@ use crate::txn::state::TV_EPOCH_BUMP;
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
     let wants_ack = acks != 0;
+    let timeout = std::time::Duration::from_millis(request.timeout_ms.clamp(0, 300_000) as u64);
     // Kafka refuses the whole request when it carries transactional batches
     // without a transactional id, or from more than one producer id.
     let transactional_ids: std::collections::BTreeSet<i64> = request
@@ -89,7 +90,14 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                     topic.clone(),
                     index,
                     records,
-                    wants_ack,
+                    match acks {
+                        0 => Acks::None,
+                        1 => Acks::Leader,
+                        _ => Acks::All {
+                            min_isr: topic.config.min_insync_replicas,
+                            timeout,
+                        },
+                    },
                     transactional_id.clone(),
                     ctx.api_version,
                 )),
@@ -153,7 +161,7 @@ async fn append_partition(
     topic: Arc<TopicMeta>,
     index: i32,
     records: Bytes,
-    wants_ack: bool,
+    acks: Acks,
     transactional_id: Option<Arc<str>>,
     version: i16,
 ) -> Result<log::AppendOutcome, Refusal> {
@@ -233,7 +241,7 @@ async fn append_partition(
             index,
             records,
             validated,
-            wants_ack,
+            acks,
             transactional_id,
             version,
         )
@@ -245,7 +253,7 @@ async fn append_partition(
                 return Err(Refusal::from(ErrorCode::UnknownTopicOrPartition));
             };
             partition
-                .append(&owner.commit, records, &validated, wants_ack)
+                .append(&owner.commit, records, &validated, acks)
                 .await
                 .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
         })
@@ -263,7 +271,7 @@ async fn append_transactional(
     index: i32,
     records: Bytes,
     validated: batch::ValidatedRecords,
-    wants_ack: bool,
+    acks: Acks,
     transactional_id: Arc<str>,
     version: i16,
 ) -> Result<log::AppendOutcome, Refusal> {
@@ -330,7 +338,7 @@ async fn append_transactional(
                 return Err(Refusal::from(ErrorCode::UnknownTopicOrPartition));
             };
             partition
-                .append_transactional(&owner.commit, records, &validated, wants_ack, guard)
+                .append_transactional(&owner.commit, records, &validated, acks, guard)
                 .await
                 .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
         })

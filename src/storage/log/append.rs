@@ -70,6 +70,10 @@ impl PartitionLog {
             }
             TimestampType::CreateTime => -1,
         };
+        if let Some(epoch) = self.stamp_epoch {
+            batch::set_partition_leader_epoch(&mut patched, epoch);
+            self.begin_epoch(epoch, base_offset)?;
+        }
         let stored_header =
             BatchHeader::parse(&patched).map_err(|_| AppendError::InvalidRecord("header"))?;
         let (head, body) = if patched.len() > BATCH_HEADER_LEN {
@@ -130,6 +134,23 @@ impl PartitionLog {
                 log_start_offset: self.log_start_offset,
             },
         }))
+    }
+
+    /// Notes that a batch of leader `epoch` starts at `offset`: the first
+    /// of a new epoch is recorded durably before it is written (a blocking
+    /// write of a small file, once per leader change of the partition), so
+    /// that the epochs on disk always cover the batches on disk.
+    pub(in crate::storage) fn begin_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), AppendError> {
+        if epoch < 0 || epoch <= self.epochs.latest() {
+            return Ok(());
+        }
+        let mut epochs = self.epochs.clone();
+        epochs.observe(epoch, offset);
+        epochs
+            .save(&self.disk, &self.dir)
+            .map_err(|e| AppendError::Storage(format!("saving the leader epochs: {e}")))?;
+        self.epochs = epochs;
+        Ok(())
     }
 
     /// Marks write `id` complete (or failed) and advances the high watermark over
@@ -213,6 +234,9 @@ impl PartitionLog {
         active.time_index.truncate_to_relative_offset(relative);
         self.next_offset = high_watermark;
         self.producers.truncate_from(high_watermark);
+        // An epoch begun by a discarded write did not begin (the checkpoint's
+        // entry for it is dropped when the log is next opened).
+        self.epochs.truncate_from_end(high_watermark);
         self.rollbacks += 1;
         let error = self.write_error.take().unwrap_or_default();
         tracing::warn!(topic = %self.topic, partition = self.partition, high_watermark, %error, "rolled back failed appends; accepting appends again");

@@ -12,6 +12,7 @@
 //! write has completed (`in_flight`).
 mod append;
 mod read;
+mod replicate;
 mod retention;
 mod state;
 #[cfg(test)]
@@ -20,6 +21,7 @@ mod truncate;
 
 pub use append::{append, append_marker, sync_log};
 pub use read::{offset_for_timestamp, read, read_isolated};
+pub use replicate::append_replica;
 pub use state::{
     AppendError, AppendOutcome, CleanerState, Isolation, LogRef, PartitionLog, ReadError,
     ReadOutcome,

@@ -109,6 +109,7 @@ pub async fn read(
         first_may_exceed,
         zero_copy_min_bytes,
         Isolation::ReadUncommitted,
+        i64::MAX,
     )
     .await
 }
@@ -116,7 +117,9 @@ pub async fn read(
 /// [`read`] at an isolation level: `ReadCommitted` returns nothing at or past
 /// the last stable offset, and lists the aborted transactions that overlap
 /// what it returns, from the segments' transaction indexes (the records are
-/// not looked at, so the data may still be spliced).
+/// not looked at, so the data may still be spliced). Nothing at or past
+/// `limit` is returned either (a replicated partition's high watermark,
+/// which consumers never read past; a batch boundary).
 pub async fn read_isolated(
     log: &LogRef,
     offset: i64,
@@ -124,9 +127,10 @@ pub async fn read_isolated(
     first_may_exceed: bool,
     zero_copy_min_bytes: Option<usize>,
     isolation: Isolation,
+    limit: i64,
 ) -> Result<ReadOutcome, ReadError> {
     let committed = isolation == Isolation::ReadCommitted;
-    let (mut segment, mut position, high_watermark, last_stable_offset, log_start_offset) = {
+    let (mut segment, mut position, high_watermark, last_stable_offset, log_start_offset, upper) = {
         let log = log.borrow();
         log.check_online().map_err(ReadError::Storage)?;
         let high_watermark = log.high_watermark();
@@ -142,7 +146,8 @@ pub async fn read_isolated(
             last_stable_offset
         } else {
             high_watermark
-        };
+        }
+        .min(limit);
         let empty = ReadOutcome {
             records: Chain::default(),
             first_batch_len: 0,
@@ -163,12 +168,13 @@ pub async fn read_isolated(
             high_watermark,
             last_stable_offset,
             log.log_start_offset,
+            upper,
         )
     };
-    // Where a read_committed read must stop: the batch at the last stable
-    // offset, if it is below the high watermark.
-    let stop = if committed && last_stable_offset < high_watermark {
-        stop_at(log, last_stable_offset).await?
+    // Where the read must stop: the batch at the last stable offset
+    // (read_committed) or the limit, if that is below the log's end.
+    let stop = if upper < high_watermark {
+        stop_at(log, upper).await?
     } else {
         None
     };
@@ -257,11 +263,11 @@ pub async fn read_isolated(
     let aborted = committed.then(|| {
         // Not known from a header: the read ran to the end of a segment, so
         // the next one (or the stable offset) bounds it.
-        let upper = end_offset.unwrap_or(last_stable_offset);
+        let until = end_offset.unwrap_or(upper);
         if ranges.is_empty() {
             Vec::new()
         } else {
-            log.borrow().aborted_transactions(offset, upper)
+            log.borrow().aborted_transactions(offset, until)
         }
     });
     let mut records = Chain::default();

@@ -30,6 +30,19 @@ impl PartitionLog {
         if active.is_empty() || !(too_big || too_old) {
             return Ok(());
         }
+        self.roll_now(now)
+    }
+
+    /// Rolls to a new active segment starting at the next offset (the
+    /// active one must not be empty).
+    pub(super) fn roll_now(&mut self, now: i64) -> io::Result<()> {
+        let active = self
+            .segments
+            .last()
+            .expect("a log has at least one segment");
+        if active.is_empty() {
+            return Ok(());
+        }
         active.write_index_files(&self.disk)?;
         // The next acknowledged append waits for a round that also syncs the
         // segment rolled away from (so that no acknowledged offset lies

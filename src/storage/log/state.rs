@@ -17,6 +17,7 @@ use crate::io::disk::Disk;
 use crate::protocol::errors::ErrorCode;
 use crate::storage::clean_shutdown;
 use crate::storage::config::LogConfig;
+use crate::storage::epochs::LeaderEpochs;
 use crate::storage::producer_state::{ProducerStateTable, SequenceError};
 use crate::storage::segment::{
     parse_segment_file_name, OpenError, ScannedBatch, Segment, INDEX_EXTENSIONS,
@@ -62,6 +63,12 @@ pub struct PartitionLog {
     pub(in crate::storage) disk: Disk,
     /// The log cleaner's progress (compacted topics).
     pub(in crate::storage) cleaner: CleanerState,
+    /// Where each leader epoch's batches begin (KIP-101).
+    pub(in crate::storage) epochs: LeaderEpochs,
+    /// The leader epoch appends are stamped with (this broker leads the
+    /// partition in it); None: batches keep the epoch they came with (the
+    /// internal logs).
+    pub(in crate::storage) stamp_epoch: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +235,7 @@ impl PartitionLog {
             None => Err("no clean-shutdown marker".to_string()),
             Some(bytes) => open_clean(&dir, &bases, &bytes, now),
         };
-        let (mut segments, producers) = match clean {
+        let (mut segments, producers, scanned_epochs) = match clean {
             Ok((segments, producers, bytes_scanned)) => {
                 tracing::info!(
                     %topic,
@@ -238,10 +245,11 @@ impl PartitionLog {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "clean start: the clean-shutdown marker agrees with the files, scan skipped"
                 );
-                (segments, producers)
+                (segments, producers, None)
             }
             Err(reason) => {
-                let (segments, producers) = scan_segments(&disk, &dir, &bases, &config, now)?;
+                let (segments, producers, epochs) =
+                    scan_segments(&disk, &dir, &bases, &config, now)?;
                 let bytes_scanned: u64 = segments.iter().map(|s| s.reserved_bytes).sum();
                 tracing::info!(
                     %topic,
@@ -252,7 +260,7 @@ impl PartitionLog {
                     %reason,
                     "scanned start: every batch checked"
                 );
-                (segments, producers)
+                (segments, producers, Some(epochs))
             }
         };
         if segments.is_empty() {
@@ -267,6 +275,17 @@ impl PartitionLog {
             .max(segments[0].base_offset)
             .min(next_offset);
         shared.set_log_start_offset(log_start_offset);
+        // The leader epochs: from the batches when they were all scanned (and
+        // kept so, if the checkpoint said otherwise), else the checkpoint.
+        let saved = LeaderEpochs::load(&dir).unwrap_or_else(|error| {
+            tracing::warn!(%topic, partition, %error, "the leader epoch checkpoint is unreadable; the epochs are rebuilt from the batches at the next scanned start");
+            LeaderEpochs::default()
+        });
+        let mut epochs = scanned_epochs.unwrap_or_else(|| saved.clone());
+        epochs.truncate_from_end(next_offset);
+        if epochs != saved {
+            epochs.save(&disk, &dir)?;
+        }
         let mut producers = producers;
         // Every write on disk is complete: no marker is still deciding.
         producers.on_high_watermark(next_offset);
@@ -292,6 +311,8 @@ impl PartitionLog {
             pending_sync: PendingSync::default(),
             disk,
             cleaner: CleanerState::default(),
+            epochs,
+            stamp_epoch: None,
         })
     }
 
@@ -318,6 +339,31 @@ impl PartitionLog {
 
     pub fn log_end_offset(&self) -> i64 {
         self.next_offset
+    }
+
+    /// Stamps later appends with leader epoch `epoch` (this broker leads
+    /// the partition in it), or leaves them as they come (None).
+    pub fn set_stamp_epoch(&mut self, epoch: Option<i32>) {
+        self.stamp_epoch = epoch;
+    }
+
+    /// Records that leader epoch `epoch` begins at the log end (this
+    /// broker takes the lead), durably.
+    pub fn begin_leader_epoch(&mut self, epoch: i32) -> Result<(), AppendError> {
+        let end = self.next_offset;
+        self.begin_epoch(epoch, end)
+    }
+
+    /// The latest leader epoch that wrote to this log, or -1.
+    pub fn latest_epoch(&self) -> i32 {
+        self.epochs.latest()
+    }
+
+    /// Where leader epoch `epoch` ends in this log (Kafka's `endOffsetFor`,
+    /// see [`crate::storage::epochs::LeaderEpochs::end_offset_for`]); the
+    /// end counts only completed writes.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.high_watermark())
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -466,8 +512,9 @@ pub(super) fn scan_segments(
     bases: &[i64],
     config: &LogConfig,
     now: i64,
-) -> Result<(Vec<Segment>, ProducerStateTable), OpenError> {
+) -> Result<(Vec<Segment>, ProducerStateTable, LeaderEpochs), OpenError> {
     let mut producers = ProducerStateTable::default();
+    let mut epochs = LeaderEpochs::default();
     let mut segments = Vec::with_capacity(bases.len().max(1));
     for (i, &base) in bases.iter().enumerate() {
         let path = dir.join(crate::storage::segment::segment_file_name(base, "log"));
@@ -478,7 +525,10 @@ pub(super) fn scan_segments(
             base,
             config.index_interval_bytes,
             now,
-            |batch| replay_batch(&mut producers, &mut aborted, batch),
+            |batch| {
+                epochs.observe(batch.header.partition_leader_epoch, batch.header.base_offset);
+                replay_batch(&mut producers, &mut aborted, batch)
+            },
         )?;
         segment.txn_index = aborted;
         let next_offset = segment.next_offset;
@@ -508,7 +558,7 @@ pub(super) fn scan_segments(
             break;
         }
     }
-    Ok((segments, producers))
+    Ok((segments, producers, epochs))
 }
 
 /// Replays one batch found by the start-up scan into the producer state and,

@@ -98,6 +98,7 @@ impl PartitionLog {
             }
         };
         fresh.next_write_id = self.next_write_id;
+        fresh.stamp_epoch = self.stamp_epoch;
         fresh.rollbacks = self.rollbacks + 1;
         let end = fresh.next_offset;
         fresh.publish_watermarks(high_watermark.min(end).max(fresh.log_start_offset));
