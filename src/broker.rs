@@ -76,7 +76,9 @@ impl RunningBroker {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "controlled shutdown: leaderships moved away"
             ),
-            Ok(Err(why)) => tracing::warn!(%why, "controlled shutdown did not complete; stopping anyway"),
+            Ok(Err(why)) => {
+                tracing::warn!(%why, "controlled shutdown did not complete; stopping anyway")
+            }
             Err(_) => tracing::warn!("controlled shutdown: the controller shard did not answer"),
         }
     }

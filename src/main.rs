@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         ?signal,
         "stopping: finishing in-flight requests, closing logs"
     );
-    running.controlled_shutdown(std::time::Duration::from_secs(30));
+    running.controlled_shutdown(std::time::Duration::from_secs(10));
     running.shutdown();
     running.join();
     tracing::info!("stopped");

@@ -1,5 +1,7 @@
 //! Sluice as a cluster (issue 15), as far as it is built: the metadata
-//! quorum. A broker started with no flags is a quorum of one that leads it;
+//! quorum, and partitions replicated between brokers (leader failover, the
+//! ISR, acks=all with min.insync.replicas, logs that agree after a replica
+//! returns). A broker started with no flags is a quorum of one that leads it;
 //! three brokers started with KRaft's flags elect one leader, replicate the
 //! metadata (a topic created at the leader is listed by all three; creation
 //! at a follower is forwarded; other changes elsewhere are refused with
@@ -401,8 +403,7 @@ fn placements(addr: &str, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>, i16)> {
         .collect()
 }
 
-/// Partitions are spread over the brokers (one replica each, until data is
-/// replicated); every broker describes the same placement; a broker that
+/// Partitions of one replica are spread over the brokers; every broker describes the same placement; a broker that
 /// does not lead a partition refuses its produce with NOT_LEADER_OR_FOLLOWER;
 /// librdkafka (idempotent: its producer id comes from a block the active
 /// controller granted) and kafka-python, bootstrapped at any broker, follow
@@ -440,15 +441,15 @@ fn partitions_spread_over_the_brokers_and_clients_follow_their_leaders() {
         &create_topics_request(&name, 6, 1, &[]),
     );
     assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
-    // Replication factor 2 is refused until data is replicated.
+    // More replicas than brokers are refused.
     let response: CreateTopicsResponse = conn.call(
         ApiKey::CreateTopics,
         7,
-        &create_topics_request(&common::topic("rf2"), 1, 2, &[]),
+        &create_topics_request(&common::topic("rf4"), 1, 4, &[]),
     );
     assert_eq!(
         response.topics[0].error_code, 38,
-        "INVALID_REPLICATION_FACTOR"
+        "INVALID_REPLICATION_FACTOR: {response:?}"
     );
 
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -641,5 +642,562 @@ fn partitions_spread_over_the_brokers_and_clients_follow_their_leaders() {
         if *id != gone {
             assert_eq!(broker.stop(), Some(0), "clean shutdown");
         }
+    }
+}
+
+/// Each partition's (leader, isr) as `addr` describes `topic`, once every
+/// partition has a leader (None until then).
+fn leaders(addr: &str, topic: &str) -> Option<Vec<(i32, Vec<i32>)>> {
+    let seen = placements(addr, topic);
+    seen.iter()
+        .all(|(l, .., error)| *l >= 0 && *error == NONE)
+        .then(|| seen.into_iter().map(|(l, _, isr, _)| (l, isr)).collect())
+}
+
+/// Waits until `addr` shows every partition of `topic` led, with `isr_len`
+/// in-sync replicas (sorted ids compared), and returns the placement.
+fn wait_for_isr(addr: &str, topic: &str, isr_len: usize, within: Duration) -> Vec<(i32, Vec<i32>)> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(seen) = leaders(addr, topic) {
+            if seen.iter().all(|(_, isr)| isr.len() == isr_len) {
+                return seen;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} never had {isr_len} in-sync replicas everywhere: {:?}",
+            placements(addr, topic)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a producer was told: (partition, offset, value) of each acknowledged
+/// record.
+type Acked = Vec<(i32, i64, String)>;
+
+/// Sends `values` with `producer` (acks=all), one at a time; returns what
+/// was acknowledged and the values whose send failed.
+fn send_all(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    values: impl Iterator<Item = String>,
+) -> (Acked, Vec<String>) {
+    use rdkafka::producer::FutureRecord;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut acked = Vec::new();
+    let mut failed = Vec::new();
+    runtime.block_on(async {
+        for value in values {
+            let key = format!(
+                "k{}",
+                value.len() + value.bytes().map(usize::from).sum::<usize>()
+            );
+            let sent = producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&value),
+                    Duration::from_secs(30),
+                )
+                .await;
+            match sent {
+                Ok(delivery) => acked.push((delivery.partition, delivery.offset, value)),
+                Err(_) => failed.push(value),
+            }
+        }
+    });
+    (acked, failed)
+}
+
+/// Every record of `topic` as kafka-python reads it through `addr`:
+/// (partition, offset, value).
+fn read_with_kafka_python(addr: &str, topic: &str, partitions: i32) -> Vec<(i32, i64, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let output = std::process::Command::new("python3")
+        .current_dir(&dir)
+        .arg("kafka_python_dump.py")
+        .arg(addr)
+        .arg(topic)
+        .arg(partitions.to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "kafka_python_dump.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut fields = line.splitn(3, ' ');
+            let p = fields.next().unwrap().parse().unwrap();
+            let o = fields.next().unwrap().parse().unwrap();
+            (p, o, fields.next().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// The checks of Jepsen's Kafka workload on one history: what producers
+/// were told (`acked`) against what a consumer read back (`read`). Names
+/// each anomaly found: `lost` (acknowledged, never read), `duplicated` (read
+/// more than once), `divergent` (read at another offset than acknowledged),
+/// `gap` (a partition's offsets not contiguous from 0), `unacknowledged
+/// surplus` is allowed (a send that failed may still have been written).
+fn check_history(acked: &Acked, failed: &[String], read: &[(i32, i64, String)]) -> Vec<String> {
+    use std::collections::HashMap;
+    let mut anomalies = Vec::new();
+    let mut seen: HashMap<&str, Vec<(i32, i64)>> = HashMap::new();
+    for (p, o, v) in read {
+        seen.entry(v.as_str()).or_default().push((*p, *o));
+    }
+    for (p, o, v) in acked {
+        match seen.get(v.as_str()).map(Vec::as_slice) {
+            None => anomalies.push(format!("lost: {v} (acknowledged at {p}/{o})")),
+            Some([at]) if *at != (*p, *o) => anomalies.push(format!(
+                "divergent: {v} acknowledged at {p}/{o}, read at {at:?}"
+            )),
+            _ => {}
+        }
+    }
+    for (v, at) in &seen {
+        if at.len() > 1 {
+            anomalies.push(format!("duplicated: {v} at {at:?}"));
+        }
+        let known = acked.iter().any(|(.., a)| a == v) || failed.iter().any(|f| f == v);
+        if !known {
+            anomalies.push(format!("never sent: {v}"));
+        }
+    }
+    let mut partitions: HashMap<i32, Vec<i64>> = HashMap::new();
+    for (p, o, _) in read {
+        partitions.entry(*p).or_default().push(*o);
+    }
+    for (p, offsets) in partitions {
+        if !offsets.iter().copied().eq(0..offsets.len() as i64) {
+            anomalies.push(format!("gap: partition {p} offsets {offsets:?}"));
+        }
+    }
+    anomalies
+}
+
+/// The bytes of every segment of `dir`'s partition log, in order.
+fn log_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    segments
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
+/// Three replicas of each partition, min.insync.replicas=2: librdkafka
+/// (idempotent, acks=all) writes, the broker leading partition 0 is killed
+/// (-9), the controller fences it and elects a new leader from the ISR,
+/// the producer goes on; kafka-python then reads everything back through
+/// a survivor and the history is checked (nothing acknowledged lost,
+/// duplicated or moved). The killed broker comes back, catches up and
+/// rejoins every ISR; its logs are then byte for byte the same as the
+/// others' (the leader's batches, its epochs stamped, copied as they are).
+#[test]
+fn replicated_partitions_survive_the_loss_of_their_leader() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut brokers = start_three(temp.path());
+    let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
+    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
+    wait_for_brokers(
+        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        &everyone,
+        controller,
+    );
+    let name = common::topic("replicated");
+    let mut conn = Conn::open(&brokers[0].1.addr);
+    let response: CreateTopicsResponse = conn.call(
+        ApiKey::CreateTopics,
+        7,
+        &create_topics_request(&name, 3, 3, &[("min.insync.replicas", "2")]),
+    );
+    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
+    assert_eq!(response.topics[0].replication_factor, 3);
+    let placed = wait_for_isr(&brokers[0].1.addr, &name, 3, Duration::from_secs(10));
+    let led: Vec<i32> = placed.iter().map(|(l, _)| *l).collect();
+    let mut sorted = led.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        [1, 2, 3],
+        "each broker leads one partition: {led:?}"
+    );
+
+    let victim = placed[0].0;
+    let survivor = brokers.iter().find(|(id, _)| *id != victim).unwrap().0;
+    let survivor_addr = brokers
+        .iter()
+        .find(|(id, _)| *id == survivor)
+        .unwrap()
+        .1
+        .addr
+        .clone();
+    let producer = common::clients::producer(
+        &brokers.iter().find(|(id, _)| *id == survivor).unwrap().1,
+        &[
+            ("enable.idempotence", "true"),
+            ("message.timeout.ms", "60000"),
+        ],
+    );
+    let (mut acked, mut failed) = send_all(&producer, &name, (0..150).map(|i| format!("v{i:04}")));
+    assert!(failed.is_empty(), "before any fault: {failed:?}");
+
+    let killed_at = Instant::now();
+    brokers
+        .iter_mut()
+        .find(|(id, _)| *id == victim)
+        .unwrap()
+        .1
+        .kill();
+    let (more, lost_sends) = send_all(&producer, &name, (150..300).map(|i| format!("v{i:04}")));
+    let unavailable = killed_at.elapsed();
+    acked.extend(more);
+    failed.extend(lost_sends);
+    assert!(
+        failed.is_empty(),
+        "librdkafka retried through the failover: {failed:?}"
+    );
+    let after = wait_for_isr(&survivor_addr, &name, 2, Duration::from_secs(20));
+    assert_ne!(
+        after[0].0, victim,
+        "partition 0 has a new leader: {after:?}"
+    );
+    for (leader, isr) in &after {
+        assert!(
+            !isr.contains(&victim),
+            "the fenced broker left the ISR: {after:?}"
+        );
+        assert!(isr.contains(leader));
+    }
+    println!("failover: 150 acks=all sends through the loss of a leader took {unavailable:?}");
+
+    let read = read_with_kafka_python(&survivor_addr, &name, 3);
+    let anomalies = check_history(&acked, &failed, &read);
+    assert!(anomalies.is_empty(), "{anomalies:#?}");
+    assert_eq!(acked.len(), 300);
+
+    // The killed broker returns: it catches up and is back in every ISR,
+    // and all three logs of each partition are the same bytes.
+    brokers
+        .iter_mut()
+        .find(|(id, _)| *id == victim)
+        .unwrap()
+        .1
+        .restart_after_kill();
+    wait_for_isr(&survivor_addr, &name, 3, Duration::from_secs(30));
+    for p in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs: Vec<Vec<u8>> = brokers
+                .iter()
+                .map(|(_, b)| log_bytes(&b.data_dir().join(format!("{name}-{p}"))))
+                .collect();
+            if logs.iter().all(|l| *l == logs[0]) {
+                assert!(!logs[0].is_empty());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partition {p}: the replicas' logs differ ({:?} bytes)",
+                logs.iter().map(Vec::len).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    drop(producer);
+    for (_, broker) in brokers.iter_mut() {
+        assert_eq!(broker.stop(), Some(0), "clean shutdown");
+    }
+}
+
+/// acks=all is answered only while the ISR has min.insync.replicas members:
+/// with one of three brokers gone (fenced, out of every ISR), a topic that
+/// asks for three in sync refuses acks=all with NOT_ENOUGH_REPLICAS and
+/// writes nothing, while acks=1 is still taken; once the broker is back
+/// in sync, acks=all is taken again. SIGTERM moves a broker's leaderships
+/// away before it stops (controlled shutdown): its partitions never go
+/// leaderless.
+#[test]
+fn acks_all_needs_min_insync_replicas_and_sigterm_moves_leadership_first() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut brokers = start_three(temp.path());
+    let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
+    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
+    wait_for_brokers(
+        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        &everyone,
+        controller,
+    );
+    let name = common::topic("min-isr");
+    let mut conn = Conn::open(&brokers[0].1.addr);
+    let response: CreateTopicsResponse = conn.call(
+        ApiKey::CreateTopics,
+        7,
+        &create_topics_request(&name, 1, 3, &[("min.insync.replicas", "3")]),
+    );
+    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
+    let placed = wait_for_isr(&brokers[0].1.addr, &name, 3, Duration::from_secs(10));
+    let leader = placed[0].0;
+    let at = |brokers: &[(i32, TestBroker)], id: i32| {
+        brokers
+            .iter()
+            .find(|(i, _)| *i == id)
+            .unwrap()
+            .1
+            .addr
+            .clone()
+    };
+    let produce = |addr: &str, acks: i16, value: &str| -> (i16, i64) {
+        let mut conn = Conn::open(addr);
+        let request = common::wire::produce_request(&name, 0, common::wire::value_batch(value))
+            .with_acks(acks)
+            .with_timeout_ms(5000);
+        let response: kafka_protocol::messages::ProduceResponse =
+            conn.call(ApiKey::Produce, 9, &request);
+        let p = &response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    assert_eq!(produce(&at(&brokers, leader), -1, "a").0, NONE);
+
+    // A follower is killed: fenced, it leaves the ISR.
+    let gone = brokers
+        .iter()
+        .map(|(id, _)| *id)
+        .find(|id| *id != leader)
+        .unwrap();
+    brokers
+        .iter_mut()
+        .find(|(id, _)| *id == gone)
+        .unwrap()
+        .1
+        .kill();
+    let leader_addr = at(&brokers, leader);
+    wait_for_isr(&leader_addr, &name, 2, Duration::from_secs(20));
+    const NOT_ENOUGH_REPLICAS: i16 = 19;
+    assert_eq!(produce(&leader_addr, -1, "refused").0, NOT_ENOUGH_REPLICAS);
+    assert_eq!(
+        produce(&leader_addr, 1, "b").0,
+        NONE,
+        "acks=1 is still taken"
+    );
+
+    // Back in sync: acks=all is answered again.
+    brokers
+        .iter_mut()
+        .find(|(id, _)| *id == gone)
+        .unwrap()
+        .1
+        .restart_after_kill();
+    wait_for_isr(&leader_addr, &name, 3, Duration::from_secs(30));
+    assert_eq!(produce(&leader_addr, -1, "c").0, NONE);
+    let values: Vec<String> = common::wire::read_partition(&mut Conn::open(&leader_addr), &name, 0)
+        .1
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["a", "b", "c"], "the refused batch was not written");
+
+    // Controlled shutdown of the leader: another in-sync replica leads at
+    // once, and the partition is never seen leaderless meanwhile.
+    let watcher_id = brokers
+        .iter()
+        .map(|(id, _)| *id)
+        .find(|id| *id != leader)
+        .unwrap();
+    let watcher = at(&brokers, watcher_id);
+    let stopping = std::thread::spawn({
+        let watcher = watcher.clone();
+        let name = name.clone();
+        move || {
+            let mut seen = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                let now = placements(&watcher, &name);
+                seen.push(now[0].0);
+                if now[0].0 >= 0 && now[0].0 != leader {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        }
+    });
+    assert_eq!(
+        brokers
+            .iter_mut()
+            .find(|(id, _)| *id == leader)
+            .unwrap()
+            .1
+            .stop(),
+        Some(0)
+    );
+    let seen = stopping.join().unwrap();
+    assert!(!seen.contains(&-1), "never leaderless: {seen:?}");
+    let new_leader = *seen.last().unwrap();
+    assert_ne!(new_leader, leader, "{seen:?}");
+    assert_eq!(
+        produce(&at(&brokers, new_leader), -1, "d").0,
+        NOT_ENOUGH_REPLICAS
+    );
+    assert_eq!(produce(&at(&brokers, new_leader), 1, "d").0, NONE);
+    for (id, broker) in brokers.iter_mut() {
+        if *id != leader {
+            assert_eq!(broker.stop(), Some(0), "clean shutdown");
+        }
+    }
+}
+
+/// KIP-101/KIP-320: a leader that took acks=1 writes its followers never
+/// fetched (both paused with SIGSTOP) and then died leaves a log that has
+/// diverged from the new leader's. When it returns as a follower, the
+/// leader's diverging epoch makes it cut that tail; afterwards all three
+/// logs are the same bytes and hold every acks=all record once, and no
+/// acks=1 record the survivors never had.
+#[test]
+fn a_returning_replica_cuts_the_tail_only_it_had() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut brokers = start_three(temp.path());
+    let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
+    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
+    wait_for_brokers(
+        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        &everyone,
+        controller,
+    );
+    let name = common::topic("diverge");
+    let mut conn = Conn::open(&brokers[0].1.addr);
+    let response: CreateTopicsResponse = conn.call(
+        ApiKey::CreateTopics,
+        7,
+        &create_topics_request(&name, 1, 3, &[("min.insync.replicas", "2")]),
+    );
+    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
+    let leader = wait_for_isr(&brokers[0].1.addr, &name, 3, Duration::from_secs(10))[0].0;
+    let addr_of = |brokers: &[(i32, TestBroker)], id: i32| {
+        brokers
+            .iter()
+            .find(|(i, _)| *i == id)
+            .unwrap()
+            .1
+            .addr
+            .clone()
+    };
+    let produce = |addr: &str, acks: i16, value: &str| -> i16 {
+        let mut conn = Conn::open(addr);
+        let request = common::wire::produce_request(&name, 0, common::wire::value_batch(value))
+            .with_acks(acks)
+            .with_timeout_ms(5000);
+        let response: kafka_protocol::messages::ProduceResponse =
+            conn.call(ApiKey::Produce, 9, &request);
+        response.responses[0].partition_responses[0].error_code
+    };
+    let leader_addr = addr_of(&brokers, leader);
+    for i in 0..5 {
+        assert_eq!(produce(&leader_addr, -1, &format!("committed-{i}")), NONE);
+    }
+    // Both followers paused; their fetches in flight run out (500 ms) first.
+    let followers: Vec<u32> = brokers
+        .iter()
+        .filter(|(id, _)| *id != leader)
+        .map(|(_, b)| b.pid().unwrap())
+        .collect();
+    let signal = |pid: u32, signal: i32| {
+        // SAFETY: signalling our own child process has no memory effects.
+        unsafe {
+            libc::kill(pid as i32, signal);
+        }
+    };
+    for &pid in &followers {
+        signal(pid, libc::SIGSTOP);
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    for i in 0..3 {
+        assert_eq!(
+            produce(&leader_addr, 1, &format!("only-on-the-old-leader-{i}")),
+            NONE
+        );
+    }
+    brokers
+        .iter_mut()
+        .find(|(id, _)| *id == leader)
+        .unwrap()
+        .1
+        .kill();
+    let old_leader_dir = brokers
+        .iter()
+        .find(|(id, _)| *id == leader)
+        .unwrap()
+        .1
+        .data_dir()
+        .join(format!("{name}-0"));
+    let holds_tail = |log: &[u8]| {
+        log.windows(b"only-on-the-old-leader".len())
+            .any(|w| w == b"only-on-the-old-leader")
+    };
+    assert!(
+        holds_tail(&log_bytes(&old_leader_dir)),
+        "the tail is on the old leader's disk"
+    );
+    for &pid in &followers {
+        signal(pid, libc::SIGCONT);
+    }
+    let survivor = brokers.iter().find(|(id, _)| *id != leader).unwrap().0;
+    let survivor_addr = addr_of(&brokers, survivor);
+    let after = wait_for_isr(&survivor_addr, &name, 2, Duration::from_secs(30));
+    let new_leader = after[0].0;
+    assert_ne!(new_leader, leader);
+    let new_leader_addr = addr_of(&brokers, new_leader);
+    for i in 5..8 {
+        assert_eq!(
+            produce(&new_leader_addr, -1, &format!("committed-{i}")),
+            NONE
+        );
+    }
+    brokers
+        .iter_mut()
+        .find(|(id, _)| *id == leader)
+        .unwrap()
+        .1
+        .restart_after_kill();
+    wait_for_isr(&new_leader_addr, &name, 3, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs: Vec<Vec<u8>> = brokers
+            .iter()
+            .map(|(_, b)| log_bytes(&b.data_dir().join(format!("{name}-0"))))
+            .collect();
+        if logs.iter().all(|l| *l == logs[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas' logs differ ({:?} bytes)",
+            logs.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let values: Vec<String> =
+        common::wire::read_partition(&mut Conn::open(&new_leader_addr), &name, 0)
+            .1
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+    let expected: Vec<String> = (0..8).map(|i| format!("committed-{i}")).collect();
+    assert_eq!(values, expected);
+    // The old leader's log held the acks=1 records when it was killed; it
+    // now equals the others': the tail was cut.
+    assert!(!holds_tail(&log_bytes(&old_leader_dir)));
+    for (_, broker) in brokers.iter_mut() {
+        assert_eq!(broker.stop(), Some(0), "clean shutdown");
     }
 }

@@ -368,24 +368,33 @@ impl Controller {
         if current.leader != broker {
             return Err(ApiError::new(
                 ErrorCode::NotLeaderOrFollower,
-                format!("broker {broker} does not lead the partition; {} does", current.leader),
+                format!(
+                    "broker {broker} does not lead the partition; {} does",
+                    current.leader
+                ),
             ));
         }
         if leader_epoch != current.leader_epoch {
             return Err(ApiError::new(
                 ErrorCode::FencedLeaderEpoch,
-                format!("leader epoch {leader_epoch}, the partition's is {}", current.leader_epoch),
+                format!(
+                    "leader epoch {leader_epoch}, the partition's is {}",
+                    current.leader_epoch
+                ),
             ));
         }
         if partition_epoch != current.partition_epoch {
             return Err(ApiError::new(
                 ErrorCode::InvalidUpdateVersion,
-                format!("partition epoch {partition_epoch}, the partition's is {}", current.partition_epoch),
+                format!(
+                    "partition epoch {partition_epoch}, the partition's is {}",
+                    current.partition_epoch
+                ),
             ));
         }
-        let added_fenced = isr.iter().find(|r| {
-            !current.isr.contains(r) && image.brokers.get(r).is_none_or(|b| b.fenced)
-        });
+        let added_fenced = isr
+            .iter()
+            .find(|r| !current.isr.contains(r) && image.brokers.get(r).is_none_or(|b| b.fenced));
         if let Some(r) = added_fenced {
             return Err(ApiError::new(
                 ErrorCode::IneligibleReplica,
@@ -395,7 +404,10 @@ impl Controller {
         if !isr.contains(&broker) || isr.iter().any(|r| !current.replicas.contains(r)) {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
-                format!("ISR {isr:?} must hold the leader and only replicas of {:?}", current.replicas),
+                format!(
+                    "ISR {isr:?} must hold the leader and only replicas of {:?}",
+                    current.replicas
+                ),
             ));
         }
         drop(image);

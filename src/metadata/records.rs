@@ -348,7 +348,10 @@ fn is_live(image: &MetadataImage, id: i32) -> bool {
 /// leader the leader epoch.
 fn leave_isrs(image: &mut MetadataImage, id: i32) {
     change_placements(image, |image, topic, p| {
-        if !p.isr.contains(&id) && p.leader != id {
+        // A partition whose one replica this is: nobody else can lead it, it
+        // waits for the broker as it is (Metadata shows it leaderless while
+        // the broker is fenced), and its epoch stays.
+        if (!p.isr.contains(&id) && p.leader != id) || p.replicas == [id] {
             return None;
         }
         let mut next = p.clone();
@@ -460,13 +463,15 @@ pub fn snapshot_records(image: &MetadataImage) -> Vec<MetadataRecord> {
             };
             // Each partition whose leader, ISR or epochs moved since creation.
             let changes = topic.placements.iter().enumerate().filter_map(|(i, p)| {
-                (*p != Placement::new(p.replicas.clone())).then(|| MetadataRecord::PartitionChange {
-                    topic_id: topic.id,
-                    partition: i as i32,
-                    leader: p.leader,
-                    isr: p.isr.clone(),
-                    leader_epoch: p.leader_epoch,
-                    partition_epoch: p.partition_epoch,
+                (*p != Placement::new(p.replicas.clone())).then(|| {
+                    MetadataRecord::PartitionChange {
+                        topic_id: topic.id,
+                        partition: i as i32,
+                        leader: p.leader,
+                        isr: p.isr.clone(),
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                    }
                 })
             });
             std::iter::once(create).chain(changes).collect::<Vec<_>>()
@@ -523,7 +528,9 @@ pub fn decode_snapshot(bytes: &[u8], config: &Config) -> Result<MetadataImage, S
                     .topic_by_id(&topic_id)
                     .and_then(|t| t.placement(partition))
                 else {
-                    return Err(format!("metadata snapshot: unknown partition {topic_id}/{partition}"));
+                    return Err(format!(
+                        "metadata snapshot: unknown partition {topic_id}/{partition}"
+                    ));
                 };
                 let placement = Placement {
                     replicas: current.replicas.clone(),

@@ -105,7 +105,14 @@ pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
                 }) => {
                     let altered = shard
                         .controller()
-                        .alter_isr(broker, topic_id, partition, leader_epoch, partition_epoch, isr)
+                        .alter_isr(
+                            broker,
+                            topic_id,
+                            partition,
+                            leader_epoch,
+                            partition_epoch,
+                            isr,
+                        )
                         .await;
                     match altered {
                         Ok(()) => ControllerAnswer::Live,
@@ -204,6 +211,9 @@ async fn heartbeat_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>) {
 pub async fn controlled_shutdown(shard: &Rc<Shard>, patience: Duration) -> Result<(), String> {
     let node = &shard.node;
     node.stopping.store(true, Ordering::Release);
+    if node.active_controller.load(Ordering::Relaxed) < 0 {
+        return Err("no active controller is known".into());
+    }
     let request = ControllerRequest::ControlledShutdown {
         id: node.config.node_id,
         incarnation: node.incarnation,

@@ -48,7 +48,10 @@ pub(crate) enum ControllerRequest {
     /// Controlled shutdown: the broker is stopping; its leaderships move to
     /// other in-sync replicas and it leaves the ISRs (it is fenced) before it
     /// stops serving.
-    ControlledShutdown { id: i32, incarnation: Uuid },
+    ControlledShutdown {
+        id: i32,
+        incarnation: Uuid,
+    },
 }
 
 fn default_replication_factor() -> i16 {

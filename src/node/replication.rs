@@ -194,7 +194,11 @@ async fn run_fetcher(shard: Rc<Shard>, leader: i32, fetcher: Rc<Fetcher>) {
             }
         };
         if response.error_code != 0 {
-            tracing::debug!(leader, code = response.error_code, "the leader refused the replica fetch");
+            tracing::debug!(
+                leader,
+                code = response.error_code,
+                "the leader refused the replica fetch"
+            );
             wait_or_change(listener, FETCH_BACKOFF).await;
             continue;
         }
@@ -404,7 +408,10 @@ pub fn start_isr_upkeep(shard: &Rc<Shard>) {
 }
 
 /// Sends a controller request from any shard (through shard 0's link).
-pub(crate) async fn call_controller(shard: &Rc<Shard>, bytes: Vec<u8>) -> Result<ControllerAnswer, String> {
+pub(crate) async fn call_controller(
+    shard: &Rc<Shard>,
+    bytes: Vec<u8>,
+) -> Result<ControllerAnswer, String> {
     let answer = shard
         .run_on(CONTROLLER_SHARD, move |s| async move {
             let call = s.call_controller.borrow().clone();
@@ -414,5 +421,6 @@ pub(crate) async fn call_controller(shard: &Rc<Shard>, bytes: Vec<u8>) -> Result
             }
         })
         .await?;
-    serde_json::from_slice::<ControllerAnswer>(&answer).map_err(|e| format!("undecodable answer: {e}"))
+    serde_json::from_slice::<ControllerAnswer>(&answer)
+        .map_err(|e| format!("undecodable answer: {e}"))
 }

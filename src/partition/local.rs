@@ -95,7 +95,10 @@ pub enum RoleChange {
     /// It leads now (it did not, or in an earlier epoch).
     Leads,
     /// It follows `leader` (-1: no leader) in `leader_epoch` now.
-    Follows { leader: i32, leader_epoch: i32 },
+    Follows {
+        leader: i32,
+        leader_epoch: i32,
+    },
 }
 
 /// What a transactional batch needs before it is appended.
@@ -284,7 +287,8 @@ impl Partition {
         let deadline = Instant::now() + timeout;
         loop {
             let listener = self.state.listen();
-            let still_leads = matches!(&*self.role.borrow(), Role::Leader(l) if l.leader_epoch == epoch);
+            let still_leads =
+                matches!(&*self.role.borrow(), Role::Leader(l) if l.leader_epoch == epoch);
             if !still_leads {
                 return Err(ProduceError::Replication(
                     ErrorCode::NotLeaderOrFollower,
@@ -568,7 +572,11 @@ impl Partition {
             .advance_high_watermark(leader_high_watermark.min(end), true);
         let start = self.log.borrow().log_start_offset();
         if leader_log_start > start && leader_log_start <= end {
-            if let Err(code) = self.log.borrow_mut().delete_records_before(leader_log_start) {
+            if let Err(code) = self
+                .log
+                .borrow_mut()
+                .delete_records_before(leader_log_start)
+            {
                 tracing::warn!(topic = %self.topic, partition = self.index, ?code, "following the leader's log start");
             }
         }
@@ -577,7 +585,9 @@ impl Partition {
 
     fn check_follows(&self, leader_epoch: i32) -> Result<(), ProduceError> {
         match &*self.role.borrow() {
-            Role::Follower { leader_epoch: e, .. } if *e == leader_epoch => Ok(()),
+            Role::Follower {
+                leader_epoch: e, ..
+            } if *e == leader_epoch => Ok(()),
             _ => Err(ProduceError::Replication(
                 ErrorCode::NotLeaderOrFollower,
                 "no longer a follower in this epoch".into(),
@@ -607,9 +617,8 @@ impl Partition {
         } else {
             log.truncate_to(offset)
         };
-        let end = cut.map_err(|e| {
-            ProduceError::Replication(ErrorCode::KafkaStorageError, e.to_string())
-        })?;
+        let end = cut
+            .map_err(|e| ProduceError::Replication(ErrorCode::KafkaStorageError, e.to_string()))?;
         drop(log);
         let hw = self.state.stored_high_watermark().min(end);
         self.state.advance_high_watermark(hw, true);
@@ -639,7 +648,8 @@ impl Partition {
             min_isr: 1,
             timeout: MARKER_TIMEOUT,
         };
-        self.await_replication(outcome.base_offset + 1, acks).await?;
+        self.await_replication(outcome.base_offset + 1, acks)
+            .await?;
         Ok(outcome)
     }
 

@@ -63,7 +63,10 @@ pub enum Role {
     Unassigned,
     Leader(Leadership),
     /// Fetches from `leader`, which leads in `leader_epoch`.
-    Follower { leader: i32, leader_epoch: i32 },
+    Follower {
+        leader: i32,
+        leader_epoch: i32,
+    },
 }
 
 impl Leadership {

@@ -192,7 +192,13 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join(LEADER_EPOCH_CHECKPOINT)).unwrap();
         assert_eq!(text, "0\n2\n1 0\n3 17\n");
         assert_eq!(LeaderEpochs::load(dir.path()).unwrap(), epochs);
-        for bad in ["", "1\n0\n", "0\n2\n1 0\n", "0\n2\n3 0\n1 5\n", "0\n1\nx y\n"] {
+        for bad in [
+            "",
+            "1\n0\n",
+            "0\n2\n1 0\n",
+            "0\n2\n3 0\n1 5\n",
+            "0\n1\nx y\n",
+        ] {
             assert!(parse(bad).is_none(), "{bad:?}");
         }
     }

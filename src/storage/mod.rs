@@ -24,8 +24,8 @@
 pub mod clean_shutdown;
 pub mod cleaner;
 pub mod commit;
-pub mod epochs;
 pub mod config;
+pub mod epochs;
 pub mod index;
 pub mod log;
 pub mod producer_state;

@@ -347,8 +347,7 @@ async fn read_all(
             for (i, key, asked, partition_max) in items {
                 let limit = partition_max.min(max_bytes.saturating_sub(shard_total));
                 let first_may_exceed = shard_total == 0 && limit > 0;
-                let result =
-                    read_one(&owner, key, asked, limit, first_may_exceed, isolation).await;
+                let result = read_one(&owner, key, asked, limit, first_may_exceed, isolation).await;
                 shard_total += result.records.len();
                 out.push((i, result));
             }

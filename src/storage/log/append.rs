@@ -140,7 +140,11 @@ impl PartitionLog {
     /// of a new epoch is recorded durably before it is written (a blocking
     /// write of a small file, once per leader change of the partition), so
     /// that the epochs on disk always cover the batches on disk.
-    pub(in crate::storage) fn begin_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), AppendError> {
+    pub(in crate::storage) fn begin_epoch(
+        &mut self,
+        epoch: i32,
+        offset: i64,
+    ) -> Result<(), AppendError> {
         if epoch < 0 || epoch <= self.epochs.latest() {
             return Ok(());
         }

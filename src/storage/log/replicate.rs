@@ -110,9 +110,7 @@ impl PartitionLog {
                     producer_id: done.producer_id,
                     first_offset: done.first_offset,
                     last_offset: done.last_offset,
-                    last_stable_offset: self
-                        .producers
-                        .stable_offset_after_marker(done.last_offset),
+                    last_stable_offset: self.producers.stable_offset_after_marker(done.last_offset),
                 });
             }
         }

@@ -526,7 +526,10 @@ pub(super) fn scan_segments(
             config.index_interval_bytes,
             now,
             |batch| {
-                epochs.observe(batch.header.partition_leader_epoch, batch.header.base_offset);
+                epochs.observe(
+                    batch.header.partition_leader_epoch,
+                    batch.header.base_offset,
+                );
                 replay_batch(&mut producers, &mut aborted, batch)
             },
         )?;

@@ -324,9 +324,17 @@ fn batches_of(read: &ReadOutcome) -> Vec<(i64, i64, bool)> {
 }
 
 async fn read_committed(log: &LogRef, offset: i64) -> ReadOutcome {
-    read_isolated(log, offset, 1 << 20, true, None, Isolation::ReadCommitted, i64::MAX)
-        .await
-        .unwrap()
+    read_isolated(
+        log,
+        offset,
+        1 << 20,
+        true,
+        None,
+        Isolation::ReadCommitted,
+        i64::MAX,
+    )
+    .await
+    .unwrap()
 }
 
 /// Two transactions interleaved with plain appends: the last stable offset
