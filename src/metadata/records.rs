@@ -359,7 +359,7 @@ fn leave_isrs(image: &mut MetadataImage, id: i32) {
         if p.isr.len() > 1 {
             next.isr.retain(|&r| r != id);
         }
-        if p.leader == id || p.leader < 0 {
+        if p.leader == id {
             let from_isr = p
                 .replicas
                 .iter()
@@ -722,5 +722,154 @@ mod tests {
         assert_eq!(image.topic("orders").unwrap().partition_count(), 1);
         grow(first).apply(&mut image, &config).unwrap();
         assert_eq!(image.topic("orders").unwrap().partition_count(), 2);
+    }
+
+    /// A three-broker image with topic `t` (one partition on `replicas`)
+    /// and broker `u` holding one partition alone.
+    fn cluster(replicas: Vec<i32>, configs: &[(&str, &str)]) -> (MetadataImage, Config, Uuid) {
+        let config = Config::for_tests("127.0.0.1:0".parse().unwrap(), "/nonexistent".into(), 1);
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            MetadataRecord::RegisterBroker {
+                id,
+                host: "127.0.0.1".into(),
+                port: 9000 + id,
+                incarnation: Uuid::from_u128(id as u128),
+            }
+            .apply(&mut image, &config)
+            .unwrap();
+        }
+        let id = Uuid::new_v4();
+        MetadataRecord::CreateTopic {
+            name: "t".into(),
+            id,
+            partitions: 1,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            replicas: Some(vec![replicas]),
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        MetadataRecord::CreateTopic {
+            name: "u".into(),
+            id: Uuid::new_v4(),
+            partitions: 1,
+            configs: BTreeMap::new(),
+            replicas: Some(vec![vec![1]]),
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        (image, config, id)
+    }
+
+    fn fence(image: &mut MetadataImage, config: &Config, id: i32) {
+        MetadataRecord::FenceBroker {
+            id,
+            incarnation: Uuid::from_u128(id as u128),
+        }
+        .apply(image, config)
+        .unwrap();
+    }
+
+    fn state(image: &MetadataImage, topic: &str) -> (i32, Vec<i32>, i32, i32) {
+        let p = &image.topic(topic).unwrap().placements[0];
+        (p.leader, p.isr.clone(), p.leader_epoch, p.partition_epoch)
+    }
+
+    #[test]
+    fn fencing_a_leader_elects_the_next_in_sync_replica() {
+        let (mut image, config, _) = cluster(vec![1, 2, 3], &[]);
+        fence(&mut image, &config, 1);
+        assert_eq!(state(&image, "t"), (2, vec![2, 3], 1, 1));
+        // A follower fenced: it leaves the ISR, the leader stays.
+        fence(&mut image, &config, 3);
+        assert_eq!(state(&image, "t"), (2, vec![2], 1, 2));
+        // The last in-sync replica fenced: no leader, the ISR keeps it.
+        fence(&mut image, &config, 2);
+        assert_eq!(state(&image, "t"), (-1, vec![2], 2, 3));
+        // Broker 1 returns: not in sync, it may not lead (clean election).
+        MetadataRecord::UnfenceBroker {
+            id: 1,
+            incarnation: Uuid::from_u128(1),
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        assert_eq!(state(&image, "t"), (-1, vec![2], 2, 3));
+        // Broker 2, the last in sync, returns: it leads again.
+        MetadataRecord::UnfenceBroker {
+            id: 2,
+            incarnation: Uuid::from_u128(2),
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        assert_eq!(state(&image, "t"), (2, vec![2], 3, 4));
+        // A partition whose one replica is the fenced broker is left as it is.
+        assert_eq!(state(&image, "u"), (1, vec![1], 0, 0));
+    }
+
+    #[test]
+    fn an_unclean_election_takes_a_live_replica_out_of_sync() {
+        let (mut image, config, id) =
+            cluster(vec![1, 2, 3], &[("unclean.leader.election.enable", "true")]);
+        MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: 0,
+            leader: 1,
+            isr: vec![1],
+            leader_epoch: 0,
+            partition_epoch: 1,
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        fence(&mut image, &config, 1);
+        assert_eq!(state(&image, "t"), (2, vec![2], 1, 2));
+    }
+
+    #[test]
+    fn a_new_run_of_a_live_broker_leaves_the_isrs_first() {
+        let (mut image, config, _) = cluster(vec![1, 2, 3], &[]);
+        MetadataRecord::RegisterBroker {
+            id: 1,
+            host: "127.0.0.1".into(),
+            port: 9001,
+            incarnation: Uuid::from_u128(99),
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        assert_eq!(state(&image, "t"), (2, vec![2, 3], 1, 1));
+        assert!(!image.brokers[&1].fenced);
+    }
+
+    #[test]
+    fn partition_changes_apply_on_the_epoch_they_were_planned_from_and_survive_snapshots() {
+        let (mut image, config, id) = cluster(vec![1, 2, 3], &[]);
+        let change = |isr: Vec<i32>, partition_epoch| MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: 0,
+            leader: 1,
+            isr,
+            leader_epoch: 0,
+            partition_epoch,
+        };
+        change(vec![1, 2], 1).apply(&mut image, &config).unwrap();
+        let stale = change(vec![1, 3], 1)
+            .apply(&mut image, &config)
+            .unwrap_err();
+        assert!(stale.starts_with(STALE_PARTITION_EPOCH), "{stale}");
+        let bad = change(vec![2, 3], 2)
+            .apply(&mut image, &config)
+            .unwrap_err();
+        assert!(
+            bad.contains("do not fit"),
+            "the leader must be in the ISR: {bad}"
+        );
+        assert_eq!(state(&image, "t"), (1, vec![1, 2], 0, 1));
+        fence(&mut image, &config, 1);
+        let restored = decode_snapshot(&encode_snapshot(&image), &config).unwrap();
+        assert_eq!(state(&restored, "t"), state(&image, "t"));
+        assert_eq!(state(&restored, "u"), state(&image, "u"));
+        assert_eq!(restored.brokers, image.brokers);
     }
 }

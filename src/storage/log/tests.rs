@@ -906,3 +906,95 @@ fn truncation_below_the_log_start_empties_the_log_and_restarts_it_there() {
         assert_eq!(log.borrow().log_end_offset(), 27);
     });
 }
+
+/// The raw bytes of `log`'s records from offset 0, as a leader sends them.
+async fn all_bytes(log: &LogRef) -> Bytes {
+    let read = read(log, 0, 1 << 20, true, None).await.unwrap();
+    Bytes::from(read.records.to_vec().unwrap())
+}
+
+/// A follower's log takes the leader's batches exactly (offsets, epochs,
+/// bytes), ends where the leader's does, keeps the leader's epochs, and
+/// refuses batches that overlap it or fail their CRC without writing
+/// anything; a partial batch at the end is left for the next fetch. After
+/// a reopen the epochs come back (from the checkpoint, or a scan).
+#[test]
+fn a_follower_log_takes_the_leaders_batches_as_they_are() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let leader = open(leader_dir.path(), 1 << 20);
+        leader.borrow_mut().set_stamp_epoch(Some(3));
+        for i in 0..4 {
+            append_one(&leader, &commit, batch(2, 1000 + i, None))
+                .await
+                .unwrap();
+        }
+        leader.borrow_mut().set_stamp_epoch(Some(5));
+        leader.borrow_mut().begin_leader_epoch(5).unwrap();
+        for i in 0..3 {
+            append_one(&leader, &commit, batch(1, 2000 + i, None))
+                .await
+                .unwrap();
+        }
+        assert_eq!(leader.borrow().end_offset_for_epoch(3), (3, 8));
+        assert_eq!(leader.borrow().end_offset_for_epoch(4), (3, 8));
+        assert_eq!(leader.borrow().end_offset_for_epoch(5), (5, 11));
+        let bytes = all_bytes(&leader).await;
+
+        let follower = open(follower_dir.path(), 1 << 20);
+        // A batch whose CRC fails: nothing is written.
+        let mut corrupt = bytes.to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert!(append_replica(&follower, &commit, Bytes::from(corrupt))
+            .await
+            .is_err());
+        assert_eq!(follower.borrow().log_end_offset(), 0);
+        // Everything but the last 10 bytes: the partial last batch waits.
+        let cut = bytes.slice(..bytes.len() - 10);
+        let end = append_replica(&follower, &commit, cut).await.unwrap();
+        assert_eq!(end, 10);
+        // Overlapping what it has: refused.
+        assert!(append_replica(&follower, &commit, bytes.clone())
+            .await
+            .is_err());
+        let header_len = {
+            let mut rest = &bytes[..];
+            let mut total = 0;
+            while let Ok(h) = BatchHeader::parse(rest) {
+                if h.base_offset == 10 {
+                    break;
+                }
+                total += h.total_len();
+                rest = &rest[h.total_len()..];
+            }
+            total
+        };
+        let end = append_replica(&follower, &commit, bytes.slice(header_len..))
+            .await
+            .unwrap();
+        assert_eq!(end, 11);
+        assert_eq!(all_bytes(&follower).await, bytes, "the same bytes");
+        assert_eq!(follower.borrow().latest_epoch(), 5);
+        assert_eq!(follower.borrow().end_offset_for_epoch(3), (3, 8));
+        follower.borrow_mut().close().unwrap();
+    });
+    run(async {
+        // Reopened (clean start: the checkpoint), and scanned (no marker).
+        let follower = open(follower_dir.path(), 1 << 20);
+        assert_eq!(follower.borrow().end_offset_for_epoch(3), (3, 8));
+        drop(follower);
+        let follower = open(follower_dir.path(), 1 << 20);
+        assert_eq!(follower.borrow().end_offset_for_epoch(3), (3, 8));
+        assert_eq!(follower.borrow().latest_epoch(), 5);
+        // Cut inside epoch 5: its entry stays (it starts before the cut).
+        assert_eq!(follower.borrow_mut().truncate_to(9).unwrap(), 9);
+        assert_eq!(follower.borrow().end_offset_for_epoch(5), (5, 9));
+        // Cut before epoch 5 began: it is forgotten.
+        assert_eq!(follower.borrow_mut().truncate_to(6).unwrap(), 6);
+        assert_eq!(follower.borrow().latest_epoch(), 3);
+        assert_eq!(follower.borrow().end_offset_for_epoch(5), (-1, -1));
+    });
+}
