@@ -1157,6 +1157,30 @@ fn a_returning_replica_cuts_the_tail_only_it_had() {
     let new_leader = after[0].0;
     assert_ne!(new_leader, leader);
     let new_leader_addr = addr_of(&brokers, new_leader);
+    // OffsetForLeaderEpoch at the new leader: epoch 0 ended where its own
+    // epoch began, after the five committed records (a consumer that read
+    // an acks=1 record at offset 5+ in epoch 0 learns it was cut); an asker
+    // still at epoch 0 is told it is fenced.
+    let epoch_end = |current: i32, wanted: i32| {
+        use kafka_protocol::messages::offset_for_leader_epoch_request::{
+            OffsetForLeaderPartition, OffsetForLeaderTopic,
+        };
+        let request = kafka_protocol::messages::OffsetForLeaderEpochRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(topic_name(&name))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(wanted)])]);
+        let response: kafka_protocol::messages::OffsetForLeaderEpochResponse =
+            Conn::open(&new_leader_addr).call(ApiKey::OffsetForLeaderEpoch, 4, &request);
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    assert_eq!(epoch_end(-1, 0), (NONE, 0, 5));
+    const FENCED_LEADER_EPOCH: i16 = 74;
+    assert_eq!(epoch_end(0, 0).0, FENCED_LEADER_EPOCH);
     for i in 5..8 {
         assert_eq!(
             produce(&new_leader_addr, -1, &format!("committed-{i}")),

@@ -278,6 +278,12 @@ fn every_registered_api_and_version_is_answered() {
                     version,
                     ListTransactionsRequest::default(),
                 ),
+                ApiKey::OffsetForLeaderEpoch => exchange::<_, OffsetForLeaderEpochResponse>(
+                    conn,
+                    key,
+                    version,
+                    OffsetForLeaderEpochRequest::default(),
+                ),
                 ApiKey::DescribeQuorum => exchange::<_, DescribeQuorumResponse>(
                     conn,
                     key,

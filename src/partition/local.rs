@@ -714,6 +714,12 @@ impl Partition {
     /// DeleteRecords: moves the log start to `offset` (-1: the high
     /// watermark); the new log start offset.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, ErrorCode> {
+        // Never past what the in-sync replicas all have (Kafka's rule).
+        let high_watermark = self.state.high_watermark();
+        let offset = if offset == -1 { high_watermark } else { offset };
+        if offset > high_watermark {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
         self.log.borrow_mut().delete_records_before(offset)
     }
 }

@@ -62,6 +62,8 @@ registry! {
     CreateTopics, 2, 7, |ctx, body| decode_and_serve(ctx, body, create_topics::handle);
     DeleteTopics, 1, 6, |ctx, body| decode_and_serve(ctx, body, delete_topics::handle);
     DeleteRecords, 0, 2, |ctx, body| decode_and_serve(ctx, body, delete_records::handle);
+    // v0-v1 are gone from Kafka 4; v2 adds the current leader epoch (KIP-320).
+    OffsetForLeaderEpoch, 2, 4, |ctx, body| decode_and_serve(ctx, body, offset_for_leader_epoch::handle);
     InitProducerId, 0, 5, |ctx, body| decode_and_serve(ctx, body, init_producer_id::handle);
     DescribeConfigs, 1, 4, |ctx, body| decode_and_serve(ctx, body, describe_configs::handle);
     AlterConfigs, 0, 2, |ctx, body| decode_and_serve(ctx, body, alter_configs::handle);
