@@ -479,6 +479,40 @@ fn partitions_spread_over_the_brokers_and_clients_follow_their_leaders() {
     let mut conn = Conn::open(&elsewhere.1.addr);
     let answer = common::wire::produce(&mut conn, &name, p as i32, common::wire::value_batch("x"));
     assert_eq!(answer.error_code, NOT_LEADER_OR_FOLLOWER);
+    // KIP-951 (Produce v10+, Fetch v16): the refusal names the current
+    // leader and epoch, and where that leader listens.
+    let lead_port = port_of(&brokers.iter().find(|(id, _)| id == lead).unwrap().1);
+    let request = common::wire::produce_request(&name, p as i32, common::wire::value_batch("x"));
+    let response: kafka_protocol::messages::ProduceResponse =
+        conn.call(ApiKey::Produce, 11, &request);
+    let refused = &response.responses[0].partition_responses[0];
+    assert_eq!(refused.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(
+        (
+            refused.current_leader.leader_id.0,
+            refused.current_leader.leader_epoch
+        ),
+        (*lead, 0)
+    );
+    let endpoints: Vec<(i32, i32)> = response
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id.0, e.port))
+        .collect();
+    assert_eq!(endpoints, [(*lead, lead_port)]);
+    let topic_id = metadata(&mut conn, Some(&[&name]), false).topics[0].topic_id;
+    let request =
+        common::wire::sessionless(16, &name, topic_id, &[(p as i32, 0, 1024)], 0, 0, 1024);
+    let response = common::wire::fetch(&mut conn, 16, &request);
+    let refused = &response.responses[0].partitions[0];
+    assert_eq!(refused.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(refused.current_leader.leader_id.0, *lead);
+    let endpoints: Vec<(i32, i32)> = response
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id.0, e.port))
+        .collect();
+    assert_eq!(endpoints, [(*lead, lead_port)]);
 
     // librdkafka, bootstrapped at a follower, idempotent.
     let producer = common::clients::producer(&follower.1, &[("enable.idempotence", "true")]);
@@ -814,6 +848,23 @@ fn replicated_partitions_survive_the_loss_of_their_leader() {
         &everyone,
         controller,
     );
+    // One cluster: every broker reports the id the first controller recorded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids: Vec<Option<String>> = brokers
+            .iter()
+            .map(|(_, b)| {
+                metadata(&mut Conn::open(&b.addr), Some(&[]), false)
+                    .cluster_id
+                    .map(|id| id.to_string())
+            })
+            .collect();
+        if ids[0].is_some() && ids.iter().all(|id| *id == ids[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cluster ids differ: {ids:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let name = common::topic("replicated");
     let mut conn = Conn::open(&brokers[0].1.addr);
     let response: CreateTopicsResponse = conn.call(

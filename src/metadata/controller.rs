@@ -217,6 +217,18 @@ impl Controller {
         self.persist(&record).await
     }
 
+    /// Records this node's cluster id as the cluster's, if none is yet.
+    pub async fn record_cluster_id(&self) -> Result<(), ApiError> {
+        let _guard = self.lock.lock().await;
+        self.check_leader()?;
+        if self.node.image().cluster_id.is_some() {
+            return Ok(());
+        }
+        let id = self.node.cluster_id.clone();
+        tracing::info!(cluster_id = %id, "recording the cluster id");
+        self.persist(&MetadataRecord::ClusterId { id }).await
+    }
+
     /// Writes `record` through the quorum; it is applied to the image once
     /// this returns.
     async fn persist(&self, record: &MetadataRecord) -> Result<(), ApiError> {

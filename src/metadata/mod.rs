@@ -146,6 +146,9 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// The registered brokers, by node id.
     pub brokers: BTreeMap<i32, BrokerMeta>,
+    /// The cluster's id, once the first active controller recorded its own:
+    /// every broker reports the same one.
+    pub cluster_id: Option<String>,
 }
 
 impl MetadataImage {

@@ -81,6 +81,11 @@ pub enum MetadataRecord {
         id: i32,
         incarnation: Uuid,
     },
+    /// The cluster's id: the first active controller's own (from its data
+    /// dir or `--cluster-id`); later ones change nothing.
+    ClusterId {
+        id: String,
+    },
     /// One partition's leader, ISR and epochs, as a whole (KRaft's
     /// PartitionChangeRecord): an ISR change the leader asked for, or a
     /// snapshot's partition state. Applied only on top of the partition
@@ -251,6 +256,9 @@ impl MetadataRecord {
                 if set_fenced(image, id, incarnation, false) {
                     lead_leaderless(image, id);
                 }
+            }
+            MetadataRecord::ClusterId { id } => {
+                image.cluster_id.get_or_insert(id);
             }
             MetadataRecord::PartitionChange {
                 topic_id,
@@ -482,7 +490,11 @@ pub fn snapshot_records(image: &MetadataImage) -> Vec<MetadataRecord> {
     });
     // The brokers before the partitions' state, which the snapshot decoder
     // sets as it is (registering a broker elects leaders).
-    let mut brokers = Vec::new();
+    let mut brokers: Vec<MetadataRecord> = image
+        .cluster_id
+        .iter()
+        .map(|id| MetadataRecord::ClusterId { id: id.clone() })
+        .collect();
     for (&id, broker) in &image.brokers {
         brokers.push(MetadataRecord::RegisterBroker {
             id,

@@ -348,6 +348,13 @@ async fn session_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>, sessions: Rc
                 now
             }
         };
+        if shard.node.image().cluster_id.is_none() {
+            if let Some(controller) = shard.try_controller() {
+                if let Err(error) = controller.record_cluster_id().await {
+                    tracing::debug!(error = %error.message, "recording the cluster id");
+                }
+            }
+        }
         let expired: Vec<(i32, Uuid, Duration)> = {
             let last_seen = sessions.last_seen.borrow();
             shard

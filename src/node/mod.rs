@@ -30,6 +30,8 @@ use crate::runtime::signal::ShutdownSignal;
 /// `Shard::peers`.)
 pub struct Node {
     pub config: Config,
+    /// This node's own cluster id (its data dir's, or `--cluster-id`);
+    /// clients are told [`Node::cluster_id`], the cluster's.
     pub cluster_id: String,
     pub metadata: ArcSwap<MetadataImage>,
     /// How many shards there are (partitions are spread over them).
@@ -64,6 +66,14 @@ pub struct Node {
 impl Node {
     pub fn image(&self) -> arc_swap::Guard<Arc<MetadataImage>> {
         self.metadata.load()
+    }
+    /// The cluster id to report: the one the quorum recorded, or (before
+    /// that) this node's own.
+    pub fn cluster_id(&self) -> String {
+        self.image()
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| self.cluster_id.clone())
     }
     pub fn shard_for(&self, topic: &str, partition: i32) -> usize {
         shard_for_partition(topic, partition, self.shard_count)

@@ -41,6 +41,9 @@ pub struct PartitionResponse {
     /// v12+: a follower's log diverged from the leader's at (epoch, end
     /// offset) (KIP-320; a tagged field).
     pub diverging_epoch: Option<(i32, i64)>,
+    /// v12+: the partition's current leader and epoch, for an error that
+    /// says this broker does not lead it (KIP-951; a tagged field).
+    pub current_leader: Option<(i32, i32)>,
 }
 
 /// One topic of a Fetch response: by name up to v12, by id from v13.
@@ -57,6 +60,9 @@ pub struct FetchResponse {
     pub error_code: i16,
     pub session_id: i32,
     pub topics: Vec<TopicResponse>,
+    /// v16+: where the leaders named in `current_leader` are (node id,
+    /// host, port) (KIP-951; a tagged field).
+    pub node_endpoints: Vec<(i32, String, i32)>,
 }
 
 /// Builds a chain whose first piece starts with the frame length, patched at the end.
@@ -209,23 +215,55 @@ pub fn write_frame(
                 w.buf.put_i32(-1); // preferred read replica: none
             }
             w.records(&p.records);
-            match p.diverging_epoch.filter(|_| w.flexible) {
-                // One tagged field, tag 0: EpochEndOffset (epoch, end
-                // offset, its own empty tagged fields): 13 bytes.
-                Some((epoch, end_offset)) => {
-                    w.uvarint(1);
+            if w.flexible {
+                // Tag 0: EpochEndOffset (epoch, end offset, its own empty
+                // tagged fields), 13 bytes; tag 1: LeaderIdAndEpoch (leader
+                // id, epoch, empty tagged fields), 9 bytes.
+                let count = usize::from(p.diverging_epoch.is_some())
+                    + usize::from(p.current_leader.is_some());
+                w.uvarint(count as u64);
+                if let Some((epoch, end_offset)) = p.diverging_epoch {
                     w.uvarint(0);
                     w.uvarint(13);
                     w.buf.put_i32(epoch);
                     w.buf.put_i64(end_offset);
                     w.buf.put_u8(0);
                 }
-                None => w.no_tagged_fields(),
+                if let Some((leader, epoch)) = p.current_leader {
+                    w.uvarint(1);
+                    w.uvarint(9);
+                    w.buf.put_i32(leader);
+                    w.buf.put_i32(epoch);
+                    w.buf.put_u8(0);
+                }
             }
         }
         w.no_tagged_fields();
     }
-    w.no_tagged_fields();
+    if version >= 16 && !response.node_endpoints.is_empty() {
+        // Tag 0: NodeEndpoints, each node id, host, port, rack (null) and
+        // empty tagged fields.
+        let mut field = Writer {
+            done: Vec::new(),
+            head: None,
+            buf: BytesMut::new(),
+            flexible: true,
+        };
+        field.array_len(response.node_endpoints.len());
+        for (id, host, port) in &response.node_endpoints {
+            field.buf.put_i32(*id);
+            field.string(host);
+            field.buf.put_i32(*port);
+            field.uvarint(0);
+            field.buf.put_u8(0);
+        }
+        w.uvarint(1);
+        w.uvarint(0);
+        w.uvarint(field.buf.len() as u64);
+        w.buf.put_slice(&field.buf);
+    } else {
+        w.no_tagged_fields();
+    }
     w.finish()
 }
 
@@ -292,6 +330,13 @@ mod tests {
                                         .with_epoch(epoch)
                                         .with_end_offset(end_offset);
                                 }
+                                if let Some((leader, epoch)) =
+                                    p.current_leader.filter(|_| version >= 12)
+                                {
+                                    data.current_leader = generated::LeaderIdAndEpoch::default()
+                                        .with_leader_id(BrokerId(leader))
+                                        .with_leader_epoch(epoch);
+                                }
                                 data
                             })
                             .collect(),
@@ -304,6 +349,18 @@ mod tests {
         if version >= 7 {
             body.error_code = response.error_code;
             body.session_id = response.session_id;
+        }
+        if version >= 16 {
+            body.node_endpoints = response
+                .node_endpoints
+                .iter()
+                .map(|(id, host, port)| {
+                    generated::NodeEndpoint::default()
+                        .with_node_id(BrokerId(*id))
+                        .with_host(StrBytes::from_string(host.clone()))
+                        .with_port(*port)
+                })
+                .collect();
         }
         frame::encode_response(ApiKey::Fetch, version, correlation_id, &body).unwrap()
     }
@@ -325,6 +382,7 @@ mod tests {
             records,
             // A follower told where its log diverged (v12+ only).
             diverging_epoch: (index == 1).then_some((4, 1234)),
+            current_leader: (index >= 1).then_some((3, 9)),
         }
     }
 
@@ -333,6 +391,7 @@ mod tests {
             throttle_time_ms: 0,
             error_code: 0,
             session_id: 42,
+            node_endpoints: vec![(3, "broker-3.example".into(), 9092)],
             topics: vec![
                 TopicResponse {
                     name: "orders".into(),
@@ -417,6 +476,7 @@ mod tests {
                 throttle_time_ms: 0,
                 error_code: 0,
                 session_id,
+                node_endpoints: if session_id % 2 == 0 { vec![(7, "h".into(), 1)] } else { vec![] },
                 topics: topics.into_iter().map(|(name, id, partitions)| TopicResponse {
                     name,
                     topic_id: Uuid::from_u128(id),
@@ -441,6 +501,7 @@ mod tests {
                             aborted_transactions: aborted,
                             records,
                             diverging_epoch: (index % 3 == 1).then_some((index, hw)),
+                            current_leader: (index % 2 == 1).then_some((index, error.into())),
                         }
                     }).collect(),
                 }).collect(),

@@ -23,7 +23,7 @@ pub async fn handle(
         })
         .collect();
     DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(node.cluster_id.clone()))
+        .with_cluster_id(str_bytes(node.cluster_id()))
         .with_controller_id(BrokerId(node.controller_id()))
         .with_brokers(brokers)
 }

@@ -535,8 +535,32 @@ fn build_response(
         SessionMode::Incremental(id) => (id, sessions.sessions.get_mut(&id)),
     };
     let incremental = matches!(mode, SessionMode::Incremental(_));
+    let node = &ctx.conn.shard.node;
+    let image = node.image();
+    let mut leaders = std::collections::BTreeSet::new();
     let mut topics: Vec<TopicResponse> = Vec::new();
     for ((wanted, _), result) in resolved.into_iter().zip(results) {
+        // KIP-951: told it is not the leader (or of another epoch), the
+        // client also learns who leads now.
+        let current_leader = matches!(
+            result.error,
+            Some(ErrorCode::NotLeaderOrFollower | ErrorCode::FencedLeaderEpoch)
+        )
+        .then(|| {
+            let topic = if wanted.topic_id.is_nil() {
+                image.topic(&wanted.topic_name)
+            } else {
+                image.topic_by_id(&wanted.topic_id)
+            };
+            topic
+                .and_then(|t| t.placement(wanted.partition))
+                .filter(|p| p.leader >= 0 && node.is_live(&image, p.leader))
+                .map(|p| (p.leader, p.leader_epoch))
+        })
+        .flatten();
+        if let Some((leader, _)) = current_leader {
+            leaders.insert(leader);
+        }
         if let Some(session) = session.as_deref_mut() {
             let key = (wanted.topic_name.clone(), wanted.topic_id, wanted.partition);
             if let Some(state) = session.partitions.get_mut(&key) {
@@ -567,6 +591,7 @@ fn build_response(
             }),
             records: result.records,
             diverging_epoch: result.diverging_epoch,
+            current_leader,
         };
         let same_topic = topics
             .last()
@@ -581,9 +606,18 @@ fn build_response(
             });
         }
     }
+    let node_endpoints = if leaders.is_empty() {
+        Vec::new()
+    } else {
+        node.brokers()
+            .into_iter()
+            .filter(|(id, ..)| leaders.contains(id))
+            .collect()
+    };
     FetchResponse {
         session_id,
         topics,
+        node_endpoints,
         ..FetchResponse::default()
     }
 }

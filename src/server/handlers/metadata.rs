@@ -77,7 +77,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         response.controller_id = BrokerId(broker.controller_id());
     }
     if ctx.api_version >= 2 {
-        response.cluster_id = Some(str_bytes(broker.cluster_id.clone()));
+        response.cluster_id = Some(str_bytes(broker.cluster_id()));
     }
     // No authorizer: every operation is allowed, and a client that asks is told so.
     if (8..=10).contains(&ctx.api_version) && include_cluster_operations {

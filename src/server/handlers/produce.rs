@@ -9,9 +9,10 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -122,7 +123,55 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     if !wants_ack {
         return None;
     }
-    Some(ProduceResponse::default().with_responses(topics))
+    let mut response = ProduceResponse::default().with_responses(topics);
+    if ctx.api_version >= 10 {
+        point_to_leaders(ctx, &mut response);
+    }
+    Some(response)
+}
+
+/// KIP-951: a partition refused with NOT_LEADER_OR_FOLLOWER names its
+/// current leader and epoch, and the response lists where those leaders
+/// are, so that a client can go there without asking Metadata first.
+fn point_to_leaders(ctx: &RequestContext, response: &mut ProduceResponse) {
+    let node = &ctx.conn.shard.node;
+    let image = node.image();
+    let mut leaders = std::collections::BTreeSet::new();
+    for topic in &mut response.responses {
+        let meta = if topic.topic_id.is_nil() {
+            image.topic(topic.name.0.as_str())
+        } else {
+            image.topic_by_id(&topic.topic_id)
+        };
+        let Some(meta) = meta else {
+            continue;
+        };
+        for p in &mut topic.partition_responses {
+            if p.error_code != ErrorCode::NotLeaderOrFollower.code() {
+                continue;
+            }
+            let Some(placement) = meta.placement(p.index) else {
+                continue;
+            };
+            if placement.leader >= 0 && node.is_live(&image, placement.leader) {
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(placement.leader))
+                    .with_leader_epoch(placement.leader_epoch);
+                leaders.insert(placement.leader);
+            }
+        }
+    }
+    response.node_endpoints = node
+        .brokers()
+        .into_iter()
+        .filter(|(id, ..)| leaders.contains(id))
+        .map(|(id, host, port)| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+        })
+        .collect();
 }
 
 /// Why a partition's batch was not appended: Kafka's error code, a message,

@@ -351,6 +351,12 @@ impl PartitionLog {
     /// broker takes the lead), durably.
     pub fn begin_leader_epoch(&mut self, epoch: i32) -> Result<(), AppendError> {
         let end = self.next_offset;
+        if end == 0 {
+            // Nothing was ever written: no replica can have diverged from
+            // it, and its first append records the epoch (a new topic's
+            // partitions are not each a durable file write).
+            return Ok(());
+        }
         self.begin_epoch(epoch, end)
     }
 
