@@ -59,7 +59,7 @@ impl MetadataMachine {
         // Every shard's partitions take the leaderships and ISRs the new
         // image gives them.
         let roles = (0..node.shard_count).map(|id| {
-            self.shard.run_on(id, |shard| async move {
+            self.shard.try_run_on(id, |shard| async move {
                 let image = shard.node.image().clone();
                 crate::node::replication::apply_roles(&shard, &image);
             })

@@ -413,14 +413,15 @@ pub(crate) async fn call_controller(
     bytes: Vec<u8>,
 ) -> Result<ControllerAnswer, String> {
     let answer = shard
-        .run_on(CONTROLLER_SHARD, move |s| async move {
+        .try_run_on(CONTROLLER_SHARD, move |s| async move {
             let call = s.call_controller.borrow().clone();
             match call {
                 Some(call) => call(bytes).await.map_err(|e| e.to_string()),
                 None => Err("the controller link is not up".to_string()),
             }
         })
-        .await?;
+        .await
+        .ok_or_else(|| "the controller shard has stopped".to_string())??;
     serde_json::from_slice::<ControllerAnswer>(&answer)
         .map_err(|e| format!("undecodable answer: {e}"))
 }

@@ -224,6 +224,23 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// [`Shard::run_on`] for work that may meet a shard already stopped
+    /// (applying metadata while the broker shuts down): None then, instead
+    /// of a panic.
+    pub async fn try_run_on<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        if target == self.id {
+            return Some(self.run_on(target, f).await);
+        }
+        queue::call(&self.peers[target].sender, f).await.ok()
+    }
+}
+
 /// Runs the jobs other shards send to this one, each as its own task, until
 /// every sender is gone.
 pub async fn serve_queue(shard: Rc<Shard>, receiver: queue::Receiver<Shard>) {

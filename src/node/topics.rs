@@ -150,7 +150,7 @@ pub async fn open_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
         let partition = hosted.partition;
         let owner = shard.node.shard_for(&topic.name, partition);
         let dir = PartitionLog::dir_for(&data_dir, &topic.name, partition);
-        shard.run_on(owner, move |shard| async move {
+        shard.try_run_on(owner, move |shard| async move {
             let state = topic.partitions[partition as usize].clone();
             let opened = (|| {
                 prepare_dir(&dir, topic.id)?;
@@ -235,7 +235,7 @@ pub async fn remove_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
         let owner = shard.node.shard_for(&hosted.topic.name, hosted.partition);
         let (id, partition) = (hosted.topic.id, hosted.partition);
         let name = hosted.topic.name.clone();
-        shard.run_on(owner, move |shard| async move {
+        shard.try_run_on(owner, move |shard| async move {
             let removed = shard.partitions.borrow_mut().remove(&(id, partition));
             if let Some(removed) = removed {
                 if let Err(error) = removed.log().borrow_mut().delete_files() {
@@ -253,7 +253,7 @@ pub async fn reconfigure_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
         let owner = shard.node.shard_for(&hosted.topic.name, hosted.partition);
         let (id, partition) = (hosted.topic.id, hosted.partition);
         let config = hosted.topic.config.log_config();
-        shard.run_on(owner, move |shard| async move {
+        shard.try_run_on(owner, move |shard| async move {
             if let Some(local) = shard.partition(&(id, partition)) {
                 local.log().borrow_mut().set_config(config);
             }
