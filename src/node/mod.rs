@@ -5,6 +5,7 @@
 
 pub mod brokers;
 pub mod controller_rpc;
+pub mod fetchers;
 pub mod forward;
 pub mod quorum;
 pub mod replication;

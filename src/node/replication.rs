@@ -10,9 +10,8 @@
 //! the leader's ISR bookkeeping is the partition's own (`partition::replica`).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -26,6 +25,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use crate::io::rpc::RpcClient;
 use crate::metadata::MetadataImage;
 use crate::node::controller_rpc::{ControllerAnswer, ControllerRequest};
+use crate::node::fetchers::{Fetcher, Followed};
 use crate::node::shard::{PartitionKey, Shard};
 use crate::partition::local::{Partition, RoleChange};
 use crate::protocol::errors::ErrorCode;
@@ -48,27 +48,6 @@ const FETCH_BACKOFF: Duration = Duration::from_millis(200);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// An ISR change with no answer is asked again after this.
 const ISR_RETRY_MS: i64 = 5_000;
-
-/// One partition a fetcher fills.
-#[derive(Debug, Clone)]
-struct Followed {
-    topic: Arc<str>,
-    leader_epoch: i32,
-}
-
-/// The fetcher for one leader broker, on this shard.
-struct Fetcher {
-    partitions: RefCell<BTreeMap<PartitionKey, Followed>>,
-    /// Rung when the partition list changes (a fetch in progress ends early
-    /// only by its own deadline; the next one takes the new list).
-    changed: Event,
-}
-
-/// A shard's replication: its fetchers by leader broker.
-#[derive(Default)]
-pub struct Replication {
-    fetchers: RefCell<HashMap<i32, Rc<Fetcher>>>,
-}
 
 /// Gives every partition this shard owns the role `image` places it in, and
 /// the fetchers their partitions. Runs on the shard, after each new image

@@ -8,14 +8,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_channel::oneshot;
-use uuid::Uuid;
 
 use crate::config::FetchZeroCopy;
 use crate::group::coordinator::GroupCoordinator;
 use crate::io::send::PipePool;
 use crate::metadata::controller::Controller;
 use crate::metrics::ShardMetrics;
-use crate::node::replication::Replication;
+use crate::node::fetchers::Replication;
 use crate::node::Node;
 use crate::partition::local::Partition;
 use crate::runtime::budget::ByteBudget;
@@ -46,9 +45,7 @@ pub struct ShardHandle {
 /// Every shard's queue, by shard id; each shard holds a copy.
 pub type Peers = Arc<[ShardHandle]>;
 
-/// Identifies a partition on its shard: the topic id (so that a topic deleted and
-/// re-created under the same name is a different log) and the partition number.
-pub type PartitionKey = (Uuid, i32);
+pub use crate::partition::state::PartitionKey;
 
 /// The state of one shard. Lives on its own thread only (`Rc`).
 pub struct Shard {

@@ -15,6 +15,10 @@ use std::sync::Arc;
 
 use crate::storage::shared::PartitionShared;
 
+/// Identifies a partition on its shard: the topic id (so that a topic deleted and
+/// re-created under the same name is a different log) and the partition number.
+pub type PartitionKey = (uuid::Uuid, i32);
+
 /// A partition's state as every shard sees it.
 #[derive(Debug, Default)]
 pub struct PartitionState {
