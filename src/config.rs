@@ -60,6 +60,11 @@ pub struct Cli {
     /// leaves the ISR, ms (replica.lag.time.max.ms) [default: 30000].
     #[arg(long, value_name = "MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// How often the active controller moves leadership back to preferred
+    /// replicas that are live and in sync (auto.leader.rebalance.enable,
+    /// leader.imbalance.check.interval.seconds); 0 turns it off [default: 300].
+    #[arg(long, value_name = "S")]
+    pub leader_imbalance_check_interval_seconds: Option<u64>,
     /// Largest request frame accepted, in bytes [default: 104857600].
     #[arg(long, value_name = "BYTES")]
     pub socket_request_max_bytes: Option<u32>,
@@ -199,6 +204,7 @@ struct FileConfig {
     num_partitions: Option<i32>,
     default_replication_factor: Option<i16>,
     replica_lag_time_max_ms: Option<u64>,
+    leader_imbalance_check_interval_seconds: Option<u64>,
     socket_request_max_bytes: Option<u32>,
     io_driver: Option<String>,
     fetch_zero_copy: Option<String>,
@@ -244,6 +250,8 @@ pub struct Config {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub replica_lag_time_max_ms: u64,
+    /// 0: never (auto.leader.rebalance.enable=false).
+    pub leader_imbalance_check_interval_seconds: u64,
     pub socket_request_max_bytes: u32,
     pub io_driver: IoDriver,
     pub fetch_zero_copy: FetchZeroCopy,
@@ -678,6 +686,10 @@ impl Config {
             num_partitions,
             default_replication_factor,
             replica_lag_time_max_ms,
+            leader_imbalance_check_interval_seconds: cli
+                .leader_imbalance_check_interval_seconds
+                .or(file.leader_imbalance_check_interval_seconds)
+                .unwrap_or(300),
             socket_request_max_bytes,
             io_driver,
             fetch_zero_copy,

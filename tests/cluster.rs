@@ -352,6 +352,11 @@ fn three_brokers_share_one_metadata_quorum_and_fail_over() {
 
 /// Starts three brokers under `dir` sharing a quorum, with short timeouts.
 fn start_three(dir: &std::path::Path) -> Vec<(i32, TestBroker)> {
+    start_three_with(dir, &[])
+}
+
+/// [`start_three`] with `extra` flags for every broker.
+fn start_three_with(dir: &std::path::Path, extra: &[&str]) -> Vec<(i32, TestBroker)> {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let voters = (1..=3)
         .map(|id| format!("{id}@127.0.0.1:{}", ports[id - 1]))
@@ -375,7 +380,8 @@ fn start_three(dir: &std::path::Path) -> Vec<(i32, TestBroker)> {
                 "2000",
             ]
             .map(str::to_string);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+            args.extend_from_slice(extra);
             (
                 id,
                 TestBroker::start_in(&dir.join(format!("node-{id}")), &args),
@@ -501,6 +507,19 @@ fn partitions_spread_over_the_brokers_and_clients_follow_their_leaders() {
         .collect();
     assert_eq!(endpoints, [(*lead, lead_port)]);
     let topic_id = metadata(&mut conn, Some(&[&name]), false).topics[0].topic_id;
+    // A client cannot pose as a follower: a replica id that names no live
+    // broker (or the broker itself) is refused for the whole request.
+    const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    for posing in [99, elsewhere.0] {
+        let request =
+            common::wire::sessionless(12, &name, topic_id, &[(p as i32, 0, 1024)], 0, 0, 1024)
+                .with_replica_id(kafka_protocol::messages::BrokerId(posing));
+        let response = common::wire::fetch(&mut conn, 12, &request);
+        assert_eq!(
+            response.error_code, CLUSTER_AUTHORIZATION_FAILED,
+            "replica id {posing}"
+        );
+    }
     let request =
         common::wire::sessionless(16, &name, topic_id, &[(p as i32, 0, 1024)], 0, 0, 1024);
     let response = common::wire::fetch(&mut conn, 16, &request);
@@ -946,6 +965,41 @@ fn replicated_partitions_survive_the_loss_of_their_leader() {
         .1
         .restart_after_kill();
     wait_for_isr(&survivor_addr, &name, 3, Duration::from_secs(30));
+    // ElectLeaders (sent to a broker that does not lead the quorum, which
+    // forwards it): partition 0 goes back to its preferred replica.
+    let elect = |addr: &str, partition: i32| -> i16 {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        let request = kafka_protocol::messages::ElectLeadersRequest::default()
+            .with_election_type(0)
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(topic_name(&name))
+                .with_partitions(vec![partition])]));
+        let response: kafka_protocol::messages::ElectLeadersResponse =
+            Conn::open(addr).call(ApiKey::ElectLeaders, 2, &request);
+        assert_eq!(response.error_code, NONE, "{response:?}");
+        response.replica_election_results[0].partition_result[0].error_code
+    };
+    let (_, controller_now) = listed_brokers(&survivor_addr);
+    let elsewhere = brokers
+        .iter()
+        .find(|(id, _)| *id != controller_now)
+        .unwrap()
+        .1
+        .addr
+        .clone();
+    assert_eq!(elect(&elsewhere, 0), NONE);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while placements(&survivor_addr, &name)[0].0 != victim {
+        assert!(
+            Instant::now() < deadline,
+            "partition 0 did not go back to {victim}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    const ELECTION_NOT_NEEDED: i16 = 84;
+    assert_eq!(elect(&elsewhere, 0), ELECTION_NOT_NEEDED);
+    assert_eq!(elect(&elsewhere, 7), UNKNOWN_TOPIC_OR_PARTITION);
     for p in 0..3 {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -1272,6 +1326,76 @@ fn a_returning_replica_cuts_the_tail_only_it_had() {
     // The old leader's log held the acks=1 records when it was killed; it
     // now equals the others': the tail was cut.
     assert!(!holds_tail(&log_bytes(&old_leader_dir)));
+    for (_, broker) in brokers.iter_mut() {
+        assert_eq!(broker.stop(), Some(0), "clean shutdown");
+    }
+}
+
+/// auto.leader.rebalance: with the check every second, a broker that stops
+/// (its leadership moved away by the controlled shutdown) and comes back
+/// leads its preferred partitions again once it is back in sync, with no
+/// request from anyone.
+#[test]
+fn leadership_returns_to_the_preferred_replica_on_its_own() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut brokers = start_three_with(
+        temp.path(),
+        &["--leader-imbalance-check-interval-seconds", "1"],
+    );
+    let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
+    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
+    wait_for_brokers(
+        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        &everyone,
+        controller,
+    );
+    let name = common::topic("rebalance");
+    let mut conn = Conn::open(&brokers[0].1.addr);
+    let response: CreateTopicsResponse = conn.call(
+        ApiKey::CreateTopics,
+        7,
+        &create_topics_request(&name, 3, 3, &[]),
+    );
+    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
+    let preferred: Vec<i32> = placements(&brokers[0].1.addr, &name)
+        .iter()
+        .map(|(_, replicas, ..)| replicas[0])
+        .collect();
+    wait_for_isr(&brokers[0].1.addr, &name, 3, Duration::from_secs(10));
+    // A broker that is not the quorum's leader stops and comes back.
+    let (moving, mover) = brokers
+        .iter_mut()
+        .find(|(id, _)| *id != controller)
+        .unwrap();
+    let moving = *moving;
+    assert_eq!(mover.stop(), Some(0));
+    let watcher = brokers
+        .iter()
+        .find(|(id, _)| *id == controller)
+        .unwrap()
+        .1
+        .addr
+        .clone();
+    let away = wait_for_isr(&watcher, &name, 2, Duration::from_secs(10));
+    assert!(away.iter().all(|(leader, _)| *leader != moving), "{away:?}");
+    brokers
+        .iter_mut()
+        .find(|(id, _)| *id == moving)
+        .unwrap()
+        .1
+        .start_again();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now: Vec<i32> = placements(&watcher, &name).iter().map(|p| p.0).collect();
+        if now == preferred {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaders {now:?}, preferred {preferred:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for (_, broker) in brokers.iter_mut() {
         assert_eq!(broker.stop(), Some(0), "clean shutdown");
     }

@@ -284,6 +284,12 @@ fn every_registered_api_and_version_is_answered() {
                     version,
                     OffsetForLeaderEpochRequest::default(),
                 ),
+                ApiKey::ElectLeaders => exchange::<_, ElectLeadersResponse>(
+                    conn,
+                    key,
+                    version,
+                    ElectLeadersRequest::default().with_topic_partitions(Some(vec![])),
+                ),
                 ApiKey::DescribeQuorum => exchange::<_, DescribeQuorumResponse>(
                     conn,
                     key,

@@ -217,6 +217,107 @@ impl Controller {
         self.persist(&record).await
     }
 
+    /// ElectLeaders (KIP-460) on the active controller: for each of
+    /// `partitions` (None: every partition), a preferred election makes the
+    /// first replica leader again when it is live and in sync; an unclean
+    /// one gives a leaderless partition a live replica, in sync if one is.
+    /// Returns each partition's outcome; with None, only the partitions an
+    /// election was tried for (ELECTION_NOT_NEEDED ones are left out, as
+    /// Kafka does).
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<(String, i32, Result<(), ApiError>)>, ApiError> {
+        let _guard = self.lock.lock().await;
+        self.check_leader()?;
+        let all = partitions.is_none();
+        let wanted: Vec<(String, i32)> = partitions.unwrap_or_else(|| {
+            self.node
+                .image()
+                .topics
+                .values()
+                .flat_map(|t| (0..t.partition_count()).map(|p| (t.name.to_string(), p)))
+                .collect()
+        });
+        let mut results = Vec::with_capacity(wanted.len());
+        for (topic, partition) in wanted {
+            let outcome = self.elect_one(unclean, &topic, partition).await;
+            let not_needed = outcome
+                .as_ref()
+                .is_err_and(|e| e.code == ErrorCode::ElectionNotNeeded);
+            if !(all && not_needed) {
+                results.push((topic, partition, outcome));
+            }
+        }
+        Ok(results)
+    }
+
+    async fn elect_one(&self, unclean: bool, topic: &str, partition: i32) -> Result<(), ApiError> {
+        let image = self.node.image();
+        let Some((meta, current)) = image
+            .topic(topic)
+            .and_then(|t| t.placement(partition).map(|p| (t.clone(), p.clone())))
+        else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("no partition {partition} of topic '{topic}'"),
+            ));
+        };
+        let live = |id: i32| image.brokers.get(&id).is_some_and(|b| !b.fenced);
+        let (leader, isr) = if unclean {
+            if current.leader >= 0 && live(current.leader) {
+                return Err(ApiError::new(
+                    ErrorCode::ElectionNotNeeded,
+                    "the partition has a live leader",
+                ));
+            }
+            let in_sync = current
+                .replicas
+                .iter()
+                .copied()
+                .find(|&r| current.isr.contains(&r) && live(r));
+            match in_sync {
+                Some(r) => (r, current.isr.clone()),
+                None => match current.replicas.iter().copied().find(|&r| live(r)) {
+                    Some(r) => (r, vec![r]),
+                    None => {
+                        return Err(ApiError::new(
+                            ErrorCode::EligibleLeadersNotAvailable,
+                            "no replica of the partition is live",
+                        ))
+                    }
+                },
+            }
+        } else {
+            let preferred = current.replicas[0];
+            if current.leader == preferred {
+                return Err(ApiError::new(
+                    ErrorCode::ElectionNotNeeded,
+                    "the preferred replica leads",
+                ));
+            }
+            if !live(preferred) || !current.isr.contains(&preferred) {
+                return Err(ApiError::new(
+                    ErrorCode::PreferredLeaderNotAvailable,
+                    format!("the preferred replica, broker {preferred}, is not live and in sync"),
+                ));
+            }
+            (preferred, current.isr.clone())
+        };
+        drop(image);
+        tracing::info!(topic = %meta.name, partition, from = current.leader, to = leader, unclean, "electing a leader");
+        self.persist(&MetadataRecord::PartitionChange {
+            topic_id: meta.id,
+            partition,
+            leader,
+            isr,
+            leader_epoch: current.leader_epoch + 1,
+            partition_epoch: current.partition_epoch + 1,
+        })
+        .await
+    }
+
     /// Records this node's cluster id as the cluster's, if none is yet.
     pub async fn record_cluster_id(&self) -> Result<(), ApiError> {
         let _guard = self.lock.lock().await;

@@ -119,6 +119,13 @@ pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
                         Err(error) => refused(error),
                     }
                 }
+                Ok(ControllerRequest::ElectLeaders {
+                    unclean,
+                    partitions,
+                }) => match shard.controller().elect_leaders(unclean, partitions).await {
+                    Ok(results) => elected(results),
+                    Err(error) => refused(error),
+                },
                 Ok(ControllerRequest::ControlledShutdown { id, incarnation }) => {
                     sessions.last_seen.borrow_mut().remove(&id);
                     let record = MetadataRecord::FenceBroker { id, incarnation };
@@ -201,6 +208,19 @@ async fn heartbeat_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>) {
             Err(why) => tracing::debug!(%why, "a heartbeat to the active controller failed"),
         }
         compio::time::sleep(interval).await;
+    }
+}
+
+/// Elections' outcomes as a controller answer.
+pub(crate) fn elected(results: Vec<(String, i32, Result<(), ApiError>)>) -> ControllerAnswer {
+    ControllerAnswer::Elected {
+        results: results
+            .into_iter()
+            .map(|(topic, partition, outcome)| match outcome {
+                Ok(()) => (topic, partition, 0, None),
+                Err(e) => (topic, partition, e.code.code(), Some(e.message)),
+            })
+            .collect(),
     }
 }
 
@@ -328,6 +348,7 @@ async fn session_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>, sessions: Rc
     let session = Duration::from_millis(config.broker_session_timeout_ms);
     let tick = Duration::from_millis((config.broker_heartbeat_interval_ms / 2).clamp(5, 500));
     let me = config.node_id;
+    let mut last_rebalance = Instant::now();
     while !shard.node.shutdown.is_triggered() {
         compio::time::sleep(tick).await;
         let leader = quorum.leader();
@@ -348,6 +369,28 @@ async fn session_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>, sessions: Rc
                 now
             }
         };
+        // auto.leader.rebalance.enable: leadership goes back to each
+        // partition's preferred replica once it is live and in sync again.
+        let interval = Duration::from_secs(config.leader_imbalance_check_interval_seconds);
+        if !interval.is_zero() && last_rebalance.elapsed() >= interval {
+            last_rebalance = Instant::now();
+            if let Some(controller) = shard.try_controller() {
+                match controller.elect_leaders(false, None).await {
+                    Ok(results) => {
+                        let moved = results.iter().filter(|r| r.2.is_ok()).count();
+                        if moved > 0 {
+                            tracing::info!(
+                                partitions = moved,
+                                "leadership moved back to preferred replicas"
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(error = %error.message, "preferred leader election")
+                    }
+                }
+            }
+        }
         if shard.node.image().cluster_id.is_none() {
             if let Some(controller) = shard.try_controller() {
                 if let Err(error) = controller.record_cluster_id().await {

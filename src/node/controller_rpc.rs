@@ -45,6 +45,12 @@ pub(crate) enum ControllerRequest {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+    /// ElectLeaders (KIP-460) received by a broker that does not lead the
+    /// quorum, forwarded; None: every partition.
+    ElectLeaders {
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    },
     /// Controlled shutdown: the broker is stopping; its leaderships move to
     /// other in-sync replicas and it leaves the ISRs (it is fenced) before it
     /// stops serving.
@@ -66,6 +72,10 @@ pub(crate) enum ControllerAnswer {
     ProducerIds { start: i64, end: i64 },
     /// The topic is created (or, validating only, would be), with this id.
     TopicCreated { id: Uuid },
+    /// Each partition's election: (topic, partition, error code, message).
+    Elected {
+        results: Vec<(String, i32, i16, Option<String>)>,
+    },
     /// Not done (not the controller any more, the write failed): the Kafka
     /// error code and why.
     Refused { code: i16, message: String },

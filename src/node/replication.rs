@@ -92,10 +92,12 @@ pub fn apply_roles(shard: &Rc<Shard>, image: &MetadataImage) {
     }
     let replication = shard.replication.clone();
     let mut fetchers = replication.fetchers.borrow_mut();
+    let hosted = shard.partitions.borrow();
     for fetcher in fetchers.values() {
         let mut list = fetcher.partitions.borrow_mut();
         let before = list.len();
-        list.retain(|k, _| !not_following.contains(k));
+        // Followed elsewhere now, or no longer here (deleted).
+        list.retain(|k, _| !not_following.contains(k) && hosted.contains_key(k));
         if list.len() != before {
             fetcher.changed.notify(usize::MAX);
         }
@@ -112,6 +114,7 @@ pub fn apply_roles(shard: &Rc<Shard>, image: &MetadataImage) {
         fetcher.partitions.borrow_mut().insert(key, followed);
         fetcher.changed.notify(usize::MAX);
     }
+    drop(hosted);
 }
 
 /// The fetch loop for `leader`: until shutdown, or until it has no
@@ -129,11 +132,16 @@ async fn run_fetcher(shard: Rc<Shard>, leader: i32, fetcher: Rc<Fetcher>) {
             .partitions
             .borrow()
             .iter()
+            .filter(|(k, _)| shard.partition(k).is_some())
             .map(|(k, f)| (*k, f.clone()))
             .collect();
         if wanted.is_empty() {
             // Idle; gone once nothing was added back meanwhile.
             let mut fetchers = shard.replication.fetchers.borrow_mut();
+            fetcher
+                .partitions
+                .borrow_mut()
+                .retain(|k, _| shard.partition(k).is_some());
             if fetcher.partitions.borrow().is_empty() {
                 if fetchers
                     .get(&leader)
@@ -144,6 +152,7 @@ async fn run_fetcher(shard: Rc<Shard>, leader: i32, fetcher: Rc<Fetcher>) {
                 return;
             }
             drop(fetchers);
+            wait_or_change(listener, FETCH_BACKOFF).await;
             continue;
         }
         let address = {
@@ -353,9 +362,13 @@ pub fn start_isr_upkeep(shard: &Rc<Shard>) {
                 .map(|(k, p)| (*k, p.clone()))
                 .collect();
             for (key, partition) in partitions {
-                let Some((isr, leader_epoch, partition_epoch)) =
-                    partition.isr_change(lag_max_ms, ISR_RETRY_MS)
-                else {
+                // A fenced broker may still fetch; it is not added (the
+                // controller would refuse the whole change, shrink included).
+                let image = shard.node.image();
+                let live = |r: i32| image.brokers.get(&r).is_some_and(|b| !b.fenced);
+                let change = partition.isr_change(lag_max_ms, ISR_RETRY_MS, live);
+                drop(image);
+                let Some((isr, leader_epoch, partition_epoch)) = change else {
                     continue;
                 };
                 let request = ControllerRequest::AlterPartition {

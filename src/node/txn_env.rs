@@ -108,7 +108,13 @@ pub async fn write_marker(
                 return Err(ErrorCode::UnknownTopicOrPartition);
             };
             partition
-                .write_marker(&owner.commit, producer_id, producer_epoch, marker)
+                .write_marker(
+                    &owner.commit,
+                    producer_id,
+                    producer_epoch,
+                    marker,
+                    &owner.node.shutdown,
+                )
                 .await
                 .map(|_| ())
                 .map_err(|e| e.error_code())

@@ -16,6 +16,7 @@ use crate::partition::state::PartitionState;
 use crate::protocol::batch::ValidatedRecords;
 use crate::protocol::control::EndTxnMarker;
 use crate::protocol::errors::ErrorCode;
+use crate::runtime::signal::ShutdownSignal;
 use crate::storage::commit::GroupCommit;
 use crate::storage::log::{
     self, AppendError, AppendOutcome, Isolation, LogRef, ReadError, ReadOutcome,
@@ -193,7 +194,13 @@ impl Partition {
             if same {
                 RoleChange::Unchanged
             } else {
-                let hw = self.state.high_watermark();
+                // A leader's watermark carries over; at start-up nothing
+                // past the log start is known committed (the log's tail may
+                // be an old epoch's, never replicated).
+                let hw = match &*role {
+                    Role::Unassigned => self.log.borrow().log_start_offset(),
+                    _ => self.state.high_watermark(),
+                };
                 self.log.borrow_mut().set_stamp_epoch(None);
                 self.state.set_leader_epoch(placement.leader_epoch);
                 self.state.set_replicated(true, hw);
@@ -210,9 +217,10 @@ impl Partition {
         drop(role);
         if change != RoleChange::Unchanged {
             self.state.notify();
-        } else {
-            self.advance_high_watermark();
         }
+        // A leader whose ISR is itself alone (or just changed) moves the
+        // watermark at once, not at its next append.
+        self.advance_high_watermark();
         change
     }
 
@@ -244,9 +252,11 @@ impl Partition {
         }
     }
 
-    fn check_leads(&self) -> Result<(), ProduceError> {
+    /// The leader epoch this broker leads the partition in, or
+    /// NOT_LEADER_OR_FOLLOWER.
+    fn check_leads(&self) -> Result<i32, ProduceError> {
         match &*self.role.borrow() {
-            Role::Leader(_) => Ok(()),
+            Role::Leader(l) => Ok(l.leader_epoch),
             _ => Err(ProduceError::Replication(
                 ErrorCode::NotLeaderOrFollower,
                 "this broker does not lead the partition".into(),
@@ -275,21 +285,28 @@ impl Partition {
         Ok(())
     }
 
-    /// After an append ending at `end_offset`: with acks=all, waits until
-    /// the high watermark passes it, under the same leadership, within the
-    /// request's timeout.
-    async fn await_replication(&self, end_offset: i64, acks: Acks) -> Result<(), ProduceError> {
+    /// After an append ending at `end_offset`, made while leading in
+    /// `epoch`: with acks=all, waits until the high watermark passes it,
+    /// under that same leadership (a leadership lost and regained meanwhile
+    /// may have cut the batch), within the request's timeout or until
+    /// shutdown.
+    async fn await_replication(
+        &self,
+        end_offset: i64,
+        epoch: i32,
+        acks: Acks,
+        stop: &ShutdownSignal,
+    ) -> Result<(), ProduceError> {
         self.advance_high_watermark();
         let Acks::All { min_isr, timeout } = acks else {
             return Ok(());
         };
-        let epoch = self.state.leader_epoch();
         let deadline = Instant::now() + timeout;
         loop {
             let listener = self.state.listen();
             let still_leads =
                 matches!(&*self.role.borrow(), Role::Leader(l) if l.leader_epoch == epoch);
-            if !still_leads {
+            if !still_leads || stop.is_triggered() {
                 return Err(ProduceError::Replication(
                     ErrorCode::NotLeaderOrFollower,
                     "the leadership moved before the in-sync replicas had the batch".into(),
@@ -323,7 +340,9 @@ impl Partition {
                 ));
             }
             let timer = std::pin::pin!(compio::time::sleep(deadline - now));
-            futures_util::future::select(listener, timer).await;
+            let stopping = std::pin::pin!(stop.wait());
+            let timer_or_stop = futures_util::future::select(timer, stopping);
+            futures_util::future::select(listener, timer_or_stop).await;
         }
     }
 
@@ -361,6 +380,7 @@ impl Partition {
         validated: &ValidatedRecords,
         acks: Acks,
         guard: Option<u64>,
+        stop: &ShutdownSignal,
     ) -> Result<AppendOutcome, TxnAppendError> {
         let header = validated.first;
         let open = self
@@ -375,7 +395,7 @@ impl Partition {
         {
             return Err(TxnAppendError::NotInTransaction);
         }
-        self.check_leads().map_err(TxnAppendError::Produce)?;
+        let epoch = self.check_leads().map_err(TxnAppendError::Produce)?;
         self.check_isr(acks).map_err(TxnAppendError::Produce)?;
         // Reserved synchronously inside: no marker can come between the check and the append.
         let outcome = log::append(&self.log, commit, records, validated, acks.wants_ack()).await;
@@ -384,7 +404,7 @@ impl Partition {
         }
         let outcome = outcome.map_err(|e| TxnAppendError::Produce(e.into()))?;
         let end = outcome.base_offset + i64::from(validated.first.last_offset_delta) + 1;
-        self.await_replication(end, acks)
+        self.await_replication(end, epoch, acks, stop)
             .await
             .map_err(TxnAppendError::Produce)?;
         Ok(outcome)
@@ -413,12 +433,13 @@ impl Partition {
         records: Bytes,
         validated: &ValidatedRecords,
         acks: Acks,
+        stop: &ShutdownSignal,
     ) -> Result<AppendOutcome, ProduceError> {
-        self.check_leads()?;
+        let epoch = self.check_leads()?;
         self.check_isr(acks)?;
         let outcome = log::append(&self.log, commit, records, validated, acks.wants_ack()).await?;
         let end = outcome.base_offset + i64::from(validated.first.last_offset_delta) + 1;
-        self.await_replication(end, acks).await?;
+        self.await_replication(end, epoch, acks, stop).await?;
         Ok(outcome)
     }
 
@@ -468,6 +489,7 @@ impl Partition {
         offset: i64,
         last_fetched_epoch: i32,
         max_bytes: usize,
+        first_may_exceed: bool,
         zero_copy_min_bytes: Option<usize>,
     ) -> Result<ReplicaRead, ErrorCode> {
         if !matches!(&*self.role.borrow(), Role::Leader(_)) {
@@ -503,7 +525,7 @@ impl Partition {
             &self.log,
             offset,
             max_bytes,
-            true,
+            first_may_exceed,
             zero_copy_min_bytes,
             Isolation::ReadUncommitted,
             i64::MAX,
@@ -526,11 +548,17 @@ impl Partition {
 
     /// On the leader: the ISR change to ask the controller for now, with
     /// the leader epoch and partition epoch it is based on.
-    pub fn isr_change(&self, lag_max_ms: i64, retry_ms: i64) -> Option<(Vec<i32>, i32, i32)> {
+    /// `eligible`: whether a replica may join the ISR (it is not fenced).
+    pub fn isr_change(
+        &self,
+        lag_max_ms: i64,
+        retry_ms: i64,
+        eligible: impl Fn(i32) -> bool,
+    ) -> Option<(Vec<i32>, i32, i32)> {
         let hw = self.state.high_watermark();
         match &mut *self.role.borrow_mut() {
             Role::Leader(l) if self.state.is_replicated() => l
-                .isr_change(self.me, hw, now_ms(), lag_max_ms, retry_ms)
+                .isr_change(self.me, hw, now_ms(), lag_max_ms, retry_ms, eligible)
                 .map(|isr| (isr, l.leader_epoch, l.partition_epoch)),
             _ => None,
         }
@@ -633,8 +661,9 @@ impl Partition {
         producer_id: i64,
         producer_epoch: i16,
         marker: EndTxnMarker,
+        stop: &ShutdownSignal,
     ) -> Result<AppendOutcome, ProduceError> {
-        self.check_leads()?;
+        let epoch = self.check_leads()?;
         // A verification under way is stale once a marker is in: the batch
         // it was for belongs to the transaction that just ended.
         self.verifications
@@ -648,7 +677,7 @@ impl Partition {
             min_isr: 1,
             timeout: MARKER_TIMEOUT,
         };
-        self.await_replication(outcome.base_offset + 1, acks)
+        self.await_replication(outcome.base_offset + 1, epoch, acks, stop)
             .await?;
         Ok(outcome)
     }
@@ -697,12 +726,17 @@ impl Partition {
             // the largest timestamp, not its batch's last offset (the first
             // record at or after that timestamp is that record).
             MAX_TIMESTAMP if max.1 < 0 => Ok((-1, -1)),
+            // Nothing at or past the high watermark is found (a replicated
+            // partition's records not yet on every in-sync replica).
             MAX_TIMESTAMP => match log::offset_for_timestamp(&self.log, max.0).await {
+                Ok(Some((offset, _))) if offset.max(start) >= end => Ok((-1, -1)),
                 Ok(Some((offset, timestamp))) => Ok((offset.max(start), timestamp)),
+                Ok(None) if max.1 >= end => Ok((-1, -1)),
                 Ok(None) => Ok((max.1, max.0)),
                 Err(_) => Err(ErrorCode::KafkaStorageError),
             },
             t if t >= 0 => match log::offset_for_timestamp(&self.log, t).await {
+                Ok(Some((offset, _))) if offset.max(start) >= end => Ok((-1, -1)),
                 Ok(Some((offset, ts))) => Ok((offset.max(start), ts)),
                 Ok(None) => Ok((-1, -1)),
                 Err(_) => Err(ErrorCode::KafkaStorageError),

@@ -190,6 +190,7 @@ impl Leadership {
         now_ms: i64,
         lag_max_ms: i64,
         retry_ms: i64,
+        eligible: impl Fn(i32) -> bool,
     ) -> Option<Vec<i32>> {
         if let Some(pending) = &self.pending {
             if now_ms - pending.since_ms < retry_ms {
@@ -210,6 +211,7 @@ impl Leadership {
             .collect();
         for (&r, f) in &self.followers {
             if !isr.contains(&r)
+                && eligible(r)
                 && f.log_end_offset >= high_watermark
                 && f.log_end_offset >= self.epoch_start_offset
                 && now_ms - f.last_caught_up_ms <= lag_max_ms
@@ -260,23 +262,28 @@ mod tests {
         let mut l = Leadership::new(1, 0, 0, &[1, 2, 3], &[1, 2, 3], 0, 0);
         l.on_fetch(2, 0, 0, 1_000);
         l.on_fetch(3, 0, 0, 1_000);
-        assert_eq!(l.isr_change(1, 0, 1_000, lag, 5_000), None);
+        assert_eq!(l.isr_change(1, 0, 1_000, lag, 5_000, |_| true), None);
         // 3 keeps fetching an old offset while the leader's log grows.
         for t in (2_000..40_000).step_by(1_000) {
             l.on_fetch(2, t, t, t);
             l.on_fetch(3, 10, t, t);
         }
-        let change = l.isr_change(1, 39_000, 40_000, lag, 5_000);
+        let change = l.isr_change(1, 39_000, 40_000, lag, 5_000, |_| true);
         assert_eq!(change, Some(vec![1, 2]));
         // Pending: counted in the maximal ISR, not asked again at once.
-        assert_eq!(l.isr_change(1, 39_000, 40_001, lag, 5_000), None);
+        assert_eq!(l.isr_change(1, 39_000, 40_001, lag, 5_000, |_| true), None);
         assert_eq!(l.high_watermark(1, 50_000), Some(10));
         l.update(1, &[1, 2, 3], &[1, 2], 40_100);
         assert!(l.pending.is_none());
         assert_eq!(l.high_watermark(1, 50_000), Some(39_000));
         // 3 catches up: added back.
         l.on_fetch(3, 50_000, 50_000, 41_000);
-        let change = l.isr_change(1, 50_000, 41_000, lag, 5_000);
+        // Not while it is fenced (the controller would refuse the whole change).
+        assert_eq!(
+            l.isr_change(1, 50_000, 41_000, lag, 5_000, |r| r != 3),
+            None
+        );
+        let change = l.isr_change(1, 50_000, 41_000, lag, 5_000, |_| true);
         assert_eq!(change, Some(vec![1, 2, 3]));
     }
 
@@ -285,8 +292,11 @@ mod tests {
         let mut l = Leadership::new(1, 5, 0, &[1, 2], &[1], 500, 0);
         l.on_fetch(2, 400, 500, 10);
         // At the high watermark, but missing the previous epochs' tail.
-        assert_eq!(l.isr_change(1, 400, 10, 30_000, 5_000), None);
+        assert_eq!(l.isr_change(1, 400, 10, 30_000, 5_000, |_| true), None);
         l.on_fetch(2, 500, 500, 20);
-        assert_eq!(l.isr_change(1, 500, 20, 30_000, 5_000), Some(vec![1, 2]));
+        assert_eq!(
+            l.isr_change(1, 500, 20, 30_000, 5_000, |_| true),
+            Some(vec![1, 2])
+        );
     }
 }

@@ -302,7 +302,13 @@ async fn append_partition(
                 return Err(Refusal::from(ErrorCode::UnknownTopicOrPartition));
             };
             partition
-                .append(&owner.commit, records, &validated, acks)
+                .append(
+                    &owner.commit,
+                    records,
+                    &validated,
+                    acks,
+                    &owner.node.shutdown,
+                )
                 .await
                 .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
         })
@@ -387,7 +393,14 @@ async fn append_transactional(
                 return Err(Refusal::from(ErrorCode::UnknownTopicOrPartition));
             };
             partition
-                .append_transactional(&owner.commit, records, &validated, acks, guard)
+                .append_transactional(
+                    &owner.commit,
+                    records,
+                    &validated,
+                    acks,
+                    guard,
+                    &owner.node.shutdown,
+                )
                 .await
                 .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
         })

@@ -145,7 +145,7 @@ impl PartitionLog {
         epoch: i32,
         offset: i64,
     ) -> Result<(), AppendError> {
-        if epoch < 0 || epoch <= self.epochs.latest() {
+        if epoch < 0 || (epoch <= self.epochs.latest() && !self.epochs_unsaved) {
             return Ok(());
         }
         let mut epochs = self.epochs.clone();
@@ -154,6 +154,7 @@ impl PartitionLog {
             .save(&self.disk, &self.dir)
             .map_err(|e| AppendError::Storage(format!("saving the leader epochs: {e}")))?;
         self.epochs = epochs;
+        self.epochs_unsaved = false;
         Ok(())
     }
 

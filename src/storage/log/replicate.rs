@@ -159,6 +159,19 @@ pub async fn append_replica(
         return Ok(log.borrow().log_end_offset());
     }
     let records = records.slice(..whole);
+    {
+        // An empty log that starts inside the leader's first batch (the
+        // leader's log start was moved into a batch by DeleteRecords and
+        // this log restarted there): it restarts at the batch's base, as
+        // Kafka's follower does, rather than refuse it forever.
+        let mut log = log.borrow_mut();
+        let (start, end) = (log.log_start_offset(), log.log_end_offset());
+        let first = headers[0].base_offset;
+        if start == end && first < end && headers[0].last_offset() >= end {
+            log.restart_at(first)
+                .map_err(|e| AppendError::Storage(e.to_string()))?;
+        }
+    }
     let write = log
         .borrow_mut()
         .reserve_replica(&records, &headers, now_ms())?;

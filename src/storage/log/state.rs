@@ -65,6 +65,9 @@ pub struct PartitionLog {
     pub(in crate::storage) cleaner: CleanerState,
     /// Where each leader epoch's batches begin (KIP-101).
     pub(in crate::storage) epochs: LeaderEpochs,
+    /// The latest epoch is recorded in memory but not yet in the checkpoint
+    /// (taken on an empty log); the first append saves it.
+    pub(in crate::storage) epochs_unsaved: bool,
     /// The leader epoch appends are stamped with (this broker leads the
     /// partition in it); None: batches keep the epoch they came with (the
     /// internal logs).
@@ -312,6 +315,7 @@ impl PartitionLog {
             disk,
             cleaner: CleanerState::default(),
             epochs,
+            epochs_unsaved: false,
             stamp_epoch: None,
         })
     }
@@ -352,9 +356,13 @@ impl PartitionLog {
     pub fn begin_leader_epoch(&mut self, epoch: i32) -> Result<(), AppendError> {
         let end = self.next_offset;
         if end == 0 {
-            // Nothing was ever written: no replica can have diverged from
-            // it, and its first append records the epoch (a new topic's
-            // partitions are not each a durable file write).
+            // Nothing was ever written: the epoch is known at once (a
+            // follower asking is answered), and made durable with the first
+            // append (a new topic's partitions are not each a file write).
+            if epoch > self.epochs.latest() {
+                self.epochs.observe(epoch, 0);
+                self.epochs_unsaved = true;
+            }
             return Ok(());
         }
         self.begin_epoch(epoch, end)

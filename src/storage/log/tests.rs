@@ -998,3 +998,32 @@ fn a_follower_log_takes_the_leaders_batches_as_they_are() {
         assert_eq!(follower.borrow().end_offset_for_epoch(5), (-1, -1));
     });
 }
+
+/// A follower whose log restarted inside the leader's first batch (the
+/// leader's log start was moved into it by DeleteRecords) takes that batch
+/// by restarting at its base, rather than refusing it as an overlap forever.
+#[test]
+fn a_follower_restarted_inside_a_batch_takes_it_whole() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    run(async {
+        let commit = Rc::new(GroupCommit::default());
+        let leader = open(leader_dir.path(), 1 << 20);
+        leader.borrow_mut().set_stamp_epoch(Some(1));
+        append_one(&leader, &commit, batch(10, 1000, None))
+            .await
+            .unwrap();
+        let bytes = all_bytes(&leader).await;
+        let follower = open(follower_dir.path(), 1 << 20);
+        follower.borrow_mut().restart_at(5).unwrap();
+        assert_eq!(
+            append_replica(&follower, &commit, bytes.clone())
+                .await
+                .unwrap(),
+            10
+        );
+        assert_eq!(all_bytes(&follower).await, bytes);
+        // Not when the log holds data: then an overlap is refused.
+        assert!(append_replica(&follower, &commit, bytes).await.is_err());
+    });
+}
