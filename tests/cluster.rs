@@ -222,15 +222,6 @@ fn three_brokers_share_one_metadata_quorum_and_fail_over() {
         "leader {leader} agreed {:?} after the starts",
         started.elapsed()
     );
-    let addr_of = |brokers: &[(i32, TestBroker)], id: i32| {
-        brokers
-            .iter()
-            .find(|(i, _)| *i == id)
-            .unwrap()
-            .1
-            .addr
-            .clone()
-    };
 
     // Every broker registers: each lists all three, where clients reach
     // them, and names the quorum's leader as the controller.
@@ -698,6 +689,75 @@ fn partitions_spread_over_the_brokers_and_clients_follow_their_leaders() {
     }
 }
 
+/// [`start_three_with`], once the three agree on the quorum's leader and
+/// each lists all three; returns them and the controller's id.
+fn ready_three(dir: &std::path::Path, extra: &[&str]) -> (Vec<(i32, TestBroker)>, i32) {
+    let brokers = start_three_with(dir, extra);
+    let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
+    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
+    wait_for_brokers(
+        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        &everyone,
+        controller,
+    );
+    (brokers, controller)
+}
+
+/// Creates `name` through the first of `brokers` with `replication_factor`
+/// replicas of each of `partitions` partitions, and waits until every
+/// broker's image has it with a leader for each partition.
+fn create_replicated(
+    brokers: &[(i32, TestBroker)],
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[(&str, &str)],
+) {
+    let response: CreateTopicsResponse = Conn::open(&brokers[0].1.addr).call(
+        ApiKey::CreateTopics,
+        7,
+        &create_topics_request(name, partitions, replication_factor, configs),
+    );
+    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
+    assert_eq!(response.topics[0].replication_factor, replication_factor);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let everywhere = || {
+        brokers
+            .iter()
+            .all(|(_, b)| leaders(&b.addr, name).is_some_and(|l| l.len() == partitions as usize))
+    };
+    while !everywhere() {
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not reach every broker"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The Kafka listener of broker `id`.
+fn addr_of(brokers: &[(i32, TestBroker)], id: i32) -> String {
+    brokers
+        .iter()
+        .find(|(i, _)| *i == id)
+        .unwrap()
+        .1
+        .addr
+        .clone()
+}
+
+/// Produce v9 of one record `value` to partition 0 of `topic` at `addr`
+/// with `acks` (5 s timeout): the partition's (error code, base offset).
+fn produce_one(addr: &str, topic: &str, acks: i16, value: &str) -> (i16, i64) {
+    let request = common::wire::produce_request(topic, 0, common::wire::value_batch(value))
+        .with_acks(acks)
+        .with_timeout_ms(5000);
+    let response: kafka_protocol::messages::ProduceResponse =
+        Conn::open(addr).call(ApiKey::Produce, 9, &request);
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
 /// Each partition's (leader, isr) as `addr` describes `topic`, once every
 /// partition has a leader (None until then).
 fn leaders(addr: &str, topic: &str) -> Option<Vec<(i32, Vec<i32>)>> {
@@ -859,14 +919,7 @@ fn log_bytes(dir: &std::path::Path) -> Vec<u8> {
 #[test]
 fn replicated_partitions_survive_the_loss_of_their_leader() {
     let temp = tempfile::tempdir().unwrap();
-    let mut brokers = start_three(temp.path());
-    let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
-    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
-    wait_for_brokers(
-        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
-        &everyone,
-        controller,
-    );
+    let (mut brokers, _) = ready_three(temp.path(), &[]);
     // One cluster: every broker reports the id the first controller recorded.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -885,14 +938,7 @@ fn replicated_partitions_survive_the_loss_of_their_leader() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let name = common::topic("replicated");
-    let mut conn = Conn::open(&brokers[0].1.addr);
-    let response: CreateTopicsResponse = conn.call(
-        ApiKey::CreateTopics,
-        7,
-        &create_topics_request(&name, 3, 3, &[("min.insync.replicas", "2")]),
-    );
-    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
-    assert_eq!(response.topics[0].replication_factor, 3);
+    create_replicated(&brokers, &name, 3, 3, &[("min.insync.replicas", "2")]);
     let placed = wait_for_isr(&brokers[0].1.addr, &name, 3, Duration::from_secs(10));
     let led: Vec<i32> = placed.iter().map(|(l, _)| *l).collect();
     let mut sorted = led.clone();
@@ -1035,44 +1081,15 @@ fn replicated_partitions_survive_the_loss_of_their_leader() {
 #[test]
 fn acks_all_needs_min_insync_replicas_and_sigterm_moves_leadership_first() {
     let temp = tempfile::tempdir().unwrap();
-    let mut brokers = start_three(temp.path());
-    let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
-    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
-    wait_for_brokers(
-        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
-        &everyone,
-        controller,
-    );
+    let (mut brokers, _) = ready_three(temp.path(), &[]);
     let name = common::topic("min-isr");
-    let mut conn = Conn::open(&brokers[0].1.addr);
-    let response: CreateTopicsResponse = conn.call(
-        ApiKey::CreateTopics,
-        7,
-        &create_topics_request(&name, 1, 3, &[("min.insync.replicas", "3")]),
-    );
-    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
+    create_replicated(&brokers, &name, 1, 3, &[("min.insync.replicas", "3")]);
     let placed = wait_for_isr(&brokers[0].1.addr, &name, 3, Duration::from_secs(10));
     let leader = placed[0].0;
-    let at = |brokers: &[(i32, TestBroker)], id: i32| {
-        brokers
-            .iter()
-            .find(|(i, _)| *i == id)
-            .unwrap()
-            .1
-            .addr
-            .clone()
-    };
-    let produce = |addr: &str, acks: i16, value: &str| -> (i16, i64) {
-        let mut conn = Conn::open(addr);
-        let request = common::wire::produce_request(&name, 0, common::wire::value_batch(value))
-            .with_acks(acks)
-            .with_timeout_ms(5000);
-        let response: kafka_protocol::messages::ProduceResponse =
-            conn.call(ApiKey::Produce, 9, &request);
-        let p = &response.responses[0].partition_responses[0];
-        (p.error_code, p.base_offset)
-    };
-    assert_eq!(produce(&at(&brokers, leader), -1, "a").0, NONE);
+    assert_eq!(
+        produce_one(&addr_of(&brokers, leader), &name, -1, "a").0,
+        NONE
+    );
 
     // A follower is killed: fenced, it leaves the ISR.
     let gone = brokers
@@ -1086,12 +1103,15 @@ fn acks_all_needs_min_insync_replicas_and_sigterm_moves_leadership_first() {
         .unwrap()
         .1
         .kill();
-    let leader_addr = at(&brokers, leader);
+    let leader_addr = addr_of(&brokers, leader);
     wait_for_isr(&leader_addr, &name, 2, Duration::from_secs(20));
     const NOT_ENOUGH_REPLICAS: i16 = 19;
-    assert_eq!(produce(&leader_addr, -1, "refused").0, NOT_ENOUGH_REPLICAS);
     assert_eq!(
-        produce(&leader_addr, 1, "b").0,
+        produce_one(&leader_addr, &name, -1, "refused").0,
+        NOT_ENOUGH_REPLICAS
+    );
+    assert_eq!(
+        produce_one(&leader_addr, &name, 1, "b").0,
         NONE,
         "acks=1 is still taken"
     );
@@ -1104,7 +1124,7 @@ fn acks_all_needs_min_insync_replicas_and_sigterm_moves_leadership_first() {
         .1
         .restart_after_kill();
     wait_for_isr(&leader_addr, &name, 3, Duration::from_secs(30));
-    assert_eq!(produce(&leader_addr, -1, "c").0, NONE);
+    assert_eq!(produce_one(&leader_addr, &name, -1, "c").0, NONE);
     let values: Vec<String> = common::wire::read_partition(&mut Conn::open(&leader_addr), &name, 0)
         .1
         .into_iter()
@@ -1119,7 +1139,7 @@ fn acks_all_needs_min_insync_replicas_and_sigterm_moves_leadership_first() {
         .map(|(id, _)| *id)
         .find(|id| *id != leader)
         .unwrap();
-    let watcher = at(&brokers, watcher_id);
+    let watcher = addr_of(&brokers, watcher_id);
     let stopping = std::thread::spawn({
         let watcher = watcher.clone();
         let name = name.clone();
@@ -1151,10 +1171,13 @@ fn acks_all_needs_min_insync_replicas_and_sigterm_moves_leadership_first() {
     let new_leader = *seen.last().unwrap();
     assert_ne!(new_leader, leader, "{seen:?}");
     assert_eq!(
-        produce(&at(&brokers, new_leader), -1, "d").0,
+        produce_one(&addr_of(&brokers, new_leader), &name, -1, "d").0,
         NOT_ENOUGH_REPLICAS
     );
-    assert_eq!(produce(&at(&brokers, new_leader), 1, "d").0, NONE);
+    assert_eq!(
+        produce_one(&addr_of(&brokers, new_leader), &name, 1, "d").0,
+        NONE
+    );
     for (id, broker) in brokers.iter_mut() {
         if *id != leader {
             assert_eq!(broker.stop(), Some(0), "clean shutdown");
@@ -1171,44 +1194,16 @@ fn acks_all_needs_min_insync_replicas_and_sigterm_moves_leadership_first() {
 #[test]
 fn a_returning_replica_cuts_the_tail_only_it_had() {
     let temp = tempfile::tempdir().unwrap();
-    let mut brokers = start_three(temp.path());
-    let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
-    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
-    wait_for_brokers(
-        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
-        &everyone,
-        controller,
-    );
+    let (mut brokers, _) = ready_three(temp.path(), &[]);
     let name = common::topic("diverge");
-    let mut conn = Conn::open(&brokers[0].1.addr);
-    let response: CreateTopicsResponse = conn.call(
-        ApiKey::CreateTopics,
-        7,
-        &create_topics_request(&name, 1, 3, &[("min.insync.replicas", "2")]),
-    );
-    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
+    create_replicated(&brokers, &name, 1, 3, &[("min.insync.replicas", "2")]);
     let leader = wait_for_isr(&brokers[0].1.addr, &name, 3, Duration::from_secs(10))[0].0;
-    let addr_of = |brokers: &[(i32, TestBroker)], id: i32| {
-        brokers
-            .iter()
-            .find(|(i, _)| *i == id)
-            .unwrap()
-            .1
-            .addr
-            .clone()
-    };
-    let produce = |addr: &str, acks: i16, value: &str| -> i16 {
-        let mut conn = Conn::open(addr);
-        let request = common::wire::produce_request(&name, 0, common::wire::value_batch(value))
-            .with_acks(acks)
-            .with_timeout_ms(5000);
-        let response: kafka_protocol::messages::ProduceResponse =
-            conn.call(ApiKey::Produce, 9, &request);
-        response.responses[0].partition_responses[0].error_code
-    };
     let leader_addr = addr_of(&brokers, leader);
     for i in 0..5 {
-        assert_eq!(produce(&leader_addr, -1, &format!("committed-{i}")), NONE);
+        assert_eq!(
+            produce_one(&leader_addr, &name, -1, &format!("committed-{i}")).0,
+            NONE
+        );
     }
     // Both followers paused; their fetches in flight run out (500 ms) first.
     let followers: Vec<u32> = brokers
@@ -1228,7 +1223,13 @@ fn a_returning_replica_cuts_the_tail_only_it_had() {
     std::thread::sleep(Duration::from_millis(1200));
     for i in 0..3 {
         assert_eq!(
-            produce(&leader_addr, 1, &format!("only-on-the-old-leader-{i}")),
+            produce_one(
+                &leader_addr,
+                &name,
+                1,
+                &format!("only-on-the-old-leader-{i}")
+            )
+            .0,
             NONE
         );
     }
@@ -1288,7 +1289,7 @@ fn a_returning_replica_cuts_the_tail_only_it_had() {
     assert_eq!(epoch_end(0, 0).0, FENCED_LEADER_EPOCH);
     for i in 5..8 {
         assert_eq!(
-            produce(&new_leader_addr, -1, &format!("committed-{i}")),
+            produce_one(&new_leader_addr, &name, -1, &format!("committed-{i}")).0,
             NONE
         );
     }
@@ -1338,25 +1339,12 @@ fn a_returning_replica_cuts_the_tail_only_it_had() {
 #[test]
 fn leadership_returns_to_the_preferred_replica_on_its_own() {
     let temp = tempfile::tempdir().unwrap();
-    let mut brokers = start_three_with(
+    let (mut brokers, controller) = ready_three(
         temp.path(),
         &["--leader-imbalance-check-interval-seconds", "1"],
     );
-    let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
-    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
-    wait_for_brokers(
-        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
-        &everyone,
-        controller,
-    );
     let name = common::topic("rebalance");
-    let mut conn = Conn::open(&brokers[0].1.addr);
-    let response: CreateTopicsResponse = conn.call(
-        ApiKey::CreateTopics,
-        7,
-        &create_topics_request(&name, 3, 3, &[]),
-    );
-    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
+    create_replicated(&brokers, &name, 3, 3, &[]);
     let preferred: Vec<i32> = placements(&brokers[0].1.addr, &name)
         .iter()
         .map(|(_, replicas, ..)| replicas[0])

@@ -260,32 +260,8 @@ impl MetadataRecord {
             MetadataRecord::ClusterId { id } => {
                 image.cluster_id.get_or_insert(id);
             }
-            MetadataRecord::PartitionChange {
-                topic_id,
-                partition,
-                leader,
-                isr,
-                leader_epoch,
-                partition_epoch,
-            } => {
-                let current = image
-                    .topic_by_id(&topic_id)
-                    .and_then(|t| t.placement(partition))
-                    .ok_or_else(|| format!("unknown partition {topic_id}/{partition}"))?;
-                if partition_epoch != current.partition_epoch + 1 {
-                    return Err(format!(
-                        "{STALE_PARTITION_EPOCH}: planned from partition epoch {}, now {}",
-                        partition_epoch - 1,
-                        current.partition_epoch
-                    ));
-                }
-                let mut placement = current.clone();
-                placement.leader = leader;
-                placement.isr = isr;
-                placement.leader_epoch = leader_epoch;
-                placement.partition_epoch = partition_epoch;
-                check_placement(&placement)?;
-                set_placement(image, topic_id, partition, placement);
+            change @ MetadataRecord::PartitionChange { .. } => {
+                change_partition(image, change, true)?
             }
         }
         Ok(())
@@ -295,6 +271,48 @@ impl MetadataRecord {
 /// How a refused PartitionChange's refusal begins (another change of the
 /// partition was committed since it was planned).
 pub const STALE_PARTITION_EPOCH: &str = "the partition changed since the change was planned";
+
+/// Applies a PartitionChange: on top of the partition epoch it was planned
+/// from when `planned` (STALE_PARTITION_EPOCH otherwise), or as it is (a
+/// snapshot's partition state).
+fn change_partition(
+    image: &mut MetadataImage,
+    change: MetadataRecord,
+    planned: bool,
+) -> Result<(), String> {
+    let MetadataRecord::PartitionChange {
+        topic_id,
+        partition,
+        leader,
+        isr,
+        leader_epoch,
+        partition_epoch,
+    } = change
+    else {
+        return Err(format!("not a partition change: {change:?}"));
+    };
+    let current = image
+        .topic_by_id(&topic_id)
+        .and_then(|t| t.placement(partition))
+        .ok_or_else(|| format!("unknown partition {topic_id}/{partition}"))?;
+    if planned && partition_epoch != current.partition_epoch + 1 {
+        return Err(format!(
+            "{STALE_PARTITION_EPOCH}: planned from partition epoch {}, now {}",
+            partition_epoch - 1,
+            current.partition_epoch
+        ));
+    }
+    let placement = Placement {
+        replicas: current.replicas.clone(),
+        isr,
+        leader,
+        leader_epoch,
+        partition_epoch,
+    };
+    check_placement(&placement)?;
+    set_placement(image, topic_id, partition, placement);
+    Ok(())
+}
 
 /// A partition's state must hold together: the ISR within the replicas and
 /// not empty, the leader (if any) in the ISR.
@@ -470,18 +488,19 @@ pub fn snapshot_records(image: &MetadataImage) -> Vec<MetadataRecord> {
                 replicas: Some(topic.replica_lists()),
             };
             // Each partition whose leader, ISR or epochs moved since creation.
-            let changes = topic.placements.iter().enumerate().filter_map(|(i, p)| {
-                (*p != Placement::new(p.replicas.clone())).then(|| {
-                    MetadataRecord::PartitionChange {
-                        topic_id: topic.id,
-                        partition: i as i32,
-                        leader: p.leader,
-                        isr: p.isr.clone(),
-                        leader_epoch: p.leader_epoch,
-                        partition_epoch: p.partition_epoch,
-                    }
-                })
-            });
+            let changes = topic
+                .placements
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| **p != Placement::new(p.replicas.clone()))
+                .map(|(i, p)| MetadataRecord::PartitionChange {
+                    topic_id: topic.id,
+                    partition: i as i32,
+                    leader: p.leader,
+                    isr: p.isr.clone(),
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                });
             std::iter::once(create).chain(changes).collect::<Vec<_>>()
         })
         .collect();
@@ -528,31 +547,9 @@ pub fn decode_snapshot(bytes: &[u8], config: &Config) -> Result<MetadataImage, S
             // Where handing out ids resumes, not a block being taken.
             MetadataRecord::ProducerIdBlock { end } => image.next_producer_id = end,
             // A partition's state as it was, not a change to check.
-            MetadataRecord::PartitionChange {
-                topic_id,
-                partition,
-                leader,
-                isr,
-                leader_epoch,
-                partition_epoch,
-            } => {
-                let Some(current) = image
-                    .topic_by_id(&topic_id)
-                    .and_then(|t| t.placement(partition))
-                else {
-                    return Err(format!(
-                        "metadata snapshot: unknown partition {topic_id}/{partition}"
-                    ));
-                };
-                let placement = Placement {
-                    replicas: current.replicas.clone(),
-                    isr,
-                    leader,
-                    leader_epoch,
-                    partition_epoch,
-                };
-                check_placement(&placement)?;
-                set_placement(&mut image, topic_id, partition, placement);
+            change @ MetadataRecord::PartitionChange { .. } => {
+                change_partition(&mut image, change, false)
+                    .map_err(|e| format!("metadata snapshot: {e}"))?
             }
             record => record.apply(&mut image, config)?,
         }

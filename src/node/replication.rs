@@ -55,12 +55,7 @@ const ISR_RETRY_MS: i64 = 5_000;
 pub fn apply_roles(shard: &Rc<Shard>, image: &MetadataImage) {
     let mut follows: Vec<(PartitionKey, i32, Followed)> = Vec::new();
     let mut not_following: Vec<PartitionKey> = Vec::new();
-    let partitions: Vec<(PartitionKey, Rc<Partition>)> = shard
-        .partitions
-        .borrow()
-        .iter()
-        .map(|(k, p)| (*k, p.clone()))
-        .collect();
+    let partitions = shard.partition_list();
     for (key, partition) in partitions {
         let Some(placement) = image.topic_by_id(&key.0).and_then(|t| t.placement(key.1)) else {
             continue;
@@ -355,12 +350,7 @@ pub fn start_isr_upkeep(shard: &Rc<Shard>) {
     compio::runtime::spawn(async move {
         while !shard.node.shutdown.is_triggered() {
             compio::time::sleep(tick).await;
-            let partitions: Vec<(PartitionKey, Rc<Partition>)> = shard
-                .partitions
-                .borrow()
-                .iter()
-                .map(|(k, p)| (*k, p.clone()))
-                .collect();
+            let partitions = shard.partition_list();
             for (key, partition) in partitions {
                 // A fenced broker may still fetch; it is not added (the
                 // controller would refuse the whole change, shrink included).

@@ -162,6 +162,15 @@ impl Shard {
         self.partitions.borrow().get(key).cloned()
     }
 
+    /// The partitions this shard owns now (a copy: nothing stays borrowed).
+    pub fn partition_list(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .map(|(k, p)| (*k, p.clone()))
+            .collect()
+    }
+
     pub fn groups(&self) -> Rc<GroupCoordinator> {
         self.groups
             .borrow()

@@ -264,16 +264,21 @@ impl Partition {
         }
     }
 
+    /// The committed ISR's size while leading, else 0.
+    fn isr_len(&self) -> usize {
+        match &*self.role.borrow() {
+            Role::Leader(l) => l.isr_len(),
+            _ => 0,
+        }
+    }
+
     /// acks=all's check before appending: NOT_ENOUGH_REPLICAS when the ISR
     /// is smaller than `min.insync.replicas`.
     fn check_isr(&self, acks: Acks) -> Result<(), ProduceError> {
         let Acks::All { min_isr, .. } = acks else {
             return Ok(());
         };
-        let isr = match &*self.role.borrow() {
-            Role::Leader(l) => l.isr_len(),
-            _ => 0,
-        };
+        let isr = self.isr_len();
         if (isr as i32) < min_isr {
             return Err(ProduceError::Replication(
                 ErrorCode::NotEnoughReplicas,
@@ -319,10 +324,7 @@ impl Partition {
                 ));
             }
             if self.state.high_watermark() >= end_offset {
-                let isr = match &*self.role.borrow() {
-                    Role::Leader(l) => l.isr_len(),
-                    _ => 0,
-                };
+                let isr = self.isr_len();
                 if (isr as i32) < min_isr {
                     return Err(ProduceError::Replication(
                         ErrorCode::NotEnoughReplicasAfterAppend,

@@ -111,16 +111,7 @@ impl PartitionLog {
                 }
             }
         }
-        let id = self.next_write_id;
-        self.next_write_id += 1;
-        self.in_flight.push_back(InFlightWrite {
-            id,
-            segment_base,
-            end_position: position + len,
-            end_offset,
-            done: false,
-            failed: false,
-        });
+        let id = self.begin_write(segment_base, position + len, end_offset);
         self.unflushed_messages += i64::from(stored_header.record_count);
         Ok(Reservation::Write(PendingWrite {
             id,
@@ -134,6 +125,27 @@ impl PartitionLog {
                 log_start_offset: self.log_start_offset,
             },
         }))
+    }
+
+    /// Queues a write reserved up to `end_position` of the segment at
+    /// `segment_base` (ending the log at `end_offset`); returns its id.
+    pub(super) fn begin_write(
+        &mut self,
+        segment_base: i64,
+        end_position: u64,
+        end_offset: i64,
+    ) -> u64 {
+        let id = self.next_write_id;
+        self.next_write_id += 1;
+        self.in_flight.push_back(InFlightWrite {
+            id,
+            segment_base,
+            end_position,
+            end_offset,
+            done: false,
+            failed: false,
+        });
+        id
     }
 
     /// Notes that a batch of leader `epoch` starts at `offset`: the first

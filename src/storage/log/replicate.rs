@@ -119,16 +119,7 @@ impl PartitionLog {
         let file = active.file.clone();
         let end_offset = last.last_offset() + 1;
         self.next_offset = end_offset;
-        let id = self.next_write_id;
-        self.next_write_id += 1;
-        self.in_flight.push_back(InFlightWrite {
-            id,
-            segment_base,
-            end_position: position + len,
-            end_offset,
-            done: false,
-            failed: false,
-        });
+        let id = self.begin_write(segment_base, position + len, end_offset);
         self.unflushed_messages += headers
             .iter()
             .map(|h| i64::from(h.record_count.max(0)))
