@@ -158,11 +158,14 @@ impl Partition {
                     let mut log = self.log.borrow_mut();
                     let log_end = log.log_end_offset();
                     let replicated = placement.replicas.len() > 1;
-                    // A follower's watermark carries over; otherwise (at
-                    // start-up) nothing is known committed past the start.
+                    // The watermark carries over from an earlier role here
+                    // (follower, or leader in an earlier epoch); at start-up
+                    // nothing is known committed past the log start.
                     let start = match &*role {
-                        Role::Follower { .. } => self.state.stored_high_watermark(),
-                        _ => log.log_start_offset(),
+                        Role::Follower { .. } | Role::Leader(_) => {
+                            self.state.stored_high_watermark()
+                        }
+                        Role::Unassigned => log.log_start_offset(),
                     };
                     log.set_stamp_epoch(Some(placement.leader_epoch));
                     // The new epoch starts at the log end even before it
