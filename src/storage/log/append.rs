@@ -25,12 +25,7 @@ impl PartitionLog {
         validated: &ValidatedRecords,
         now: i64,
     ) -> Result<Reservation, AppendError> {
-        self.check_online().map_err(AppendError::Storage)?;
-        if let Some(error) = &self.write_error {
-            return Err(AppendError::Storage(format!(
-                "an earlier write failed and is being rolled back: {error}"
-            )));
-        }
+        self.check_writable()?;
         let header = validated.first;
         // A control batch here is a marker the broker made (Produce refuses
         // clients' control batches).
@@ -125,6 +120,18 @@ impl PartitionLog {
                 log_start_offset: self.log_start_offset,
             },
         }))
+    }
+
+    /// Appends are taken: the log is online and no failed write is being
+    /// rolled back.
+    pub(super) fn check_writable(&self) -> Result<(), AppendError> {
+        self.check_online().map_err(AppendError::Storage)?;
+        match &self.write_error {
+            Some(error) => Err(AppendError::Storage(format!(
+                "an earlier write failed and is being rolled back: {error}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Queues a write reserved up to `end_position` of the segment at

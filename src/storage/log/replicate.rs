@@ -37,12 +37,7 @@ impl PartitionLog {
         headers: &[BatchHeader],
         now: i64,
     ) -> Result<ReplicaWrite, AppendError> {
-        self.check_online().map_err(AppendError::Storage)?;
-        if let Some(error) = &self.write_error {
-            return Err(AppendError::Storage(format!(
-                "an earlier write failed and is being rolled back: {error}"
-            )));
-        }
+        self.check_writable()?;
         let (first, last) = match (headers.first(), headers.last()) {
             (Some(first), Some(last)) => (*first, *last),
             _ => return Err(AppendError::InvalidRecord("no batch to replicate")),
