@@ -526,14 +526,13 @@ impl Partition {
             return Err(ErrorCode::NotLeaderOrFollower);
         }
         self.advance_high_watermark();
-        let read = log::read_isolated(
+        // Up to the log end: a follower reads what consumers may not yet.
+        let read = log::read(
             &self.log,
             offset,
             max_bytes,
             first_may_exceed,
             zero_copy_min_bytes,
-            Isolation::ReadUncommitted,
-            i64::MAX,
         )
         .await;
         match read {
