@@ -14,57 +14,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::*;
 use common::wire::{create_topics_request, metadata, topic_name, Conn};
 use common::TestBroker;
-use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeQuorumRequest,
-    DescribeQuorumResponse,
+    ApiKey, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeQuorumResponse,
 };
 
-const NONE: i16 = 0;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const NOT_CONTROLLER: i16 = 41;
-
-fn describe_quorum_request(topic: &str, partition: i32) -> DescribeQuorumRequest {
-    DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
-        .with_topic_name(topic_name(topic))
-        .with_partitions(vec![
-            PartitionData::default().with_partition_index(partition)
-        ])])
-}
-
-fn describe_quorum(addr: &str, version: i16) -> DescribeQuorumResponse {
-    let mut conn = Conn::open(addr);
-    conn.call(
-        ApiKey::DescribeQuorum,
-        version,
-        &describe_quorum_request("__cluster_metadata", 0),
-    )
-}
-
-/// (error code, leader id, epoch, high watermark, voters' (id, log end offset)).
-fn quorum_of(response: &DescribeQuorumResponse) -> (i16, i32, i32, i64, Vec<(i32, i64)>) {
-    assert_eq!(response.error_code, NONE, "{response:?}");
-    assert_eq!(response.topics.len(), 1);
-    assert_eq!(
-        response.topics[0].topic_name.0.as_str(),
-        "__cluster_metadata"
-    );
-    let partition = &response.topics[0].partitions[0];
-    (
-        partition.error_code,
-        partition.leader_id.0,
-        partition.leader_epoch,
-        partition.high_watermark,
-        partition
-            .current_voters
-            .iter()
-            .map(|v| (v.replica_id.0, v.log_end_offset))
-            .collect(),
-    )
-}
 
 #[test]
 fn a_broker_alone_leads_its_quorum_of_one() {
@@ -115,51 +73,6 @@ fn a_broker_alone_leads_its_quorum_of_one() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Asks every live node; returns the leader they agree on once they do.
-fn agreed_leader(nodes: &[(i32, &TestBroker)], within: Duration) -> i32 {
-    let deadline = Instant::now() + within;
-    loop {
-        let answers: Vec<(i32, i16, i32)> = nodes
-            .iter()
-            .map(|(id, broker)| {
-                let (code, leader, ..) = quorum_of(&describe_quorum(&broker.addr, 2));
-                (*id, code, leader)
-            })
-            .collect();
-        let leader = answers[0].2;
-        let agreed = leader >= 0 && answers.iter().all(|a| a.2 == leader);
-        let leads = answers
-            .iter()
-            .filter(|(id, code, _)| *id == leader && *code == NONE)
-            .count()
-            == 1;
-        let others_refer = answers
-            .iter()
-            .filter(|(id, ..)| *id != leader)
-            .all(|(_, code, _)| *code == NOT_LEADER_OR_FOLLOWER);
-        if agreed && leads && others_refer {
-            return leader;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no agreed leader within {within:?}: {answers:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn view(brokers: &[(i32, TestBroker)]) -> Vec<(i32, &TestBroker)> {
-    brokers.iter().map(|(id, b)| (*id, b)).collect()
-}
-
 fn create(addr: &str, name: &str) -> i16 {
     let mut conn = Conn::open(addr);
     let response: CreateTopicsResponse = conn.call(
@@ -168,43 +81,6 @@ fn create(addr: &str, name: &str) -> i16 {
         &create_topics_request(name, 1, 1, &[]),
     );
     response.topics[0].error_code
-}
-
-/// The brokers `addr`'s Metadata lists (id, port) and the controller it names.
-fn listed_brokers(addr: &str) -> (Vec<(i32, i32)>, i32) {
-    let mut conn = Conn::open(addr);
-    let response = metadata(&mut conn, Some(&[]), false);
-    let brokers = response
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, b.port))
-        .collect();
-    (brokers, response.controller_id.0)
-}
-
-/// The port of a test broker's Kafka listener.
-fn port_of(broker: &TestBroker) -> i32 {
-    broker.addr.rsplit_once(':').unwrap().1.parse().unwrap()
-}
-
-/// Waits until every node of `nodes` lists exactly `expected` (id, port)
-/// and names `controller` as the controller.
-fn wait_for_brokers(nodes: &[&TestBroker], expected: &[(i32, i32)], controller: i32) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let seen: Vec<_> = nodes.iter().map(|b| listed_brokers(&b.addr)).collect();
-        if seen
-            .iter()
-            .all(|(brokers, c)| brokers == expected && *c == controller)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "brokers did not agree on {expected:?} with controller {controller}: {seen:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn lists(addr: &str, name: &str) -> bool {
@@ -339,65 +215,6 @@ fn three_brokers_share_one_metadata_quorum_and_fail_over() {
     for (_, broker) in brokers.iter_mut() {
         assert_eq!(broker.stop(), Some(0), "clean shutdown");
     }
-}
-
-/// Starts three brokers under `dir` sharing a quorum, with short timeouts.
-fn start_three(dir: &std::path::Path) -> Vec<(i32, TestBroker)> {
-    start_three_with(dir, &[])
-}
-
-/// [`start_three`] with `extra` flags for every broker.
-fn start_three_with(dir: &std::path::Path, extra: &[&str]) -> Vec<(i32, TestBroker)> {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters = (1..=3)
-        .map(|id| format!("{id}@127.0.0.1:{}", ports[id - 1]))
-        .collect::<Vec<_>>()
-        .join(",");
-    (1..=3)
-        .map(|id: i32| {
-            let listen = format!("127.0.0.1:{}", ports[id as usize - 1]);
-            let args = [
-                "--node-id",
-                &id.to_string(),
-                "--controller-listen",
-                &listen,
-                "--controller-quorum-voters",
-                &voters,
-                "--controller-quorum-election-timeout-ms",
-                "300",
-                "--broker-heartbeat-interval-ms",
-                "200",
-                "--broker-session-timeout-ms",
-                "2000",
-            ]
-            .map(str::to_string);
-            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-            args.extend_from_slice(extra);
-            (
-                id,
-                TestBroker::start_in(&dir.join(format!("node-{id}")), &args),
-            )
-        })
-        .collect()
-}
-
-/// Each partition's (leader, replicas, isr, error) as `addr` describes `topic`.
-fn placements(addr: &str, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>, i16)> {
-    let mut conn = Conn::open(addr);
-    let response = metadata(&mut conn, Some(&[topic]), false);
-    let mut partitions = response.topics[0].partitions.clone();
-    partitions.sort_by_key(|p| p.partition_index);
-    partitions
-        .iter()
-        .map(|p| {
-            (
-                p.leader_id.0,
-                p.replica_nodes.iter().map(|b| b.0).collect(),
-                p.isr_nodes.iter().map(|b| b.0).collect(),
-                p.error_code,
-            )
-        })
-        .collect()
 }
 
 /// Partitions of one replica are spread over the brokers; every broker describes the same placement; a broker that
@@ -689,63 +506,6 @@ fn partitions_spread_over_the_brokers_and_clients_follow_their_leaders() {
     }
 }
 
-/// [`start_three_with`], once the three agree on the quorum's leader and
-/// each lists all three; returns them and the controller's id.
-fn ready_three(dir: &std::path::Path, extra: &[&str]) -> (Vec<(i32, TestBroker)>, i32) {
-    let brokers = start_three_with(dir, extra);
-    let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
-    let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
-    wait_for_brokers(
-        &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
-        &everyone,
-        controller,
-    );
-    (brokers, controller)
-}
-
-/// Creates `name` through the first of `brokers` with `replication_factor`
-/// replicas of each of `partitions` partitions, and waits until every
-/// broker's image has it with a leader for each partition.
-fn create_replicated(
-    brokers: &[(i32, TestBroker)],
-    name: &str,
-    partitions: i32,
-    replication_factor: i16,
-    configs: &[(&str, &str)],
-) {
-    let response: CreateTopicsResponse = Conn::open(&brokers[0].1.addr).call(
-        ApiKey::CreateTopics,
-        7,
-        &create_topics_request(name, partitions, replication_factor, configs),
-    );
-    assert_eq!(response.topics[0].error_code, NONE, "{response:?}");
-    assert_eq!(response.topics[0].replication_factor, replication_factor);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let everywhere = || {
-        brokers
-            .iter()
-            .all(|(_, b)| leaders(&b.addr, name).is_some_and(|l| l.len() == partitions as usize))
-    };
-    while !everywhere() {
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not reach every broker"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The Kafka listener of broker `id`.
-fn addr_of(brokers: &[(i32, TestBroker)], id: i32) -> String {
-    brokers
-        .iter()
-        .find(|(i, _)| *i == id)
-        .unwrap()
-        .1
-        .addr
-        .clone()
-}
-
 /// Produce v9 of one record `value` to partition 0 of `topic` at `addr`
 /// with `acks` (5 s timeout): the partition's (error code, base offset).
 fn produce_one(addr: &str, topic: &str, acks: i16, value: &str) -> (i16, i64) {
@@ -756,34 +516,6 @@ fn produce_one(addr: &str, topic: &str, acks: i16, value: &str) -> (i16, i64) {
         Conn::open(addr).call(ApiKey::Produce, 9, &request);
     let p = &response.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
-}
-
-/// Each partition's (leader, isr) as `addr` describes `topic`, once every
-/// partition has a leader (None until then).
-fn leaders(addr: &str, topic: &str) -> Option<Vec<(i32, Vec<i32>)>> {
-    let seen = placements(addr, topic);
-    seen.iter()
-        .all(|(l, .., error)| *l >= 0 && *error == NONE)
-        .then(|| seen.into_iter().map(|(l, _, isr, _)| (l, isr)).collect())
-}
-
-/// Waits until `addr` shows every partition of `topic` led, with `isr_len`
-/// in-sync replicas (sorted ids compared), and returns the placement.
-fn wait_for_isr(addr: &str, topic: &str, isr_len: usize, within: Duration) -> Vec<(i32, Vec<i32>)> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(seen) = leaders(addr, topic) {
-            if seen.iter().all(|(_, isr)| isr.len() == isr_len) {
-                return seen;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{topic} never had {isr_len} in-sync replicas everywhere: {:?}",
-            placements(addr, topic)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// What a producer was told: (partition, offset, value) of each acknowledged
