@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -262,12 +262,13 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         descriptors,
         metadata: ArcSwap::from_pointee(image),
         shard_count,
-        shutdown: ShutdownSignal::default(),
+        shutdown: Arc::new(ShutdownSignal::default()),
         port: local_addr.port(),
         metrics: Arc::new(Metrics::new(shard_count)),
         incarnation: uuid::Uuid::new_v4(),
         active_controller: std::sync::atomic::AtomicI32::new(-1),
         stopping: std::sync::atomic::AtomicBool::new(false),
+        coordinator_partitions: std::sync::atomic::AtomicUsize::new(0),
     });
 
     let cpus = std::thread::available_parallelism()
@@ -319,6 +320,9 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     if let Ok(error) = error_rx.try_recv() {
         node.shutdown.trigger();
         return Err(StartError::Shard(error));
+    }
+    if node.config.quorum_voters.len() == 1 {
+        wait_for_coordinators(&node);
     }
     let budget = &node.descriptors;
     if budget.segment_descriptors() > budget.segments_max {
@@ -506,6 +510,12 @@ fn run_shard(
         node.metrics.shards[id].set_current_thread();
         let splice_works = driver == DriverType::IoUring;
         let shard = Rc::new(Shard::new(id, node.clone(), peers, splice_works));
+        // The coordinators first: they take over the internal partitions
+        // this broker leads as soon as roles are applied.
+        let groups = new_group_coordinator(&shard);
+        let txns = new_txn_coordinator(&shard);
+        *shard.groups.borrow_mut() = Some(groups.clone());
+        *shard.txns.borrow_mut() = Some(txns.clone());
         let open_result = crate::partition::open_owned_logs(&shard);
         if let Some(QuorumStart {
             listener,
@@ -532,25 +542,20 @@ fn run_shard(
             *shard.controller.borrow_mut() = Some(Rc::new(controller));
             crate::node::brokers::start(&shard, quorum).await;
         }
-        let groups = open_group_coordinator(&shard);
-        let txns = open_txn_coordinator(&shard);
-        let (groups, txns) = match (open_result, groups, txns) {
-            (Ok(()), Ok(groups), Ok(txns)) => (groups, txns),
-            (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => return fail(error),
-        };
+        if let Err(error) = open_result {
+            return fail(error);
+        }
         arrival.arrive(None);
         // Leader or follower of each partition here, as the image has it
         // (later images apply their changes as they are published).
         crate::node::replication::apply_roles(&shard, &shard.node.image());
         crate::node::replication::start_isr_upkeep(&shard);
         groups.start_timers(&shard.node);
-        *shard.txns.borrow_mut() = Some(txns.clone());
         txns.start();
         let retention_interval =
             std::time::Duration::from_millis(shard.node.config.log_retention_check_interval_ms);
         crate::partition::start_retention(&shard, retention_interval);
         crate::partition::start_periodic_flush(&shard);
-        *shard.groups.borrow_mut() = Some(groups);
         let cleaner_interval =
             std::time::Duration::from_millis(shard.node.config.log_cleaner_interval_ms);
         crate::partition::start_cleaner(&shard, cleaner_interval);
@@ -565,12 +570,8 @@ fn run_shard(
         if let Some(controller) = controller {
             controller.close().await;
         }
-        if let Some(groups) = shard.groups.borrow_mut().take() {
-            groups.close();
-        }
-        if let Some(txns) = shard.txns.borrow_mut().take() {
-            txns.close();
-        }
+        shard.groups.borrow_mut().take();
+        shard.txns.borrow_mut().take();
         Ok(())
     })
 }
@@ -614,6 +615,30 @@ async fn scrape(node: Arc<Node>, peers: Peers) -> String {
     })
 }
 
+/// How long a node alone waits at start-up for its coordinators.
+const COORDINATORS_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A node that is the whole cluster leads every partition of the internal
+/// topics: it reports itself started once its group and transaction
+/// coordinators have loaded them all (created on a first start), so that
+/// its first FindCoordinator and JoinGroup are answered, not retried.
+/// Clients retry anyway, so a slow load only delays that.
+fn wait_for_coordinators(node: &Node) {
+    let wanted = crate::node::coordinators::internal_partition_count(&node.config);
+    let deadline = Instant::now() + COORDINATORS_PATIENCE;
+    while node.coordinator_partitions.load(Ordering::Acquire) < wanted {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                loaded = node.coordinator_partitions.load(Ordering::Acquire),
+                wanted,
+                "the group and transaction coordinators are still loading"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Raises the open file limit and shares it out (see `runtime::descriptors`).
 fn open_file_budget(shards: usize, max_connections: Option<u64>) -> DescriptorBudget {
     let (before, limit) = match raise_open_file_limit() {
@@ -643,9 +668,8 @@ fn open_file_budget(shards: usize, max_connections: Option<u64>) -> DescriptorBu
     budget
 }
 
-/// Replays this shard's partitions of the transaction log and creates its
-/// transaction coordinator.
-fn open_txn_coordinator(shard: &Rc<Shard>) -> Result<Rc<TxnCoordinator>, String> {
+/// This shard's transaction coordinator (no partition loaded yet).
+fn new_txn_coordinator(shard: &Rc<Shard>) -> Rc<TxnCoordinator> {
     let config = &shard.node.config;
     let txn_config = TxnConfig {
         max_timeout_ms: config.transaction_max_timeout_ms,
@@ -658,29 +682,17 @@ fn open_txn_coordinator(shard: &Rc<Shard>) -> Result<Rc<TxnCoordinator>, String>
     let env = Rc::new(ShardTxnEnv {
         shard: Rc::downgrade(shard),
     });
-    TxnCoordinator::open(
-        &config.data_dir,
-        shard.id,
-        shard.shard_count(),
+    Rc::new(TxnCoordinator::new(
         txn_config,
         shard.commit.clone(),
         env,
         shard.node.clone(),
-    )
-    .map(Rc::new)
-    .map_err(|e| format!("transaction log: {e}"))
+    ))
 }
 
-/// Replays this shard's partitions of the offsets log and creates its coordinator.
-fn open_group_coordinator(shard: &Rc<Shard>) -> Result<Rc<GroupCoordinator>, String> {
+/// This shard's group coordinator (no partition loaded yet).
+fn new_group_coordinator(shard: &Rc<Shard>) -> Rc<GroupCoordinator> {
     let config = &shard.node.config;
-    let offsets = OffsetStore::open(
-        &config.data_dir,
-        shard.id,
-        shard.shard_count(),
-        config.offsets_topic_segment_bytes,
-    )
-    .map_err(|e| format!("offsets log: {e}"))?;
     let group_config = GroupConfig {
         min_session_timeout_ms: config.group_min_session_timeout_ms,
         max_session_timeout_ms: config.group_max_session_timeout_ms,
@@ -688,12 +700,12 @@ fn open_group_coordinator(shard: &Rc<Shard>) -> Result<Rc<GroupCoordinator>, Str
         ..GroupConfig::default()
     };
     let retention_ms = config.offsets_retention_minutes.saturating_mul(60_000);
-    Ok(Rc::new(GroupCoordinator::new(
+    Rc::new(GroupCoordinator::new(
         group_config,
         retention_ms,
-        offsets,
+        OffsetStore::new(),
         shard.commit.clone(),
-    )))
+    ))
 }
 
 #[cfg(test)]

@@ -90,6 +90,17 @@ pub struct Cli {
     /// compacted (Kafka's offsets.topic.segment.bytes) [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub offsets_topic_segment_bytes: Option<u64>,
+    /// Replicas of each partition of the internal offsets log, created once
+    /// this many brokers are registered (Kafka's
+    /// offsets.topic.replication.factor) [default: 3, or the number of
+    /// controller quorum voters when fewer].
+    #[arg(long, value_name = "N")]
+    pub offsets_topic_replication_factor: Option<i16>,
+    /// Replicas of each partition of the internal transaction log (Kafka's
+    /// transaction.state.log.replication.factor) [default: 3, or the number
+    /// of controller quorum voters when fewer].
+    #[arg(long, value_name = "N")]
+    pub transaction_state_log_replication_factor: Option<i16>,
     /// Longest transaction timeout a producer may ask for (Kafka's
     /// transaction.max.timeout.ms) [default: 900000].
     #[arg(long, value_name = "MS")]
@@ -221,6 +232,8 @@ struct FileConfig {
     log_retention_check_interval_ms: Option<u64>,
     log_cleaner_interval_ms: Option<u64>,
     offsets_topic_segment_bytes: Option<u64>,
+    offsets_topic_replication_factor: Option<i16>,
+    transaction_state_log_replication_factor: Option<i16>,
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
     group_initial_rebalance_delay_ms: Option<i64>,
@@ -275,6 +288,8 @@ pub struct Config {
     pub log_retention_check_interval_ms: u64,
     pub log_cleaner_interval_ms: u64,
     pub offsets_topic_segment_bytes: u64,
+    pub offsets_topic_replication_factor: i16,
+    pub transaction_state_log_replication_factor: i16,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     pub group_initial_rebalance_delay_ms: i64,
@@ -641,6 +656,31 @@ impl Config {
                 ),
             ));
         }
+        // Kafka's default of 3 would leave a smaller cluster without
+        // groups or transactions; the voters are the cluster's planned size.
+        let internal_default = 3.min(quorum_voters.len().max(1) as i16);
+        let offsets_topic_replication_factor = cli
+            .offsets_topic_replication_factor
+            .or(file.offsets_topic_replication_factor)
+            .unwrap_or(internal_default);
+        let transaction_state_log_replication_factor = cli
+            .transaction_state_log_replication_factor
+            .or(file.transaction_state_log_replication_factor)
+            .unwrap_or(internal_default);
+        for (flag, factor) in [
+            (
+                "offsets-topic-replication-factor",
+                offsets_topic_replication_factor,
+            ),
+            (
+                "transaction-state-log-replication-factor",
+                transaction_state_log_replication_factor,
+            ),
+        ] {
+            if !(1..=100).contains(&factor) {
+                return Err(invalid(flag, "must be between 1 and 100"));
+            }
+        }
         let cluster_id = cli.cluster_id.or(file.cluster_id);
         if let Some(id) = &cluster_id {
             if id.is_empty() || id.len() > 64 {
@@ -709,6 +749,8 @@ impl Config {
             log_retention_check_interval_ms,
             log_cleaner_interval_ms,
             offsets_topic_segment_bytes,
+            offsets_topic_replication_factor,
+            transaction_state_log_replication_factor,
             transaction_max_timeout_ms,
             transaction_abort_interval_ms,
             transactional_id_expiration_ms,

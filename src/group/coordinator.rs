@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 
-use crate::group::offsets::{CommittedOffset, OffsetStore};
+use crate::group::offsets::{
+    offsets_partition, CommittedOffset, LoadedPartition, OffsetStore, Unloaded,
+};
 use crate::group::state::{Group, GroupConfig, GroupState, Output, RequestId};
 use crate::io::clock::now_ms;
 use crate::node::Node;
@@ -200,10 +202,7 @@ impl GroupCoordinator {
             .into_iter()
             .map(|(k, _)| (k, None))
             .collect();
-        self.offsets
-            .write(&self.commit, group_id, changes)
-            .await
-            .map_err(|_| ErrorCode::CoordinatorNotAvailable)?;
+        self.offsets.write(&self.commit, group_id, changes).await?;
         let outputs = self
             .groups
             .borrow_mut()
@@ -219,7 +218,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         offsets: Vec<((String, i32), CommittedOffset)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ErrorCode> {
         let changes = offsets.into_iter().map(|(k, v)| (k, Some(v))).collect();
         self.offsets.write(&self.commit, group_id, changes).await
     }
@@ -256,7 +255,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         partitions: Vec<(String, i32)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ErrorCode> {
         let changes = partitions.into_iter().map(|k| (k, None)).collect();
         self.offsets.write(&self.commit, group_id, changes).await
     }
@@ -270,12 +269,58 @@ impl GroupCoordinator {
         for (group, partitions) in expired {
             tracing::info!(%group, partitions = partitions.len(), "expiring committed offsets");
             if let Err(error) = self.delete_offsets(&group, partitions).await {
-                tracing::warn!(%group, %error, "expiring offsets failed");
+                tracing::warn!(%group, ?error, "expiring offsets failed");
             }
         }
     }
 
-    pub fn close(&self) {
-        self.offsets.close();
+    /// Whether this shard coordinates `group_id` now: NOT_COORDINATOR when
+    /// this broker does not lead its offsets partition (the client asks
+    /// FindCoordinator again), COORDINATOR_LOAD_IN_PROGRESS while loading.
+    pub fn serves(&self, group_id: &str) -> Result<(), ErrorCode> {
+        self.offsets.status(offsets_partition(group_id))
+    }
+
+    /// Takes over the groups of an offsets partition this broker now leads.
+    pub fn load(&self, loaded: LoadedPartition) -> Result<bool, String> {
+        let index = loaded.partition.index;
+        let installed = self.offsets.load(loaded)?;
+        if installed {
+            tracing::info!(
+                partition = index,
+                "coordinating the groups of an offsets partition"
+            );
+        }
+        Ok(installed)
+    }
+
+    /// Gives up the groups of offsets partition `partition` (another broker
+    /// leads it now): their members' parked requests are answered
+    /// COORDINATOR_NOT_AVAILABLE, after which they find the new coordinator
+    /// and join again there.
+    pub fn unload(&self, partition: i32) -> Unloaded {
+        let unloaded = self.offsets.unload(partition);
+        if unloaded == Unloaded::Neither {
+            return unloaded;
+        }
+        let outputs: Vec<Output> = {
+            let mut groups = self.groups.borrow_mut();
+            let moved: Vec<String> = groups
+                .keys()
+                .filter(|g| offsets_partition(g) == partition)
+                .cloned()
+                .collect();
+            moved
+                .into_iter()
+                .filter_map(|g| groups.remove(&g))
+                .flat_map(|mut g| g.mark_dead())
+                .collect()
+        };
+        self.deliver(outputs);
+        tracing::info!(
+            partition,
+            "no longer coordinating the groups of an offsets partition"
+        );
+        unloaded
     }
 }

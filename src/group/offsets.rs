@@ -1,15 +1,21 @@
 //! Committed offsets of the groups a shard coordinates, and their log.
 //!
-//! A commit is appended to the group's partition of the internal offsets log
-//! and synced (group commit) before it is acknowledged; only then does the
-//! in-memory table change. Each record's key names (group, topic, partition) and
-//! its value holds the offset, or is null (a tombstone) when the offset was
-//! deleted or expired. At start-up the table is rebuilt by replaying the log.
+//! The offsets log is an internal topic (`__sluice_offsets`) replicated like
+//! any other; a shard coordinates the groups of the partitions of it that it
+//! owns *and this broker leads*. Taking the lead, it loads the partition: it
+//! replays the log into the table (`load`); losing it, it forgets them
+//! (`unload`), and clients find the new leader with FindCoordinator.
+//!
+//! A commit is appended to the group's partition as an acks=all write (the
+//! in-sync replicas have it, with at least the topic's min.insync.replicas)
+//! before it is acknowledged; only then does the in-memory table change.
+//! Each record's key names (group, topic, partition) and its value holds the
+//! offset, or is null (a tombstone) when the offset was deleted or expired.
 //!
 //! Lives on one shard (`RefCell`, no borrow across an `.await`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -18,20 +24,19 @@ use kafka_protocol::records::Compression;
 use serde::{Deserialize, Serialize};
 
 use crate::io::clock::now_ms;
+pub use crate::partition::internal::{LoadedPartition, Unloaded};
+use crate::partition::local::ProduceError;
 use crate::protocol::batch::validate_records;
 use crate::protocol::encode;
-use crate::runtime::shard_for_partition;
+use crate::protocol::errors::ErrorCode;
 use crate::storage::commit::GroupCommit;
-use crate::storage::config::{CleanupPolicy, LogConfig};
-use crate::storage::log::{self, LogRef, PartitionLog};
 use crate::storage::replay;
-use crate::storage::txn_verification::Verifications;
 
 /// Name (and directory prefix) of the internal offsets log.
 pub const OFFSETS_TOPIC: &str = "__sluice_offsets";
 /// Partitions of the offsets log; fixed forever, since it decides where each
 /// group's offsets are (Kafka's offsets.topic.num.partitions is 50; fewer suit
-/// a single node).
+/// a small cluster).
 pub const OFFSETS_PARTITIONS: i32 = 16;
 /// Default size of the offsets log's segments (`--offsets-topic-segment-bytes`).
 /// Only closed segments are compacted, so this bounds what compaction leaves behind.
@@ -62,9 +67,30 @@ pub(super) struct OffsetKey {
 /// whose appends complete out of order.
 type GroupOffsets = BTreeMap<(String, i32), (u64, CommittedOffset)>;
 
+/// A transaction's offsets: (group, topic, partition) -> (commit sequence, offset).
+pub(super) type PendingOffsets = BTreeMap<(String, String, i32), (u64, CommittedOffset)>;
+
+/// Kafka's answer to a group's client when the offsets log refused a write
+/// (`GroupMetadataManager`'s mapping).
+pub(super) fn coordinator_error(error: &ProduceError) -> ErrorCode {
+    match error.error_code() {
+        ErrorCode::UnknownTopicOrPartition
+        | ErrorCode::NotEnoughReplicas
+        | ErrorCode::NotEnoughReplicasAfterAppend => ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotLeaderOrFollower | ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
+        ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge => {
+            ErrorCode::InvalidCommitOffsetSize
+        }
+        other => other,
+    }
+}
+
+#[derive(Default)]
 pub struct OffsetStore {
-    /// The offsets-log partitions this shard owns.
-    pub(super) logs: HashMap<i32, LogRef>,
+    /// The offsets-log partitions this shard leads and has loaded.
+    pub(super) loaded: RefCell<HashMap<i32, Rc<LoadedPartition>>>,
+    /// Being loaded: COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+    loading: RefCell<HashSet<i32>>,
     pub(super) offsets: RefCell<HashMap<String, GroupOffsets>>,
     pub(super) next_sequence: Cell<u64>,
     /// Offsets committed in transactions not yet decided (KIP-98), per
@@ -73,124 +99,164 @@ pub struct OffsetStore {
     /// Offsets a transaction marker is deciding while it is written (by the
     /// marker's ticket): still unstable until the marker is durable.
     pub(super) deciding: RefCell<HashMap<u64, PendingOffsets>>,
-    /// Verification guards of transactional commits under way, per
-    /// offsets-log partition (as the data partitions keep them).
-    pub(super) verifications: RefCell<HashMap<i32, Verifications>>,
 }
 
-/// A transaction's offsets: (group, topic, partition) -> (commit sequence, offset).
-pub(super) type PendingOffsets = BTreeMap<(String, String, i32), (u64, CommittedOffset)>;
+/// What replaying one partition of the offsets log finds.
+#[derive(Default)]
+struct Replayed {
+    offsets: HashMap<String, GroupOffsets>,
+    pending: HashMap<(i64, i32), PendingOffsets>,
+}
+
+/// Replays partition `partition` of the offsets log in `dir`, numbering
+/// records from `sequence` on (in log order, as the live writes take them:
+/// a transaction's offsets, decided by a marker later, must still compare
+/// with the plain commits around them).
+fn replay_partition(dir: &Path, partition: i32, sequence: &mut u64) -> Result<Replayed, String> {
+    let mut found = Replayed::default();
+    let Replayed { offsets, pending } = &mut found;
+    replay::for_each_record(dir, |record| {
+        *sequence += 1;
+        let sequence = *sequence;
+        // Transactional commits wait for their transaction's marker.
+        if record.control {
+            let key = record.key.as_deref().unwrap_or_default();
+            let commit = match key {
+                [0, 0, 0, 1] => true,
+                [0, 0, 0, 0] => false,
+                _ => return Ok(()), // not a transaction marker: Kafka ignores those
+            };
+            let decided = pending.remove(&(record.producer_id, partition));
+            if let (true, Some(decided)) = (commit, decided) {
+                for ((group, topic, p), (seq, value)) in decided {
+                    // A plain commit written after the transactional
+                    // one wins (as live, and as Kafka compares).
+                    let table = offsets.entry(group).or_default();
+                    let key = (topic, p);
+                    if table.get(&key).is_none_or(|(before, _)| *before < seq) {
+                        table.insert(key, (seq, value));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let key = record.key.ok_or("offset record without key")?;
+        let key: OffsetKey = serde_json::from_slice(&key).map_err(|e| e.to_string())?;
+        if record.transactional {
+            let value = record.value.ok_or("transactional offset without a value")?;
+            let value: CommittedOffset =
+                serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+            pending
+                .entry((record.producer_id, partition))
+                .or_default()
+                .insert((key.group, key.topic, key.partition), (sequence, value));
+            return Ok(());
+        }
+        let group = offsets.entry(key.group).or_default();
+        match record.value {
+            Some(value) => {
+                let value: CommittedOffset =
+                    serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+                group.insert((key.topic, key.partition), (sequence, value));
+            }
+            None => {
+                group.remove(&(key.topic, key.partition));
+            }
+        }
+        Ok(())
+    })?;
+    offsets.retain(|_, group| !group.is_empty());
+    Ok(found)
+}
 
 impl OffsetStore {
-    /// Replays and opens the offsets-log partitions owned by `shard_id`, with
-    /// segments of `segment_bytes`. The log is compacted (cleanup.policy=compact):
-    /// only the latest record of each (group, topic, partition) is kept.
-    pub fn open(
-        data_dir: &Path,
-        shard_id: usize,
-        shard_count: usize,
-        segment_bytes: u64,
-    ) -> Result<OffsetStore, String> {
-        let mut logs = HashMap::new();
-        let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
-        let mut pending: HashMap<(i64, i32), PendingOffsets> = HashMap::new();
-        // Commit sequences in log order, as the live writes take them: a
-        // transaction's offsets, decided by a marker after the restart, must
-        // still compare with the plain commits around them.
-        let mut sequence = 0u64;
-        for partition in 0..OFFSETS_PARTITIONS {
-            if shard_for_partition(OFFSETS_TOPIC, partition, shard_count) != shard_id {
-                continue;
-            }
-            let dir = PartitionLog::dir_for(data_dir, OFFSETS_TOPIC, partition);
-            replay::for_each_record(&dir, |record| {
-                sequence += 1;
-                // Transactional commits wait for their transaction's marker.
-                if record.control {
-                    let key = record.key.as_deref().unwrap_or_default();
-                    let commit = match key {
-                        [0, 0, 0, 1] => true,
-                        [0, 0, 0, 0] => false,
-                        _ => return Ok(()), // not a transaction marker: Kafka ignores those
-                    };
-                    let decided = pending.remove(&(record.producer_id, partition));
-                    if let (true, Some(decided)) = (commit, decided) {
-                        for ((group, topic, p), (seq, value)) in decided {
-                            // A plain commit written after the transactional
-                            // one wins (as live, and as Kafka compares).
-                            let table = offsets.entry(group).or_default();
-                            let key = (topic, p);
-                            if table.get(&key).is_none_or(|(before, _)| *before < seq) {
-                                table.insert(key, (seq, value));
-                            }
-                        }
-                    }
-                    return Ok(());
-                }
-                let key = record.key.ok_or("offset record without key")?;
-                let key: OffsetKey = serde_json::from_slice(&key).map_err(|e| e.to_string())?;
-                if record.transactional {
-                    let value = record.value.ok_or("transactional offset without a value")?;
-                    let value: CommittedOffset =
-                        serde_json::from_slice(&value).map_err(|e| e.to_string())?;
-                    pending
-                        .entry((record.producer_id, partition))
-                        .or_default()
-                        .insert((key.group, key.topic, key.partition), (sequence, value));
-                    return Ok(());
-                }
-                let group = offsets.entry(key.group).or_default();
-                match record.value {
-                    Some(value) => {
-                        let value: CommittedOffset =
-                            serde_json::from_slice(&value).map_err(|e| e.to_string())?;
-                        group.insert((key.topic, key.partition), (sequence, value));
-                    }
-                    None => {
-                        group.remove(&(key.topic, key.partition));
-                    }
-                }
-                Ok(())
-            })?;
-            let config = LogConfig {
-                segment_bytes,
-                cleanup_policy: CleanupPolicy {
-                    delete: false,
-                    compact: true,
-                },
-                ..LogConfig::default()
-            };
-            let log = PartitionLog::open_private(OFFSETS_TOPIC, partition, dir, config)
-                .map_err(|e| e.to_string())?;
-            logs.insert(partition, log);
-        }
-        offsets.retain(|_, group| !group.is_empty());
-        Ok(OffsetStore {
-            logs,
-            offsets: RefCell::new(offsets),
-            next_sequence: Cell::new(sequence + 1),
-            pending: RefCell::new(pending),
-            deciding: RefCell::new(HashMap::new()),
-            verifications: RefCell::new(HashMap::new()),
-        })
+    pub fn new() -> OffsetStore {
+        OffsetStore::default()
     }
 
-    /// Appends `changes` (None: delete) for `group` to its log, waits until they
-    /// are durable, then applies them.
+    /// Whether this shard coordinates the groups of offsets-log `partition`:
+    /// COORDINATOR_LOAD_IN_PROGRESS while it loads, NOT_COORDINATOR when
+    /// this broker does not lead it.
+    pub fn status(&self, partition: i32) -> Result<(), ErrorCode> {
+        if self.loaded.borrow().contains_key(&partition) {
+            Ok(())
+        } else if self.loading.borrow().contains(&partition) {
+            Err(ErrorCode::CoordinatorLoadInProgress)
+        } else {
+            Err(ErrorCode::NotCoordinator)
+        }
+    }
+
+    /// The loaded partition, with the leader epoch it is led in.
+    pub fn loaded(&self, partition: i32) -> Option<Rc<LoadedPartition>> {
+        self.loaded.borrow().get(&partition).cloned()
+    }
+
+    /// A load of `partition` has begun (the leadership was taken).
+    pub fn begin_load(&self, partition: i32) {
+        self.loading.borrow_mut().insert(partition);
+    }
+
+    /// Takes over the groups of `loaded`'s partition: replays its log (every
+    /// write to it settled before) into the table. Unless the partition
+    /// was unloaded meanwhile (the leadership moved on again): whether it
+    /// was installed.
+    pub fn load(&self, loaded: LoadedPartition) -> Result<bool, String> {
+        let index = loaded.partition.index;
+        if !self.loading.borrow_mut().remove(&index) {
+            return Ok(false);
+        }
+        let dir = loaded.partition.log().borrow().dir().to_path_buf();
+        let mut sequence = self.next_sequence.get();
+        let replayed = replay_partition(&dir, index, &mut sequence)?;
+        self.next_sequence.set(sequence + 1);
+        self.forget(index);
+        self.offsets.borrow_mut().extend(replayed.offsets);
+        self.pending.borrow_mut().extend(replayed.pending);
+        self.loaded.borrow_mut().insert(index, Rc::new(loaded));
+        Ok(true)
+    }
+
+    /// Stops coordinating the groups of `partition` (the leadership moved):
+    /// their offsets are forgotten here; the new leader loads them. Returns
+    /// whether it was loaded (or loading).
+    pub fn unload(&self, partition: i32) -> Unloaded {
+        let was_loading = self.loading.borrow_mut().remove(&partition);
+        let was_loaded = self.loaded.borrow_mut().remove(&partition).is_some();
+        self.forget(partition);
+        match (was_loaded, was_loading) {
+            (true, _) => Unloaded::Loaded,
+            (false, true) => Unloaded::Loading,
+            (false, false) => Unloaded::Neither,
+        }
+    }
+
+    fn forget(&self, partition: i32) {
+        self.offsets
+            .borrow_mut()
+            .retain(|group, _| offsets_partition(group) != partition);
+        self.pending
+            .borrow_mut()
+            .retain(|(_, p), _| *p != partition);
+        for held in self.deciding.borrow_mut().values_mut() {
+            held.retain(|(group, _, _), _| offsets_partition(group) != partition);
+        }
+    }
+
+    /// Appends `changes` (None: delete) for `group` to its log, waits until
+    /// the in-sync replicas have them, then applies them.
     pub async fn write(
         &self,
         commit: &Rc<GroupCommit>,
         group: &str,
         changes: Vec<((String, i32), Option<CommittedOffset>)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ErrorCode> {
+        let loaded = self
+            .loaded(offsets_partition(group))
+            .ok_or(ErrorCode::NotCoordinator)?;
         if changes.is_empty() {
             return Ok(());
         }
-        let log = self
-            .logs
-            .get(&offsets_partition(group))
-            .ok_or("offsets partition not on this shard")?
-            .clone();
         let now = now_ms();
         let records: Vec<_> = changes
             .iter()
@@ -209,12 +275,22 @@ impl OffsetStore {
             })
             .collect();
         let batch = encode::encode_batch(&records, Compression::None);
-        let validated = validate_records(&batch, usize::MAX).map_err(|e| e.to_string())?;
+        let validated =
+            validate_records(&batch, usize::MAX).map_err(|_| ErrorCode::UnknownServerError)?;
         let sequence = self.next_sequence.get();
         self.next_sequence.set(sequence + 1);
-        log::append(&log, commit, batch, &validated, true)
+        loaded
+            .partition
+            .append(commit, batch, &validated, loaded.acks(), &loaded.stop)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| coordinator_error(&e))?;
+        if !self
+            .loaded(loaded.partition.index)
+            .is_some_and(|now| Rc::ptr_eq(&now, &loaded))
+        {
+            // Unloaded while it was replicated: the new leader has it.
+            return Err(ErrorCode::NotCoordinator);
+        }
         let mut offsets = self.offsets.borrow_mut();
         let table = offsets.entry(group.to_string()).or_default();
         for (key, value) in changes {
@@ -287,22 +363,12 @@ impl OffsetStore {
             .filter(|(_, old)| !old.is_empty())
             .collect()
     }
-
-    /// The offsets-log partitions of this shard, for the log cleaner.
-    pub fn logs(&self) -> Vec<LogRef> {
-        self.logs.values().cloned().collect()
-    }
-
-    pub fn close(&self) {
-        for log in self.logs.values() {
-            let _ = log.borrow_mut().close();
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn offset(offset: i64, at: i64) -> CommittedOffset {
         CommittedOffset {
@@ -310,6 +376,65 @@ mod tests {
             leader_epoch: 0,
             metadata: Some(format!("m{offset}")),
             commit_timestamp_ms: at,
+        }
+    }
+
+    /// Opens offsets partition `partition` in `dir` as its only replica
+    /// (leader) and loads it into `store`.
+    fn load(store: &OffsetStore, dir: &Path, partition: i32) {
+        use crate::metadata::Placement;
+        use crate::partition::local::Partition;
+        use crate::partition::state::PartitionState;
+        use crate::storage::config::{CleanupPolicy, LogConfig};
+        use crate::storage::log::PartitionLog;
+        let state = Arc::new(PartitionState::default());
+        let config = LogConfig {
+            segment_bytes: OFFSETS_SEGMENT_BYTES,
+            cleanup_policy: CleanupPolicy {
+                delete: false,
+                compact: true,
+            },
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(
+            Arc::from(OFFSETS_TOPIC),
+            partition,
+            PartitionLog::dir_for(dir, OFFSETS_TOPIC, partition),
+            config,
+            state.log_state(),
+        )
+        .unwrap();
+        let partition = Rc::new(Partition::new(
+            Arc::from(OFFSETS_TOPIC),
+            partition,
+            state,
+            Rc::new(std::cell::RefCell::new(log)),
+            1,
+        ));
+        partition.apply_placement(&Placement::new(vec![1]));
+        store.begin_load(partition.index);
+        store
+            .load(LoadedPartition {
+                partition,
+                leader_epoch: 0,
+                min_isr: 1,
+                stop: Arc::new(crate::runtime::signal::ShutdownSignal::default()),
+            })
+            .unwrap();
+    }
+
+    /// A store that leads (and has loaded) every offsets partition in `dir`.
+    fn open(dir: &Path) -> OffsetStore {
+        let store = OffsetStore::new();
+        for partition in 0..OFFSETS_PARTITIONS {
+            load(&store, dir, partition);
+        }
+        store
+    }
+
+    fn close(store: &OffsetStore) {
+        for loaded in store.loaded.borrow().values() {
+            loaded.partition.log().borrow_mut().close().unwrap();
         }
     }
 
@@ -324,7 +449,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         run(async {
             let commit = Rc::new(GroupCommit::default());
-            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
+            let store = open(dir.path());
             store
                 .write(
                     &commit,
@@ -353,10 +478,10 @@ mod tests {
                 !store.has_offsets("g2"),
                 "a group whose offsets are all deleted is gone"
             );
-            store.close();
+            close(&store);
         });
         run(async {
-            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
+            let store = open(dir.path());
             let offsets = store.group_offsets("g1");
             assert_eq!(offsets.len(), 2);
             assert_eq!(offsets[0], (("t".to_string(), 0), offset(11, 2)));
@@ -385,7 +510,7 @@ mod tests {
         let partition = offsets_partition("g");
         run(async {
             let commit = Rc::new(GroupCommit::default());
-            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
+            let store = open(dir.path());
             let plain = |o| vec![(("t".into(), 0), Some(offset(o, 1)))];
             store.write(&commit, "g", plain(80)).await.unwrap();
             store.write(&commit, "g", plain(5)).await.unwrap();
@@ -409,11 +534,11 @@ mod tests {
                 .await
                 .unwrap();
             assert!(store.has_pending("g", "t", 0));
-            store.close();
+            close(&store);
         });
         run(async {
             let commit = Rc::new(GroupCommit::default());
-            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
+            let store = open(dir.path());
             assert!(store.has_pending("g", "t", 0), "still undecided");
             assert_eq!(store.get("g", "t", 0).map(|o| o.offset), Some(5));
             store
@@ -433,11 +558,11 @@ mod tests {
                 .unwrap();
             assert_eq!(store.get("g", "t", 0).map(|o| o.offset), Some(100));
             assert!(!store.has_pending("g", "t", 0));
-            store.close();
+            close(&store);
         });
         // And a replay of all that gives the same.
         run(async {
-            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
+            let store = open(dir.path());
             assert_eq!(store.get("g", "t", 0).map(|o| o.offset), Some(100));
             assert_eq!(store.get("g", "t", 1).map(|o| o.offset), Some(99));
             assert!(!store.has_pending("g", "t", 0));
@@ -449,7 +574,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         run(async {
             let commit = Rc::new(GroupCommit::default());
-            let store = OffsetStore::open(dir.path(), 0, 1, OFFSETS_SEGMENT_BYTES).unwrap();
+            let store = open(dir.path());
             store
                 .write(
                     &commit,
@@ -477,19 +602,60 @@ mod tests {
         });
     }
 
+    /// A partition given up (another broker leads it) takes its groups'
+    /// offsets with it: NOT_COORDINATOR for them, commits refused; loaded
+    /// again, the log brings them back. Other partitions are untouched.
     #[test]
-    fn shards_own_disjoint_offsets_partitions() {
+    fn an_unloaded_partition_forgets_its_groups_until_loaded_again() {
         let dir = tempfile::tempdir().unwrap();
+        let (moving, staying) = ("g-moving", "g-staying");
+        let mut staying_group = staying.to_string();
+        let mut n = 0;
+        while offsets_partition(&staying_group) == offsets_partition(moving) {
+            n += 1;
+            staying_group = format!("{staying}-{n}");
+        }
         run(async {
-            let owned: Vec<usize> = (0..3)
-                .map(|shard| {
-                    OffsetStore::open(dir.path(), shard, 3, OFFSETS_SEGMENT_BYTES)
-                        .unwrap()
-                        .logs
-                        .len()
+            let commit = Rc::new(GroupCommit::default());
+            let store = open(dir.path());
+            for group in [moving, staying_group.as_str()] {
+                store
+                    .write(&commit, group, vec![(("t".into(), 0), Some(offset(7, 1)))])
+                    .await
+                    .unwrap();
+            }
+            let partition = offsets_partition(moving);
+            let loaded = store.loaded(partition).unwrap();
+            assert_eq!(store.unload(partition), Unloaded::Loaded);
+            assert_eq!(store.status(partition), Err(ErrorCode::NotCoordinator));
+            assert!(store.get(moving, "t", 0).is_none(), "forgotten here");
+            assert_eq!(
+                store
+                    .write(&commit, moving, vec![(("t".into(), 0), Some(offset(8, 2)))])
+                    .await,
+                Err(ErrorCode::NotCoordinator)
+            );
+            assert_eq!(
+                store.get(&staying_group, "t", 0).map(|o| o.offset),
+                Some(7),
+                "another partition's groups stay"
+            );
+            store.begin_load(partition);
+            assert_eq!(
+                store.status(partition),
+                Err(ErrorCode::CoordinatorLoadInProgress)
+            );
+            store
+                .load(LoadedPartition {
+                    partition: loaded.partition.clone(),
+                    leader_epoch: 0,
+                    min_isr: 1,
+                    stop: loaded.stop.clone(),
                 })
-                .collect();
-            assert_eq!(owned.iter().sum::<usize>(), OFFSETS_PARTITIONS as usize);
+                .unwrap();
+            assert_eq!(store.status(partition), Ok(()));
+            assert_eq!(store.get(moving, "t", 0).map(|o| o.offset), Some(7));
+            close(&store);
         });
     }
 }

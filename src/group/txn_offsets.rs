@@ -13,21 +13,21 @@
 //! guard taken before asking the transaction coordinator still holds (no
 //! marker came in between).
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
 
-use crate::group::offsets::{offsets_partition, CommittedOffset, OffsetKey, OffsetStore};
+use crate::group::offsets::{
+    coordinator_error, offsets_partition, CommittedOffset, OffsetKey, OffsetStore,
+};
 use crate::io::clock::now_ms;
+use crate::partition::local::{TxnAppendCheck, TxnAppendError};
 use crate::protocol::batch::{BatchHeader, ValidatedRecords};
 use crate::protocol::control::EndTxnMarker;
 use crate::protocol::encode::{self, ProducerFields};
 use crate::protocol::errors::ErrorCode;
 use crate::storage::commit::GroupCommit;
-use crate::storage::log;
-use crate::storage::txn_verification::Verifications;
 
 impl OffsetStore {
     /// Before a transactional commit of `producer_id` to `group`'s
@@ -42,17 +42,11 @@ impl OffsetStore {
         epoch: i16,
         tv2: bool,
     ) -> Option<u64> {
-        let partition = offsets_partition(group);
-        let open = self
-            .logs
-            .get(&partition)
-            .is_some_and(|log| log.borrow().has_open_transaction(producer_id, epoch));
-        if open {
-            return None;
+        let loaded = self.loaded(offsets_partition(group))?;
+        match loaded.partition.begin_txn_append(producer_id, epoch, tv2) {
+            TxnAppendCheck::Open => None,
+            TxnAppendCheck::Verify(guard) => Some(guard),
         }
-        let mut verifications = self.verifications.borrow_mut();
-        let partition_verifications = verifications.entry(partition).or_default();
-        Some(partition_verifications.begin(producer_id, epoch, tv2))
     }
 
     /// Appends `offsets` of `group` as part of `producer_id`'s transaction
@@ -68,22 +62,9 @@ impl OffsetStore {
         offsets: Vec<((String, i32), CommittedOffset)>,
     ) -> Result<(), ErrorCode> {
         let partition = offsets_partition(group);
-        let log = self
-            .logs
-            .get(&partition)
-            .ok_or(ErrorCode::NotCoordinator)?
-            .clone();
+        let loaded = self.loaded(partition).ok_or(ErrorCode::NotCoordinator)?;
         if offsets.is_empty() {
             return Ok(());
-        }
-        let open = log.borrow().has_open_transaction(producer_id, epoch);
-        let verified = |verifications: &HashMap<i32, Verifications>| {
-            verifications
-                .get(&partition)
-                .is_some_and(|v| v.holds(producer_id, epoch, guard))
-        };
-        if !open && !verified(&self.verifications.borrow()) {
-            return Err(ErrorCode::InvalidTxnState);
         }
         let now = now_ms();
         let producer = ProducerFields {
@@ -136,10 +117,17 @@ impl OffsetStore {
                 displaced.push((key, before));
             }
         }
-        let appended = log::append(&log, commit, batch, &validated, true).await;
-        if let Some(v) = self.verifications.borrow_mut().get_mut(&partition) {
-            v.used(producer_id);
-        }
+        let appended = loaded
+            .partition
+            .append_transactional(
+                commit,
+                batch,
+                &validated,
+                loaded.acks(),
+                guard,
+                &loaded.stop,
+            )
+            .await;
         if let Err(error) = appended {
             // Not written: undo what this commit held, in `pending` (putting
             // back what it displaced, unless a later commit replaced it) and
@@ -161,9 +149,9 @@ impl OffsetStore {
             for held in self.deciding.borrow_mut().values_mut() {
                 held.retain(|_, (seq, _)| *seq != sequence);
             }
-            return Err(match error.error_code() {
-                ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
-                code => code,
+            return Err(match error {
+                TxnAppendError::Produce(e) => coordinator_error(&e),
+                other => other.error_code(),
             });
         }
         Ok(())
@@ -180,16 +168,9 @@ impl OffsetStore {
         epoch: i16,
         marker: EndTxnMarker,
     ) -> Result<(), ErrorCode> {
-        let log = self
-            .logs
-            .get(&partition)
-            .ok_or(ErrorCode::UnknownTopicOrPartition)?
-            .clone();
-        // A verification the marker ends is dropped (a TV2 client's next
-        // transaction, at the marker's epoch, keeps its own).
-        if let Some(v) = self.verifications.borrow_mut().get_mut(&partition) {
-            v.on_marker(producer_id, epoch);
-        }
+        let loaded = self
+            .loaded(partition)
+            .ok_or(ErrorCode::NotLeaderOrFollower)?;
         // What the marker decides is what the log holds before it: taken
         // now, as the marker's place in the log is reserved, and unstable
         // (`deciding`) until the marker is durable.
@@ -198,8 +179,10 @@ impl OffsetStore {
         if let Some(held) = self.pending.borrow_mut().remove(&(producer_id, partition)) {
             self.deciding.borrow_mut().insert(ticket, held);
         }
-        let written =
-            log::append_marker(&log, commit_rounds, producer_id, epoch, marker, true).await;
+        let written = loaded
+            .partition
+            .write_marker(commit_rounds, producer_id, epoch, marker, &loaded.stop)
+            .await;
         let decided = self.deciding.borrow_mut().remove(&ticket);
         if let Err(error) = written {
             // The coordinator sends the marker again: still undecided.
@@ -229,9 +212,8 @@ impl OffsetStore {
     /// The producers with a transaction open in offsets-log `partition`:
     /// (producer id, epoch, first offset); None if this shard does not own it.
     pub fn open_transactions(&self, partition: i32) -> Option<Vec<(i64, i16, i64)>> {
-        self.logs
-            .get(&partition)
-            .map(|log| log.borrow().open_transactions())
+        self.loaded(partition)
+            .map(|loaded| loaded.partition.log().borrow().open_transactions())
     }
 
     /// Whether a transaction not yet decided holds an offset of `group` for

@@ -577,6 +577,45 @@ impl Controller {
         Ok(())
     }
 
+    /// Creates one of Sluice's own topics (the offsets log, the transaction
+    /// log) unless it exists: `partitions` of `replication_factor` replicas
+    /// over the registered brokers, with `configs`. Its name is reserved, so
+    /// no client can have taken it. INVALID_REPLICATION_FACTOR while fewer
+    /// brokers are registered (the caller asks again later, as Kafka waits
+    /// for `offsets.topic.replication.factor` brokers).
+    pub async fn create_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        replication_factor: usize,
+    ) -> Result<bool, ApiError> {
+        let _change = self.lock().await;
+        self.check_leader()?;
+        if self.node.image().topic(name).is_some() {
+            return Ok(false);
+        }
+        let config = self
+            .node
+            .config
+            .topic_defaults
+            .with_overrides(&configs)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        let id = Uuid::new_v4();
+        let topic = Arc::new(TopicMeta {
+            name: Arc::from(name),
+            id,
+            partitions: (0..partitions)
+                .map(|_| Arc::new(PartitionState::default()))
+                .collect(),
+            placements: self.place(partitions, id.as_u128(), None, replication_factor)?,
+            overrides: configs,
+            config,
+        });
+        self.record_topic(&topic).await?;
+        Ok(true)
+    }
+
     /// Records the deletion of `topic` (it must still be the topic of that
     /// name) and publishes it; its logs are removed afterwards.
     pub async fn record_deletion(&self, topic: &TopicMeta) -> Result<(), ApiError> {
@@ -598,7 +637,7 @@ impl Controller {
     }
 
     fn existing_topic(&self, name: &str) -> Result<Arc<TopicMeta>, ApiError> {
-        self.node.image().topic(name).cloned().ok_or_else(|| {
+        self.node.image().user_topic(name).cloned().ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("topic '{name}' does not exist"),

@@ -51,6 +51,12 @@ pub fn is_internal_topic(name: &str) -> bool {
     KAFKA_INTERNAL_TOPICS.contains(&name)
 }
 
+/// Whether `name` is one of Sluice's own internal topics (no client can
+/// create such a name: [`validate_topic_name`] reserves the prefix).
+pub fn is_sluice_internal(name: &str) -> bool {
+    name.starts_with(RESERVED_TOPIC_PREFIX)
+}
+
 pub use crate::partition::state::PartitionState;
 
 /// Where one partition's replicas are and which of them leads (KRaft's
@@ -154,6 +160,15 @@ pub struct MetadataImage {
 impl MetadataImage {
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
         self.topics.get(name)
+    }
+    /// A topic clients may name: not one of Sluice's internal topics (the
+    /// offsets and transaction logs), which only brokers read and write.
+    pub fn user_topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topic(name).filter(|t| !is_sluice_internal(&t.name))
+    }
+    pub fn user_topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
+        self.topic_by_id(id)
+            .filter(|t| !is_sluice_internal(&t.name))
     }
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
         self.topics_by_id.get(id)

@@ -349,8 +349,13 @@ async fn session_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>, sessions: Rc
     let tick = Duration::from_millis((config.broker_heartbeat_interval_ms / 2).clamp(5, 500));
     let me = config.node_id;
     let mut last_rebalance = Instant::now();
+    let mut first = true;
     while !shard.node.shutdown.is_triggered() {
-        compio::time::sleep(tick).await;
+        // The first round at once: a node alone creates the internal
+        // topics right after registering itself.
+        if !std::mem::take(&mut first) {
+            compio::time::sleep(tick).await;
+        }
         let leader = quorum.leader();
         shard
             .node
@@ -391,6 +396,7 @@ async fn session_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>, sessions: Rc
                 }
             }
         }
+        crate::node::coordinators::create_internal_topics(&shard).await;
         if shard.node.image().cluster_id.is_none() {
             if let Some(controller) = shard.try_controller() {
                 if let Err(error) = controller.record_cluster_id().await {

@@ -5,6 +5,7 @@
 
 pub mod brokers;
 pub mod controller_rpc;
+pub mod coordinators;
 pub mod fetchers;
 pub mod forward;
 pub mod quorum;
@@ -12,6 +13,7 @@ pub mod replication;
 pub mod shard;
 pub mod topics;
 pub mod txn_env;
+pub mod txn_rpc;
 
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -37,7 +39,7 @@ pub struct Node {
     pub metadata: ArcSwap<MetadataImage>,
     /// How many shards there are (partitions are spread over them).
     pub shard_count: usize,
-    pub shutdown: ShutdownSignal,
+    pub shutdown: Arc<ShutdownSignal>,
     /// The port actually bound (differs from the config when it asked for port 0).
     pub port: u16,
     pub metrics: Arc<Metrics>,
@@ -62,6 +64,9 @@ pub struct Node {
     /// Controlled shutdown has begun: heartbeats stop, so that the
     /// controller does not unfence this broker again.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Partitions of the internal topics whose coordinator has loaded them
+    /// here (a node alone reports itself started once it has all of them).
+    pub coordinator_partitions: std::sync::atomic::AtomicUsize,
 }
 
 impl Node {

@@ -25,6 +25,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use crate::io::rpc::RpcClient;
 use crate::metadata::MetadataImage;
 use crate::node::controller_rpc::{ControllerAnswer, ControllerRequest};
+use crate::node::coordinators::on_role_change;
 use crate::node::fetchers::{Fetcher, Followed};
 use crate::node::shard::{PartitionKey, Shard};
 use crate::partition::local::{Partition, RoleChange};
@@ -57,10 +58,15 @@ pub fn apply_roles(shard: &Rc<Shard>, image: &MetadataImage) {
     let mut not_following: Vec<PartitionKey> = Vec::new();
     let partitions = shard.partition_list();
     for (key, partition) in partitions {
-        let Some(placement) = image.topic_by_id(&key.0).and_then(|t| t.placement(key.1)) else {
+        let Some(topic) = image.topic_by_id(&key.0) else {
             continue;
         };
-        match partition.apply_placement(placement) {
+        let Some(placement) = topic.placement(key.1) else {
+            continue;
+        };
+        let change = partition.apply_placement(placement);
+        on_role_change(shard, &partition, change, topic.config.min_insync_replicas);
+        match change {
             RoleChange::Leads => {
                 tracing::info!(topic = %partition.topic, partition = partition.index, epoch = placement.leader_epoch, isr = ?placement.isr, "leading the partition");
                 not_following.push(key);

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::metadata::controller::ApiError;
-use crate::metadata::{MetadataImage, TopicMeta};
+use crate::metadata::{MetadataImage, TopicMeta, RESERVED_TOPIC_PREFIX};
 use crate::node::shard::Shard;
 use crate::partition::local::Partition;
 use crate::storage::log::PartitionLog;
@@ -153,7 +153,8 @@ pub async fn open_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
         shard.try_run_on(owner, move |shard| async move {
             let state = topic.partitions[partition as usize].clone();
             let opened = (|| {
-                prepare_dir(&dir, topic.id)?;
+                let adopt = topic.name.starts_with(RESERVED_TOPIC_PREFIX);
+                prepare_dir(&dir, topic.id, adopt)?;
                 let log = PartitionLog::open(
                     topic.name.clone(),
                     partition,
@@ -197,8 +198,10 @@ pub const TOPIC_ID_FILE: &str = "topic-id";
 /// this very topic's partition (the change is applied again after a restart)
 /// is kept as it is; one of another topic of the same name (deleted before a
 /// crash) is removed; one that names no topic (an older Sluice's, or one
-/// whose name file a crash lost) is moved aside, never deleted.
-fn prepare_dir(dir: &std::path::Path, id: uuid::Uuid) -> Result<(), String> {
+/// whose name file a crash lost) is moved aside, never deleted, unless
+/// `adopt`: an internal log an older Sluice kept outside the metadata (the
+/// offsets and transaction logs of one node), which becomes this topic's.
+fn prepare_dir(dir: &std::path::Path, id: uuid::Uuid, adopt: bool) -> Result<(), String> {
     if !dir.exists() {
         return Ok(());
     }
@@ -207,6 +210,10 @@ fn prepare_dir(dir: &std::path::Path, id: uuid::Uuid) -> Result<(), String> {
         Ok(other) => {
             tracing::info!(dir = %dir.display(), topic_id = %other.trim(), "removing a deleted topic's partition directory");
             std::fs::remove_dir_all(dir).map_err(|e| e.to_string())
+        }
+        Err(_) if adopt => {
+            tracing::info!(dir = %dir.display(), "an internal log from before it was a topic: kept as the topic's partition");
+            Ok(())
         }
         Err(_) => {
             let aside = dir.with_file_name(format!(
@@ -272,20 +279,20 @@ mod tests {
         let dir = data.path().join("orders-0");
         let (this, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
         // None yet: nothing to do.
-        prepare_dir(&dir, this).unwrap();
+        prepare_dir(&dir, this, false).unwrap();
         // This topic's own (applied again after a restart): kept with its data.
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("00000000000000000000.log"), b"data").unwrap();
         write_topic_id(&dir, this).unwrap();
-        prepare_dir(&dir, this).unwrap();
+        prepare_dir(&dir, this, false).unwrap();
         assert!(dir.join("00000000000000000000.log").exists());
         // A deleted topic's of the same name: removed.
-        prepare_dir(&dir, other).unwrap();
+        prepare_dir(&dir, other, false).unwrap();
         assert!(!dir.exists());
         // One naming no topic: moved aside, not deleted.
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("00000000000000000000.log"), b"old").unwrap();
-        prepare_dir(&dir, this).unwrap();
+        prepare_dir(&dir, this, false).unwrap();
         assert!(!dir.exists());
         let aside: Vec<_> = std::fs::read_dir(data.path())
             .unwrap()
@@ -293,5 +300,11 @@ mod tests {
             .collect();
         assert_eq!(aside.len(), 1, "{aside:?}");
         assert!(aside[0].starts_with("orders-0.orphaned-"), "{aside:?}");
+        // An internal log from before it was a topic: adopted with its data.
+        let internal = data.path().join("__sluice_offsets-3");
+        std::fs::create_dir_all(&internal).unwrap();
+        std::fs::write(internal.join("00000000000000000000.log"), b"offsets").unwrap();
+        prepare_dir(&internal, this, true).unwrap();
+        assert!(internal.join("00000000000000000000.log").exists());
     }
 }

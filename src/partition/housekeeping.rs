@@ -140,7 +140,7 @@ pub fn start_cleaner(shard: &Rc<Shard>, interval: Duration) {
     compio::runtime::spawn(async move {
         while !shard.node.shutdown.is_triggered() {
             compio::time::sleep(interval).await;
-            let mut logs: Vec<LogRef> = shard
+            let logs: Vec<LogRef> = shard
                 .partitions
                 .borrow()
                 .values()
@@ -148,9 +148,6 @@ pub fn start_cleaner(shard: &Rc<Shard>, interval: Duration) {
                 .filter(|log| log.borrow().config().cleanup_policy.compact)
                 .cloned()
                 .collect();
-            if let Some(groups) = shard.groups.borrow().as_ref() {
-                logs.extend(groups.offsets.logs());
-            }
             for log in logs {
                 if shard.node.shutdown.is_triggered() {
                     break;

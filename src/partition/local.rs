@@ -135,6 +135,11 @@ impl Partition {
         self.role.borrow()
     }
 
+    /// Whether this broker leads the partition in `leader_epoch`.
+    pub fn leads_in(&self, leader_epoch: i32) -> bool {
+        matches!(&*self.role.borrow(), Role::Leader(l) if l.leader_epoch == leader_epoch)
+    }
+
     /// Takes the role `placement` gives this broker: leader (stamping its
     /// epoch on appends, tracking the followers), or follower of another
     /// (appends refused; the replica fetcher fills the log). Whoever waits

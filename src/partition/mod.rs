@@ -6,11 +6,14 @@
 //! - `local.rs`: a partition on the shard that owns it (its log and its
 //!   state); the handlers' Produce, Fetch, ListOffsets and DeleteRecords go
 //!   through it.
+//! - `internal.rs`: a partition of an internal topic as the coordinator
+//!   that leads it writes to it.
 //! - `housekeeping.rs`: the per-shard life of the partitions: opened at start,
 //!   retention, periodic flushes and log cleaning in the background, closed
 //!   at shutdown; and their figures for `/metrics`.
 
 pub mod housekeeping;
+pub mod internal;
 pub mod local;
 pub mod replica;
 pub mod state;

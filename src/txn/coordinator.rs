@@ -1,7 +1,12 @@
 //! The transaction coordinator of one shard: the transactional ids whose
-//! partition of the transaction log ([`TXN_TOPIC`]) the shard owns,
-//! their state in memory, and the log that makes every change durable before
-//! it is applied (and is replayed at start-up).
+//! partition of the transaction log ([`TXN_TOPIC`], an internal topic
+//! replicated like any other) the shard owns and this broker leads, their
+//! state in memory, and the log that makes every change durable in the
+//! in-sync replicas before it is applied. Taking a partition's lead, the
+//! coordinator loads it (replays its log) and completes the transactions it
+//! finds decided; losing it, it forgets its ids (the new leader has them).
+//! The partition's leader epoch is the coordinator epoch its markers carry,
+//! so a deposed coordinator's late markers are refused.
 //!
 //! A request runs the pure decision of `requests.rs`, writes what it decided
 //! (one record, synced) and applies it. An EndTxn is answered once its
@@ -17,7 +22,7 @@
 //! Lives on one shard (`RefCell`, no borrow across an `.await`).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -29,13 +34,14 @@ use kafka_protocol::records::Compression;
 
 use crate::io::clock::now_ms;
 use crate::node::Node;
+use crate::partition::internal::{LoadedPartition, Unloaded};
+use crate::partition::local::{Acks, ProduceError};
 use crate::protocol::batch::validate_records;
 use crate::protocol::encode;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::shard_for_partition;
 use crate::storage::commit::GroupCommit;
-use crate::storage::config::{CleanupPolicy, LogConfig};
-use crate::storage::log::{self, LogRef, PartitionLog};
+use crate::storage::log::PartitionLog;
 use crate::storage::replay;
 use crate::txn::log as records;
 use crate::txn::requests::{self, AddDecision, EndDecision, InitDecision};
@@ -87,12 +93,14 @@ pub trait TxnEnv {
     /// A fresh producer id (never handed out before, across restarts).
     fn allocate_producer_id(&self) -> LocalBoxFuture<'_, Result<i64, ErrorCode>>;
     /// Writes the marker that ends `producer_id`'s transaction to each
-    /// partition; one result per partition.
+    /// partition (on whichever broker leads it), as coordinator
+    /// `coordinator_epoch`; one result per partition.
     fn write_markers(
         &self,
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
+        coordinator_epoch: i32,
         partitions: Vec<TopicPartition>,
     ) -> LocalBoxFuture<'_, Vec<(TopicPartition, Result<(), ErrorCode>)>>;
 }
@@ -186,7 +194,10 @@ const COMPLETION_WAIT_MAX: Duration = Duration::from_millis(100);
 
 pub struct TxnCoordinator {
     config: TxnConfig,
-    logs: HashMap<i32, LogRef>,
+    /// The transaction-log partitions this shard leads and has loaded.
+    loaded: RefCell<HashMap<i32, Rc<LoadedPartition>>>,
+    /// Being loaded: COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+    loading: RefCell<HashSet<i32>>,
     txns: RefCell<HashMap<String, TxnMetadata>>,
     commit: Rc<GroupCommit>,
     env: Rc<dyn TxnEnv>,
@@ -199,88 +210,119 @@ pub struct TxnCoordinator {
     completed: event_listener::Event,
 }
 
+/// Kafka's answer to a transactional client when the transaction log refused
+/// a write (`TransactionStateManager`'s mapping).
+fn coordinator_error(error: &ProduceError) -> ErrorCode {
+    match error.error_code() {
+        ErrorCode::UnknownTopicOrPartition
+        | ErrorCode::NotEnoughReplicas
+        | ErrorCode::NotEnoughReplicasAfterAppend
+        | ErrorCode::RequestTimedOut => ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotLeaderOrFollower | ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
+        _ => ErrorCode::UnknownServerError,
+    }
+}
+
+/// Replays partition `dir` of the transaction log: the last state of each id.
+fn replay_partition(dir: &Path) -> Result<HashMap<String, TxnMetadata>, String> {
+    let mut txns = HashMap::new();
+    replay::for_each_record(dir, |record| {
+        let key = record.key.ok_or("transaction record without a key")?;
+        let id = match records::decode_key(&key) {
+            Ok(id) => id,
+            Err(records::RecordError::KeyVersion(version)) => {
+                tracing::warn!(version, "skipping a transaction-log key of another version");
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match record.value {
+            None => {
+                txns.remove(&id);
+            }
+            Some(value) => {
+                let t = records::decode_value(&value).map_err(|e| e.to_string())?;
+                txns.insert(id.clone(), TxnMetadata::from_transit(&id, &t));
+            }
+        }
+        Ok(())
+    })?;
+    Ok(txns)
+}
+
 impl TxnCoordinator {
-    /// Replays and opens the transaction-log partitions `shard_id` owns.
-    pub fn open(
-        data_dir: &Path,
-        shard_id: usize,
-        shard_count: usize,
+    /// A coordinator with no partition loaded yet.
+    pub fn new(
         config: TxnConfig,
         commit: Rc<GroupCommit>,
         env: Rc<dyn TxnEnv>,
         node: Arc<Node>,
-    ) -> Result<TxnCoordinator, String> {
-        let mut logs = HashMap::new();
-        let mut txns: HashMap<String, TxnMetadata> = HashMap::new();
-        for partition in 0..config.partitions {
-            if shard_for_partition(TXN_TOPIC, partition, shard_count) != shard_id {
-                continue;
-            }
-            let dir = PartitionLog::dir_for(data_dir, TXN_TOPIC, partition);
-            replay::for_each_record(&dir, |record| {
-                let key = record.key.ok_or("transaction record without a key")?;
-                let id = match records::decode_key(&key) {
-                    Ok(id) => id,
-                    Err(records::RecordError::KeyVersion(version)) => {
-                        tracing::warn!(
-                            version,
-                            "skipping a transaction-log key of another version"
-                        );
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e.to_string()),
-                };
-                match record.value {
-                    None => {
-                        txns.remove(&id);
-                    }
-                    Some(value) => {
-                        let t = records::decode_value(&value).map_err(|e| e.to_string())?;
-                        txns.insert(id.clone(), TxnMetadata::from_transit(&id, &t));
-                    }
-                }
-                Ok(())
-            })?;
-            let log_config = LogConfig {
-                segment_bytes: config.segment_bytes,
-                cleanup_policy: CleanupPolicy {
-                    delete: false,
-                    compact: true,
-                },
-                ..LogConfig::default()
-            };
-            let log = PartitionLog::open_private(TXN_TOPIC, partition, dir, log_config)
-                .map_err(|e| e.to_string())?;
-            logs.insert(partition, log);
-        }
-        Ok(TxnCoordinator {
+    ) -> TxnCoordinator {
+        TxnCoordinator {
             config,
-            logs,
-            txns: RefCell::new(txns),
+            loaded: RefCell::new(HashMap::new()),
+            loading: RefCell::new(HashSet::new()),
+            txns: RefCell::new(HashMap::new()),
             commit,
             env,
             node,
             completing: RefCell::new(HashMap::new()),
             completed: event_listener::Event::new(),
-        })
+        }
     }
 
-    pub fn config(&self) -> &TxnConfig {
-        &self.config
+    fn partition_of(&self, transactional_id: &str) -> i32 {
+        txn_partition(transactional_id, self.config.partitions)
     }
 
-    /// The transaction-log partitions of this shard (for housekeeping).
-    pub fn logs(&self) -> Vec<LogRef> {
-        self.logs.values().cloned().collect()
+    /// Whether this shard coordinates `transactional_id` now:
+    /// NOT_COORDINATOR when this broker does not lead its partition of the
+    /// transaction log, COORDINATOR_LOAD_IN_PROGRESS while it loads.
+    pub fn serves(&self, transactional_id: &str) -> Result<(), ErrorCode> {
+        let partition = self.partition_of(transactional_id);
+        if self.loaded.borrow().contains_key(&partition) {
+            Ok(())
+        } else if self.loading.borrow().contains(&partition) {
+            Err(ErrorCode::CoordinatorLoadInProgress)
+        } else {
+            Err(ErrorCode::NotCoordinator)
+        }
     }
 
-    /// Completes the transactions a restart found being decided, and runs
-    /// the timers (timed-out transactions, expired ids) until the node stops.
-    pub fn start(self: &Rc<Self>) {
+    fn loaded(&self, partition: i32) -> Option<Rc<LoadedPartition>> {
+        self.loaded.borrow().get(&partition).cloned()
+    }
+
+    /// A load of `partition` has begun (the leadership was taken).
+    pub fn begin_load(&self, partition: i32) {
+        self.loading.borrow_mut().insert(partition);
+    }
+
+    /// Takes over the ids of `loaded`'s partition: replays its log (every
+    /// write to it settled before), then completes the transactions found
+    /// decided (their markers may not all be written). Unless the partition
+    /// was unloaded meanwhile.
+    pub fn load(self: &Rc<Self>, loaded: LoadedPartition) -> Result<bool, String> {
+        let index = loaded.partition.index;
+        if !self.loading.borrow_mut().remove(&index) {
+            return Ok(false);
+        }
+        let dir = loaded.partition.log().borrow().dir().to_path_buf();
+        let replayed = replay_partition(&dir)?;
+        let count = replayed.len();
+        self.forget(index);
+        self.txns.borrow_mut().extend(replayed);
+        self.loaded.borrow_mut().insert(index, Rc::new(loaded));
+        tracing::info!(
+            partition = index,
+            transactional_ids = count,
+            "coordinating the transactional ids of a transaction-log partition"
+        );
         let now = now_ms();
         let deciding: Vec<(String, Transit, Transit)> = {
             let mut txns = self.txns.borrow_mut();
             txns.values_mut()
+                .filter(|m| txn_partition(&m.transactional_id, self.config.partitions) == index)
                 .filter(|m| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
                 .filter_map(|m| {
                     let prepared = transit_of(m);
@@ -291,9 +333,44 @@ impl TxnCoordinator {
                 .collect()
         };
         for (id, prepared, complete) in deciding {
-            tracing::info!(transactional_id = %id, state = prepared.state.name(), "completing a transaction decided before the restart");
+            tracing::info!(transactional_id = %id, state = prepared.state.name(), "completing a transaction decided by an earlier coordinator");
             self.spawn_completion(id, prepared, complete);
         }
+        Ok(true)
+    }
+
+    /// Gives up the ids of `partition` (another broker leads it now).
+    pub fn unload(&self, partition: i32) -> Unloaded {
+        let was_loading = self.loading.borrow_mut().remove(&partition);
+        let was_loaded = self.loaded.borrow_mut().remove(&partition).is_some();
+        self.forget(partition);
+        if was_loading || was_loaded {
+            tracing::info!(
+                partition,
+                "no longer coordinating the transactional ids of a transaction-log partition"
+            );
+        }
+        match (was_loaded, was_loading) {
+            (true, _) => Unloaded::Loaded,
+            (false, true) => Unloaded::Loading,
+            (false, false) => Unloaded::Neither,
+        }
+    }
+
+    fn forget(&self, partition: i32) {
+        let partitions = self.config.partitions;
+        self.txns
+            .borrow_mut()
+            .retain(|id, _| txn_partition(id, partitions) != partition);
+    }
+
+    pub fn config(&self) -> &TxnConfig {
+        &self.config
+    }
+
+    /// Runs the timers (timed-out transactions, expired ids) until the
+    /// node stops.
+    pub fn start(self: &Rc<Self>) {
         let this = self.clone();
         compio::runtime::spawn(async move {
             let abort_every = this.config.abort_interval_ms as i64;
@@ -335,34 +412,40 @@ impl TxnCoordinator {
     }
 
     /// Appends `value` for `transactional_id`; with `durable`, returns once
-    /// it is on disk, else once it is written (its sync runs in the
-    /// background, and any later durable write to the log covers it).
+    /// the in-sync replicas have it (on disk), else once it is written here
+    /// (its sync and replication run in the background, and any later
+    /// durable write to the log covers it).
     async fn append(
         &self,
         transactional_id: &str,
         value: Option<&Transit>,
         durable: bool,
     ) -> Result<(), ErrorCode> {
-        let partition = txn_partition(transactional_id, self.config.partitions);
-        let log = self
-            .logs
-            .get(&partition)
-            .ok_or(ErrorCode::NotCoordinator)?
-            .clone();
+        let partition = self.partition_of(transactional_id);
+        let loaded = self.loaded(partition).ok_or(ErrorCode::NotCoordinator)?;
         let key = Bytes::from(records::encode_key(transactional_id));
         let value = value.map(|t| Bytes::from(records::encode_value(t)));
         let record = encode::record(0, now_ms(), Some(key), value, None);
         let batch = encode::encode_batch(&[record], Compression::None);
         let validated =
             validate_records(&batch, usize::MAX).map_err(|_| ErrorCode::UnknownServerError)?;
-        log::append(&log, &self.commit, batch, &validated, durable)
+        let acks = if durable { loaded.acks() } else { Acks::None };
+        loaded
+            .partition
+            .append(&self.commit, batch, &validated, acks, &loaded.stop)
             .await
-            .map(|_| ())
             .map_err(|error| {
                 tracing::warn!(%error, transactional_id, "transaction log write failed");
-                // Kafka: a storage error means this broker cannot coordinate.
-                ErrorCode::NotCoordinator
-            })
+                coordinator_error(&error)
+            })?;
+        if !self
+            .loaded(partition)
+            .is_some_and(|now| Rc::ptr_eq(&now, &loaded))
+        {
+            // Unloaded while it was replicated: the new leader has it.
+            return Err(ErrorCode::NotCoordinator);
+        }
+        Ok(())
     }
 
     /// Writes `transit` for `id` and applies it, or drops it if the write failed.
@@ -599,6 +682,11 @@ impl TxnCoordinator {
 
     async fn complete_transaction(&self, id: &str, prepared: Transit, complete: Transit) {
         let commit = prepared.state == TxnState::PrepareCommit;
+        // The coordinator this completion runs for: it stops once the
+        // partition's leadership moved (the new leader completes it).
+        let Some(loaded) = self.loaded(self.partition_of(id)) else {
+            return;
+        };
         let mut remaining: Vec<TopicPartition> = prepared.partitions.iter().cloned().collect();
         while !remaining.is_empty() {
             let results = self
@@ -607,6 +695,7 @@ impl TxnCoordinator {
                     prepared.producer_id,
                     prepared.producer_epoch,
                     commit,
+                    loaded.leader_epoch,
                     remaining.clone(),
                 )
                 .await;
@@ -634,7 +723,7 @@ impl TxnCoordinator {
                     }
                 })
                 .collect();
-            if stuck || self.node.shutdown.is_triggered() {
+            if stuck || self.node.shutdown.is_triggered() || !loaded.still_leads() {
                 return;
             }
             if !remaining.is_empty() {
@@ -653,7 +742,7 @@ impl TxnCoordinator {
                 }
                 return;
             }
-            if self.node.shutdown.is_triggered() {
+            if self.node.shutdown.is_triggered() || !loaded.still_leads() {
                 return;
             }
             compio::time::sleep(RETRY_BACKOFF).await;
@@ -708,19 +797,8 @@ impl TxnCoordinator {
             }
         }
     }
-
-    /// Clean shutdown of the transaction log.
-    pub fn close(&self) {
-        for log in self.logs.values() {
-            if let Err(error) = log.borrow_mut().close() {
-                tracing::warn!(%error, "closing a transaction-log partition");
-            }
-        }
-    }
 }
 
-/// The values a transit to `m`'s current state would carry: what the
-/// markers of a transaction found being decided are written with.
 fn transit_of(m: &TxnMetadata) -> Transit {
     Transit {
         producer_id: m.producer_id,

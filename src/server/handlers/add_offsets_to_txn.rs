@@ -29,6 +29,7 @@ pub async fn handle(
                 .await
         })
         .await
+        .and_then(|r| r)
     };
     let code = result
         .err()

@@ -16,10 +16,10 @@ use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, TopicName, TransactionalId,
 };
 
-use crate::metadata::is_internal_topic;
+use crate::metadata::{is_internal_topic, is_sluice_internal};
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
-use crate::server::handlers::{fenced_for, on_txn_coordinator, topic_name};
+use crate::server::handlers::{fenced_for, from_peer_coordinator, on_txn_coordinator, topic_name};
 use crate::txn::state::{TopicPartition, TV_CLASSIC, TV_EPOCH_BUMP};
 
 /// One transaction of the request.
@@ -86,6 +86,7 @@ async fn serve(
     let id = wanted.transactional_id.0.to_string();
     let mut valid: Vec<TopicPartition> = Vec::new();
     let mut refused: BTreeMap<TopicPartition, ErrorCode> = BTreeMap::new();
+    let from_peer = from_peer_coordinator(ctx);
     {
         let image = ctx.conn.shard.node.image();
         for (name, partitions) in &wanted.topics {
@@ -93,8 +94,9 @@ async fn serve(
             for &partition in partitions {
                 let tp = (name.to_string(), partition);
                 // Kafka leaves internal topics out of what a client may
-                // write: TOPIC_AUTHORIZATION_FAILED.
-                let error = if is_internal_topic(name) {
+                // write: TOPIC_AUTHORIZATION_FAILED. (A group coordinator
+                // on another broker adds a transaction's offsets partition.)
+                let error = if is_internal_topic(name) || (is_sluice_internal(name) && !from_peer) {
                     Some(ErrorCode::TopicAuthorizationFailed)
                 } else if image
                     .topic(name)
@@ -125,6 +127,7 @@ async fn serve(
             c.verify_partitions(&id, producer_id, epoch, &partitions)
         })
         .await
+        .and_then(|r| r)
     } else {
         // Versions 4+ are KIP-890's: the transaction is of version 2.
         let client_tv = if version >= 4 {
@@ -139,6 +142,7 @@ async fn serve(
                 .await
         })
         .await
+        .and_then(|r| r)
         .map(|()| vec![None; count])
     };
     // Per partition, looked up by key (a request may name many, repeatedly).

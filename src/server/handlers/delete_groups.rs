@@ -22,6 +22,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteGroupsRequest) -> Delet
                         .map_or(0, |e| e.code())
                 })
                 .await
+                .unwrap_or_else(|code| code.code())
             }
         };
         results.push(

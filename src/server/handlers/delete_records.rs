@@ -14,7 +14,11 @@ pub async fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Dele
     let shard = &ctx.conn.shard;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
-        let meta = shard.node.image().topic(topic.name.0.as_str()).cloned();
+        let meta = shard
+            .node
+            .image()
+            .user_topic(topic.name.0.as_str())
+            .cloned();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let result =

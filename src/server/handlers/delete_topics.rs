@@ -30,18 +30,20 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
         let image = ctx.conn.shard.node.image();
         let topic = match (&name, id.is_nil()) {
             (_, false) => image
-                .topic_by_id(&id)
+                .user_topic_by_id(&id)
                 .cloned()
                 .ok_or((ErrorCode::UnknownTopicId, None)),
             // Kafka's internal topics cannot be deleted. A topic of such a
             // name that an older Sluice let a client create is an ordinary
             // topic, and deleting it is how it is cleaned up.
-            (Some(name), true) if is_internal_topic(name) => image.topic(name).cloned().ok_or((
-                ErrorCode::InvalidRequest,
-                Some(format!("internal topic {name} cannot be deleted")),
-            )),
+            (Some(name), true) if is_internal_topic(name) => {
+                image.user_topic(name).cloned().ok_or((
+                    ErrorCode::InvalidRequest,
+                    Some(format!("internal topic {name} cannot be deleted")),
+                ))
+            }
             (Some(name), true) => image
-                .topic(name)
+                .user_topic(name)
                 .cloned()
                 .ok_or((ErrorCode::UnknownTopicOrPartition, None)),
             (None, true) => Err((ErrorCode::InvalidRequest, None)),

@@ -119,7 +119,7 @@ pub async fn handle(
             RESOURCE_TOPIC => {
                 let Some(topic) = broker
                     .image()
-                    .topic(resource.resource_name.as_str())
+                    .user_topic(resource.resource_name.as_str())
                     .cloned()
                 else {
                     results.push(result.with_error_code(ErrorCode::UnknownTopicOrPartition.code()));

@@ -29,21 +29,29 @@ pub async fn handle(
             continue;
         }
         let gid = id.clone();
-        let (state, protocol_type, protocol, members) =
-            on_coordinator(ctx, &id, move |coordinator| async move {
-                let state = coordinator.group_state(&gid).unwrap_or(GroupState::Dead);
-                let details = coordinator.with_group(&gid, |g| {
-                    (
-                        g.protocol_type().map(str::to_string),
-                        g.protocol_name().map(str::to_string),
-                        g.members(),
-                    )
-                });
-                let (protocol_type, protocol, members) =
-                    details.unwrap_or((None, None, Vec::new()));
-                (state.name(), protocol_type, protocol, members)
-            })
-            .await;
+        let described_group = on_coordinator(ctx, &id, move |coordinator| async move {
+            let state = coordinator.group_state(&gid).unwrap_or(GroupState::Dead);
+            let details = coordinator.with_group(&gid, |g| {
+                (
+                    g.protocol_type().map(str::to_string),
+                    g.protocol_name().map(str::to_string),
+                    g.members(),
+                )
+            });
+            let (protocol_type, protocol, members) = details.unwrap_or((None, None, Vec::new()));
+            (state.name(), protocol_type, protocol, members)
+        })
+        .await;
+        let (state, protocol_type, protocol, members) = match described_group {
+            Ok(described) => described,
+            Err(code) => {
+                described.push(
+                    out.with_error_code(code.code())
+                        .with_group_state(str_bytes("Dead")),
+                );
+                continue;
+            }
+        };
         out = out
             .with_group_state(str_bytes(state))
             .with_protocol_type(str_bytes(protocol_type.unwrap_or_default()))

@@ -38,6 +38,13 @@ pub async fn handle(
                 move |c| async move { c.describe(&name) },
             )
             .await;
+        let described = match described {
+            Ok(described) => described,
+            Err(code) => {
+                states.push(state.with_error_code(code.code()));
+                continue;
+            }
+        };
         let Some(meta) = described.filter(|m| m.state != TxnState::Dead) else {
             states.push(state.with_error_code(ErrorCode::TransactionalIdNotFound.code()));
             continue;

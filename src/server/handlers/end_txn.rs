@@ -31,7 +31,8 @@ pub async fn handle(ctx: &RequestContext, request: EndTxnRequest) -> EndTxnRespo
     let result = on_txn_coordinator(ctx, &id.clone(), move |c| async move {
         c.end_txn(&id, producer_id, epoch, commit, client_tv).await
     })
-    .await;
+    .await
+    .and_then(|r| r);
     response(result, version)
 }
 

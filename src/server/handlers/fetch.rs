@@ -24,6 +24,7 @@ use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::fetch_response::{FetchResponse, PartitionResponse, TopicResponse};
 use crate::server::fetch_sessions::{FetchSession, SessionPartition, Wanted};
+use crate::server::handlers::is_peer_broker;
 use crate::storage::log::{Isolation, ReadError};
 use crate::storage::txn_index::AbortedTxn;
 
@@ -85,7 +86,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     };
     let replica = (replica >= 0).then_some(replica);
     if let Some(id) = replica {
-        if !is_replica_peer(ctx, id) {
+        if !is_peer_broker(ctx, id) {
             return FetchResponse {
                 error_code: ErrorCode::ClusterAuthorizationFailed.code(),
                 ..FetchResponse::default()
@@ -154,26 +155,6 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         futures_util::future::select(wake, timeout_or_stop).await;
     };
     build_response(ctx, mode, resolved, results)
-}
-
-/// Whether a fetch naming broker `id` as its replica may be one: `id` is a
-/// live registered broker other than this one, and, when its registered
-/// host is an IP address, the connection comes from that address. (Kafka
-/// asks for the ClusterAction permission; until Sluice has ACLs this keeps
-/// a client from posing as a follower by merely setting `replica_id`.)
-fn is_replica_peer(ctx: &RequestContext, id: i32) -> bool {
-    let node = &ctx.conn.shard.node;
-    if id == node.config.node_id {
-        return false;
-    }
-    let image = node.image();
-    let Some(broker) = image.brokers.get(&id).filter(|b| !b.fenced) else {
-        return false;
-    };
-    match broker.host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip == ctx.conn.peer.ip(),
-        Err(_) => true,
-    }
 }
 
 fn resolve(

@@ -25,6 +25,7 @@ pub async fn handle(ctx: &RequestContext, request: HeartbeatRequest) -> Heartbea
             None => ErrorCode::UnknownMemberId.code(),
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|code| code.code());
     HeartbeatResponse::default().with_error_code(code)
 }

@@ -38,7 +38,7 @@ pub async fn handle(
             continue;
         }
         let name = resource.resource_name.to_string();
-        let Some(topic) = ctx.conn.shard.node.image().topic(&name).cloned() else {
+        let Some(topic) = ctx.conn.shard.node.image().user_topic(&name).cloned() else {
             responses.push(fail(ErrorCode::UnknownTopicOrPartition, "unknown topic"));
             continue;
         };

@@ -46,7 +46,8 @@ pub async fn handle(
         let result = on_txn_coordinator(ctx, &id.clone(), move |c| async move {
             c.init_producer_id(&id, timeout_ms, expected).await
         })
-        .await;
+        .await
+        .and_then(|r| r);
         return match result {
             Ok((producer_id, epoch)) => InitProducerIdResponse::default()
                 .with_producer_id(ProducerId(producer_id))

@@ -47,6 +47,10 @@ pub async fn handle(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGrou
             .await
     })
     .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(code) => return error_response(code, version),
+    };
     let Some(Output::Join(_, join)) = output else {
         return error_response(ErrorCode::CoordinatorNotAvailable, version);
     };

@@ -42,6 +42,10 @@ pub async fn handle(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGr
             })
     })
     .await;
+    let results = match results {
+        Ok(results) => results,
+        Err(code) => return LeaveGroupResponse::default().with_error_code(code.code()),
+    };
     let Some(codes) = results else {
         return LeaveGroupResponse::default().with_error_code(ErrorCode::UnknownMemberId.code());
     };

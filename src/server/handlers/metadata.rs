@@ -9,7 +9,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
-use crate::metadata::{is_internal_topic, validate_topic_name, TopicMeta};
+use crate::metadata::{is_internal_topic, is_sluice_internal, validate_topic_name, TopicMeta};
 use crate::node::forward;
 use crate::node::Node;
 use crate::protocol::errors::ErrorCode;
@@ -41,13 +41,16 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     let mut topics = Vec::new();
     if all_topics {
         for topic in broker.image().topics.values() {
+            if is_sluice_internal(&topic.name) {
+                continue;
+            }
             topics.push(describe_topic(topic, &broker, ctx.api_version));
         }
     } else {
         for wanted in request.topics.unwrap_or_default() {
             let response = match (&wanted.name, wanted.topic_id.is_nil()) {
                 (Some(name), _) => find_or_create(ctx, name.0.as_str(), may_create).await,
-                (None, false) => match broker.image().topic_by_id(&wanted.topic_id) {
+                (None, false) => match broker.image().user_topic_by_id(&wanted.topic_id) {
                     Some(topic) => describe_topic(topic, &broker, ctx.api_version),
                     None => MetadataResponseTopic::default()
                         .with_topic_id(wanted.topic_id)
@@ -97,7 +100,7 @@ async fn find_or_create(
     may_create: bool,
 ) -> MetadataResponseTopic {
     let broker = &ctx.conn.shard.node;
-    if let Some(topic) = broker.image().topic(name) {
+    if let Some(topic) = broker.image().user_topic(name) {
         return describe_topic(topic, broker, ctx.api_version);
     }
     let error = |code: ErrorCode| {

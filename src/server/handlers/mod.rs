@@ -62,8 +62,8 @@ pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-/// Resolves a topic by name, or by id when the name is empty (the newer
-/// versions of Produce and Fetch name topics by id).
+/// Resolves a topic a client may write by name, or by id when the name is
+/// empty (the newer versions of Produce name topics by id).
 pub(crate) fn resolve_topic(
     ctx: &RequestContext,
     name: &str,
@@ -72,14 +72,45 @@ pub(crate) fn resolve_topic(
     let image = ctx.conn.shard.node.image();
     if !id.is_nil() {
         return image
-            .topic_by_id(id)
+            .user_topic_by_id(id)
             .cloned()
             .ok_or(ErrorCode::UnknownTopicId);
     }
     image
-        .topic(name)
+        .user_topic(name)
         .cloned()
         .ok_or(ErrorCode::UnknownTopicOrPartition)
+}
+
+/// Whether a request naming broker `id` as its sender may come from it (a
+/// follower's Fetch, a coordinator's WriteTxnMarkers): `id` is a live
+/// registered broker other than this one, and, when its registered host is
+/// an IP address, the connection comes from that address. (Kafka asks for
+/// the ClusterAction permission; until Sluice has ACLs this keeps a client
+/// from posing as a broker by merely naming one.)
+pub(crate) fn is_peer_broker(ctx: &RequestContext, id: i32) -> bool {
+    let node = &ctx.conn.shard.node;
+    if id == node.config.node_id {
+        return false;
+    }
+    let image = node.image();
+    let Some(broker) = image.brokers.get(&id).filter(|b| !b.fenced) else {
+        return false;
+    };
+    match broker.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip == ctx.conn.peer.ip(),
+        Err(_) => true,
+    }
+}
+
+/// Whether the request comes from a coordinator on another broker (its
+/// client id names the broker: `node::txn_env::COORDINATOR_CLIENT_PREFIX`).
+pub(crate) fn from_peer_coordinator(ctx: &RequestContext) -> bool {
+    ctx.client_id
+        .as_deref()
+        .and_then(|id| id.strip_prefix(crate::node::txn_env::COORDINATOR_CLIENT_PREFIX))
+        .and_then(|id| id.parse::<i32>().ok())
+        .is_some_and(|id| is_peer_broker(ctx, id))
 }
 
 /// Kafka refuses empty group ids with INVALID_GROUP_ID; so do we, and overlong ones.
@@ -90,13 +121,16 @@ pub(crate) fn check_group_id(group_id: &str) -> Result<(), ErrorCode> {
     Ok(())
 }
 
-/// Runs `f` with the coordinator of `group_id`, on that group's shard. (A plain
-/// fn returning the future, so that the future borrows `ctx` but not `group_id`.)
+/// Runs `f` with the coordinator of `group_id`, on that group's shard, if
+/// this broker coordinates it: else NOT_COORDINATOR (another broker leads
+/// the group's offsets partition) or COORDINATOR_LOAD_IN_PROGRESS. (A plain
+/// fn returning the future, so that the future borrows `ctx` but not
+/// `group_id`.)
 pub(crate) fn on_coordinator<'a, R, F, Fut>(
     ctx: &'a RequestContext,
     group_id: &str,
     f: F,
-) -> impl Future<Output = R> + 'a
+) -> impl Future<Output = Result<R, ErrorCode>> + 'a
 where
     R: Send + 'static,
     F: FnOnce(Rc<GroupCoordinator>) -> Fut + Send + 'static,
@@ -104,16 +138,22 @@ where
 {
     let shard = &ctx.conn.shard;
     let target = coordinator_shard(group_id, shard.shard_count());
-    shard.run_on(target, move |s| f(s.groups()))
+    let group_id = group_id.to_string();
+    shard.run_on(target, move |s| async move {
+        let coordinator = s.groups();
+        coordinator.serves(&group_id)?;
+        Ok(f(coordinator).await)
+    })
 }
 
 /// Runs `f` with the transaction coordinator of `transactional_id`, on its
-/// shard.
+/// shard, if this broker coordinates it: else NOT_COORDINATOR or
+/// COORDINATOR_LOAD_IN_PROGRESS.
 pub(crate) fn on_txn_coordinator<'a, R, F, Fut>(
     ctx: &'a RequestContext,
     transactional_id: &str,
     f: F,
-) -> impl Future<Output = R> + 'a
+) -> impl Future<Output = Result<R, ErrorCode>> + 'a
 where
     R: Send + 'static,
     F: FnOnce(Rc<TxnCoordinator>) -> Fut + Send + 'static,
@@ -125,7 +165,12 @@ where
         shard.node.config.transaction_state_log_num_partitions,
         shard.shard_count(),
     );
-    shard.run_on(target, move |s| f(s.txns()))
+    let transactional_id = transactional_id.to_string();
+    shard.run_on(target, move |s| async move {
+        let coordinator = s.txns();
+        coordinator.serves(&transactional_id)?;
+        Ok(f(coordinator).await)
+    })
 }
 
 /// Kafka answers PRODUCER_FENCED as INVALID_PRODUCER_EPOCH to clients of

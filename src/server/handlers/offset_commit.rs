@@ -59,13 +59,14 @@ pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
             }
             match coordinator.commit_offsets(&gid, to_store).await {
                 Ok(()) => None,
-                Err(error) => {
-                    tracing::warn!(group = %gid, %error, "storing offsets failed");
-                    Some(ErrorCode::CoordinatorNotAvailable)
+                Err(code) => {
+                    tracing::debug!(group = %gid, ?code, "storing offsets failed");
+                    Some(code)
                 }
             }
         })
         .await
+        .unwrap_or_else(Some)
     };
 
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();

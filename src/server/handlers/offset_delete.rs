@@ -77,13 +77,14 @@ pub async fn handle(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
                 codes.push(code);
             }
         }
-        if let Err(error) = coordinator.delete_offsets(&gid, delete).await {
-            tracing::warn!(group = %gid, %error, "deleting offsets failed");
-            return Err(ErrorCode::CoordinatorNotAvailable.code());
+        if let Err(code) = coordinator.delete_offsets(&gid, delete).await {
+            tracing::debug!(group = %gid, ?code, "deleting offsets failed");
+            return Err(code.code());
         }
         Ok(codes)
     })
-    .await;
+    .await
+    .unwrap_or_else(|code| Err(code.code()));
     let codes = match outcome {
         Ok(codes) => codes,
         Err(code) => return OffsetDeleteResponse::default().with_error_code(code),

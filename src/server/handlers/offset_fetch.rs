@@ -29,33 +29,30 @@ async fn lookup(
 ) -> GroupOffsets {
     check_group_id(&group_id).map_err(|c| c.code())?;
     let gid = group_id.clone();
-    Ok(
-        on_coordinator(ctx, &group_id, move |coordinator| async move {
-            match wanted {
-                None => coordinator
-                    .offsets
-                    .group_offsets(&gid)
-                    .into_iter()
-                    .map(|((t, p), o)| {
-                        let unstable =
-                            require_stable && coordinator.offsets.has_pending(&gid, &t, p);
-                        (t, p, Some(o), unstable)
-                    })
-                    .collect(),
-                Some(topics) => topics
-                    .into_iter()
-                    .flat_map(|(t, parts)| parts.into_iter().map(move |p| (t.clone(), p)))
-                    .map(|(t, p)| {
-                        let offset = coordinator.offsets.get(&gid, &t, p);
-                        let unstable =
-                            require_stable && coordinator.offsets.has_pending(&gid, &t, p);
-                        (t, p, offset, unstable)
-                    })
-                    .collect(),
-            }
-        })
-        .await,
-    )
+    on_coordinator(ctx, &group_id, move |coordinator| async move {
+        match wanted {
+            None => coordinator
+                .offsets
+                .group_offsets(&gid)
+                .into_iter()
+                .map(|((t, p), o)| {
+                    let unstable = require_stable && coordinator.offsets.has_pending(&gid, &t, p);
+                    (t, p, Some(o), unstable)
+                })
+                .collect(),
+            Some(topics) => topics
+                .into_iter()
+                .flat_map(|(t, parts)| parts.into_iter().map(move |p| (t.clone(), p)))
+                .map(|(t, p)| {
+                    let offset = coordinator.offsets.get(&gid, &t, p);
+                    let unstable = require_stable && coordinator.offsets.has_pending(&gid, &t, p);
+                    (t, p, offset, unstable)
+                })
+                .collect(),
+        }
+    })
+    .await
+    .map_err(|code| code.code())
 }
 
 pub async fn handle(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {

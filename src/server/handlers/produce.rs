@@ -20,6 +20,7 @@ use std::sync::Arc;
 use crate::io::clock::now_ms;
 use crate::metadata::{is_internal_topic, TopicMeta};
 use crate::node::shard::Shard;
+use crate::node::txn_rpc::{ask_coordinator, Ask};
 use crate::partition::local::{Acks, TxnAppendCheck};
 use crate::protocol::batch::{self, peek_magic};
 use crate::protocol::compression::decompressed_bytes_max;
@@ -28,7 +29,6 @@ use crate::protocol::record_rules::{self, RecordCheckError, RecordError, RecordR
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{resolve_topic, str_bytes};
 use crate::storage::log;
-use crate::txn::state::TV_EPOCH_BUMP;
 
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -347,8 +347,17 @@ async fn append_transactional(
         // partition; the partition asks the coordinator to add it.
         TxnAppendCheck::Verify(guard) if version >= 12 => {
             let partition = (topic.name.to_string(), index);
-            match add_to_transaction(shard, transactional_id, producer_id, epoch, partition).await {
-                Ok(()) => Some(guard),
+            let added = ask_coordinator(
+                shard,
+                &transactional_id,
+                producer_id,
+                epoch,
+                vec![partition],
+                Ask::Add,
+            )
+            .await;
+            match added {
+                Ok(_) => Some(guard),
                 Err(ErrorCode::InvalidTxnState) => {
                     return Err(Refusal::new(
                         ErrorCode::InvalidTxnState,
@@ -363,15 +372,17 @@ async fn append_transactional(
             }
         }
         TxnAppendCheck::Verify(guard) => {
-            let coordinator = txn_coordinator_shard(shard, &transactional_id);
             let partition = (topic.name.to_string(), index);
-            let verdict = shard
-                .run_on(coordinator, move |c| async move {
-                    c.txns()
-                        .verify_partitions(&transactional_id, producer_id, epoch, &[partition])
-                        .map(|mut each| each.pop().flatten())
-                })
-                .await;
+            let verdict = ask_coordinator(
+                shard,
+                &transactional_id,
+                producer_id,
+                epoch,
+                vec![partition],
+                Ask::Verify,
+            )
+            .await
+            .map(|mut each| each.pop().flatten());
             match verdict {
                 Ok(None) => Some(guard),
                 Ok(Some(_abortable)) if version >= 11 => {
@@ -405,42 +416,6 @@ async fn append_transactional(
                 .map_err(|e| Refusal::new(e.error_code(), e.to_string()))
         })
         .await
-}
-
-/// Adds `partition` to the producer's transaction (transaction version 2);
-/// the coordinator waits for the producer's previous transaction to complete
-/// (as Kafka's `add.partitions.to.txn.retry.backoff.*` retries do) and
-/// answers CONCURRENT_TRANSACTIONS only if that takes too long.
-async fn add_to_transaction(
-    shard: &Rc<Shard>,
-    transactional_id: Arc<str>,
-    producer_id: i64,
-    epoch: i16,
-    partition: (String, i32),
-) -> Result<(), ErrorCode> {
-    let coordinator = txn_coordinator_shard(shard, &transactional_id);
-    shard
-        .run_on(coordinator, move |c| async move {
-            c.txns()
-                .add_partitions(
-                    &transactional_id,
-                    producer_id,
-                    epoch,
-                    &[partition],
-                    TV_EPOCH_BUMP,
-                )
-                .await
-        })
-        .await
-}
-
-/// The shard whose transaction coordinator owns `transactional_id`.
-fn txn_coordinator_shard(shard: &Shard, transactional_id: &str) -> usize {
-    crate::txn::coordinator::coordinator_shard(
-        transactional_id,
-        shard.node.config.transaction_state_log_num_partitions,
-        shard.shard_count(),
-    )
 }
 
 /// What a Produce answers for the coordinator's verification errors (Kafka's

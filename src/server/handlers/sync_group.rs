@@ -33,6 +33,10 @@ pub async fn handle(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGrou
             .await
     })
     .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(code) => return SyncGroupResponse::default().with_error_code(code.code()),
+    };
     let Some(Output::Sync(_, sync)) = output else {
         return SyncGroupResponse::default()
             .with_error_code(ErrorCode::CoordinatorNotAvailable.code());

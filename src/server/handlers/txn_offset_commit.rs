@@ -13,11 +13,11 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use crate::group::offsets::{offsets_partition, CommittedOffset, OFFSETS_TOPIC};
 use crate::group::state::GroupError;
+use crate::node::txn_rpc::{ask_coordinator, Ask};
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::offset_commit::{decide, PartitionCommit};
-use crate::server::handlers::{check_group_id, on_coordinator, on_txn_coordinator, topic_name};
-use crate::txn::state::TV_EPOCH_BUMP;
+use crate::server::handlers::{check_group_id, on_coordinator, topic_name};
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -99,17 +99,21 @@ async fn store(
         c.offsets
             .begin_txn_commit(&gid, producer_id, epoch, version >= 5)
     })
-    .await;
+    .await?;
+    let shard = &ctx.conn.shard;
     if guard.is_some() && version >= 5 {
-        let id = transactional_id.to_string();
         let partition = (OFFSETS_TOPIC.to_string(), offsets_partition(group_id));
-        let added = on_txn_coordinator(ctx, transactional_id, move |c| async move {
-            c.add_partitions(&id, producer_id, epoch, &[partition], TV_EPOCH_BUMP)
-                .await
-        })
+        let added = ask_coordinator(
+            shard,
+            transactional_id,
+            producer_id,
+            epoch,
+            vec![partition],
+            Ask::Add,
+        )
         .await;
         match added {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(ErrorCode::ProducerFenced) => return Err(ErrorCode::InvalidProducerEpoch),
             Err(ErrorCode::NotCoordinator | ErrorCode::CoordinatorLoadInProgress) => {
                 return Err(ErrorCode::CoordinatorNotAvailable)
@@ -117,13 +121,17 @@ async fn store(
             Err(code) => return Err(code),
         }
     } else if guard.is_some() {
-        let id = transactional_id.to_string();
         let partition = (OFFSETS_TOPIC.to_string(), offsets_partition(group_id));
-        let verdict = on_txn_coordinator(ctx, transactional_id, move |c| async move {
-            c.verify_partitions(&id, producer_id, epoch, &[partition])
-                .map(|mut each| each.pop().flatten())
-        })
-        .await;
+        let verdict = ask_coordinator(
+            shard,
+            transactional_id,
+            producer_id,
+            epoch,
+            vec![partition],
+            Ask::Verify,
+        )
+        .await
+        .map(|mut each| each.pop().flatten());
         match verdict {
             Ok(None) => {}
             // KIP-890: versions before 4 do not know TRANSACTION_ABORTABLE.
@@ -159,5 +167,5 @@ async fn store(
         c.commit_transactional(&gid, producer_id, epoch, guard, offsets)
             .await
     })
-    .await
+    .await?
 }

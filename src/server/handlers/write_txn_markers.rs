@@ -1,34 +1,55 @@
-//! WriteTxnMarkers: writes transaction markers to partitions. In Kafka the
-//! transaction coordinator sends it to partition leaders; on one node the
-//! coordinator writes its markers directly (`node/txn_env.rs`), and this
-//! request is how an administrator aborts a hanging transaction (KIP-664's
-//! `kafka-transactions.sh abort`: the producer id, epoch and coordinator
-//! epoch come from DescribeProducers). So it only aborts: a commit, or a
-//! coordinator epoch other than this node's (or -1, none known), gets
-//! INVALID_REQUEST; and only a transaction open on the partition at exactly
-//! the given epoch (`node::txn_env::abort_hanging`).
+//! WriteTxnMarkers: writes transaction markers to partitions this broker
+//! leads. Two senders:
+//! - a transaction coordinator on another broker (its client id names it,
+//!   and it must be a live registered broker at its address), whose commit
+//!   and abort markers are written as they come, with its coordinator epoch
+//!   (an older epoch than the partition's last marker's is refused:
+//!   TRANSACTION_COORDINATOR_FENCED);
+//! - an administrator aborting a hanging transaction (KIP-664's
+//!   `kafka-transactions.sh abort`: the producer id, epoch and coordinator
+//!   epoch come from DescribeProducers). That only aborts: a commit gets
+//!   INVALID_REQUEST, as does a coordinator epoch no coordinator has had (above
+//!   every transaction-log partition's leader epoch: it would fence the real
+//!   coordinator's markers), and only a transaction open on the partition at
+//!   exactly the given epoch is aborted (`node::txn_env::abort_hanging`).
 
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
-use crate::node::txn_env::{abort_hanging, COORDINATOR_EPOCH};
+use crate::node::txn_env::{abort_hanging, write_marker};
+use crate::protocol::control::EndTxnMarker;
 use crate::protocol::errors::{code, ErrorCode};
 use crate::server::connection::RequestContext;
+use crate::server::handlers::from_peer_coordinator;
+use crate::txn::coordinator::TXN_TOPIC;
 
 pub async fn handle(
     ctx: &RequestContext,
     request: WriteTxnMarkersRequest,
 ) -> WriteTxnMarkersResponse {
     let shard = &ctx.conn.shard;
+    let coordinator = from_peer_coordinator(ctx);
+    // The highest coordinator epoch there is: coordinator epochs are the
+    // transaction log's leader epochs.
+    let epoch_max = shard.node.image().topic(TXN_TOPIC).map_or(0, |t| {
+        t.placements
+            .iter()
+            .map(|p| p.leader_epoch)
+            .max()
+            .unwrap_or(0)
+    });
     let mut results = Vec::with_capacity(request.markers.len());
     for marker in request.markers {
         let (producer_id, epoch) = (marker.producer_id.0, marker.producer_epoch);
-        let refused = marker.transaction_result
+        let coordinator_epoch = marker.coordinator_epoch;
+        let refused = (!coordinator
+            && (marker.transaction_result || coordinator_epoch > epoch_max))
             || producer_id < 0
             || epoch < 0
-            || !(-1..=COORDINATOR_EPOCH).contains(&marker.coordinator_epoch);
+            || coordinator_epoch < -1;
+        let commit = marker.transaction_result;
         let mut topics = Vec::with_capacity(marker.topics.len());
         for topic in marker.topics {
             let name = topic.name.0.to_string();
@@ -37,8 +58,15 @@ pub async fn handle(
                 async move {
                     let result = if refused {
                         Err(ErrorCode::InvalidRequest)
+                    } else if coordinator {
+                        let marker = EndTxnMarker {
+                            commit,
+                            coordinator_epoch: coordinator_epoch.max(0),
+                        };
+                        write_marker(shard, name, index, producer_id, epoch, marker).await
                     } else {
-                        abort_hanging(shard, name, index, producer_id, epoch).await
+                        abort_hanging(shard, name, index, producer_id, epoch, coordinator_epoch)
+                            .await
                     };
                     WritableTxnMarkerPartitionResult::default()
                         .with_partition_index(index)

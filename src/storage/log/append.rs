@@ -495,6 +495,25 @@ pub async fn sync_log(
     result
 }
 
+/// Waits until every write reserved so far has completed (written, or failed
+/// and rolled back): the files then hold the whole log as it stands. A
+/// coordinator taking over an internal partition reads them, after the
+/// replica fetcher's last append.
+pub async fn settled(log: &LogRef) {
+    loop {
+        let listener = {
+            let log = log.borrow();
+            if log.in_flight.is_empty() || log.check_online().is_err() {
+                return;
+            }
+            log.shared.listen()
+        };
+        // A rollback may end the writes without moving the watermark.
+        let tick = std::pin::pin!(compio::time::sleep(std::time::Duration::from_millis(10)));
+        futures_util::future::select(listener, tick).await;
+    }
+}
+
 /// Waits until the high watermark reaches `end_offset`; fails if the log was
 /// rolled back (or failed) since the append was reserved.
 pub(super) async fn wait_for_watermark(

@@ -19,7 +19,7 @@ mod state;
 mod tests;
 mod truncate;
 
-pub use append::{append, append_marker, sync_log};
+pub use append::{append, append_marker, settled, sync_log};
 pub use read::{offset_for_timestamp, read, read_isolated};
 pub use replicate::append_replica;
 pub use state::{

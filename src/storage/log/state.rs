@@ -146,6 +146,11 @@ pub enum ReadError {
 }
 
 impl PartitionLog {
+    /// The directory holding this log's files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Directory of a partition's log under the data dir.
     pub fn dir_for(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
         data_dir.join(format!("{topic}-{partition}"))

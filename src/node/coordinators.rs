@@ -1,0 +1,175 @@
+//! The group and transaction coordinators follow the leadership of their
+//! internal partitions, as in Kafka: the active controller creates the
+//! offsets log and the transaction log as replicated topics once enough
+//! brokers are registered; a broker that takes the lead of one of their
+//! partitions loads it into the coordinator of the shard that owns it, and
+//! one that loses it unloads it (its clients get NOT_COORDINATOR and find
+//! the new leader with FindCoordinator).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use crate::config::Config;
+use crate::group::offsets::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
+use crate::node::shard::Shard;
+use crate::partition::internal::{LoadedPartition, Unloaded};
+use crate::partition::local::{Partition, RoleChange};
+use crate::txn::coordinator::TXN_TOPIC;
+
+/// One of Sluice's internal topics, as the controller creates it.
+struct InternalTopic {
+    name: &'static str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: BTreeMap<String, String>,
+}
+
+/// Kafka's internal topics' settings: compacted, and room for a large
+/// transactional offset commit in one batch.
+fn internal_topics(config: &Config) -> [InternalTopic; 2] {
+    let configs = |segment_bytes: u64| {
+        BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("segment.bytes".to_string(), segment_bytes.to_string()),
+            ("max.message.bytes".to_string(), (100u32 << 20).to_string()),
+        ])
+    };
+    [
+        InternalTopic {
+            name: OFFSETS_TOPIC,
+            partitions: OFFSETS_PARTITIONS,
+            replication_factor: config.offsets_topic_replication_factor,
+            configs: configs(config.offsets_topic_segment_bytes),
+        },
+        InternalTopic {
+            name: TXN_TOPIC,
+            partitions: config.transaction_state_log_num_partitions,
+            replication_factor: config.transaction_state_log_replication_factor,
+            configs: configs(crate::txn::coordinator::TxnConfig::default().segment_bytes),
+        },
+    ]
+}
+
+/// On the active controller: creates the internal topics that do not exist
+/// yet, once the brokers registered are enough for their replication factor.
+pub async fn create_internal_topics(shard: &Rc<Shard>) {
+    let Some(controller) = shard.try_controller() else {
+        return;
+    };
+    for topic in internal_topics(&shard.node.config) {
+        if shard.node.image().topic(topic.name).is_some() {
+            continue;
+        }
+        let created = controller
+            .create_internal_topic(
+                topic.name,
+                topic.partitions,
+                topic.configs,
+                topic.replication_factor as usize,
+            )
+            .await;
+        match created {
+            Ok(true) => tracing::info!(
+                topic = topic.name,
+                partitions = topic.partitions,
+                replication_factor = topic.replication_factor,
+                "internal topic created"
+            ),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::debug!(topic = topic.name, error = %error.message, "internal topic not created yet")
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Coordinator {
+    Groups,
+    Transactions,
+}
+
+/// Gives up internal partition `index` (counted while it was loaded).
+fn unload(shard: &Shard, coordinator: Coordinator, index: i32) {
+    let unloaded = match coordinator {
+        Coordinator::Groups => shard.groups().unload(index),
+        Coordinator::Transactions => shard.txns().unload(index),
+    };
+    if unloaded == Unloaded::Loaded {
+        shard
+            .node
+            .coordinator_partitions
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How many internal partitions a node that is the whole cluster loads.
+pub fn internal_partition_count(config: &Config) -> usize {
+    internal_topics(config)
+        .iter()
+        .map(|t| t.partitions as usize)
+        .sum()
+}
+
+/// After `partition`'s role changed: a coordinator takes over the internal
+/// partitions this broker now leads (once every write to the log is
+/// settled, so that the replay reads all of it) and gives up the others.
+/// `min_isr` is the topic's min.insync.replicas.
+pub fn on_role_change(
+    shard: &Rc<Shard>,
+    partition: &Rc<Partition>,
+    change: RoleChange,
+    min_isr: i32,
+) {
+    let coordinator = match &*partition.topic {
+        OFFSETS_TOPIC => Coordinator::Groups,
+        TXN_TOPIC => Coordinator::Transactions,
+        _ => return,
+    };
+    let index = partition.index;
+    match change {
+        RoleChange::Unchanged => {}
+        RoleChange::Follows { .. } => unload(shard, coordinator, index),
+        RoleChange::Leads => {
+            let epoch = partition.leader_epoch();
+            match coordinator {
+                Coordinator::Groups => shard.groups().offsets.begin_load(index),
+                Coordinator::Transactions => shard.txns().begin_load(index),
+            }
+            let (shard, partition) = (shard.clone(), partition.clone());
+            compio::runtime::spawn(async move {
+                // A follower append the fetcher had under way completes first.
+                crate::storage::log::settled(partition.log()).await;
+                if !partition.leads_in(epoch) {
+                    // Moved on meanwhile: a later change loads or unloads it.
+                    return;
+                }
+                let loaded = LoadedPartition {
+                    partition: partition.clone(),
+                    leader_epoch: epoch,
+                    min_isr,
+                    stop: shard.node.shutdown.clone(),
+                };
+                let result = match coordinator {
+                    Coordinator::Groups => shard.groups().load(loaded),
+                    Coordinator::Transactions => shard.txns().load(loaded),
+                };
+                match result {
+                    Ok(true) => {
+                        shard
+                            .node
+                            .coordinator_partitions
+                            .fetch_add(1, Ordering::AcqRel);
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::error!(topic = %partition.topic, partition = index, %error, "cannot load an internal partition; its groups or transactions are not coordinated here");
+                        unload(&shard, coordinator, index);
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+}
