@@ -996,6 +996,24 @@ fn a_follower_log_takes_the_leaders_batches_as_they_are() {
         assert_eq!(follower.borrow_mut().truncate_to(6).unwrap(), 6);
         assert_eq!(follower.borrow().latest_epoch(), 3);
         assert_eq!(follower.borrow().end_offset_for_epoch(5), (-1, -1));
+        // An epoch begun at the log end and never written in (the lead
+        // taken at start-up from a stale image), then a cut at that end:
+        // nothing is cut, but the empty epoch goes, durably. Found by the
+        // fault suite: a follower kept naming it, and its leader kept
+        // answering the same divergence.
+        follower.borrow_mut().begin_leader_epoch(7).unwrap();
+        assert_eq!(follower.borrow().latest_epoch(), 7);
+        assert_eq!(follower.borrow_mut().truncate_to(6).unwrap(), 6);
+        assert_eq!(follower.borrow().latest_epoch(), 3);
+        follower.borrow_mut().close().unwrap();
+    });
+    run(async {
+        let follower = open(follower_dir.path(), 1 << 20);
+        assert_eq!(
+            follower.borrow().latest_epoch(),
+            3,
+            "the cut epoch stays gone"
+        );
     });
 }
 

@@ -41,6 +41,25 @@ impl PartitionLog {
     pub fn truncate_to(&mut self, offset: i64) -> Result<i64, TruncateError> {
         self.check_idle()?;
         if offset >= self.next_offset {
+            // Nothing to cut, but an epoch begun at the log end (this
+            // broker took the lead and never wrote in it) goes: a follower
+            // told to end there must not name that epoch again, or its
+            // leader answers with the same divergence forever.
+            if self
+                .epochs
+                .entries()
+                .iter()
+                .any(|&(_, start)| start >= offset)
+            {
+                self.epochs.truncate_from_end(offset);
+                if self.next_offset == 0 {
+                    self.epochs_unsaved = true;
+                } else {
+                    self.epochs
+                        .save(&self.disk, &self.dir)
+                        .map_err(|e| TruncateError::Storage(e.to_string()))?;
+                }
+            }
             return Ok(self.next_offset);
         }
         if offset <= self.log_start_offset {
