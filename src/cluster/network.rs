@@ -9,6 +9,7 @@
 //! whatever [`ControllerRequests`] holds on the receiving node.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{self, Cursor};
 use std::rc::Rc;
@@ -128,15 +129,26 @@ pub async fn answer<M: Machine>(
     serde_json::to_vec(&answer).expect("answers encode")
 }
 
-/// Makes one [`Peer`] per node the Raft talks to.
-pub struct Network;
+/// Makes one [`Peer`] per node the Raft talks to, at the address this
+/// node's own `--controller-quorum-voters` gives (as each KRaft node dials
+/// what its `controller.quorum.voters` says: one node may reach a voter
+/// through a proxy or a NAT that another does not use); the membership's
+/// address, the first voter's view, when the flag has none.
+pub struct Network {
+    pub voters: BTreeMap<NodeId, String>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
-    async fn new_client(&mut self, _target: NodeId, node: &openraft::impls::BasicNode) -> Peer {
+    async fn new_client(&mut self, target: NodeId, node: &openraft::impls::BasicNode) -> Peer {
+        let addr = self
+            .voters
+            .get(&target)
+            .cloned()
+            .unwrap_or_else(|| node.addr.clone());
         Peer {
-            client: RpcClient::new(node.addr.clone()),
+            client: RpcClient::new(addr),
         }
     }
 }

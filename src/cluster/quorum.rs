@@ -169,7 +169,9 @@ impl<M: Machine> Quorum<M> {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network,
+            Network {
+                voters: config.voters.clone(),
+            },
             log.clone(),
             machine.clone(),
         )
@@ -334,9 +336,10 @@ impl<M: Machine> Quorum<M> {
 
 /// Refuses to run with voters other than those the quorum's log holds: the
 /// membership is decided once, when the quorum is first formed, and a node
-/// started later with other `--controller-quorum-voters` (another id, or
-/// another address for one) would count votes of a quorum that is not
-/// this one. Changing the voters needs a membership change, not a flag.
+/// started later with other `--controller-quorum-voters` ids would count
+/// votes of a quorum that is not this one. Changing the voters needs a
+/// membership change, not a flag. Their addresses are each node's own
+/// concern (it dials what its flag says: a proxy, a NAT).
 async fn check_membership<M: Machine>(
     raft: &Raft<M>,
     voters: &BTreeMap<NodeId, String>,
@@ -356,13 +359,7 @@ async fn check_membership<M: Machine>(
         .filter(|(id, _)| voter_ids.contains(id))
         .map(|(&id, node)| (id, node.addr.clone()))
         .collect();
-    // A voter alone never dials its own address: only its id must match.
-    let alone = voters.len() == 1 && stored.len() == 1;
-    let same = if alone {
-        stored.keys().eq(voters.keys())
-    } else {
-        &stored == voters
-    };
+    let same = stored.keys().eq(voters.keys());
     if !same {
         return Err(other(format!(
             "--controller-quorum-voters {} differs from the voters this node's metadata quorum was formed with ({}); start it with those, or with a new --data-dir",
