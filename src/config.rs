@@ -680,6 +680,16 @@ impl Config {
             if !(1..=100).contains(&factor) {
                 return Err(invalid(flag, "must be between 1 and 100"));
             }
+            // Every broker is a voter: more replicas than voters can never be placed.
+            if factor as usize > quorum_voters.len() {
+                return Err(invalid(
+                    flag,
+                    format!(
+                        "{factor} replicas need {factor} brokers, but --controller-quorum-voters names {}",
+                        quorum_voters.len()
+                    ),
+                ));
+            }
         }
         let cluster_id = cli.cluster_id.or(file.cluster_id);
         if let Some(id) = &cluster_id {

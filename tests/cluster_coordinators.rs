@@ -375,10 +375,25 @@ async fn transactions_span_brokers_and_survive_their_coordinators_loss() {
         .collect();
     let all = [1, 2, 3];
     let servers = bootstrap(&brokers, &all);
-    let id = "spread-txn";
+    let distinct: std::collections::BTreeSet<i32> = leaders_of.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "each broker leads one partition: {leaders_of:?}"
+    );
     let group = "spread-group";
-    let txn_coordinator = agreed_coordinator(&brokers, &all, TRANSACTION, id, None);
     let group_coordinator = agreed_coordinator(&brokers, &all, GROUP, group, None);
+    // A transactional id coordinated elsewhere than the group: the offsets'
+    // verification and markers cross brokers too.
+    let (id, txn_coordinator) = (0..)
+        .map(|n| format!("spread-txn-{n}"))
+        .map(|id| {
+            let at = agreed_coordinator(&brokers, &all, TRANSACTION, &id, None);
+            (id, at)
+        })
+        .find(|(_, at)| *at != group_coordinator)
+        .unwrap();
+    let id = id.as_str();
     eprintln!(
         "partition leaders {leaders_of:?}, transaction coordinator {txn_coordinator}, \
          group coordinator {group_coordinator}"

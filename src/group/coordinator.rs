@@ -1,6 +1,6 @@
 //! The group coordinator of one shard: the groups whose offsets partition this
-//! shard owns, their parked JoinGroup/SyncGroup requests, their timers, and
-//! their committed offsets.
+//! shard owns and this broker leads, their parked JoinGroup/SyncGroup
+//! requests, their timers, and their committed offsets.
 //!
 //! Handlers on any shard reach it with `run_on(coordinator_shard(group), …)`.
 //! The state machine (`state.rs`) decides; this file only delivers its answers
@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 
 use crate::group::offsets::{
-    offsets_partition, CommittedOffset, LoadedPartition, OffsetStore, Unloaded,
+    offsets_partition, CommittedOffset, LoadedPartition, OffsetStore, Replayed, Unloaded,
 };
 use crate::group::state::{Group, GroupConfig, GroupState, Output, RequestId};
 use crate::io::clock::now_ms;
@@ -282,16 +282,16 @@ impl GroupCoordinator {
     }
 
     /// Takes over the groups of an offsets partition this broker now leads.
-    pub fn load(&self, loaded: LoadedPartition) -> Result<bool, String> {
+    pub fn install(&self, loaded: LoadedPartition, replayed: Replayed) -> bool {
         let index = loaded.partition.index;
-        let installed = self.offsets.load(loaded)?;
+        let installed = self.offsets.install(loaded, replayed);
         if installed {
             tracing::info!(
                 partition = index,
                 "coordinating the groups of an offsets partition"
             );
         }
-        Ok(installed)
+        installed
     }
 
     /// Gives up the groups of offsets partition `partition` (another broker

@@ -1,14 +1,16 @@
 //! Consumer groups: the classic rebalance protocol and committed offsets.
 //!
-//! Each group lives on one shard, its *coordinator shard*: the owner of the
-//! group's partition of the internal offsets log (`__sluice_offsets`,
-//! [`offsets::OFFSETS_PARTITIONS`] partitions, partition = hash(group id)). As in
-//! Kafka, the mapping depends on the group id only, so it survives a change of
-//! `--cores`: the offsets log partitions are reassigned to shards like any other.
+//! Each group lives on one shard of one broker, its *coordinator*: the broker
+//! that leads the group's partition of the internal offsets log
+//! (`__sluice_offsets`, [`offsets::OFFSETS_PARTITIONS`] partitions, partition
+//! = hash(group id)), on the shard that owns that partition. As in Kafka, the
+//! mapping depends on the group id only, so it survives a change of `--cores`
+//! and moves with the partition's leadership.
 //!
 //! - `state.rs`: the state machine of one group (pure, no I/O, time passed in).
 //! - `offsets.rs`: committed offsets, kept in memory and appended to the offsets
-//!   log before a commit is acknowledged; rebuilt from the log at start-up.
+//!   log before a commit is acknowledged; rebuilt from the log when the
+//!   broker takes the lead of a partition of it.
 //! - `coordinator.rs`: one per shard; owns the groups of that shard, parks
 //!   JoinGroup/SyncGroup requests until the state machine answers them, and
 //!   runs the timers (session expiry, rebalance deadlines, offset expiry).

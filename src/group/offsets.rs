@@ -101,23 +101,29 @@ pub struct OffsetStore {
     pub(super) deciding: RefCell<HashMap<u64, PendingOffsets>>,
 }
 
-/// What replaying one partition of the offsets log finds.
+/// What replaying one partition of the offsets log finds, its records
+/// numbered from 1 in log order (installed after the sequences taken so far).
 #[derive(Default)]
-struct Replayed {
+pub struct Replayed {
     offsets: HashMap<String, GroupOffsets>,
     pending: HashMap<(i64, i32), PendingOffsets>,
+    records: u64,
 }
 
-/// Replays partition `partition` of the offsets log in `dir`, numbering
-/// records from `sequence` on (in log order, as the live writes take them:
-/// a transaction's offsets, decided by a marker later, must still compare
-/// with the plain commits around them).
-fn replay_partition(dir: &Path, partition: i32, sequence: &mut u64) -> Result<Replayed, String> {
+/// Replays partition `partition` of the offsets log in `dir` (blocking
+/// reads: a coordinator runs it off its shard), numbering records in log
+/// order, as the live writes take them: a transaction's offsets, decided by
+/// a marker later, must still compare with the plain commits around them.
+pub fn replay(dir: &Path, partition: i32) -> Result<Replayed, String> {
     let mut found = Replayed::default();
-    let Replayed { offsets, pending } = &mut found;
+    let Replayed {
+        offsets,
+        pending,
+        records,
+    } = &mut found;
     replay::for_each_record(dir, |record| {
-        *sequence += 1;
-        let sequence = *sequence;
+        *records += 1;
+        let sequence = *records;
         // Transactional commits wait for their transaction's marker.
         if record.control {
             let key = record.key.as_deref().unwrap_or_default();
@@ -192,29 +198,54 @@ impl OffsetStore {
         self.loaded.borrow().get(&partition).cloned()
     }
 
+    /// Whether `loaded` is still this store's load of its partition, led in
+    /// the same epoch: state may change after an await only if so.
+    pub(super) fn is_current(&self, loaded: &Rc<LoadedPartition>) -> bool {
+        loaded.still_leads()
+            && self
+                .loaded(loaded.partition.index)
+                .is_some_and(|now| Rc::ptr_eq(&now, loaded))
+    }
+
     /// A load of `partition` has begun (the leadership was taken).
     pub fn begin_load(&self, partition: i32) {
         self.loading.borrow_mut().insert(partition);
     }
 
-    /// Takes over the groups of `loaded`'s partition: replays its log (every
-    /// write to it settled before) into the table. Unless the partition
-    /// was unloaded meanwhile (the leadership moved on again): whether it
-    /// was installed.
-    pub fn load(&self, loaded: LoadedPartition) -> Result<bool, String> {
+    /// Takes over the groups of `loaded`'s partition, as its log replayed
+    /// (every write to it settled before): whether it was installed (not if
+    /// the partition was unloaded meanwhile: the leadership moved on again).
+    pub fn install(&self, loaded: LoadedPartition, replayed: Replayed) -> bool {
         let index = loaded.partition.index;
         if !self.loading.borrow_mut().remove(&index) {
-            return Ok(false);
+            return false;
         }
-        let dir = loaded.partition.log().borrow().dir().to_path_buf();
-        let mut sequence = self.next_sequence.get();
-        let replayed = replay_partition(&dir, index, &mut sequence)?;
-        self.next_sequence.set(sequence + 1);
+        let base = self.next_sequence.get();
+        self.next_sequence.set(base + replayed.records + 1);
         self.forget(index);
-        self.offsets.borrow_mut().extend(replayed.offsets);
-        self.pending.borrow_mut().extend(replayed.pending);
+        let mut offsets = self.offsets.borrow_mut();
+        for (group, mut table) in replayed.offsets {
+            for (seq, _) in table.values_mut() {
+                *seq += base;
+            }
+            offsets.insert(group, table);
+        }
+        let mut pending = self.pending.borrow_mut();
+        for (key, mut held) in replayed.pending {
+            for (seq, _) in held.values_mut() {
+                *seq += base;
+            }
+            pending.insert(key, held);
+        }
         self.loaded.borrow_mut().insert(index, Rc::new(loaded));
-        Ok(true)
+        true
+    }
+
+    /// [`replay`] and [`OffsetStore::install`] at once, on this thread.
+    pub fn load(&self, loaded: LoadedPartition) -> Result<bool, String> {
+        let dir = loaded.partition.log().borrow().dir().to_path_buf();
+        let replayed = replay(&dir, loaded.partition.index)?;
+        Ok(self.install(loaded, replayed))
     }
 
     /// Stops coordinating the groups of `partition` (the leadership moved):
@@ -279,15 +310,15 @@ impl OffsetStore {
             validate_records(&batch, usize::MAX).map_err(|_| ErrorCode::UnknownServerError)?;
         let sequence = self.next_sequence.get();
         self.next_sequence.set(sequence + 1);
+        if !self.is_current(&loaded) {
+            return Err(ErrorCode::NotCoordinator);
+        }
         loaded
             .partition
             .append(commit, batch, &validated, loaded.acks(), &loaded.stop)
             .await
             .map_err(|e| coordinator_error(&e))?;
-        if !self
-            .loaded(loaded.partition.index)
-            .is_some_and(|now| Rc::ptr_eq(&now, &loaded))
-        {
+        if !self.is_current(&loaded) {
             // Unloaded while it was replicated: the new leader has it.
             return Err(ErrorCode::NotCoordinator);
         }

@@ -5,8 +5,8 @@
 //! transaction's marker reaches that partition: a commit marker makes them
 //! the group's committed offsets (unless a later plain commit replaced one),
 //! an abort drops them. Until then OffsetFetch with `require_stable` answers
-//! UNSTABLE_OFFSET_COMMIT for them. The replay at start-up does the same
-//! from the log (`offsets.rs`).
+//! UNSTABLE_OFFSET_COMMIT for them. The replay of a partition when it is
+//! loaded does the same from the log (`offsets.rs`).
 //!
 //! As for data partitions (KIP-890 part 1), a commit for a producer with no
 //! transaction open in the partition is written only if the verification
@@ -107,6 +107,9 @@ impl OffsetStore {
         // timeout aborting the transaction) must find and decide them.
         // What each key held before (an earlier commit of this transaction),
         // to put back if this append fails.
+        if !self.is_current(&loaded) {
+            return Err(ErrorCode::NotCoordinator);
+        }
         let mut displaced = Vec::with_capacity(offsets.len());
         {
             let mut pending = self.pending.borrow_mut();
@@ -128,6 +131,11 @@ impl OffsetStore {
                 &loaded.stop,
             )
             .await;
+        if !self.is_current(&loaded) {
+            // Given up (or loaded anew) meanwhile: the state is not this
+            // write's any more; the new load replays what the log holds.
+            return Err(ErrorCode::NotCoordinator);
+        }
         if let Err(error) = appended {
             // Not written: undo what this commit held, in `pending` (putting
             // back what it displaced, unless a later commit replaced it) and
@@ -184,6 +192,11 @@ impl OffsetStore {
             .write_marker(commit_rounds, producer_id, epoch, marker, &loaded.stop)
             .await;
         let decided = self.deciding.borrow_mut().remove(&ticket);
+        if !self.is_current(&loaded) {
+            // Given up (or loaded anew) meanwhile: the new load replays
+            // the marker if it was written.
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
         if let Err(error) = written {
             // The coordinator sends the marker again: still undecided.
             if let Some(decided) = decided {

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::group::offsets::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
@@ -26,12 +27,15 @@ struct InternalTopic {
 }
 
 /// Kafka's internal topics' settings: compacted, and room for a large
-/// transactional offset commit in one batch.
+/// transactional offset commit in one batch; every write synced before it
+/// is acknowledged, whatever the broker's default flush policy (an offset
+/// commit or a transaction's decision must not be lost once answered).
 fn internal_topics(config: &Config) -> [InternalTopic; 2] {
     let configs = |segment_bytes: u64| {
         BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("segment.bytes".to_string(), segment_bytes.to_string()),
+            ("flush.messages".to_string(), "1".to_string()),
             ("max.message.bytes".to_string(), (100u32 << 20).to_string()),
         ])
     };
@@ -90,6 +94,86 @@ enum Coordinator {
     Transactions,
 }
 
+/// Attempts at loading an internal partition (the log cleaner may swap a
+/// segment while it is read), and the pause between them.
+const LOAD_ATTEMPTS: u32 = 5;
+const LOAD_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Loads internal `partition`, led here in `epoch`, into its coordinator:
+/// once every write to its log settled (a follower append the replica
+/// fetcher had under way), its log is replayed on a blocking thread (not to
+/// stall the shard) and installed, unless the leadership moved meanwhile.
+async fn load(
+    shard: Rc<Shard>,
+    partition: Rc<Partition>,
+    coordinator: Coordinator,
+    epoch: i32,
+    min_isr: i32,
+) {
+    let index = partition.index;
+    for attempt in 1..=LOAD_ATTEMPTS {
+        crate::storage::log::settled(partition.log()).await;
+        if !partition.leads_in(epoch) {
+            // Moved on meanwhile: a later change loads or unloads it.
+            return;
+        }
+        let dir = partition.log().borrow().dir().to_path_buf();
+        let loaded = || LoadedPartition {
+            partition: partition.clone(),
+            leader_epoch: epoch,
+            min_isr,
+            stop: shard.node.shutdown.clone(),
+        };
+        let installed = match coordinator {
+            Coordinator::Groups => {
+                let replayed = compio::runtime::spawn_blocking(move || {
+                    crate::group::offsets::replay(&dir, index)
+                })
+                .await;
+                match replayed {
+                    Ok(Ok(replayed)) if partition.leads_in(epoch) => {
+                        Ok(shard.groups().install(loaded(), replayed))
+                    }
+                    Ok(Ok(_)) => return,
+                    Ok(Err(error)) => Err(error),
+                    Err(_) => Err("the replay panicked".to_string()),
+                }
+            }
+            Coordinator::Transactions => {
+                let replayed =
+                    compio::runtime::spawn_blocking(move || crate::txn::coordinator::replay(&dir))
+                        .await;
+                match replayed {
+                    Ok(Ok(replayed)) if partition.leads_in(epoch) => {
+                        Ok(shard.txns().install(loaded(), replayed))
+                    }
+                    Ok(Ok(_)) => return,
+                    Ok(Err(error)) => Err(error),
+                    Err(_) => Err("the replay panicked".to_string()),
+                }
+            }
+        };
+        match installed {
+            Ok(true) => {
+                shard
+                    .node
+                    .coordinator_partitions
+                    .fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+            Ok(false) => return,
+            Err(error) if attempt < LOAD_ATTEMPTS => {
+                tracing::warn!(topic = %partition.topic, partition = index, attempt, %error, "loading an internal partition failed; trying again");
+                compio::time::sleep(LOAD_BACKOFF).await;
+            }
+            Err(error) => {
+                tracing::error!(topic = %partition.topic, partition = index, %error, "cannot load an internal partition; its groups or transactions are not coordinated here");
+                unload(&shard, coordinator, index);
+            }
+        }
+    }
+}
+
 /// Gives up internal partition `index` (counted while it was loaded).
 fn unload(shard: &Shard, coordinator: Coordinator, index: i32) {
     let unloaded = match coordinator {
@@ -132,44 +216,16 @@ pub fn on_role_change(
         RoleChange::Unchanged => {}
         RoleChange::Follows { .. } => unload(shard, coordinator, index),
         RoleChange::Leads => {
+            // Led in a new epoch, perhaps without a change in between (an
+            // image skipped): what was loaded may be stale; load it anew.
+            unload(shard, coordinator, index);
             let epoch = partition.leader_epoch();
             match coordinator {
                 Coordinator::Groups => shard.groups().offsets.begin_load(index),
                 Coordinator::Transactions => shard.txns().begin_load(index),
             }
             let (shard, partition) = (shard.clone(), partition.clone());
-            compio::runtime::spawn(async move {
-                // A follower append the fetcher had under way completes first.
-                crate::storage::log::settled(partition.log()).await;
-                if !partition.leads_in(epoch) {
-                    // Moved on meanwhile: a later change loads or unloads it.
-                    return;
-                }
-                let loaded = LoadedPartition {
-                    partition: partition.clone(),
-                    leader_epoch: epoch,
-                    min_isr,
-                    stop: shard.node.shutdown.clone(),
-                };
-                let result = match coordinator {
-                    Coordinator::Groups => shard.groups().load(loaded),
-                    Coordinator::Transactions => shard.txns().load(loaded),
-                };
-                match result {
-                    Ok(true) => {
-                        shard
-                            .node
-                            .coordinator_partitions
-                            .fetch_add(1, Ordering::AcqRel);
-                    }
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::error!(topic = %partition.topic, partition = index, %error, "cannot load an internal partition; its groups or transactions are not coordinated here");
-                        unload(&shard, coordinator, index);
-                    }
-                }
-            })
-            .detach();
+            compio::runtime::spawn(load(shard, partition, coordinator, epoch, min_isr)).detach();
         }
     }
 }

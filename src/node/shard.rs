@@ -62,10 +62,11 @@ pub struct Shard {
     /// Sends a request to the active controller (this node's or another's)
     /// and returns its answer; only on shard 0, once the quorum runs.
     pub call_controller: RefCell<Option<ControllerCall>>,
-    /// The coordinator of the consumer groups whose offsets partitions this shard owns.
+    /// The coordinator of the consumer groups whose offsets partitions this
+    /// shard owns (those this broker leads are loaded in it).
     pub groups: RefCell<Option<Rc<GroupCoordinator>>>,
     /// The coordinator of the transactional ids whose transaction-log
-    /// partitions this shard owns.
+    /// partitions this shard owns (those this broker leads are loaded).
     pub txns: RefCell<Option<Rc<TxnCoordinator>>>,
     /// Fetch reads of at least this many bytes of a partition stay in the
     /// segment file and are spliced to the socket; None: always copied (no

@@ -153,7 +153,11 @@ pub async fn open_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
         shard.try_run_on(owner, move |shard| async move {
             let state = topic.partitions[partition as usize].clone();
             let opened = (|| {
-                let adopt = topic.name.starts_with(RESERVED_TOPIC_PREFIX);
+                // Only a node alone had the internal logs a client used: in
+                // a cluster every broker kept private ones, of which only
+                // one was in use, and none may become a replica.
+                let adopt = topic.name.starts_with(RESERVED_TOPIC_PREFIX)
+                    && shard.node.config.quorum_voters.len() == 1;
                 prepare_dir(&dir, topic.id, adopt)?;
                 let log = PartitionLog::open(
                     topic.name.clone(),

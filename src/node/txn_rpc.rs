@@ -24,7 +24,7 @@ use crate::io::rpc::RpcClient;
 use crate::node::shard::Shard;
 use crate::node::txn_env::COORDINATOR_CLIENT_PREFIX;
 use crate::protocol::errors::ErrorCode;
-use crate::txn::coordinator::{coordinator_shard, txn_partition, TXN_TOPIC};
+use crate::txn::coordinator::{coordinator_shard, log_partitions, txn_partition, TXN_TOPIC};
 use crate::txn::state::{TopicPartition, TV_EPOCH_BUMP};
 
 /// The AddPartitionsToTxn version brokers send each other.
@@ -54,7 +54,7 @@ pub async fn ask_coordinator(
     ask: Ask,
 ) -> Result<Vec<Option<ErrorCode>>, ErrorCode> {
     let node = &shard.node;
-    let count = node.config.transaction_state_log_num_partitions;
+    let count = log_partitions(node, node.config.transaction_state_log_num_partitions);
     let leader = node
         .image()
         .topic(TXN_TOPIC)

@@ -133,8 +133,8 @@ pub fn close_owned_logs(shard: &Rc<Shard>) {
     }
 }
 
-/// Runs the cleaner over this shard's compacted logs, and its offsets logs,
-/// every `interval` until shutdown.
+/// Runs the cleaner over this shard's compacted logs (the internal topics'
+/// among them) every `interval` until shutdown.
 pub fn start_cleaner(shard: &Rc<Shard>, interval: Duration) {
     let shard = shard.clone();
     compio::runtime::spawn(async move {

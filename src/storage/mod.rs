@@ -17,7 +17,8 @@
 //! - `clean_shutdown.rs`: the marker a clean shutdown leaves so that the next
 //!   start can trust the files instead of scanning them.
 //! - `cleaner.rs`: log compaction, a pass over one compacted log.
-//! - `replay.rs`: reading an internal log's records back at start-up.
+//! - `replay.rs`: reading an internal log's records back (start-up, a
+//!   coordinator's load).
 //!
 //! The on-disk format is described in `docs/FORMAT.md`.
 

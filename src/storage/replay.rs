@@ -1,10 +1,12 @@
-//! Reading an internal log back at start-up: every record of every batch, in
-//! offset order, with plain blocking reads (before the shards serve). Where
-//! the log ends is decided as the recovery scan decides it (a torn tail ends
-//! it, and the segments after a torn one are not part of it), so that the
-//! replay never reads past the log that the storage engine then opens.
+//! Reading an internal log back: every record of every batch, in offset
+//! order, with plain blocking reads (at start-up before the shards serve, or
+//! on a blocking thread when a coordinator takes over an internal partition,
+//! once every write to it settled). Where the log ends is decided as the
+//! recovery scan decides it (a torn tail ends it, and the segments after a
+//! torn one are not part of it), so that the replay never reads past the
+//! log that the storage engine opens.
 //!
-//! Used by the metadata log and the group offsets logs. A torn tail is ignored
+//! Used by the metadata log, the offsets log and the transaction log. A torn tail is ignored
 //! here (opening the log for appends truncates it); corruption elsewhere is an
 //! error, because replaying past it would rebuild the wrong state. So is a
 //! batch whose records decompress beyond `DECOMPRESSED_BYTES_FLOOR`: these logs

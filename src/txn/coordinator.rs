@@ -9,14 +9,16 @@
 //! so a deposed coordinator's late markers are refused.
 //!
 //! A request runs the pure decision of `requests.rs`, writes what it decided
-//! (one record, synced) and applies it. An EndTxn is answered once its
+//! (one record, synced and in the in-sync replicas) and applies it, unless
+//! the partition was given up or loaded anew meanwhile. An EndTxn is answered once its
 //! PrepareCommit/PrepareAbort is durable; its markers are then written (and
 //! synced) to every partition of the transaction and the Complete record
 //! after them (applied once written, its sync left to the next write), in a
 //! task of its own. Until then the id's completion is pending: the producer's
 //! AddPartitionsToTxn and AddOffsetsToTxn wait for it (up to 100 ms) and other
-//! requests get CONCURRENT_TRANSACTIONS. After a restart, transactions found
-//! in PrepareCommit/PrepareAbort are completed the same way; open ones are
+//! requests get CONCURRENT_TRANSACTIONS. When a partition is loaded (after a
+//! restart, or a move of its leadership), transactions found in
+//! PrepareCommit/PrepareAbort are completed the same way; open ones are
 //! aborted when they time out.
 //!
 //! Lives on one shard (`RefCell`, no borrow across an `.await`).
@@ -173,6 +175,16 @@ pub fn txn_partition(transactional_id: &str, partitions: i32) -> i32 {
     abs % partitions.max(1)
 }
 
+/// The transaction log's partition count: the topic's, fixed when the
+/// controller created it (every broker places ids by it, whatever its own
+/// `--transaction-state-log-num-partitions`), or `configured` before it
+/// exists.
+pub fn log_partitions(node: &Node, configured: i32) -> i32 {
+    node.image()
+        .topic(TXN_TOPIC)
+        .map_or(configured, |t| t.partition_count())
+}
+
 /// The shard that coordinates `transactional_id`.
 pub fn coordinator_shard(transactional_id: &str, partitions: i32, shard_count: usize) -> usize {
     shard_for_partition(
@@ -219,14 +231,21 @@ fn coordinator_error(error: &ProduceError) -> ErrorCode {
         | ErrorCode::NotEnoughReplicasAfterAppend
         | ErrorCode::RequestTimedOut => ErrorCode::CoordinatorNotAvailable,
         ErrorCode::NotLeaderOrFollower | ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
-        _ => ErrorCode::UnknownServerError,
+        ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge => ErrorCode::UnknownServerError,
+        other => other,
     }
 }
 
-/// Replays partition `dir` of the transaction log: the last state of each id.
-fn replay_partition(dir: &Path) -> Result<HashMap<String, TxnMetadata>, String> {
+/// Replays partition `dir` of the transaction log: the last state of each
+/// id (blocking reads: a coordinator runs it off its shard).
+pub fn replay(dir: &Path) -> Result<HashMap<String, TxnMetadata>, String> {
     let mut txns = HashMap::new();
     replay::for_each_record(dir, |record| {
+        if record.control {
+            // No transaction writes to this log (markers are refused);
+            // one found is skipped, not read as a transactional id.
+            return Ok(());
+        }
         let key = record.key.ok_or("transaction record without a key")?;
         let id = match records::decode_key(&key) {
             Ok(id) => id,
@@ -271,8 +290,12 @@ impl TxnCoordinator {
         }
     }
 
+    fn log_partitions(&self) -> i32 {
+        log_partitions(&self.node, self.config.partitions)
+    }
+
     fn partition_of(&self, transactional_id: &str) -> i32 {
-        txn_partition(transactional_id, self.config.partitions)
+        txn_partition(transactional_id, self.log_partitions())
     }
 
     /// Whether this shard coordinates `transactional_id` now:
@@ -298,17 +321,19 @@ impl TxnCoordinator {
         self.loading.borrow_mut().insert(partition);
     }
 
-    /// Takes over the ids of `loaded`'s partition: replays its log (every
-    /// write to it settled before), then completes the transactions found
-    /// decided (their markers may not all be written). Unless the partition
-    /// was unloaded meanwhile.
-    pub fn load(self: &Rc<Self>, loaded: LoadedPartition) -> Result<bool, String> {
+    /// Takes over the ids of `loaded`'s partition, as its log replayed
+    /// (every write to it settled before), then completes the transactions
+    /// found decided (their markers may not all be written): whether it was
+    /// installed (not if the partition was unloaded meanwhile).
+    pub fn install(
+        self: &Rc<Self>,
+        loaded: LoadedPartition,
+        replayed: HashMap<String, TxnMetadata>,
+    ) -> bool {
         let index = loaded.partition.index;
         if !self.loading.borrow_mut().remove(&index) {
-            return Ok(false);
+            return false;
         }
-        let dir = loaded.partition.log().borrow().dir().to_path_buf();
-        let replayed = replay_partition(&dir)?;
         let count = replayed.len();
         self.forget(index);
         self.txns.borrow_mut().extend(replayed);
@@ -319,10 +344,11 @@ impl TxnCoordinator {
             "coordinating the transactional ids of a transaction-log partition"
         );
         let now = now_ms();
+        let partitions = self.log_partitions();
         let deciding: Vec<(String, Transit, Transit)> = {
             let mut txns = self.txns.borrow_mut();
             txns.values_mut()
-                .filter(|m| txn_partition(&m.transactional_id, self.config.partitions) == index)
+                .filter(|m| txn_partition(&m.transactional_id, partitions) == index)
                 .filter(|m| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
                 .filter_map(|m| {
                     let prepared = transit_of(m);
@@ -336,7 +362,7 @@ impl TxnCoordinator {
             tracing::info!(transactional_id = %id, state = prepared.state.name(), "completing a transaction decided by an earlier coordinator");
             self.spawn_completion(id, prepared, complete);
         }
-        Ok(true)
+        true
     }
 
     /// Gives up the ids of `partition` (another broker leads it now).
@@ -358,7 +384,7 @@ impl TxnCoordinator {
     }
 
     fn forget(&self, partition: i32) {
-        let partitions = self.config.partitions;
+        let partitions = self.log_partitions();
         self.txns
             .borrow_mut()
             .retain(|id, _| txn_partition(id, partitions) != partition);
@@ -402,27 +428,39 @@ impl TxnCoordinator {
         self.txns.borrow().values().cloned().collect()
     }
 
-    /// Appends `value` (None: a tombstone) for `transactional_id`, durably.
-    async fn write(
-        &self,
-        transactional_id: &str,
-        value: Option<&Transit>,
-    ) -> Result<(), ErrorCode> {
-        self.append(transactional_id, value, true).await
+    /// The partition of `transactional_id` as loaded now: what a request
+    /// starts from; its state may be changed after an await only if the
+    /// same load is still current ([`TxnCoordinator::is_current`]).
+    fn current(&self, transactional_id: &str) -> Result<Rc<LoadedPartition>, ErrorCode> {
+        self.loaded(self.partition_of(transactional_id))
+            .ok_or(ErrorCode::NotCoordinator)
     }
 
-    /// Appends `value` for `transactional_id`; with `durable`, returns once
-    /// the in-sync replicas have it (on disk), else once it is written here
-    /// (its sync and replication run in the background, and any later
-    /// durable write to the log covers it).
+    /// Whether `loaded` is still this coordinator's load of its partition,
+    /// led in the same epoch (not given up, nor loaded anew since).
+    fn is_current(&self, loaded: &Rc<LoadedPartition>) -> bool {
+        loaded.still_leads()
+            && self
+                .loaded(loaded.partition.index)
+                .is_some_and(|now| Rc::ptr_eq(&now, loaded))
+    }
+
+    /// Appends `value` (None: a tombstone) for `transactional_id` to
+    /// `loaded`; with `durable`, returns once the in-sync replicas have it
+    /// (on disk), else once it is written here (its sync and replication
+    /// run in the background, and any later durable write to the log
+    /// covers it). NOT_COORDINATOR if `loaded` is not current, before or
+    /// after.
     async fn append(
         &self,
+        loaded: &Rc<LoadedPartition>,
         transactional_id: &str,
         value: Option<&Transit>,
         durable: bool,
     ) -> Result<(), ErrorCode> {
-        let partition = self.partition_of(transactional_id);
-        let loaded = self.loaded(partition).ok_or(ErrorCode::NotCoordinator)?;
+        if !self.is_current(loaded) {
+            return Err(ErrorCode::NotCoordinator);
+        }
         let key = Bytes::from(records::encode_key(transactional_id));
         let value = value.map(|t| Bytes::from(records::encode_value(t)));
         let record = encode::record(0, now_ms(), Some(key), value, None);
@@ -438,11 +476,8 @@ impl TxnCoordinator {
                 tracing::warn!(%error, transactional_id, "transaction log write failed");
                 coordinator_error(&error)
             })?;
-        if !self
-            .loaded(partition)
-            .is_some_and(|now| Rc::ptr_eq(&now, &loaded))
-        {
-            // Unloaded while it was replicated: the new leader has it.
+        if !self.is_current(loaded) {
+            // Given up while it was replicated: the new leader has it.
             return Err(ErrorCode::NotCoordinator);
         }
         Ok(())
@@ -450,7 +485,12 @@ impl TxnCoordinator {
 
     /// Writes `transit` for `id` and applies it, or drops it if the write failed.
     async fn write_and_apply(&self, id: &str, transit: &Transit) -> Result<(), ErrorCode> {
-        let written = self.write(id, Some(transit)).await;
+        let loaded = self.current(id)?;
+        let written = self.append(&loaded, id, Some(transit), true).await;
+        if !self.is_current(&loaded) {
+            // The state is a later load's now: not this write's to undo.
+            return Err(ErrorCode::NotCoordinator);
+        }
         let mut txns = self.txns.borrow_mut();
         let meta = txns.get_mut(id).ok_or(ErrorCode::NotCoordinator)?;
         match written {
@@ -479,7 +519,11 @@ impl TxnCoordinator {
             return Err(ErrorCode::InvalidTransactionTimeout);
         }
         if !self.txns.borrow().contains_key(id) {
+            let loaded = self.current(id)?;
             let producer_id = self.env.allocate_producer_id().await?;
+            if !self.is_current(&loaded) {
+                return Err(ErrorCode::NotCoordinator);
+            }
             self.txns
                 .borrow_mut()
                 .entry(id.to_string())
@@ -524,7 +568,11 @@ impl TxnCoordinator {
     /// Writes a fenced abort's PrepareAbort and completes the abort in the
     /// background.
     async fn abort_fenced(self: &Rc<Self>, id: &str, abort: Transit) -> Result<(), ErrorCode> {
-        let written = self.write(id, Some(&abort)).await;
+        let loaded = self.current(id)?;
+        let written = self.append(&loaded, id, Some(&abort), true).await;
+        if !self.is_current(&loaded) {
+            return Err(ErrorCode::NotCoordinator);
+        }
         let complete = {
             let mut txns = self.txns.borrow_mut();
             let meta = txns.get_mut(id).ok_or(ErrorCode::NotCoordinator)?;
@@ -663,10 +711,16 @@ impl TxnCoordinator {
     /// Writes the markers of a decided transaction (`prepared`), then its
     /// completion, retrying what fails until the node stops.
     fn spawn_completion(self: &Rc<Self>, id: String, prepared: Transit, complete: Transit) {
+        // The load this completion runs for: it stops once that is not
+        // current (the new leader completes it).
+        let Ok(loaded) = self.current(&id) else {
+            return;
+        };
         let this = self.clone();
         *self.completing.borrow_mut().entry(id.clone()).or_default() += 1;
         compio::runtime::spawn(async move {
-            this.complete_transaction(&id, prepared, complete).await;
+            this.complete_transaction(&loaded, &id, prepared, complete)
+                .await;
             let mut completing = this.completing.borrow_mut();
             if let Some(count) = completing.get_mut(&id) {
                 *count -= 1;
@@ -680,13 +734,14 @@ impl TxnCoordinator {
         .detach();
     }
 
-    async fn complete_transaction(&self, id: &str, prepared: Transit, complete: Transit) {
+    async fn complete_transaction(
+        &self,
+        loaded: &Rc<LoadedPartition>,
+        id: &str,
+        prepared: Transit,
+        complete: Transit,
+    ) {
         let commit = prepared.state == TxnState::PrepareCommit;
-        // The coordinator this completion runs for: it stops once the
-        // partition's leadership moved (the new leader completes it).
-        let Some(loaded) = self.loaded(self.partition_of(id)) else {
-            return;
-        };
         let mut remaining: Vec<TopicPartition> = prepared.partitions.iter().cloned().collect();
         while !remaining.is_empty() {
             let results = self
@@ -723,7 +778,7 @@ impl TxnCoordinator {
                     }
                 })
                 .collect();
-            if stuck || self.node.shutdown.is_triggered() || !loaded.still_leads() {
+            if stuck || self.node.shutdown.is_triggered() || !self.is_current(loaded) {
                 return;
             }
             if !remaining.is_empty() {
@@ -736,13 +791,20 @@ impl TxnCoordinator {
             // transaction prepared and writes the markers again. The next
             // transaction's first write syncs the log (it comes later in the
             // same log), so nothing durable ever follows a lost completion.
-            if self.append(id, Some(&complete), false).await.is_ok() {
+            if self
+                .append(loaded, id, Some(&complete), false)
+                .await
+                .is_ok()
+            {
+                // `append` checked that this load is still current.
                 if let Some(meta) = self.txns.borrow_mut().get_mut(id) {
-                    meta.complete(&complete);
+                    if meta.pending == Some(complete.state) {
+                        meta.complete(&complete);
+                    }
                 }
                 return;
             }
-            if self.node.shutdown.is_triggered() || !loaded.still_leads() {
+            if self.node.shutdown.is_triggered() || !self.is_current(loaded) {
                 return;
             }
             compio::time::sleep(RETRY_BACKOFF).await;
@@ -782,7 +844,13 @@ impl TxnCoordinator {
                 .collect()
         };
         for id in due {
-            let written = self.write(&id, None).await;
+            let Ok(loaded) = self.current(&id) else {
+                continue;
+            };
+            let written = self.append(&loaded, &id, None, true).await;
+            if !self.is_current(&loaded) {
+                continue;
+            }
             let mut txns = self.txns.borrow_mut();
             match written {
                 Ok(()) => {
@@ -799,6 +867,8 @@ impl TxnCoordinator {
     }
 }
 
+/// The values a transit to `m`'s current state would carry: what the
+/// markers of a transaction found being decided are written with.
 fn transit_of(m: &TxnMetadata) -> Transit {
     Transit {
         producer_id: m.producer_id,

@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, TopicName, TransactionalId,
 };
 
+use crate::group::offsets::OFFSETS_TOPIC;
 use crate::metadata::{is_internal_topic, is_sluice_internal};
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
@@ -95,8 +96,11 @@ async fn serve(
                 let tp = (name.to_string(), partition);
                 // Kafka leaves internal topics out of what a client may
                 // write: TOPIC_AUTHORIZATION_FAILED. (A group coordinator
-                // on another broker adds a transaction's offsets partition.)
-                let error = if is_internal_topic(name) || (is_sluice_internal(name) && !from_peer) {
+                // on another broker adds a transaction's offsets partition;
+                // no one adds the transaction log's.)
+                let error = if is_internal_topic(name)
+                    || (is_sluice_internal(name) && !(from_peer && name == OFFSETS_TOPIC))
+                {
                     Some(ErrorCode::TopicAuthorizationFailed)
                 } else if image
                     .topic(name)

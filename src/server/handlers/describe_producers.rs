@@ -20,7 +20,11 @@ pub async fn handle(
     let shard = &ctx.conn.shard;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
-        let meta = shard.node.image().topic(topic.name.0.as_str()).cloned();
+        let meta = shard
+            .node
+            .image()
+            .user_topic(topic.name.0.as_str())
+            .cloned();
         let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
         for index in topic.partition_indexes {
             let result = PartitionResponse::default().with_partition_index(index);

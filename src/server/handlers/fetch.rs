@@ -105,7 +105,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     let resolved: Vec<(Wanted, Result<Arc<TopicMeta>, ErrorCode>)> = wanted
         .into_iter()
         .map(|w| {
-            let topic = resolve(ctx, &w, by_id);
+            let topic = resolve(ctx, &w, by_id, replica.is_some());
             (w, topic)
         })
         .collect();
@@ -157,16 +157,20 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     build_response(ctx, mode, resolved, results)
 }
 
+/// The topic a fetch names: any, for a follower; for a client, not one of
+/// the internal topics.
 fn resolve(
     ctx: &RequestContext,
     wanted: &Wanted,
     by_id: bool,
+    replica: bool,
 ) -> Result<Arc<TopicMeta>, ErrorCode> {
     let image = ctx.conn.shard.node.image();
-    let topic = if by_id {
-        image.topic_by_id(&wanted.topic_id)
-    } else {
-        image.topic(&wanted.topic_name)
+    let topic = match (by_id, replica) {
+        (true, true) => image.topic_by_id(&wanted.topic_id),
+        (true, false) => image.user_topic_by_id(&wanted.topic_id),
+        (false, true) => image.topic(&wanted.topic_name),
+        (false, false) => image.user_topic(&wanted.topic_name),
     };
     let Some(topic) = topic else {
         return Err(if by_id {

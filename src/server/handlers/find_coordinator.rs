@@ -15,7 +15,7 @@ use crate::group::offsets::{offsets_partition, OFFSETS_TOPIC};
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::str_bytes;
-use crate::txn::coordinator::{txn_partition, TXN_TOPIC};
+use crate::txn::coordinator::{log_partitions, txn_partition, TXN_TOPIC};
 
 /// Key types: 0 = consumer group, 1 = transaction.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -32,7 +32,10 @@ fn coordinator_of(
         KEY_TYPE_GROUP => (OFFSETS_TOPIC, offsets_partition(key)),
         KEY_TYPE_TRANSACTION => (
             TXN_TOPIC,
-            txn_partition(key, node.config.transaction_state_log_num_partitions),
+            txn_partition(
+                key,
+                log_partitions(node, node.config.transaction_state_log_num_partitions),
+            ),
         ),
         _ => return Err(ErrorCode::InvalidRequest),
     };

@@ -23,7 +23,11 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
     };
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
-        let meta = shard.node.image().topic(topic.name.0.as_str()).cloned();
+        let meta = shard
+            .node
+            .image()
+            .user_topic(topic.name.0.as_str())
+            .cloned();
         let mut lookups = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let meta = meta.clone();

@@ -162,7 +162,10 @@ where
     let shard = &ctx.conn.shard;
     let target = crate::txn::coordinator::coordinator_shard(
         transactional_id,
-        shard.node.config.transaction_state_log_num_partitions,
+        crate::txn::coordinator::log_partitions(
+            &shard.node,
+            shard.node.config.transaction_state_log_num_partitions,
+        ),
         shard.shard_count(),
     );
     let transactional_id = transactional_id.to_string();

@@ -44,8 +44,12 @@ pub async fn handle(
     for marker in request.markers {
         let (producer_id, epoch) = (marker.producer_id.0, marker.producer_epoch);
         let coordinator_epoch = marker.coordinator_epoch;
-        let refused = (!coordinator
-            && (marker.transaction_result || coordinator_epoch > epoch_max))
+        // A coordinator epoch no coordinator has had (above every
+        // transaction-log partition's leader epoch) would fence the real
+        // coordinator's markers: an administrator's is refused, a peer's
+        // is retried (this broker's image may be behind).
+        let ahead = coordinator_epoch > epoch_max;
+        let refused = (!coordinator && (marker.transaction_result || ahead))
             || producer_id < 0
             || epoch < 0
             || coordinator_epoch < -1;
@@ -56,8 +60,11 @@ pub async fn handle(
             let writes = topic.partition_indexes.iter().map(|&index| {
                 let name = name.as_str();
                 async move {
-                    let result = if refused {
+                    let result = if refused || name == TXN_TOPIC {
+                        // The transaction log holds no transactions.
                         Err(ErrorCode::InvalidRequest)
+                    } else if coordinator && ahead {
+                        Err(ErrorCode::NotLeaderOrFollower)
                     } else if coordinator {
                         let marker = EndTxnMarker {
                             commit,
