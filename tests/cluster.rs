@@ -518,10 +518,6 @@ fn produce_one(addr: &str, topic: &str, acks: i16, value: &str) -> (i16, i64) {
     (p.error_code, p.base_offset)
 }
 
-/// What a producer was told: (partition, offset, value) of each acknowledged
-/// record.
-type Acked = Vec<(i32, i64, String)>;
-
 /// Sends `values` with `producer` (acks=all), one at a time; returns what
 /// was acknowledged and the values whose send failed.
 fn send_all(
@@ -552,92 +548,6 @@ fn send_all(
         }
     });
     (acked, failed)
-}
-
-/// Every record of `topic` as kafka-python reads it through `addr`:
-/// (partition, offset, value).
-fn read_with_kafka_python(addr: &str, topic: &str, partitions: i32) -> Vec<(i32, i64, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    let output = std::process::Command::new("python3")
-        .current_dir(&dir)
-        .arg("kafka_python_dump.py")
-        .arg(addr)
-        .arg(topic)
-        .arg(partitions.to_string())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "kafka_python_dump.py: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let mut fields = line.splitn(3, ' ');
-            let p = fields.next().unwrap().parse().unwrap();
-            let o = fields.next().unwrap().parse().unwrap();
-            (p, o, fields.next().unwrap().to_string())
-        })
-        .collect()
-}
-
-/// The checks of Jepsen's Kafka workload on one history: what producers
-/// were told (`acked`) against what a consumer read back (`read`). Names
-/// each anomaly found: `lost` (acknowledged, never read), `duplicated` (read
-/// more than once), `divergent` (read at another offset than acknowledged),
-/// `gap` (a partition's offsets not contiguous from 0), `unacknowledged
-/// surplus` is allowed (a send that failed may still have been written).
-fn check_history(acked: &Acked, failed: &[String], read: &[(i32, i64, String)]) -> Vec<String> {
-    use std::collections::HashMap;
-    let mut anomalies = Vec::new();
-    let mut seen: HashMap<&str, Vec<(i32, i64)>> = HashMap::new();
-    for (p, o, v) in read {
-        seen.entry(v.as_str()).or_default().push((*p, *o));
-    }
-    for (p, o, v) in acked {
-        match seen.get(v.as_str()).map(Vec::as_slice) {
-            None => anomalies.push(format!("lost: {v} (acknowledged at {p}/{o})")),
-            Some([at]) if *at != (*p, *o) => anomalies.push(format!(
-                "divergent: {v} acknowledged at {p}/{o}, read at {at:?}"
-            )),
-            _ => {}
-        }
-    }
-    for (v, at) in &seen {
-        if at.len() > 1 {
-            anomalies.push(format!("duplicated: {v} at {at:?}"));
-        }
-        let known = acked.iter().any(|(.., a)| a == v) || failed.iter().any(|f| f == v);
-        if !known {
-            anomalies.push(format!("never sent: {v}"));
-        }
-    }
-    let mut partitions: HashMap<i32, Vec<i64>> = HashMap::new();
-    for (p, o, _) in read {
-        partitions.entry(*p).or_default().push(*o);
-    }
-    for (p, offsets) in partitions {
-        if !offsets.iter().copied().eq(0..offsets.len() as i64) {
-            anomalies.push(format!("gap: partition {p} offsets {offsets:?}"));
-        }
-    }
-    anomalies
-}
-
-/// The bytes of every segment of `dir`'s partition log, in order.
-fn log_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let mut segments: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    segments.sort();
-    segments
-        .iter()
-        .flat_map(|p| std::fs::read(p).unwrap())
-        .collect()
 }
 
 /// Three replicas of each partition, min.insync.replicas=2: librdkafka
