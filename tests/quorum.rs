@@ -319,6 +319,34 @@ fn three_voters_elect_replicate_fail_over_and_converge() {
     assert!(error.contains("4@"), "{error}");
 }
 
+/// A node whose flag gives the other voters its own address (a typo, or a
+/// proxy pointing back) must not count its own vote three times: messages
+/// name the voter they are for, and a node answers only its own. Alone in
+/// truth, it never leads and commits nothing.
+#[test]
+fn a_node_that_reaches_itself_for_other_voters_never_leads_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let voters: BTreeMap<u64, String> = (1..=3).map(|id| (id, addr.clone())).collect();
+    let node = start(1, dir.path().join("n1"), &voters);
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, _) = node.status();
+    assert!(!status.is_leader, "elected by its own votes: {status:?}");
+    let (tx, rx) = async_channel::bounded(1);
+    node.asks
+        .send_blocking(Ask::Write("alone".to_string(), tx))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !matches!(rx.try_recv(), Ok(Ok(()))),
+        "a write was committed by one voter of three"
+    );
+    let (_, applied) = node.status();
+    assert!(!applied.contains(&"alone".to_string()));
+    drop(rx);
+    node.stop();
+}
+
 /// Starts a voter that is expected not to start, and returns why.
 fn start_refused(id: u64, dir: PathBuf, voters: &BTreeMap<u64, String>) -> String {
     let config = QuorumConfig::new(id, voters.clone());

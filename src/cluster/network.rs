@@ -41,6 +41,17 @@ enum Request {
     Controller(Vec<u8>),
 }
 
+/// A request on the wire, with the voter it is meant for: a node answers
+/// Raft messages meant for itself only, so that a wrong address in a
+/// node's `--controller-quorum-voters` (one voter's address naming
+/// another, or this node) cannot make one node's vote count twice.
+#[derive(Serialize, Deserialize)]
+struct Frame {
+    /// None: a controller request (for whoever leads).
+    to: Option<NodeId>,
+    request: Request,
+}
+
 #[derive(Serialize, Deserialize)]
 enum Answer {
     Append(AppendEntriesResponse<TypeConfig>),
@@ -82,8 +93,9 @@ pub async fn call_controller(
 ) -> io::Result<Vec<u8>> {
     let mut peer = Peer {
         client: std::mem::replace(client, RpcClient::new(String::new())),
+        target: None,
     };
-    let result = peer.call(&Request::Controller(request), timeout).await;
+    let result = peer.call(Request::Controller(request), timeout).await;
     *client = peer.client;
     match result? {
         Answer::Controller(answer) => Ok(answer),
@@ -94,15 +106,23 @@ pub async fn call_controller(
 /// Answers one request frame with `raft` (the controller listener's handler).
 pub async fn answer<M: Machine>(
     raft: &Raft<M>,
+    me: NodeId,
     requests: &ControllerRequests,
     request: &[u8],
 ) -> Vec<u8> {
-    let answer = match serde_json::from_slice::<Request>(request) {
+    let request = match serde_json::from_slice::<Frame>(request) {
+        Ok(Frame { to: Some(to), .. }) if to != me => Err(format!(
+            "a message for voter {to} reached voter {me}: check --controller-quorum-voters"
+        )),
+        Ok(frame) => Ok(frame.request),
+        Err(error) => Err(format!("undecodable request: {error}")),
+    };
+    let answer = match request {
         Ok(Request::Controller(request)) => match requests.answer(request).await {
             Ok(answer) => Answer::Controller(answer),
             Err(why) => Answer::Failed(why),
         },
-        Err(error) => Answer::Failed(format!("undecodable request: {error}")),
+        Err(why) => Answer::Failed(why),
         Ok(Request::Append(rpc)) => match raft.append_entries(rpc).await {
             Ok(response) => Answer::Append(response),
             Err(error) => Answer::Failed(error.to_string()),
@@ -149,6 +169,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             .unwrap_or_else(|| node.addr.clone());
         Peer {
             client: RpcClient::new(addr),
+            target: Some(target),
         }
     }
 }
@@ -156,6 +177,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The client end of one other node's controller listener.
 pub struct Peer {
     client: RpcClient,
+    /// The voter it reaches (None: whoever leads, for controller requests).
+    target: Option<NodeId>,
 }
 
 fn unreachable(error: impl std::fmt::Display) -> Unreachable<TypeConfig> {
@@ -163,8 +186,12 @@ fn unreachable(error: impl std::fmt::Display) -> Unreachable<TypeConfig> {
 }
 
 impl Peer {
-    async fn call(&mut self, request: &Request, timeout: Duration) -> io::Result<Answer> {
-        let bytes = serde_json::to_vec(request).map_err(io::Error::other)?;
+    async fn call(&mut self, request: Request, timeout: Duration) -> io::Result<Answer> {
+        let frame = Frame {
+            to: self.target,
+            request,
+        };
+        let bytes = serde_json::to_vec(&frame).map_err(io::Error::other)?;
         let answer = self.client.call(bytes, timeout).await?;
         match serde_json::from_slice(&answer).map_err(io::Error::other)? {
             Answer::Failed(why) => Err(io::Error::other(format!(
@@ -180,7 +207,7 @@ impl Peer {
         request: Request,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&request, option.hard_ttl()).await {
+        match self.call(request, option.hard_ttl()).await {
             Ok(Answer::Vote(response)) => Ok(response),
             Ok(_) => Err(RPCError::Unreachable(unreachable("a mismatched answer"))),
             Err(error) => Err(RPCError::Unreachable(unreachable(error))),
@@ -196,7 +223,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&Request::Append(rpc), option.hard_ttl()).await {
+        match self.call(Request::Append(rpc), option.hard_ttl()).await {
             Ok(Answer::Append(response)) => Ok(response),
             Ok(_) => Err(RPCError::Unreachable(unreachable("a mismatched answer"))),
             Err(error) => Err(RPCError::Unreachable(unreachable(error))),
@@ -231,7 +258,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             meta: snapshot.meta,
             data: snapshot.snapshot.into_inner(),
         };
-        match self.call(&request, option.hard_ttl()).await {
+        match self.call(request, option.hard_ttl()).await {
             Ok(Answer::Snapshot(response)) => Ok(response),
             Ok(_) => Err(StreamingError::Unreachable(unreachable(
                 "a mismatched answer",

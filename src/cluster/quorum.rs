@@ -182,12 +182,13 @@ impl<M: Machine> Quorum<M> {
         if let Some(listener) = listener {
             let server_raft = raft.clone();
             let server_requests = requests.clone();
+            let me = config.node_id;
             let serve = rpc::serve(
                 listener,
                 move |_, request| {
                     let raft = server_raft.clone();
                     let requests = server_requests.clone();
-                    async move { network::answer(&raft, &requests, &request).await }
+                    async move { network::answer(&raft, me, &requests, &request).await }
                 },
                 async {
                     let _ = stopped.await;
