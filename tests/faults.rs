@@ -46,6 +46,16 @@ use rdkafka::{Offset, TopicPartitionList};
 const PARTITIONS: i32 = 6;
 const SESSION_MS: u64 = 2000;
 
+/// One scenario at a time: each starts three brokers on two cores, and
+/// their timings are what is measured.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn rounds() -> usize {
     std::env::var("SLUICE_FAULT_ROUNDS")
         .ok()
@@ -64,13 +74,24 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let ports: BTreeMap<i32, u16> = (1..=3).map(|id| (id, free_port())).collect();
-        let mut links = BTreeMap::new();
-        for i in 1..=3 {
-            for j in (1..=3).filter(|j| *j != i) {
-                links.insert((i, j), Proxy::start(format!("127.0.0.1:{}", ports[&j])));
-            }
-        }
+        // The proxies' ports first: a port picked for a broker afterwards
+        // cannot be one of theirs.
+        let bound: Vec<((i32, i32), common::proxy::Bound)> = (1..=3)
+            .flat_map(|i| (1..=3).filter(move |j| *j != i).map(move |j| (i, j)))
+            .map(|link| (link, Proxy::bind()))
+            .collect();
+        // Held together while picked, so that the three differ.
+        let held: Vec<std::net::TcpListener> = (1..=3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: BTreeMap<i32, u16> = (1..=3)
+            .zip(held.iter().map(|l| l.local_addr().unwrap().port()))
+            .collect();
+        drop(held);
+        let links: BTreeMap<(i32, i32), Proxy> = bound
+            .into_iter()
+            .map(|((i, j), b)| ((i, j), b.forward_to(format!("127.0.0.1:{}", ports[&j]))))
+            .collect();
         let brokers = (1..=3)
             .map(|id: i32| {
                 let voters = (1..=3)
@@ -186,6 +207,8 @@ struct Load {
     history: Arc<Mutex<History>>,
     seen: Arc<Mutex<Vec<(i32, i64, String)>>>,
     stop: Arc<AtomicBool>,
+    /// The consumer's: set once it read what was acknowledged.
+    stop_reading: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -194,6 +217,7 @@ impl Load {
         let history = Arc::new(Mutex::new(History::default()));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let stop_reading = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         {
             let (servers, topic, history, stop) = (
@@ -260,7 +284,7 @@ impl Load {
                 servers.to_string(),
                 topic.to_string(),
                 seen.clone(),
-                stop.clone(),
+                stop_reading.clone(),
             );
             threads.push(std::thread::spawn(move || {
                 let consumer: BaseConsumer = ClientConfig::new()
@@ -290,6 +314,7 @@ impl Load {
             history,
             seen,
             stop,
+            stop_reading,
             threads,
         }
     }
@@ -346,14 +371,48 @@ impl Load {
         }
     }
 
+    /// Stops the producers, lets the consumer read up to the last
+    /// acknowledged record of each partition (15 s at most), then stops it.
     fn stop(mut self) -> (History, Vec<(i32, i64, String)>) {
         self.stop.store(true, Ordering::Release);
+        let producers = self.threads.remove(0);
+        producers.join().expect("producer thread");
+        let last: HashMap<i32, i64> = {
+            let history = self.history.lock().unwrap();
+            let mut last = HashMap::new();
+            for (p, o, _, _) in &history.acked {
+                let l = last.entry(*p).or_insert(*o);
+                *l = (*l).max(*o);
+            }
+            last
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let caught_up = {
+                let seen = self.seen.lock().unwrap();
+                last.iter()
+                    .all(|(p, o)| seen.iter().any(|r| r.0 == *p && r.1 >= *o))
+            };
+            if caught_up {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop_reading.store(true, Ordering::Release);
         for thread in self.threads.drain(..) {
-            thread.join().expect("load thread");
+            thread.join().expect("consumer thread");
         }
         let history = std::mem::take(&mut *self.history.lock().unwrap());
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
         (history, seen)
+    }
+}
+
+impl Drop for Load {
+    /// A scenario that panicked leaves no load running into the next.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.stop_reading.store(true, Ordering::Release);
     }
 }
 
@@ -362,13 +421,23 @@ impl Load {
 /// the final log, and every replica's log byte for byte. Panics naming each
 /// anomaly.
 fn check(cluster: &Cluster, topic: &str, history: &History, seen: &[(i32, i64, String)]) {
-    // Every replica has caught up (the ISR is whole) before logs compare.
-    wait_for_isr(
-        &cluster.brokers[0].1.addr,
-        topic,
-        3,
-        Duration::from_secs(60),
-    );
+    // Every replica has caught up (the ISR is whole, as every broker sees
+    // it: a restarted one's image may still show the ISR of before).
+    whole_isr(cluster, topic);
+    // The consumer read through the fault: up to every partition's last
+    // acknowledged record (so "read then lost" had all of it to check).
+    let mut last_acked: HashMap<i32, i64> = HashMap::new();
+    for (p, o, _, _) in &history.acked {
+        let last = last_acked.entry(*p).or_insert(*o);
+        *last = (*last).max(*o);
+    }
+    for (p, last) in &last_acked {
+        let read = seen.iter().filter(|r| r.0 == *p).map(|r| r.1).max();
+        assert!(
+            read.is_some_and(|r| r >= *last),
+            "the consumer never read partition {p}'s last acknowledged record: read up to {read:?}, acknowledged {last}"
+        );
+    }
     let acked: Acked = history
         .acked
         .iter()
@@ -429,6 +498,13 @@ fn check(cluster: &Cluster, topic: &str, history: &History, seen: &[(i32, i64, S
     );
 }
 
+/// Waits until every broker sees a whole ISR for every partition of `topic`.
+fn whole_isr(cluster: &Cluster, topic: &str) {
+    for (_, broker) in &cluster.brokers {
+        wait_for_isr(&broker.addr, topic, 3, Duration::from_secs(60));
+    }
+}
+
 /// A fresh cluster with the topic and the load running for a moment.
 fn prepare(name: &str) -> (Cluster, String, Load) {
     let cluster = Cluster::start();
@@ -476,6 +552,7 @@ fn report(what: &str, windows: &mut [Duration]) {
 /// truncates what only it had.
 #[test]
 fn kill_9_of_the_busiest_leader() {
+    let _serial = serial();
     let mut windows = Vec::new();
     for _ in 0..rounds() {
         let (mut cluster, topic, load) = prepare("kill-9");
@@ -499,6 +576,7 @@ fn kill_9_of_the_busiest_leader() {
 /// acknowledge nothing that is later lost.
 #[test]
 fn a_paused_leader_acknowledges_nothing_later_lost() {
+    let _serial = serial();
     let mut windows = Vec::new();
     for _ in 0..rounds() {
         let (mut cluster, topic, load) = prepare("pause");
@@ -522,12 +600,16 @@ fn a_paused_leader_acknowledges_nothing_later_lost() {
 /// the load goes on and nothing acknowledged before is lost.
 #[test]
 fn two_of_three_down_acknowledges_nothing() {
+    let _serial = serial();
     for _ in 0..rounds() {
         let (mut cluster, topic, load) = prepare("two-down");
         std::thread::sleep(load_for());
-        let survivor = 1;
-        for id in [2, 3] {
-            cluster.broker(id).kill();
+        // The survivor leads partitions (its acks=all writes are the ones
+        // that must not be acknowledged).
+        let survivor = cluster.busiest_leader(1, &topic);
+        let others: Vec<i32> = (1..=3).filter(|id| *id != survivor).collect();
+        for id in &others {
+            cluster.broker(*id).kill();
         }
         // Answers already under way may still come (written before the kill).
         std::thread::sleep(Duration::from_millis(500));
@@ -538,8 +620,8 @@ fn two_of_three_down_acknowledges_nothing() {
             0,
             "acknowledged with one broker of three (survivor {survivor})"
         );
-        for id in [2, 3] {
-            cluster.broker(id).start_again_at_same_address();
+        for id in &others {
+            cluster.broker(*id).start_again_at_same_address();
         }
         load.wait_all_acked(Instant::now(), Duration::from_secs(60));
         std::thread::sleep(load_for());
@@ -554,6 +636,7 @@ fn two_of_three_down_acknowledges_nothing() {
 /// logs).
 #[test]
 fn a_controller_cut_off_is_replaced_and_converges() {
+    let _serial = serial();
     let mut windows = Vec::new();
     for _ in 0..rounds() {
         let (cluster, topic, load) = prepare("quorum-cut");
@@ -598,6 +681,7 @@ fn a_controller_cut_off_is_replaced_and_converges() {
 /// next): controlled shutdown moves leadership first, so no request fails.
 #[test]
 fn a_rolling_restart_fails_no_request() {
+    let _serial = serial();
     let mut windows = Vec::new();
     for _ in 0..rounds() {
         let (mut cluster, topic, load) = prepare("rolling");

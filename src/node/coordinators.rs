@@ -94,10 +94,10 @@ enum Coordinator {
     Transactions,
 }
 
-/// Attempts at loading an internal partition (the log cleaner may swap a
-/// segment while it is read), and the pause between them.
-const LOAD_ATTEMPTS: u32 = 5;
+/// The pause after a failed load of an internal partition (the log cleaner
+/// may swap a segment while it is read), doubling up to the most.
 const LOAD_BACKOFF: Duration = Duration::from_millis(200);
+const LOAD_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Loads internal `partition`, led here in `epoch`, into its coordinator:
 /// once every write to its log settled (a follower append the replica
@@ -111,9 +111,10 @@ async fn load(
     min_isr: i32,
 ) {
     let index = partition.index;
-    for attempt in 1..=LOAD_ATTEMPTS {
+    let mut backoff = LOAD_BACKOFF;
+    for attempt in 1u64.. {
         crate::storage::log::settled(partition.log()).await;
-        if !partition.leads_in(epoch) {
+        if !partition.leads_in(epoch) || shard.node.shutdown.is_triggered() {
             // Moved on meanwhile: a later change loads or unloads it.
             return;
         }
@@ -162,13 +163,12 @@ async fn load(
                 return;
             }
             Ok(false) => return,
-            Err(error) if attempt < LOAD_ATTEMPTS => {
-                tracing::warn!(topic = %partition.topic, partition = index, attempt, %error, "loading an internal partition failed; trying again");
-                compio::time::sleep(LOAD_BACKOFF).await;
-            }
+            // Tried again while this broker leads it in this epoch (its
+            // clients get COORDINATOR_LOAD_IN_PROGRESS meanwhile, and retry).
             Err(error) => {
-                tracing::error!(topic = %partition.topic, partition = index, %error, "cannot load an internal partition; its groups or transactions are not coordinated here");
-                unload(&shard, coordinator, index);
+                tracing::error!(topic = %partition.topic, partition = index, attempt, %error, "loading an internal partition failed; trying again");
+                compio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(LOAD_BACKOFF_MAX);
             }
         }
     }

@@ -558,7 +558,8 @@ impl TxnCoordinator {
                         epoch = abort.producer_epoch,
                         "a new instance fences the open transaction and aborts it"
                     );
-                    self.abort_fenced(id, abort).await?;
+                    let loaded = self.current(id)?;
+                    self.abort_fenced(&loaded, id, abort).await?;
                     return Err(ErrorCode::ConcurrentTransactions);
                 }
             }
@@ -566,16 +567,24 @@ impl TxnCoordinator {
     }
 
     /// Writes a fenced abort's PrepareAbort and completes the abort in the
-    /// background.
-    async fn abort_fenced(self: &Rc<Self>, id: &str, abort: Transit) -> Result<(), ErrorCode> {
-        let loaded = self.current(id)?;
-        let written = self.append(&loaded, id, Some(&abort), true).await;
-        if !self.is_current(&loaded) {
+    /// background; decided under `loaded`, which must still be current.
+    async fn abort_fenced(
+        self: &Rc<Self>,
+        loaded: &Rc<LoadedPartition>,
+        id: &str,
+        abort: Transit,
+    ) -> Result<(), ErrorCode> {
+        let written = self.append(loaded, id, Some(&abort), true).await;
+        if !self.is_current(loaded) {
             return Err(ErrorCode::NotCoordinator);
         }
         let complete = {
             let mut txns = self.txns.borrow_mut();
             let meta = txns.get_mut(id).ok_or(ErrorCode::NotCoordinator)?;
+            if meta.pending != Some(abort.state) {
+                // Not this decision's any more.
+                return Err(ErrorCode::ConcurrentTransactions);
+            }
             if let Err(code) = written {
                 requests::fence_write_failed(meta, self.config.transaction_version);
                 return Err(code);
@@ -814,20 +823,23 @@ impl TxnCoordinator {
     /// Aborts every transaction open past its timeout: the producer is
     /// fenced (epoch + 1) and its partitions get abort markers.
     async fn abort_timed_out(self: &Rc<Self>, now: i64) {
-        let due: Vec<(String, Transit)> = {
+        // Each decision with the load it was taken under: a later one
+        // (the partition given up and led again meanwhile) is not its.
+        let due: Vec<(String, Transit, Rc<LoadedPartition>)> = {
             let mut txns = self.txns.borrow_mut();
             txns.values_mut()
                 .filter(|m| requests::timed_out(m, now))
                 .filter_map(|m| {
+                    let loaded = self.current(&m.transactional_id).ok()?;
                     requests::fence_and_prepare_abort(m, self.config.transaction_version, now)
                         .ok()
-                        .map(|t| (m.transactional_id.clone(), t))
+                        .map(|t| (m.transactional_id.clone(), t, loaded))
                 })
                 .collect()
         };
-        for (id, abort) in due {
+        for (id, abort, loaded) in due {
             tracing::info!(transactional_id = %id, epoch = abort.producer_epoch, "aborting a transaction that timed out");
-            if let Err(code) = self.abort_fenced(&id, abort).await {
+            if let Err(code) = self.abort_fenced(&loaded, &id, abort).await {
                 tracing::warn!(transactional_id = %id, ?code, "could not abort a timed-out transaction; trying again later");
             }
         }
@@ -836,17 +848,19 @@ impl TxnCoordinator {
     /// Forgets the ids idle for longer than `transactional.id.expiration.ms`
     /// (a tombstone each).
     async fn expire_ids(&self, now: i64) {
-        let due: Vec<String> = {
+        let due: Vec<(String, Rc<LoadedPartition>)> = {
             let mut txns = self.txns.borrow_mut();
             txns.values_mut()
                 .filter(|m| requests::expired(m, now, self.config.id_expiration_ms))
-                .filter_map(|m| m.prepare_dead().ok().map(|_| m.transactional_id.clone()))
+                .filter_map(|m| {
+                    let loaded = self.current(&m.transactional_id).ok()?;
+                    m.prepare_dead()
+                        .ok()
+                        .map(|_| (m.transactional_id.clone(), loaded))
+                })
                 .collect()
         };
-        for id in due {
-            let Ok(loaded) = self.current(&id) else {
-                continue;
-            };
+        for (id, loaded) in due {
             let written = self.append(&loaded, &id, None, true).await;
             if !self.is_current(&loaded) {
                 continue;

@@ -21,10 +21,41 @@ struct State {
     open: Mutex<Vec<TcpStream>>,
 }
 
+/// A proxy's port, bound before its target is known (so that ports picked
+/// for the brokers afterwards cannot be this one).
+pub struct Bound {
+    listener: TcpListener,
+}
+
+impl Bound {
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().unwrap().port()
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+
+    /// Starts forwarding what arrives to `target`.
+    pub fn forward_to(self, target: String) -> Proxy {
+        Proxy::start_on(self.listener, target)
+    }
+}
+
 impl Proxy {
+    /// Binds a free loopback port for a proxy.
+    pub fn bind() -> Bound {
+        Bound {
+            listener: TcpListener::bind("127.0.0.1:0").expect("proxy binds"),
+        }
+    }
+
     /// A proxy on a free loopback port forwarding to `target`.
     pub fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
+        Proxy::bind().forward_to(target)
+    }
+
+    fn start_on(listener: TcpListener, target: String) -> Proxy {
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State {
             cut: AtomicBool::new(false),
@@ -50,11 +81,22 @@ impl Proxy {
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 {
+                    // Registered under the lock `cut` takes: a connection
+                    // made while the link was being cut goes at once.
                     let mut open = accepting.open.lock().unwrap();
-                    open.push(client.try_clone().unwrap());
-                    open.push(server.try_clone().unwrap());
+                    if accepting.cut.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) else {
+                        continue;
+                    };
+                    open.push(c);
+                    open.push(s);
                 }
-                pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                pump(c, s);
                 pump(server, client);
             }
         });
@@ -67,8 +109,9 @@ impl Proxy {
 
     /// Closes every connection through the proxy and refuses new ones.
     pub fn cut(&self) {
+        let mut open = self.state.open.lock().unwrap();
         self.state.cut.store(true, Ordering::Release);
-        for stream in self.state.open.lock().unwrap().drain(..) {
+        for stream in open.drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }

@@ -24,15 +24,13 @@ pub async fn handle(
     let shard = &ctx.conn.shard;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
-        // Followers may ask about the internal topics; clients may not.
-        let image = shard.node.image();
-        let meta = if request.replica_id.0 >= 0 {
-            image.topic(topic.topic.0.as_str())
-        } else {
-            image.user_topic(topic.topic.0.as_str())
-        }
-        .cloned();
-        drop(image);
+        // Not about the internal topics (Sluice's followers learn where
+        // their logs diverge from Fetch, and a replica id is a claim).
+        let meta = shard
+            .node
+            .image()
+            .user_topic(topic.topic.0.as_str())
+            .cloned();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let answer = EpochEndOffset::default()

@@ -52,13 +52,10 @@ impl PartitionLog {
                 .any(|&(_, start)| start >= offset)
             {
                 self.epochs.truncate_from_end(offset);
-                if self.next_offset == 0 {
-                    self.epochs_unsaved = true;
-                } else {
-                    self.epochs
-                        .save(&self.disk, &self.dir)
-                        .map_err(|e| TruncateError::Storage(e.to_string()))?;
-                }
+                self.epochs
+                    .save(&self.disk, &self.dir)
+                    .map_err(|e| TruncateError::Storage(e.to_string()))?;
+                self.epochs_unsaved = false;
             }
             return Ok(self.next_offset);
         }
