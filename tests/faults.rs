@@ -181,13 +181,19 @@ impl Cluster {
         count.into_iter().max_by_key(|(_, n)| *n).unwrap().0
     }
 
-    fn signal(&mut self, id: i32, signal: &str) {
-        let pid = self.broker(id).pid().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} {pid}");
+    /// Sends `signal` (libc's SIGSTOP, SIGCONT) to broker `id`'s process
+    /// (no `kill` binary needed: a fresh machine may lack procps).
+    fn signal(&mut self, id: i32, signal: libc::c_int) {
+        let pid = self.broker(id).pid().expect("running") as libc::pid_t;
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+        // the pid is our own child's, still running (not yet waited for).
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            sent,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -582,10 +588,10 @@ fn a_paused_leader_acknowledges_nothing_later_lost() {
         let (mut cluster, topic, load) = prepare("pause");
         std::thread::sleep(load_for());
         let victim = cluster.busiest_leader(1, &topic);
-        cluster.signal(victim, "-STOP");
+        cluster.signal(victim, libc::SIGSTOP);
         let at = Instant::now();
         std::thread::sleep(Duration::from_millis(2 * SESSION_MS));
-        cluster.signal(victim, "-CONT");
+        cluster.signal(victim, libc::SIGCONT);
         load.wait_all_acked(at, Duration::from_secs(30));
         std::thread::sleep(load_for() * 2);
         windows.push(load.longest_gap(at));
