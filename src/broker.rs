@@ -254,6 +254,11 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         AtomicI64::new(image.next_producer_id),
         AtomicI64::new(image.next_producer_id),
     );
+    let checkpointed_high_watermarks = crate::storage::hw_checkpoint::read(&config.data_dir)
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, file = crate::storage::hw_checkpoint::FILE, "the high watermark checkpoint does not parse; high watermarks start at each log's start");
+            Default::default()
+        });
     let node = Arc::new(Node {
         config,
         cluster_id,
@@ -269,6 +274,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         active_controller: std::sync::atomic::AtomicI32::new(-1),
         stopping: std::sync::atomic::AtomicBool::new(false),
         coordinator_partitions: std::sync::atomic::AtomicUsize::new(0),
+        checkpointed_high_watermarks,
     });
 
     let cpus = std::thread::available_parallelism()
@@ -556,6 +562,9 @@ fn run_shard(
             std::time::Duration::from_millis(shard.node.config.log_retention_check_interval_ms);
         crate::partition::start_retention(&shard, retention_interval);
         crate::partition::start_periodic_flush(&shard);
+        if shard.id == crate::runtime::CONTROLLER_SHARD {
+            crate::partition::start_hw_checkpoints(&shard);
+        }
         let cleaner_interval =
             std::time::Duration::from_millis(shard.node.config.log_cleaner_interval_ms);
         crate::partition::start_cleaner(&shard, cleaner_interval);

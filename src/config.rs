@@ -60,6 +60,11 @@ pub struct Cli {
     /// leaves the ISR, ms (replica.lag.time.max.ms) [default: 30000].
     #[arg(long, value_name = "MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// How often the high watermarks of replicated partitions are written
+    /// to the data dir, ms (replica.high.watermark.checkpoint.interval.ms)
+    /// [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub replica_high_watermark_checkpoint_interval_ms: Option<u64>,
     /// How often the active controller moves leadership back to preferred
     /// replicas that are live and in sync (auto.leader.rebalance.enable,
     /// leader.imbalance.check.interval.seconds); 0 turns it off [default: 300].
@@ -215,6 +220,7 @@ struct FileConfig {
     num_partitions: Option<i32>,
     default_replication_factor: Option<i16>,
     replica_lag_time_max_ms: Option<u64>,
+    replica_high_watermark_checkpoint_interval_ms: Option<u64>,
     leader_imbalance_check_interval_seconds: Option<u64>,
     socket_request_max_bytes: Option<u32>,
     io_driver: Option<String>,
@@ -263,6 +269,7 @@ pub struct Config {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub replica_lag_time_max_ms: u64,
+    pub replica_high_watermark_checkpoint_interval_ms: u64,
     /// 0: never (auto.leader.rebalance.enable=false).
     pub leader_imbalance_check_interval_seconds: u64,
     pub socket_request_max_bytes: u32,
@@ -487,6 +494,16 @@ impl Config {
             return Err(invalid(
                 "replica-lag-time-max-ms",
                 "must be between 100 and 3600000",
+            ));
+        }
+        let replica_high_watermark_checkpoint_interval_ms = cli
+            .replica_high_watermark_checkpoint_interval_ms
+            .or(file.replica_high_watermark_checkpoint_interval_ms)
+            .unwrap_or(5_000);
+        if !(10..=3_600_000).contains(&replica_high_watermark_checkpoint_interval_ms) {
+            return Err(invalid(
+                "replica-high-watermark-checkpoint-interval-ms",
+                "must be between 10 and 3600000",
             ));
         }
         let num_partitions = cli.num_partitions.or(file.num_partitions).unwrap_or(1);
@@ -736,6 +753,7 @@ impl Config {
             num_partitions,
             default_replication_factor,
             replica_lag_time_max_ms,
+            replica_high_watermark_checkpoint_interval_ms,
             leader_imbalance_check_interval_seconds: cli
                 .leader_imbalance_check_interval_seconds
                 .or(file.leader_imbalance_check_interval_seconds)

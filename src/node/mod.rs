@@ -67,6 +67,11 @@ pub struct Node {
     /// Partitions of the internal topics whose coordinator has loaded them
     /// here (a node alone reports itself started once it has all of them).
     pub coordinator_partitions: std::sync::atomic::AtomicUsize,
+    /// The high watermarks this node's replicated partitions had when it
+    /// last wrote them (`storage::hw_checkpoint`), read at start-up: where
+    /// each partition's starts.
+    pub checkpointed_high_watermarks:
+        std::collections::HashMap<crate::storage::hw_checkpoint::Key, i64>,
 }
 
 impl Node {

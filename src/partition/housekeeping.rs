@@ -2,14 +2,18 @@
 //! (retention, periodic flush, log cleaning), closed at shutdown.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::io::clock::now_ms;
 use crate::metrics::PartitionSample;
 use crate::node::shard::Shard;
+use crate::node::Node;
 use crate::partition::local::Partition;
 use crate::storage::cleaner::{clean, CleanerLimits};
+use crate::storage::hw_checkpoint;
 use crate::storage::log::{self, LogRef, PartitionLog};
 
 /// Opens every partition log this shard owns, according to the metadata image.
@@ -50,6 +54,10 @@ pub fn open_owned_logs(shard: &Rc<Shard>) -> Result<(), String> {
                         shared.clone(),
                         log,
                         shard.node.config.node_id,
+                    );
+                    let checkpointed = &shard.node.checkpointed_high_watermarks;
+                    local.set_recovered_high_watermark(
+                        checkpointed.get(&(topic.id, partition)).copied(),
                     );
                     shard
                         .partitions
@@ -167,6 +175,82 @@ pub fn start_cleaner(shard: &Rc<Shard>, interval: Duration) {
         }
     })
     .detach();
+}
+
+/// Writes the high watermarks of this node's replicated partitions to the
+/// data dir (`storage::hw_checkpoint`) every
+/// `--replica-high-watermark-checkpoint-interval-ms` when they changed, on
+/// this shard (the controller's) for every shard: the watermarks are read
+/// from the partitions' shared state. A last one is written when shutdown
+/// begins.
+pub fn start_hw_checkpoints(shard: &Rc<Shard>) {
+    use futures_util::FutureExt;
+    let node = shard.node.clone();
+    compio::runtime::spawn(async move {
+        let interval =
+            Duration::from_millis(node.config.replica_high_watermark_checkpoint_interval_ms);
+        let mut written = node.checkpointed_high_watermarks.clone();
+        loop {
+            futures_util::select! {
+                _ = compio::time::sleep(interval).fuse() => {}
+                _ = node.shutdown.wait().fuse() => {}
+            }
+            written = checkpoint_high_watermarks(&node, written).await;
+            if node.shutdown.is_triggered() {
+                break;
+            }
+        }
+    })
+    .detach();
+}
+
+/// One checkpoint: `written` (what the file holds) updated with the
+/// watermark of every replicated partition hosted here that has taken a
+/// role (one that has not keeps its checkpointed watermark); partitions no
+/// longer here are left out. Written, durably, only if it changed; returns
+/// what the file holds.
+pub async fn checkpoint_high_watermarks(
+    node: &Arc<Node>,
+    written: HashMap<hw_checkpoint::Key, i64>,
+) -> HashMap<hw_checkpoint::Key, i64> {
+    let me = node.config.node_id;
+    let mut next = HashMap::with_capacity(written.len());
+    for topic in node.image().topics.values() {
+        for (index, placement) in topic.placements.iter().enumerate() {
+            if placement.replicas.len() < 2 || !placement.hosts(me) {
+                continue;
+            }
+            let key = (topic.id, index as i32);
+            let state = &topic.partitions[index];
+            let hw = if state.is_replicated() {
+                Some(state.high_watermark())
+            } else {
+                written.get(&key).copied()
+            };
+            if let Some(hw) = hw {
+                next.insert(key, hw);
+            }
+        }
+    }
+    if next == written {
+        return written;
+    }
+    let dir = node.config.data_dir.clone();
+    let entries = next.clone();
+    match compio::runtime::spawn_blocking(move || hw_checkpoint::write(&dir, &entries)).await {
+        Ok(Ok(())) => next,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, file = hw_checkpoint::FILE, "writing the high watermark checkpoint");
+            written
+        }
+        Err(_) => {
+            tracing::warn!(
+                file = hw_checkpoint::FILE,
+                "writing the high watermark checkpoint panicked"
+            );
+            written
+        }
+    }
 }
 
 /// This shard's partitions as `/metrics` shows them.

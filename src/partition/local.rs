@@ -3,7 +3,7 @@
 //! the rules transactions and replication add (the last stable offset,
 //! leader epochs, the ISR) have one place to go.
 
-use std::cell::{Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::protocol::errors::ErrorCode;
 use crate::runtime::signal::ShutdownSignal;
 use crate::storage::commit::GroupCommit;
 use crate::storage::log::{
-    self, AppendError, AppendOutcome, Isolation, LogRef, ReadError, ReadOutcome,
+    self, AppendError, AppendOutcome, Isolation, LogRef, PartitionLog, ReadError, ReadOutcome,
 };
 use crate::storage::txn_verification::Verifications;
 
@@ -39,6 +39,8 @@ pub struct Partition {
     me: i32,
     /// Leader or follower, and the leader's view of its followers.
     role: RefCell<Role>,
+    /// The checkpointed high watermark, until the first role takes it.
+    recovered_high_watermark: Cell<Option<i64>>,
 }
 
 /// How a Produce wants its batch acknowledged.
@@ -128,6 +130,26 @@ impl Partition {
             verifications: RefCell::new(Verifications::default()),
             me,
             role: RefCell::new(Role::Unassigned),
+            recovered_high_watermark: Cell::new(None),
+        }
+    }
+
+    /// The high watermark the partition had when this node last
+    /// checkpointed it (before a restart): where its high watermark starts
+    /// when it first takes a role, capped at the log's end.
+    pub fn set_recovered_high_watermark(&self, high_watermark: Option<i64>) {
+        self.recovered_high_watermark.set(high_watermark);
+    }
+
+    /// The high watermark a partition taking its first role starts from:
+    /// the checkpointed one, within the log; else the log start (nothing
+    /// past it is known committed: the tail may be an old epoch's, never
+    /// replicated).
+    fn first_high_watermark(&self, log: &PartitionLog) -> i64 {
+        let start = log.log_start_offset();
+        match self.recovered_high_watermark.take() {
+            Some(hw) => hw.clamp(start, log.log_end_offset().max(start)),
+            None => start,
         }
     }
 
@@ -151,6 +173,13 @@ impl Partition {
         let change = if placement.leader == self.me {
             match &mut *role {
                 Role::Leader(l) if l.leader_epoch == placement.leader_epoch => {
+                    // A reassignment may give a partition of one replica
+                    // followers, or take them all away.
+                    let replicated = placement.replicas.len() > 1;
+                    if replicated != self.state.is_replicated() {
+                        self.state
+                            .set_replicated(replicated, self.state.high_watermark());
+                    }
                     l.update(
                         placement.partition_epoch,
                         &placement.replicas,
@@ -165,12 +194,12 @@ impl Partition {
                     let replicated = placement.replicas.len() > 1;
                     // The watermark carries over from an earlier role here
                     // (follower, or leader in an earlier epoch); at start-up
-                    // nothing is known committed past the log start.
+                    // it is the checkpointed one.
                     let start = match &*role {
                         Role::Follower { .. } | Role::Leader(_) => {
                             self.state.stored_high_watermark()
                         }
-                        Role::Unassigned => log.log_start_offset(),
+                        Role::Unassigned => self.first_high_watermark(&log),
                     };
                     log.set_stamp_epoch(Some(placement.leader_epoch));
                     // The new epoch starts at the log end even before it
@@ -202,11 +231,10 @@ impl Partition {
             if same {
                 RoleChange::Unchanged
             } else {
-                // A leader's watermark carries over; at start-up nothing
-                // past the log start is known committed (the log's tail may
-                // be an old epoch's, never replicated).
+                // A leader's watermark carries over; at start-up it is the
+                // checkpointed one.
                 let hw = match &*role {
-                    Role::Unassigned => self.log.borrow().log_start_offset(),
+                    Role::Unassigned => self.first_high_watermark(&self.log.borrow()),
                     _ => self.state.high_watermark(),
                 };
                 self.log.borrow_mut().set_stamp_epoch(None);

@@ -9,16 +9,19 @@
 //! - `internal.rs`: a partition of an internal topic as the coordinator
 //!   that leads it writes to it.
 //! - `housekeeping.rs`: the per-shard life of the partitions: opened at start,
-//!   retention, periodic flushes and log cleaning in the background, closed
-//!   at shutdown; and their figures for `/metrics`.
+//!   retention, periodic flushes, log cleaning and high watermark
+//!   checkpoints in the background, closed at shutdown; and their figures
+//!   for `/metrics`.
 
 pub mod housekeeping;
 pub mod internal;
 pub mod local;
 pub mod replica;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use housekeeping::{
-    close_owned_logs, open_owned_logs, samples, start_cleaner, start_periodic_flush,
-    start_retention,
+    close_owned_logs, open_owned_logs, samples, start_cleaner, start_hw_checkpoints,
+    start_periodic_flush, start_retention,
 };

@@ -27,6 +27,7 @@ pub mod cleaner;
 pub mod commit;
 pub mod config;
 pub mod epochs;
+pub mod hw_checkpoint;
 pub mod index;
 pub mod log;
 pub mod producer_state;
