@@ -18,6 +18,7 @@ use std::sync::Arc;
 use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
+use crate::metadata::reassign;
 use crate::metadata::records::{MetadataRecord, BLOCK_OVERLAP, PRODUCER_ID_BLOCK};
 use crate::metadata::topic_config::{deprecation_note, TopicConfig};
 use crate::metadata::{
@@ -314,6 +315,7 @@ impl Controller {
             isr,
             leader_epoch: current.leader_epoch + 1,
             partition_epoch: current.partition_epoch + 1,
+            reassigning: None,
         })
         .await
     }
@@ -532,6 +534,73 @@ impl Controller {
             isr,
             leader_epoch,
             partition_epoch: partition_epoch + 1,
+            reassigning: None,
+        })
+        .await
+    }
+
+    /// AlterPartitionReassignments (KIP-455) for one partition: move it to
+    /// `target` (registered brokers, none twice), or (None) cancel the move
+    /// under way (`metadata::reassign` says how a move goes). Refused with
+    /// UNKNOWN_TOPIC_OR_PARTITION, INVALID_REPLICA_ASSIGNMENT,
+    /// NO_REASSIGNMENT_IN_PROGRESS, or INVALID_REPLICATION_FACTOR for a
+    /// change of replica count the request did not allow (KIP-860). A
+    /// target that is the partition's replicas already changes nothing.
+    pub async fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
+        allow_replication_factor_change: bool,
+    ) -> Result<(), ApiError> {
+        let _guard = self.lock.lock().await;
+        self.check_leader()?;
+        let image = self.node.image();
+        let Some((topic_id, current)) = image
+            .user_topic(topic)
+            .and_then(|t| t.placement(partition).map(|p| (t.id, p.clone())))
+        else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("no partition {partition} of topic '{topic}'"),
+            ));
+        };
+        if let Some(target) = &target {
+            let registered: Vec<i32> = image.brokers.keys().copied().collect();
+            check_replica_assignment(target, &registered, None)?;
+            if !allow_replication_factor_change && target.len() != current.original().len() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidReplicationFactor,
+                    format!(
+                        "the partition has {} replicas, the target {}: the request does not allow a change of replication factor",
+                        current.original().len(),
+                        target.len()
+                    ),
+                ));
+            }
+        }
+        let live = |b: i32| image.brokers.get(&b).is_some_and(|b| !b.fenced);
+        let next = reassign::reassigned(&current, target.as_deref(), live).map_err(|refusal| {
+            let code = match refusal {
+                reassign::Refusal::NoneInProgress => ErrorCode::NoReassignmentInProgress,
+                reassign::Refusal::Invalid(_) => ErrorCode::InvalidReplicaAssignment,
+            };
+            ApiError::new(code, refusal.to_string())
+        })?;
+        let unchanged = Placement {
+            partition_epoch: current.partition_epoch,
+            ..next.clone()
+        };
+        if unchanged == current {
+            return Ok(());
+        }
+        drop(image);
+        tracing::info!(topic, partition, from = ?current.replicas, to = ?next.replicas, adding = ?next.adding, removing = ?next.removing, "reassigning the partition");
+        self.persist(&MetadataRecord::ReassignPartition {
+            topic_id,
+            partition,
+            target,
+            partition_epoch: current.partition_epoch + 1,
         })
         .await
     }
@@ -688,7 +757,17 @@ impl Controller {
         let mut placements = old.placements.clone();
         let seed = old.id.as_u128() + old.partition_count() as u128;
         // The topic's replication factor: its first partition's.
-        let factor = old.placements.first().map_or(1, |p| p.replicas.len());
+        let factor = old.placements.first().map_or(1, |p| p.original().len());
+        if let Some(list) = manual.iter().flatten().find(|l| l.len() != factor) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReplicaAssignment,
+                format!(
+                    "The manual partition assignment includes a partition with {} replica(s), but this is \
+                     not consistent with previous partitions, which have {factor} replica(s).",
+                    list.len()
+                ),
+            ));
+        }
         placements.extend(self.place(additional, seed, manual, factor)?);
         let topic = Arc::new(TopicMeta {
             name: old.name.clone(),

@@ -12,6 +12,7 @@
 //! notifications).
 
 pub mod controller;
+pub mod reassign;
 pub mod records;
 pub mod topic_config;
 
@@ -75,6 +76,12 @@ pub struct Placement {
     /// an ISR change asked for names the one it was based on (KRaft's
     /// partition epoch).
     pub partition_epoch: i32,
+    /// While the partition is reassigned (KIP-455): the replicas being
+    /// added (they follow, and the reassignment completes once all of them
+    /// are in the ISR) and those being removed (they leave then). Both
+    /// are in `replicas` meanwhile.
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
 }
 
 impl Placement {
@@ -86,11 +93,40 @@ impl Placement {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
     pub fn hosts(&self, broker: i32) -> bool {
         self.replicas.contains(&broker)
+    }
+
+    /// Whether a reassignment is under way.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas before the reassignment under way (all of them when
+    /// none is): the replicas not being added.
+    pub fn original(&self) -> Vec<i32> {
+        let adding = &self.adding;
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !adding.contains(r))
+            .collect()
+    }
+
+    /// The replicas once the reassignment under way completes: the
+    /// replicas not being removed.
+    pub fn target(&self) -> Vec<i32> {
+        let removing = &self.removing;
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !removing.contains(r))
+            .collect()
     }
 }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::metadata::reassign;
 use crate::metadata::{
     BrokerMeta, MetadataImage, PartitionState, Placement, TopicMeta, METADATA_LOG_DIR,
 };
@@ -97,7 +98,28 @@ pub enum MetadataRecord {
         isr: Vec<i32>,
         leader_epoch: i32,
         partition_epoch: i32,
+        /// A reassignment under way (KIP-455; absent: none), in a snapshot's
+        /// partition state; planned changes keep the partition's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reassigning: Option<Reassigning>,
     },
+    /// AlterPartitionReassignments (KIP-455) for one partition: move it to
+    /// `target` replicas, or (None) cancel the move under way. Applied on
+    /// top of the partition epoch it was planned from, like PartitionChange.
+    ReassignPartition {
+        topic_id: Uuid,
+        partition: i32,
+        target: Option<Vec<i32>>,
+        partition_epoch: i32,
+    },
+}
+
+/// A partition's reassignment under way, as a snapshot records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassigning {
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
 }
 
 impl MetadataRecord {
@@ -263,6 +285,22 @@ impl MetadataRecord {
             change @ MetadataRecord::PartitionChange { .. } => {
                 change_partition(image, change, true)?
             }
+            MetadataRecord::ReassignPartition {
+                topic_id,
+                partition,
+                target,
+                partition_epoch,
+            } => {
+                let current = image
+                    .topic_by_id(&topic_id)
+                    .and_then(|t| t.placement(partition))
+                    .ok_or_else(|| format!("unknown partition {topic_id}/{partition}"))?;
+                check_planned_epoch(current, partition_epoch)?;
+                let next = reassign::reassigned(current, target.as_deref(), |b| is_live(image, b))
+                    .map_err(|refusal| refusal.to_string())?;
+                check_placement(&next)?;
+                set_placement(image, topic_id, partition, next);
+            }
         }
         Ok(())
     }
@@ -287,6 +325,7 @@ fn change_partition(
         isr,
         leader_epoch,
         partition_epoch,
+        reassigning,
     } = change
     else {
         return Err(format!("not a partition change: {change:?}"));
@@ -295,27 +334,47 @@ fn change_partition(
         .topic_by_id(&topic_id)
         .and_then(|t| t.placement(partition))
         .ok_or_else(|| format!("unknown partition {topic_id}/{partition}"))?;
-    if planned && partition_epoch != current.partition_epoch + 1 {
+    if planned {
+        check_planned_epoch(current, partition_epoch)?;
+    }
+    let mut placement = Placement {
+        isr,
+        leader,
+        leader_epoch,
+        partition_epoch,
+        ..current.clone()
+    };
+    if let Some(moving) = reassigning {
+        placement.replicas = moving.replicas;
+        placement.adding = moving.adding;
+        placement.removing = moving.removing;
+    }
+    // The ISR change that brings the last added replica in sync completes
+    // the partition's move.
+    if planned {
+        reassign::complete_if_ready(&mut placement, |b| is_live(image, b));
+    }
+    check_placement(&placement)?;
+    set_placement(image, topic_id, partition, placement);
+    Ok(())
+}
+
+/// A planned change of a partition applies only on top of the partition
+/// epoch it was planned from (`partition_epoch` is that plus one).
+fn check_planned_epoch(current: &Placement, partition_epoch: i32) -> Result<(), String> {
+    if partition_epoch != current.partition_epoch + 1 {
         return Err(format!(
             "{STALE_PARTITION_EPOCH}: planned from partition epoch {}, now {}",
             partition_epoch - 1,
             current.partition_epoch
         ));
     }
-    let placement = Placement {
-        replicas: current.replicas.clone(),
-        isr,
-        leader,
-        leader_epoch,
-        partition_epoch,
-    };
-    check_placement(&placement)?;
-    set_placement(image, topic_id, partition, placement);
     Ok(())
 }
 
 /// A partition's state must hold together: the ISR within the replicas and
-/// not empty, the leader (if any) in the ISR.
+/// not empty, the leader (if any) in the ISR, the replicas being added or
+/// removed among the replicas (and not both).
 fn check_placement(p: &Placement) -> Result<(), String> {
     if p.isr.is_empty()
         || p.isr.iter().any(|r| !p.replicas.contains(r))
@@ -325,6 +384,16 @@ fn check_placement(p: &Placement) -> Result<(), String> {
         return Err(format!(
             "leader {} and ISR {:?} do not fit replicas {:?}",
             p.leader, p.isr, p.replicas
+        ));
+    }
+    let moving = p.adding.iter().chain(&p.removing);
+    if moving.clone().any(|r| !p.replicas.contains(r))
+        || p.adding.iter().any(|r| p.removing.contains(r))
+        || p.target().is_empty()
+    {
+        return Err(format!(
+            "adding {:?} and removing {:?} do not fit replicas {:?}",
+            p.adding, p.removing, p.replicas
         ));
     }
     Ok(())
@@ -500,6 +569,11 @@ pub fn snapshot_records(image: &MetadataImage) -> Vec<MetadataRecord> {
                     isr: p.isr.clone(),
                     leader_epoch: p.leader_epoch,
                     partition_epoch: p.partition_epoch,
+                    reassigning: p.reassigning().then(|| Reassigning {
+                        replicas: p.replicas.clone(),
+                        adding: p.adding.clone(),
+                        removing: p.removing.clone(),
+                    }),
                 });
             std::iter::once(create).chain(changes).collect::<Vec<_>>()
         })
@@ -829,6 +903,7 @@ mod tests {
             isr: vec![1],
             leader_epoch: 0,
             partition_epoch: 1,
+            reassigning: None,
         }
         .apply(&mut image, &config)
         .unwrap();
@@ -861,6 +936,7 @@ mod tests {
             isr,
             leader_epoch: 0,
             partition_epoch,
+            reassigning: None,
         };
         change(vec![1, 2], 1).apply(&mut image, &config).unwrap();
         let stale = change(vec![1, 3], 1)
@@ -880,5 +956,53 @@ mod tests {
         assert_eq!(state(&restored, "t"), state(&image, "t"));
         assert_eq!(state(&restored, "u"), state(&image, "u"));
         assert_eq!(restored.brokers, image.brokers);
+    }
+
+    #[test]
+    fn a_reassignment_completes_with_the_isr_change_that_brings_the_new_replica_in() {
+        let (mut image, config, id) = cluster(vec![1, 2], &[]);
+        let reassign =
+            |target: Option<Vec<i32>>, partition_epoch| MetadataRecord::ReassignPartition {
+                topic_id: id,
+                partition: 0,
+                target,
+                partition_epoch,
+            };
+        reassign(Some(vec![2, 3]), 1)
+            .apply(&mut image, &config)
+            .unwrap();
+        let p = image.topic("t").unwrap().placements[0].clone();
+        assert_eq!(
+            (p.replicas.clone(), p.adding.clone(), p.removing.clone()),
+            (vec![2, 3, 1], vec![3], vec![1])
+        );
+        // Planned from an older epoch: refused.
+        let stale = reassign(None, 1).apply(&mut image, &config).unwrap_err();
+        assert!(stale.starts_with(STALE_PARTITION_EPOCH), "{stale}");
+        // A snapshot taken meanwhile keeps the move.
+        let restored = decode_snapshot(&encode_snapshot(&image), &config).unwrap();
+        assert_eq!(restored.topic("t").unwrap().placements[0], p);
+        // The leader adds 3 to the ISR: the move completes, 1 hands over.
+        MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: 0,
+            leader: 1,
+            isr: vec![1, 2, 3],
+            leader_epoch: 0,
+            partition_epoch: 2,
+            reassigning: None,
+        }
+        .apply(&mut image, &config)
+        .unwrap();
+        let p = &image.topic("t").unwrap().placements[0];
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![2, 3], vec![2, 3])
+        );
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (2, 1, 2));
+        assert!(!p.reassigning());
+        // Nothing left to cancel.
+        let none = reassign(None, 3).apply(&mut image, &config).unwrap_err();
+        assert!(none.contains("no reassignment"), "{none}");
     }
 }

@@ -134,6 +134,12 @@ pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
                         Err(error) => refused(error),
                     }
                 }
+                Ok(ControllerRequest::Admin(change)) => {
+                    match crate::node::forward::make_admin_change(&shard, change).await {
+                        Ok(()) => ControllerAnswer::Live,
+                        Err(error) => refused(error),
+                    }
+                }
                 Ok(ControllerRequest::AllocateProducerIds) => {
                     match shard.controller().grant_producer_id_block().await {
                         Ok((start, end)) => ControllerAnswer::ProducerIds { start, end },

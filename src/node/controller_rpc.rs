@@ -58,6 +58,37 @@ pub(crate) enum ControllerRequest {
         id: i32,
         incarnation: Uuid,
     },
+    /// An admin change received by a broker that does not lead the quorum,
+    /// forwarded (KIP-590); answered Live once committed.
+    Admin(AdminChange),
+}
+
+/// An admin change made by the active controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum AdminChange {
+    /// DeleteTopics.
+    DeleteTopic { id: Uuid },
+    /// CreatePartitions; `manual`: checked replica lists of the new ones.
+    CreatePartitions {
+        name: String,
+        count: i32,
+        manual: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    },
+    /// AlterConfigs / IncrementalAlterConfigs: the topic's new overrides.
+    SetTopicConfigs {
+        name: String,
+        configs: std::collections::BTreeMap<String, String>,
+        validate_only: bool,
+    },
+    /// AlterPartitionReassignments, one partition: move it to `target`
+    /// replicas, or (None) cancel its move.
+    Reassign {
+        topic: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+        allow_replication_factor_change: bool,
+    },
 }
 
 fn default_replication_factor() -> i16 {

@@ -1,6 +1,8 @@
 //! Metadata changes asked of a broker that does not lead the quorum,
 //! forwarded to the active controller (KIP-590), so that a client may send
-//! CreateTopics, or have a topic auto-created by Metadata, at any broker.
+//! CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs,
+//! IncrementalAlterConfigs and AlterPartitionReassignments, or have a topic
+//! auto-created by Metadata, at any broker.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -8,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metadata::controller::ApiError;
-use crate::metadata::TopicMeta;
-use crate::node::controller_rpc::{ControllerAnswer, ControllerRequest};
+use crate::metadata::{MetadataImage, TopicMeta};
+use crate::node::controller_rpc::{AdminChange, ControllerAnswer, ControllerRequest};
 use crate::node::shard::Shard;
 use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
@@ -94,5 +96,119 @@ pub async fn create_topic(
             ));
         }
         compio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+impl AdminChange {
+    /// Whether `image` has the change made (so that what the client reads
+    /// next from this broker shows it).
+    fn applied(&self, image: &MetadataImage) -> bool {
+        match self {
+            AdminChange::DeleteTopic { id } => image.topic_by_id(id).is_none(),
+            AdminChange::CreatePartitions {
+                validate_only: true,
+                ..
+            }
+            | AdminChange::SetTopicConfigs {
+                validate_only: true,
+                ..
+            }
+            // A move is under way once recorded; ListPartitionReassignments
+            // is answered by the controller.
+            | AdminChange::Reassign { .. } => true,
+            AdminChange::CreatePartitions { name, count, .. } => image
+                .topic(name)
+                .is_none_or(|t| t.partition_count() >= *count),
+            AdminChange::SetTopicConfigs { name, configs, .. } => {
+                image.topic(name).is_none_or(|t| t.overrides == *configs)
+            }
+        }
+    }
+}
+
+/// Makes `change` on the controller shard: here when this node leads the
+/// quorum, else by the active controller; returns once it is committed
+/// and this broker's image has it.
+pub(crate) async fn admin_change(shard: &Rc<Shard>, change: AdminChange) -> Result<(), ApiError> {
+    let controller = shard.controller();
+    let call = shard.call_controller.borrow().clone();
+    let Some(call) = call.filter(|_| controller.check_leader().is_err()) else {
+        return make_admin_change(shard, change).await;
+    };
+    let request = ControllerRequest::Admin(change.clone());
+    let bytes = serde_json::to_vec(&request).expect("requests encode");
+    let answer = call(bytes).await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::RequestTimedOut,
+            format!("the active controller did not answer: {e}"),
+        )
+    })?;
+    match serde_json::from_slice::<ControllerAnswer>(&answer) {
+        Ok(ControllerAnswer::Live) => {}
+        Ok(ControllerAnswer::Refused { code, message }) => {
+            let code = ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError);
+            return Err(ApiError::new(code, message));
+        }
+        Ok(other) => {
+            return Err(ApiError::new(
+                ErrorCode::UnknownServerError,
+                format!("the controller answered {other:?}"),
+            ))
+        }
+        Err(error) => {
+            return Err(ApiError::new(
+                ErrorCode::UnknownServerError,
+                format!("undecodable answer: {error}"),
+            ))
+        }
+    }
+    let deadline = Instant::now() + APPLIED_PATIENCE;
+    while !change.applied(&shard.node.image()) {
+        if Instant::now() >= deadline {
+            return Err(ApiError::new(
+                ErrorCode::RequestTimedOut,
+                "the change was made but has not reached this broker yet",
+            ));
+        }
+        compio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Makes `change` as the active controller (on its controller shard).
+pub(crate) async fn make_admin_change(
+    shard: &Rc<Shard>,
+    change: AdminChange,
+) -> Result<(), ApiError> {
+    match change {
+        AdminChange::DeleteTopic { id } => {
+            let topic = shard.node.image().user_topic_by_id(&id).cloned();
+            let topic = topic.ok_or_else(|| {
+                ApiError::new(ErrorCode::UnknownTopicId, format!("no topic has id {id}"))
+            })?;
+            topics::delete_topic(shard, topic).await
+        }
+        AdminChange::CreatePartitions {
+            name,
+            count,
+            manual,
+            validate_only,
+        } => topics::create_partitions(shard, &name, count, manual, validate_only).await,
+        AdminChange::SetTopicConfigs {
+            name,
+            configs,
+            validate_only,
+        } => topics::set_topic_configs(shard, &name, configs, validate_only).await,
+        AdminChange::Reassign {
+            topic,
+            partition,
+            target,
+            allow_replication_factor_change,
+        } => {
+            let controller = shard.controller();
+            controller
+                .reassign(&topic, partition, target, allow_replication_factor_change)
+                .await
+        }
     }
 }

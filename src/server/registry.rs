@@ -73,6 +73,8 @@ registry! {
     DescribeQuorum, 0, 2, |ctx, body| decode_and_serve(ctx, body, describe_quorum::handle);
     // Made by the active controller; forwarded there from any broker.
     ElectLeaders, 0, 2, |ctx, body| decode_and_serve(ctx, body, elect_leaders::handle);
+    AlterPartitionReassignments, 0, 1, |ctx, body| decode_and_serve(ctx, body, alter_partition_reassignments::handle);
+    ListPartitionReassignments, 0, 0, |ctx, body| decode_and_serve(ctx, body, list_partition_reassignments::handle);
     JoinGroup, 0, 9, |ctx, body| decode_and_serve(ctx, body, join_group::handle);
     SyncGroup, 0, 5, |ctx, body| decode_and_serve(ctx, body, sync_group::handle);
     Heartbeat, 0, 4, |ctx, body| decode_and_serve(ctx, body, heartbeat::handle);

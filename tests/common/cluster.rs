@@ -375,3 +375,35 @@ pub fn log_bytes(dir: &std::path::Path) -> Vec<u8> {
         .flat_map(|p| std::fs::read(p).unwrap())
         .collect()
 }
+
+/// Sends `values` with `producer` (acks=all), one at a time; returns what
+/// was acknowledged and the values whose send failed.
+pub fn send_all(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    values: impl Iterator<Item = String>,
+) -> (Acked, Vec<String>) {
+    use rdkafka::producer::FutureRecord;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut acked = Vec::new();
+    let mut failed = Vec::new();
+    runtime.block_on(async {
+        for value in values {
+            let key = format!(
+                "k{}",
+                value.len() + value.bytes().map(usize::from).sum::<usize>()
+            );
+            let sent = producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&value),
+                    Duration::from_secs(30),
+                )
+                .await;
+            match sent {
+                Ok(delivery) => acked.push((delivery.partition, delivery.offset, value)),
+                Err(_) => failed.push(value),
+            }
+        }
+    });
+    (acked, failed)
+}

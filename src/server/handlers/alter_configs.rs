@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
-use crate::node::topics;
+use crate::node::controller_rpc::AdminChange;
+use crate::node::forward;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
@@ -53,7 +54,7 @@ pub async fn handle(ctx: &RequestContext, request: AlterConfigsRequest) -> Alter
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-/// Replaces `name`'s overrides through the controller.
+/// Replaces `name`'s overrides through the active controller.
 pub(crate) async fn set_topic_configs(
     ctx: &RequestContext,
     name: String,
@@ -63,7 +64,12 @@ pub(crate) async fn set_topic_configs(
     ctx.conn
         .shard
         .run_on(CONTROLLER_SHARD, move |shard| async move {
-            topics::set_topic_configs(&shard, &name, configs, validate_only).await
+            let change = AdminChange::SetTopicConfigs {
+                name,
+                configs,
+                validate_only,
+            };
+            forward::admin_change(&shard, change).await
         })
         .await
         .map_err(|e| (e.code, e.message))

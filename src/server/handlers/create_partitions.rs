@@ -6,16 +6,17 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 
 use crate::metadata::controller::{check_replica_assignment, ApiError};
 
-use crate::node::topics;
+use crate::node::controller_rpc::AdminChange;
+use crate::node::forward;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::str_bytes;
 
 /// Manual assignments of the new partitions, checked as Kafka's controller
 /// does (`ReplicationControlManager.createPartitions`): each a valid replica
-/// list, of live brokers, of the topic's replication factor (1 while
-/// partition data is not replicated). That there is one per new partition
-/// the controller checks, since it knows the topic's size.
+/// list of live brokers. That there is one per new partition, of the
+/// topic's replication factor, the controller checks, since it knows the
+/// topic.
 fn check_assignments(
     topic: &CreatePartitionsTopic,
     brokers: &[i32],
@@ -28,7 +29,7 @@ fn check_assignments(
     let mut lists = Vec::with_capacity(assignments.len());
     for assignment in assignments {
         let replicas: Vec<i32> = assignment.broker_ids.iter().map(|b| b.0).collect();
-        check_replica_assignment(&replicas, brokers, Some(1))?;
+        check_replica_assignment(&replicas, brokers, None)?;
         lists.push(replicas);
     }
     Ok(Some(lists))
@@ -60,13 +61,17 @@ pub async fn handle(
                 continue;
             }
         };
-        let name = topic.name.0.to_string();
-        let (count, validate_only) = (topic.count, request.validate_only);
+        let change = AdminChange::CreatePartitions {
+            name: topic.name.0.to_string(),
+            count: topic.count,
+            manual: assignments,
+            validate_only: request.validate_only,
+        };
         let outcome = ctx
             .conn
             .shard
             .run_on(CONTROLLER_SHARD, move |shard| async move {
-                topics::create_partitions(&shard, &name, count, assignments, validate_only).await
+                forward::admin_change(&shard, change).await
             })
             .await;
         results.push(match outcome {

@@ -5,7 +5,8 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use uuid::Uuid;
 
 use crate::metadata::is_internal_topic;
-use crate::node::topics;
+use crate::node::controller_rpc::AdminChange;
+use crate::node::forward;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
@@ -56,10 +57,11 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
             Err(error) => Err(error),
             Ok(topic) => {
                 let (topic_id, found_name) = (topic.id, topic.name.to_string());
+                let change = AdminChange::DeleteTopic { id: topic_id };
                 ctx.conn
                     .shard
                     .run_on(CONTROLLER_SHARD, move |shard| async move {
-                        topics::delete_topic(&shard, topic).await
+                        forward::admin_change(&shard, change).await
                     })
                     .await
                     .map(|_| (topic_id, found_name))
