@@ -449,3 +449,81 @@ fn a_client_that_stops_reading_is_disconnected() {
     let response = wire::fetch(&mut admin, 12, &small);
     assert_eq!(response.responses[0].partitions[0].error_code, NONE);
 }
+
+/// The value of `sluice_fetch_record_bytes_total` for `reader` and `path`
+/// on the metrics page at `url`.
+fn fetched_bytes(url: &str, reader: &str, path: &str) -> u64 {
+    let (_, body) = common::http_get(url, "GET", "/metrics");
+    let series = format!("sluice_fetch_record_bytes_total{{reader=\"{reader}\",path=\"{path}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series}in the metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A follower's fetch is a fetch: the leader sends the record data of
+/// three replicas' partition to its two followers from the segment file
+/// (splice), not through memory. librdkafka writes 4 MiB in 64 KiB
+/// messages (acks=all); once both followers hold the whole log, the
+/// leader's metrics count at least the two copies of it as spliced bytes
+/// for followers, and next to nothing copied for them.
+#[test]
+fn followers_fetch_through_the_zero_copy_path() {
+    use common::cluster::{create_replicated, leaders, log_bytes, ready_three, wait_for_isr};
+    use rdkafka::producer::FutureRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let (brokers, _) = ready_three(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let name = "replicated-splice";
+    create_replicated(&brokers, name, 1, 3, &[]);
+    wait_for_isr(&brokers[0].1.addr, name, 3, Duration::from_secs(10));
+    let leader = leaders(&brokers[0].1.addr, name).unwrap()[0].0;
+    let leading = &brokers.iter().find(|(id, _)| *id == leader).unwrap().1;
+    let url = leading
+        .metrics_url
+        .clone()
+        .expect("metrics address printed");
+    let before = (
+        fetched_bytes(&url, "follower", "splice"),
+        fetched_bytes(&url, "follower", "copy"),
+    );
+
+    let producer = common::clients::producer(leading, &[("linger.ms", "5")]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let value = vec![b'x'; 64 * 1024];
+        let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+        let sends: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let record = FutureRecord::to(name).key(key).payload(&value);
+                producer.send(record, Duration::from_secs(30))
+            })
+            .collect();
+        for sent in futures_util::future::join_all(sends).await {
+            sent.expect("acks=all send");
+        }
+    });
+    let log_len = log_bytes(&leading.data_dir().join(format!("{name}-0"))).len() as u64;
+    assert!(log_len >= 4 << 20, "the leader's log holds {log_len} bytes");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (id, broker) in &brokers {
+        let dir = broker.data_dir().join(format!("{name}-0"));
+        while (log_bytes(&dir).len() as u64) < log_len {
+            assert!(Instant::now() < deadline, "broker {id} did not catch up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let spliced = fetched_bytes(&url, "follower", "splice") - before.0;
+    let copied = fetched_bytes(&url, "follower", "copy") - before.1;
+    println!("log {log_len} bytes; to followers: {spliced} spliced, {copied} copied");
+    assert!(
+        spliced >= 2 * log_len,
+        "followers got {spliced} spliced bytes of a {log_len}-byte log (copied: {copied})"
+    );
+    assert!(
+        copied * 20 < spliced,
+        "followers got {copied} bytes copied against {spliced} spliced"
+    );
+}

@@ -98,6 +98,26 @@ pub struct ShardMetrics {
     pub request_bytes_in_flight_max: AtomicU64,
     /// The shard thread's kernel id, for its CPU time (0 until it starts).
     pub thread_id: AtomicI64,
+    /// Record bytes put in Fetch responses, by reader (consumer, follower)
+    /// and by how they are sent (spliced from the segment file, or copied
+    /// through memory).
+    pub fetch_record_bytes: [[AtomicU64; 2]; 2],
+}
+
+/// Who a Fetch's records are for, as `ShardMetrics::fetch_record_bytes`
+/// indexes them.
+#[derive(Debug, Clone, Copy)]
+pub enum FetchReader {
+    Consumer = 0,
+    Follower = 1,
+}
+
+/// How a Fetch's record bytes are sent, as `ShardMetrics::fetch_record_bytes`
+/// indexes them.
+#[derive(Debug, Clone, Copy)]
+pub enum FetchPath {
+    Spliced = 0,
+    Copied = 1,
 }
 
 impl Default for ShardMetrics {
@@ -115,11 +135,19 @@ impl Default for ShardMetrics {
             request_bytes_in_flight: AtomicU64::new(0),
             request_bytes_in_flight_max: AtomicU64::new(0),
             thread_id: AtomicI64::new(0),
+            fetch_record_bytes: Default::default(),
         }
     }
 }
 
 impl ShardMetrics {
+    pub fn fetched(&self, reader: FetchReader, path: FetchPath, bytes: usize) {
+        if bytes > 0 {
+            self.fetch_record_bytes[reader as usize][path as usize]
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
     pub fn request_done(&self, api_key: i16, elapsed: Duration) {
         if let Some(h) = usize::try_from(api_key)
             .ok()

@@ -55,6 +55,25 @@ pub fn render(snapshot: &Snapshot) -> String {
             );
         }
     }
+    header(
+        &mut out,
+        "sluice_fetch_record_bytes_total",
+        "counter",
+        "Record bytes put in Fetch responses, by reader (consumer, follower) and path (splice: from the segment file to the socket; copy: through memory).",
+    );
+    for (reader, r) in [("consumer", 0), ("follower", 1)] {
+        for (path, p) in [("splice", 0), ("copy", 1)] {
+            let total: u64 = metrics
+                .shards
+                .iter()
+                .map(|s| s.fetch_record_bytes[r][p].load(Ordering::Relaxed))
+                .sum();
+            let _ = writeln!(
+                out,
+                "sluice_fetch_record_bytes_total{{reader=\"{reader}\",path=\"{path}\"}} {total}"
+            );
+        }
+    }
     gauge_per_shard(
         &mut out,
         "sluice_connections",

@@ -16,8 +16,9 @@ use indexmap::IndexMap;
 use kafka_protocol::messages::FetchRequest;
 use uuid::Uuid;
 
-use crate::io::chain::Chain;
+use crate::io::chain::{Chain, Piece};
 use crate::metadata::TopicMeta;
+use crate::metrics::{FetchPath, FetchReader};
 use crate::node::shard::PartitionKey;
 use crate::node::shard::Shard;
 use crate::protocol::errors::ErrorCode;
@@ -154,7 +155,7 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         let timeout_or_stop = futures_util::future::select(timeout, stop);
         futures_util::future::select(wake, timeout_or_stop).await;
     };
-    build_response(ctx, mode, resolved, results)
+    build_response(ctx, mode, resolved, results, replica.is_some())
 }
 
 /// The topic a fetch names: any, for a follower; for a client, not one of
@@ -541,7 +542,14 @@ fn build_response(
     mode: SessionMode,
     resolved: Vec<(Wanted, Result<Arc<TopicMeta>, ErrorCode>)>,
     results: Vec<PartitionResult>,
+    from_follower: bool,
 ) -> FetchResponse {
+    let metrics = &ctx.conn.shard.node.metrics.shards[ctx.conn.shard.id];
+    let reader = if from_follower {
+        FetchReader::Follower
+    } else {
+        FetchReader::Consumer
+    };
     let mut sessions = ctx.conn.fetch_sessions.borrow_mut();
     let (session_id, mut session) = match mode {
         SessionMode::Sessionless => (0, None),
@@ -590,6 +598,12 @@ fn build_response(
                 if incremental && !changed {
                     continue;
                 }
+            }
+        }
+        for piece in result.records.pieces() {
+            match piece {
+                Piece::File(slice) => metrics.fetched(reader, FetchPath::Spliced, slice.len),
+                Piece::Memory(bytes) => metrics.fetched(reader, FetchPath::Copied, bytes.len()),
             }
         }
         let data = PartitionResponse {
