@@ -705,7 +705,8 @@ impl Controller {
         Ok(())
     }
 
-    fn existing_topic(&self, name: &str) -> Result<Arc<TopicMeta>, ApiError> {
+    /// The topic `name` as clients may name it, or UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn existing_topic(&self, name: &str) -> Result<Arc<TopicMeta>, ApiError> {
         self.node.image().user_topic(name).cloned().ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnknownTopicOrPartition,

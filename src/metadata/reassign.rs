@@ -6,6 +6,12 @@
 //! out of the replica list and the ISR, and, if the leader is one of them,
 //! the first live in-sync replica of the new list leads in a new epoch.
 //!
+//! Whenever a replica leaves the list (a move completing, a cancellation or
+//! a new target dropping one being added) the leader epoch is bumped, as
+//! Kafka's controller does: a fetch the leaver had under way is from an
+//! older epoch, so if it is added again at once, that answer cannot land
+//! in its new, empty log.
+//!
 //! These are pure functions of a partition's [`Placement`]: every node
 //! applies the same records to the same placements and gets the same result.
 
@@ -80,7 +86,9 @@ pub fn reassigned(
         next.leader = first_eligible(&next.replicas, &next.isr, &live).ok_or_else(|| {
             Refusal::Invalid("no live in-sync replica would be left to lead".to_string())
         })?;
-        next.leader_epoch += 1;
+    }
+    if next.leader != current.leader || dropped_any(current, &next) {
+        next.leader_epoch = current.leader_epoch + 1;
     }
     next.partition_epoch += 1;
     complete_if_ready(&mut next, live);
@@ -115,15 +123,19 @@ pub fn complete_if_ready(placement: &mut Placement, live: impl Fn(i32) -> bool) 
             None => return false,
         }
     };
-    if leader != placement.leader {
-        placement.leader = leader;
-        placement.leader_epoch += 1;
-    }
+    // Replicas leave: a new leader epoch, whoever leads.
+    placement.leader = leader;
+    placement.leader_epoch += 1;
     placement.replicas = target;
     placement.isr = isr;
     placement.adding.clear();
     placement.removing.clear();
     true
+}
+
+/// Whether some replica of `before` is not one of `after`'s.
+fn dropped_any(before: &Placement, after: &Placement) -> bool {
+    before.replicas.iter().any(|r| !after.replicas.contains(r))
 }
 
 /// The first replica, in replica order, that is in sync and live.

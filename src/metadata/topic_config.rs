@@ -510,6 +510,61 @@ pub fn deprecation_note(name: &str) -> Option<&'static str> {
     }
 }
 
+/// IncrementalAlterConfigs' operations on a config (KIP-339).
+pub const OP_SET: i8 = 0;
+pub const OP_DELETE: i8 = 1;
+pub const OP_APPEND: i8 = 2;
+pub const OP_SUBTRACT: i8 = 3;
+
+/// One IncrementalAlterConfigs change: (name, operation, value).
+pub type ConfigOp = (String, i8, Option<String>);
+
+/// A topic's overrides after IncrementalAlterConfigs' `ops`, applied in
+/// order to `overrides` (its effective config `effective` gives a list's
+/// current items when it has no override). Only `cleanup.policy` is a list
+/// (APPEND, SUBTRACT). The new overrides are validated by the caller.
+pub fn incremental_overrides(
+    overrides: &BTreeMap<String, String>,
+    effective: &TopicConfig,
+    ops: &[ConfigOp],
+) -> Result<BTreeMap<String, String>, String> {
+    let mut configs = overrides.clone();
+    for (key, op, value) in ops {
+        let value = value.clone().unwrap_or_default();
+        match *op {
+            OP_SET => {
+                configs.insert(key.clone(), value);
+            }
+            OP_DELETE => {
+                configs.remove(key);
+            }
+            OP_APPEND | OP_SUBTRACT if key == "cleanup.policy" => {
+                let current = configs.get(key).cloned().unwrap_or_else(|| {
+                    effective.show(config_def("cleanup.policy").expect("known config"))
+                });
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if *op == OP_APPEND {
+                        if !items.iter().any(|i| i == item) {
+                            items.push(item.to_string());
+                        }
+                    } else {
+                        items.retain(|i| i != item);
+                    }
+                }
+                configs.insert(key.clone(), items.join(","));
+            }
+            OP_APPEND | OP_SUBTRACT => return Err(format!("{key} is not a list config")),
+            other => return Err(format!("unknown config operation {other}")),
+        }
+    }
+    Ok(configs)
+}
+
 pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
     CONFIG_DEFS.iter().find(|d| d.name == name)
 }

@@ -136,7 +136,7 @@ pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
                 }
                 Ok(ControllerRequest::Admin(change)) => {
                     match crate::node::forward::make_admin_change(&shard, change).await {
-                        Ok(()) => ControllerAnswer::Live,
+                        Ok(answer) => answer,
                         Err(error) => refused(error),
                     }
                 }

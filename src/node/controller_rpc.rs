@@ -66,8 +66,9 @@ pub(crate) enum ControllerRequest {
 /// An admin change made by the active controller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum AdminChange {
-    /// DeleteTopics.
-    DeleteTopic { id: Uuid },
+    /// DeleteTopics: of the topic `name` (as the client named it), or of
+    /// the topic `id` (a request by id: `name` None).
+    DeleteTopic { id: Uuid, name: Option<String> },
     /// CreatePartitions; `manual`: checked replica lists of the new ones.
     CreatePartitions {
         name: String,
@@ -79,6 +80,13 @@ pub(crate) enum AdminChange {
     SetTopicConfigs {
         name: String,
         configs: std::collections::BTreeMap<String, String>,
+        validate_only: bool,
+    },
+    /// IncrementalAlterConfigs: `ops` applied to the topic's overrides as
+    /// the controller has them.
+    AlterTopicConfigs {
+        name: String,
+        ops: Vec<crate::metadata::topic_config::ConfigOp>,
         validate_only: bool,
     },
     /// AlterPartitionReassignments, one partition: move it to `target`
@@ -103,6 +111,10 @@ pub(crate) enum ControllerAnswer {
     ProducerIds { start: i64, end: i64 },
     /// The topic is created (or, validating only, would be), with this id.
     TopicCreated { id: Uuid },
+    /// A topic's overrides as a change made them.
+    Configs {
+        overrides: std::collections::BTreeMap<String, String>,
+    },
     /// Each partition's election: (topic, partition, error code, message).
     Elected {
         results: Vec<(String, i32, i16, Option<String>)>,

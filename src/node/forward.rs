@@ -99,30 +99,49 @@ pub async fn create_topic(
     }
 }
 
-impl AdminChange {
-    /// Whether `image` has the change made (so that what the client reads
-    /// next from this broker shows it).
-    fn applied(&self, image: &MetadataImage) -> bool {
-        match self {
-            AdminChange::DeleteTopic { id } => image.topic_by_id(id).is_none(),
-            AdminChange::CreatePartitions {
-                validate_only: true,
-                ..
-            }
-            | AdminChange::SetTopicConfigs {
-                validate_only: true,
-                ..
-            }
-            // A move is under way once recorded; ListPartitionReassignments
-            // is answered by the controller.
-            | AdminChange::Reassign { .. } => true,
-            AdminChange::CreatePartitions { name, count, .. } => image
-                .topic(name)
-                .is_none_or(|t| t.partition_count() >= *count),
-            AdminChange::SetTopicConfigs { name, configs, .. } => {
-                image.topic(name).is_none_or(|t| t.overrides == *configs)
-            }
+/// Whether `image` has `change` made, as the controller `answer`ed it (so
+/// that what the client reads next from this broker shows it).
+fn applied(change: &AdminChange, answer: &ControllerAnswer, image: &MetadataImage) -> bool {
+    match change {
+        AdminChange::DeleteTopic { id, .. } => image.topic_by_id(id).is_none(),
+        AdminChange::CreatePartitions {
+            validate_only: true,
+            ..
         }
+        | AdminChange::SetTopicConfigs {
+            validate_only: true,
+            ..
+        }
+        | AdminChange::AlterTopicConfigs {
+            validate_only: true,
+            ..
+        } => true,
+        AdminChange::CreatePartitions { name, count, .. } => image
+            .topic(name)
+            .is_none_or(|t| t.partition_count() >= *count),
+        AdminChange::SetTopicConfigs { name, configs, .. } => {
+            image.topic(name).is_none_or(|t| t.overrides == *configs)
+        }
+        AdminChange::AlterTopicConfigs { name, .. } => match answer {
+            ControllerAnswer::Configs { overrides } => {
+                image.topic(name).is_none_or(|t| t.overrides == *overrides)
+            }
+            _ => true,
+        },
+        // The partition moves to the target (or is moving there), or no
+        // longer moves (cancelled).
+        AdminChange::Reassign {
+            topic,
+            partition,
+            target,
+            ..
+        } => image
+            .topic(topic)
+            .and_then(|t| t.placement(*partition))
+            .is_none_or(|p| match target {
+                Some(target) => p.target() == *target,
+                None => !p.reassigning(),
+            }),
     }
 }
 
@@ -133,7 +152,7 @@ pub(crate) async fn admin_change(shard: &Rc<Shard>, change: AdminChange) -> Resu
     let controller = shard.controller();
     let call = shard.call_controller.borrow().clone();
     let Some(call) = call.filter(|_| controller.check_leader().is_err()) else {
-        return make_admin_change(shard, change).await;
+        return make_admin_change(shard, change).await.map(|_| ());
     };
     let request = ControllerRequest::Admin(change.clone());
     let bytes = serde_json::to_vec(&request).expect("requests encode");
@@ -143,12 +162,12 @@ pub(crate) async fn admin_change(shard: &Rc<Shard>, change: AdminChange) -> Resu
             format!("the active controller did not answer: {e}"),
         )
     })?;
-    match serde_json::from_slice::<ControllerAnswer>(&answer) {
-        Ok(ControllerAnswer::Live) => {}
+    let answer = match serde_json::from_slice::<ControllerAnswer>(&answer) {
         Ok(ControllerAnswer::Refused { code, message }) => {
             let code = ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError);
             return Err(ApiError::new(code, message));
         }
+        Ok(answer @ (ControllerAnswer::Live | ControllerAnswer::Configs { .. })) => answer,
         Ok(other) => {
             return Err(ApiError::new(
                 ErrorCode::UnknownServerError,
@@ -161,9 +180,9 @@ pub(crate) async fn admin_change(shard: &Rc<Shard>, change: AdminChange) -> Resu
                 format!("undecodable answer: {error}"),
             ))
         }
-    }
+    };
     let deadline = Instant::now() + APPLIED_PATIENCE;
-    while !change.applied(&shard.node.image()) {
+    while !applied(&change, &answer, &shard.node.image()) {
         if Instant::now() >= deadline {
             return Err(ApiError::new(
                 ErrorCode::RequestTimedOut,
@@ -175,30 +194,50 @@ pub(crate) async fn admin_change(shard: &Rc<Shard>, change: AdminChange) -> Resu
     Ok(())
 }
 
-/// Makes `change` as the active controller (on its controller shard).
+/// Makes `change` as the active controller (on its controller shard);
+/// answers Live, or the new overrides of an IncrementalAlterConfigs.
 pub(crate) async fn make_admin_change(
     shard: &Rc<Shard>,
     change: AdminChange,
-) -> Result<(), ApiError> {
+) -> Result<ControllerAnswer, ApiError> {
     match change {
-        AdminChange::DeleteTopic { id } => {
-            let topic = shard.node.image().user_topic_by_id(&id).cloned();
-            let topic = topic.ok_or_else(|| {
-                ApiError::new(ErrorCode::UnknownTopicId, format!("no topic has id {id}"))
-            })?;
-            topics::delete_topic(shard, topic).await
+        AdminChange::DeleteTopic { id, name } => {
+            let image = shard.node.image();
+            // By name as the client named it: the topic of that name here,
+            // which the asking broker may not have known yet.
+            let topic = match &name {
+                Some(name) => image.user_topic(name).cloned().ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic '{name}' does not exist"),
+                    )
+                }),
+                None => image.user_topic_by_id(&id).cloned().ok_or_else(|| {
+                    ApiError::new(ErrorCode::UnknownTopicId, format!("no topic has id {id}"))
+                }),
+            }?;
+            drop(image);
+            topics::delete_topic(shard, topic).await?;
         }
         AdminChange::CreatePartitions {
             name,
             count,
             manual,
             validate_only,
-        } => topics::create_partitions(shard, &name, count, manual, validate_only).await,
+        } => topics::create_partitions(shard, &name, count, manual, validate_only).await?,
         AdminChange::SetTopicConfigs {
             name,
             configs,
             validate_only,
-        } => topics::set_topic_configs(shard, &name, configs, validate_only).await,
+        } => topics::set_topic_configs(shard, &name, configs, validate_only).await?,
+        AdminChange::AlterTopicConfigs {
+            name,
+            ops,
+            validate_only,
+        } => {
+            let overrides = topics::alter_topic_configs(shard, &name, &ops, validate_only).await?;
+            return Ok(ControllerAnswer::Configs { overrides });
+        }
         AdminChange::Reassign {
             topic,
             partition,
@@ -208,7 +247,8 @@ pub(crate) async fn make_admin_change(
             let controller = shard.controller();
             controller
                 .reassign(&topic, partition, target, allow_replication_factor_change)
-                .await
+                .await?
         }
     }
+    Ok(ControllerAnswer::Live)
 }

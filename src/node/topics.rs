@@ -10,9 +10,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::metadata::controller::ApiError;
+use crate::metadata::topic_config::{incremental_overrides, ConfigOp};
 use crate::metadata::{MetadataImage, TopicMeta, RESERVED_TOPIC_PREFIX};
 use crate::node::shard::Shard;
 use crate::partition::local::Partition;
+use crate::protocol::errors::ErrorCode;
 use crate::storage::log::PartitionLog;
 
 /// CreateTopics (and auto-creation): `validate_only` checks and builds the
@@ -82,6 +84,27 @@ pub async fn set_topic_configs(
     }
     // Applying the record gives the logs on every node their new config.
     controller.record_configs(name, configs).await
+}
+
+/// IncrementalAlterConfigs: `ops` applied to the overrides of `name` as
+/// the controller has them, under its lock; returns the new overrides.
+pub async fn alter_topic_configs(
+    shard: &Rc<Shard>,
+    name: &str,
+    ops: &[ConfigOp],
+    validate_only: bool,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let controller = shard.controller();
+    let _change = controller.lock().await;
+    controller.check_leader()?;
+    let topic = controller.existing_topic(name)?;
+    let configs = incremental_overrides(&topic.overrides, &topic.config, ops)
+        .map_err(|message| ApiError::new(ErrorCode::InvalidConfig, message))?;
+    controller.plan_configs(name, &configs)?;
+    if !validate_only {
+        controller.record_configs(name, configs.clone()).await?;
+    }
+    Ok(configs)
 }
 
 /// One partition hosted on this node, as the image that places it here has it.
@@ -249,6 +272,7 @@ pub async fn remove_partitions(shard: &Rc<Shard>, partitions: &[Hosted]) {
         shard.try_run_on(owner, move |shard| async move {
             let removed = shard.partitions.borrow_mut().remove(&(id, partition));
             if let Some(removed) = removed {
+                removed.resign();
                 if let Err(error) = removed.log().borrow_mut().delete_files() {
                     tracing::warn!(topic = %name, partition, %error, "removing the files of a partition");
                 }

@@ -260,6 +260,15 @@ impl Partition {
         change
     }
 
+    /// The partition leaves this broker (deleted, or moved elsewhere): it
+    /// neither leads nor follows any more, and whoever waits on it (an
+    /// acks=all append under its leadership) is woken to fail at once
+    /// (NOT_LEADER_OR_FOLLOWER), not when its request times out.
+    pub fn resign(&self) {
+        *self.role.borrow_mut() = Role::Unassigned;
+        self.state.notify();
+    }
+
     /// The leader's step after anything moved a log end (its own append, a
     /// follower's fetch, an ISR change): the high watermark follows.
     fn advance_high_watermark(&self) {

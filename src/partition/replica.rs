@@ -112,11 +112,14 @@ impl Leadership {
     /// The controller committed a change of the partition within this
     /// leader epoch (an ISR change, a reassignment of replicas).
     pub fn update(&mut self, partition_epoch: i32, replicas: &[i32], isr: &[i32], now_ms: i64) {
-        self.partition_epoch = partition_epoch;
-        self.isr = isr.to_vec();
-        if self.pending.as_ref().is_some_and(|p| p.isr == isr) {
+        // A change asked for was planned from an older partition epoch:
+        // committed (and this is its outcome, which a completed move may
+        // have reshaped) or refused. Either way it is pending no more.
+        if partition_epoch != self.partition_epoch {
             self.pending = None;
         }
+        self.partition_epoch = partition_epoch;
+        self.isr = isr.to_vec();
         for &r in replicas {
             self.followers.entry(r).or_insert(Follower {
                 log_end_offset: -1,
@@ -298,5 +301,23 @@ mod tests {
             l.isr_change(1, 500, 20, 30_000, 5_000, |_| true),
             Some(vec![1, 2])
         );
+    }
+
+    #[test]
+    fn a_committed_change_of_another_shape_ends_the_pending_one() {
+        // Moving from 3 to 4: 4 caught up and its addition is asked for.
+        let mut l = Leadership::new(1, 0, 0, &[1, 2, 4, 3], &[1, 2, 3], 100, 0);
+        for r in [2, 3, 4] {
+            l.on_fetch(r, 100, 100, 10);
+        }
+        let change = l.isr_change(1, 100, 10, 30_000, 5_000, |_| true);
+        assert_eq!(change, Some(vec![1, 2, 4, 3]));
+        // Committed with the move's completion: 3 is no replica any more,
+        // and the watermark moves at once (not after the retry pause).
+        l.update(1, &[1, 2, 4], &[1, 2, 4], 20);
+        assert!(l.pending.is_none());
+        l.on_fetch(2, 150, 150, 30);
+        l.on_fetch(4, 150, 150, 30);
+        assert_eq!(l.high_watermark(1, 150), Some(150));
     }
 }

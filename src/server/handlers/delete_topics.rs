@@ -57,7 +57,12 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
             Err(error) => Err(error),
             Ok(topic) => {
                 let (topic_id, found_name) = (topic.id, topic.name.to_string());
-                let change = AdminChange::DeleteTopic { id: topic_id };
+                // By name when the client named it (the controller resolves
+                // the name itself), else by id.
+                let change = AdminChange::DeleteTopic {
+                    id: topic_id,
+                    name: name.clone().filter(|_| id.is_nil()),
+                };
                 ctx.conn
                     .shard
                     .run_on(CONTROLLER_SHARD, move |shard| async move {
