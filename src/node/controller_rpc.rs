@@ -129,22 +129,34 @@ pub(crate) fn producer_ids_request() -> Vec<u8> {
     serde_json::to_vec(&ControllerRequest::AllocateProducerIds).expect("requests encode")
 }
 
-/// The block of producer ids in the controller's `answer`.
-pub(crate) fn producer_ids_answer(answer: &[u8]) -> Result<(i64, i64), ApiError> {
-    match serde_json::from_slice::<ControllerAnswer>(answer) {
-        Ok(ControllerAnswer::ProducerIds { start, end }) => Ok((start, end)),
+/// The controller's answer in `bytes`: a refusal as its Kafka error.
+pub(crate) fn answer_of(bytes: &[u8]) -> Result<ControllerAnswer, ApiError> {
+    match serde_json::from_slice::<ControllerAnswer>(bytes) {
         Ok(ControllerAnswer::Refused { code, message }) => {
             let code = ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError);
             Err(ApiError::new(code, message))
         }
-        Ok(other) => Err(ApiError::new(
-            ErrorCode::UnknownServerError,
-            format!("the controller answered {other:?}"),
-        )),
+        Ok(answer) => Ok(answer),
         Err(error) => Err(ApiError::new(
             ErrorCode::UnknownServerError,
             format!("undecodable answer: {error}"),
         )),
+    }
+}
+
+/// An answer that is not what the request asked for.
+pub(crate) fn unexpected(answer: ControllerAnswer) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnknownServerError,
+        format!("the controller answered {answer:?}"),
+    )
+}
+
+/// The block of producer ids in the controller's `answer`.
+pub(crate) fn producer_ids_answer(answer: &[u8]) -> Result<(i64, i64), ApiError> {
+    match answer_of(answer)? {
+        ControllerAnswer::ProducerIds { start, end } => Ok((start, end)),
+        other => Err(unexpected(other)),
     }
 }
 

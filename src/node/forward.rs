@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 
 use crate::metadata::controller::ApiError;
 use crate::metadata::{MetadataImage, TopicMeta};
-use crate::node::controller_rpc::{AdminChange, ControllerAnswer, ControllerRequest};
+use crate::node::controller_rpc::{
+    answer_of, unexpected, AdminChange, ControllerAnswer, ControllerRequest,
+};
 use crate::node::shard::Shard;
 use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
+use crate::runtime::CONTROLLER_SHARD;
 
 /// How long a forwarded creation waits for the new topic to reach this
 /// broker's image once the controller has made it.
@@ -61,24 +64,9 @@ pub async fn create_topic(
             format!("the active controller did not answer: {e}"),
         )
     })?;
-    let id = match serde_json::from_slice::<ControllerAnswer>(&answer) {
-        Ok(ControllerAnswer::TopicCreated { id }) => id,
-        Ok(ControllerAnswer::Refused { code, message }) => {
-            let code = ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError);
-            return Err(ApiError::new(code, message));
-        }
-        Ok(other) => {
-            return Err(ApiError::new(
-                ErrorCode::UnknownServerError,
-                format!("the controller answered {other:?}"),
-            ))
-        }
-        Err(error) => {
-            return Err(ApiError::new(
-                ErrorCode::UnknownServerError,
-                format!("undecodable answer: {error}"),
-            ))
-        }
+    let id = match answer_of(&answer)? {
+        ControllerAnswer::TopicCreated { id } => id,
+        other => return Err(unexpected(other)),
     };
     if validate_only {
         let factor = controller.replication_factor(replication_factor)?;
@@ -145,6 +133,15 @@ fn applied(change: &AdminChange, answer: &ControllerAnswer, image: &MetadataImag
     }
 }
 
+/// [`admin_change`] asked from any shard of this broker.
+pub(crate) async fn ask(shard: &Rc<Shard>, change: AdminChange) -> Result<(), ApiError> {
+    shard
+        .run_on(CONTROLLER_SHARD, move |shard| async move {
+            admin_change(&shard, change).await
+        })
+        .await
+}
+
 /// Makes `change` on the controller shard: here when this node leads the
 /// quorum, else by the active controller; returns once it is committed
 /// and this broker's image has it.
@@ -162,24 +159,9 @@ pub(crate) async fn admin_change(shard: &Rc<Shard>, change: AdminChange) -> Resu
             format!("the active controller did not answer: {e}"),
         )
     })?;
-    let answer = match serde_json::from_slice::<ControllerAnswer>(&answer) {
-        Ok(ControllerAnswer::Refused { code, message }) => {
-            let code = ErrorCode::try_from_code(code).unwrap_or(ErrorCode::UnknownServerError);
-            return Err(ApiError::new(code, message));
-        }
-        Ok(answer @ (ControllerAnswer::Live | ControllerAnswer::Configs { .. })) => answer,
-        Ok(other) => {
-            return Err(ApiError::new(
-                ErrorCode::UnknownServerError,
-                format!("the controller answered {other:?}"),
-            ))
-        }
-        Err(error) => {
-            return Err(ApiError::new(
-                ErrorCode::UnknownServerError,
-                format!("undecodable answer: {error}"),
-            ))
-        }
+    let answer = match answer_of(&answer)? {
+        answer @ (ControllerAnswer::Live | ControllerAnswer::Configs { .. }) => answer,
+        other => return Err(unexpected(other)),
     };
     let deadline = Instant::now() + APPLIED_PATIENCE;
     while !applied(&change, &answer, &shard.node.image()) {

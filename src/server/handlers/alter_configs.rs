@@ -9,7 +9,6 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use crate::node::controller_rpc::AdminChange;
 use crate::node::forward;
 use crate::protocol::errors::ErrorCode;
-use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::describe_configs::{not_alterable, RESOURCE_TOPIC};
 use crate::server::handlers::str_bytes;
@@ -61,16 +60,12 @@ pub(crate) async fn set_topic_configs(
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), (ErrorCode, String)> {
-    ctx.conn
-        .shard
-        .run_on(CONTROLLER_SHARD, move |shard| async move {
-            let change = AdminChange::SetTopicConfigs {
-                name,
-                configs,
-                validate_only,
-            };
-            forward::admin_change(&shard, change).await
-        })
+    let change = AdminChange::SetTopicConfigs {
+        name,
+        configs,
+        validate_only,
+    };
+    forward::ask(&ctx.conn.shard, change)
         .await
         .map_err(|e| (e.code, e.message))
 }

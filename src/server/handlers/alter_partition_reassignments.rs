@@ -15,7 +15,6 @@ use kafka_protocol::messages::{
 
 use crate::node::controller_rpc::AdminChange;
 use crate::node::forward;
-use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::str_bytes;
 
@@ -37,13 +36,7 @@ pub async fn handle(
                     .map(|list| list.iter().map(|b| b.0).collect()),
                 allow_replication_factor_change: allow,
             };
-            let outcome = ctx
-                .conn
-                .shard
-                .run_on(CONTROLLER_SHARD, move |shard| async move {
-                    forward::admin_change(&shard, change).await
-                })
-                .await;
+            let outcome = forward::ask(&ctx.conn.shard, change).await;
             let result = ReassignablePartitionResponse::default()
                 .with_partition_index(partition.partition_index);
             partitions.push(match outcome {

@@ -8,7 +8,6 @@ use crate::metadata::controller::{check_replica_assignment, ApiError};
 
 use crate::node::controller_rpc::AdminChange;
 use crate::node::forward;
-use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::str_bytes;
 
@@ -67,13 +66,7 @@ pub async fn handle(
             manual: assignments,
             validate_only: request.validate_only,
         };
-        let outcome = ctx
-            .conn
-            .shard
-            .run_on(CONTROLLER_SHARD, move |shard| async move {
-                forward::admin_change(&shard, change).await
-            })
-            .await;
+        let outcome = forward::ask(&ctx.conn.shard, change).await;
         results.push(match outcome {
             Ok(()) => result,
             Err(e) => result

@@ -8,7 +8,6 @@ use crate::metadata::is_internal_topic;
 use crate::node::controller_rpc::AdminChange;
 use crate::node::forward;
 use crate::protocol::errors::ErrorCode;
-use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::{str_bytes, topic_name};
 
@@ -63,11 +62,7 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
                     id: topic_id,
                     name: name.clone().filter(|_| id.is_nil()),
                 };
-                ctx.conn
-                    .shard
-                    .run_on(CONTROLLER_SHARD, move |shard| async move {
-                        forward::admin_change(&shard, change).await
-                    })
+                forward::ask(&ctx.conn.shard, change)
                     .await
                     .map(|_| (topic_id, found_name))
                     .map_err(|e| (e.code, Some(e.message)))

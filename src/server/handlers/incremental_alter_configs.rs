@@ -10,7 +10,6 @@ use crate::metadata::topic_config::ConfigOp;
 use crate::node::controller_rpc::AdminChange;
 use crate::node::forward;
 use crate::protocol::errors::ErrorCode;
-use crate::runtime::CONTROLLER_SHARD;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::describe_configs::{not_alterable, RESOURCE_TOPIC};
 use crate::server::handlers::str_bytes;
@@ -50,13 +49,7 @@ pub async fn handle(
             ops,
             validate_only: request.validate_only,
         };
-        let outcome = ctx
-            .conn
-            .shard
-            .run_on(CONTROLLER_SHARD, move |shard| async move {
-                forward::admin_change(&shard, change).await
-            })
-            .await;
+        let outcome = forward::ask(&ctx.conn.shard, change).await;
         responses.push(match outcome {
             Ok(()) => response,
             Err(error) => fail(error.code, &error.message),
