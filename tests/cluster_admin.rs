@@ -12,9 +12,6 @@ use std::time::{Duration, Instant};
 use common::cluster::*;
 use common::wire::{create_topics_request, metadata, str_bytes, topic_name, Conn};
 use common::TestBroker;
-use kafka_protocol::messages::alter_partition_reassignments_request::{
-    ReassignablePartition, ReassignableTopic,
-};
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
 };
@@ -23,9 +20,8 @@ use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, BrokerId,
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 
@@ -34,52 +30,6 @@ const INVALID_REPLICATION_FACTOR: i16 = 38;
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
-
-/// AlterPartitionReassignments v1 of one partition at `addr`: its error code.
-fn reassign(addr: &str, topic: &str, partition: i32, target: Option<&[i32]>, allow: bool) -> i16 {
-    let request = AlterPartitionReassignmentsRequest::default()
-        .with_timeout_ms(10_000)
-        .with_allow_replication_factor_change(allow)
-        .with_topics(vec![ReassignableTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(vec![ReassignablePartition::default()
-                .with_partition_index(partition)
-                .with_replicas(
-                    target.map(|t| t.iter().map(|&b| BrokerId(b)).collect()),
-                )])]);
-    let response: AlterPartitionReassignmentsResponse =
-        Conn::open(addr).call(ApiKey::AlterPartitionReassignments, 1, &request);
-    assert_eq!(response.error_code, NONE, "{response:?}");
-    assert_eq!(response.allow_replication_factor_change, allow);
-    let p = &response.responses[0].partitions[0];
-    assert_eq!(p.partition_index, partition);
-    p.error_code
-}
-
-/// The moves under way of `topic` as `addr` lists them (all topics asked):
-/// (partition, replicas, adding, removing).
-type Move = (i32, Vec<i32>, Vec<i32>, Vec<i32>);
-fn moves(addr: &str, topic: &str) -> Vec<Move> {
-    let ids = |list: &[BrokerId]| list.iter().map(|b| b.0).collect::<Vec<_>>();
-    let request = ListPartitionReassignmentsRequest::default().with_timeout_ms(10_000);
-    let response: ListPartitionReassignmentsResponse =
-        Conn::open(addr).call(ApiKey::ListPartitionReassignments, 0, &request);
-    assert_eq!(response.error_code, NONE);
-    response
-        .topics
-        .iter()
-        .filter(|t| t.name.as_str() == topic)
-        .flat_map(|t| &t.partitions)
-        .map(|p| {
-            (
-                p.partition_index,
-                ids(&p.replicas),
-                ids(&p.adding_replicas),
-                ids(&p.removing_replicas),
-            )
-        })
-        .collect()
-}
 
 /// kafkajs's ListPartitionReassignments of `topic`, as its JSON line.
 fn kafkajs_moves(addr: &str, topic: &str) -> String {

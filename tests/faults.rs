@@ -19,7 +19,10 @@
 //! longer than the session timeout, then SIGCONT; two of three brokers down
 //! (nothing may be acknowledged); the active controller cut off from the
 //! other voters (a new one is elected; all converge once healed); a rolling
-//! restart (SIGTERM, one broker at a time) that must fail no request. Each
+//! restart (SIGTERM, one broker at a time) that must fail no request;
+//! partitions moved off the busiest leader as it is killed (-9), and moved
+//! back onto it while it is down (the moves wait, and complete once it
+//! returns and catches up). Each
 //! failover's unavailability window (fault to the first acknowledgement on
 //! every partition) is reported.
 //!
@@ -715,4 +718,73 @@ fn a_rolling_restart_fails_no_request() {
         check(&cluster, &topic, &history, &seen);
     }
     report("rolling restart", &mut windows);
+}
+
+/// Every partition of `topic` moved off the busiest leader (to the other
+/// two brokers: the leader hands over) and the leader killed (-9) at once,
+/// racing the handover; then every partition moved back onto all three
+/// while it is down (the moves wait for it: listed, the ISR of two); it
+/// starts again, possibly with the logs it had (if it died before removing
+/// them), catches up or truncates, and the moves complete. The history and
+/// the three replicas' logs are checked as for every fault.
+#[test]
+fn moves_off_a_killed_leader_and_back_lose_nothing() {
+    let _serial = serial();
+    let mut windows = Vec::new();
+    for _ in 0..rounds() {
+        let (mut cluster, topic, load) = prepare("move");
+        std::thread::sleep(load_for());
+        let victim = cluster.busiest_leader(1, &topic);
+        let others: Vec<i32> = (1..=3).filter(|&b| b != victim).collect();
+        let asked = cluster.broker(others[0]).addr.clone();
+        let at = Instant::now();
+        for p in 0..PARTITIONS {
+            assert_eq!(reassign(&asked, &topic, p, Some(&others), true), 0);
+        }
+        cluster.broker(victim).kill();
+        load.wait_all_acked(at, Duration::from_secs(30));
+        // If the victim was the active controller, the others elect
+        // another first: asked meanwhile, the change is refused as an admin
+        // client would be told (NOT_CONTROLLER, REQUEST_TIMED_OUT) and asked
+        // again.
+        for p in 0..PARTITIONS {
+            let back = [others[0], others[1], victim];
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match reassign(&asked, &topic, p, Some(&back), true) {
+                    0 => break,
+                    code @ (7 | 41) if Instant::now() < deadline => {
+                        eprintln!("partition {p}'s move back refused ({code}); asking again");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    code => panic!("partition {p}'s move back refused with {code}"),
+                }
+            }
+        }
+        let waiting = moves(&asked, &topic);
+        assert_eq!(
+            waiting.len(),
+            PARTITIONS as usize,
+            "every move back waits for the killed broker: {waiting:?}"
+        );
+        assert!(waiting
+            .iter()
+            .all(|(_, _, adding, _)| *adding == vec![victim]));
+        std::thread::sleep(load_for());
+        cluster.broker(victim).start_again_at_same_address();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !moves(&asked, &topic).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the moves back never completed: {:?}",
+                moves(&asked, &topic)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(load_for());
+        windows.push(load.longest_gap(at));
+        let (history, seen) = load.stop();
+        check(&cluster, &topic, &history, &seen);
+    }
+    report("moves off a killed leader and back", &mut windows);
 }

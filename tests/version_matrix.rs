@@ -296,6 +296,22 @@ fn every_registered_api_and_version_is_answered() {
                     version,
                     DescribeQuorumRequest::default(),
                 ),
+                ApiKey::AlterPartitionReassignments => {
+                    exchange::<_, AlterPartitionReassignmentsResponse>(
+                        conn,
+                        key,
+                        version,
+                        AlterPartitionReassignmentsRequest::default(),
+                    )
+                }
+                ApiKey::ListPartitionReassignments => {
+                    exchange::<_, ListPartitionReassignmentsResponse>(
+                        conn,
+                        key,
+                        version,
+                        ListPartitionReassignmentsRequest::default(),
+                    )
+                }
                 other => panic!("{other:?} is in the registry but not in this test: add it here"),
             }
         }

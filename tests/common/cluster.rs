@@ -5,9 +5,14 @@
 
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, BrokerId,
+    CreateTopicsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 
 use super::wire::{create_topics_request, metadata, topic_name, Conn};
@@ -406,4 +411,56 @@ pub fn send_all(
         }
     });
     (acked, failed)
+}
+
+/// AlterPartitionReassignments v1 of one partition at `addr`: its error code.
+pub fn reassign(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+    target: Option<&[i32]>,
+    allow: bool,
+) -> i16 {
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_allow_replication_factor_change(allow)
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(
+                    target.map(|t| t.iter().map(|&b| BrokerId(b)).collect()),
+                )])]);
+    let response: AlterPartitionReassignmentsResponse =
+        Conn::open(addr).call(ApiKey::AlterPartitionReassignments, 1, &request);
+    assert_eq!(response.error_code, 0, "{response:?}");
+    assert_eq!(response.allow_replication_factor_change, allow);
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.partition_index, partition);
+    p.error_code
+}
+
+/// The moves under way of `topic` as `addr` lists them (all topics asked):
+/// (partition, replicas, adding, removing).
+pub type Move = (i32, Vec<i32>, Vec<i32>, Vec<i32>);
+pub fn moves(addr: &str, topic: &str) -> Vec<Move> {
+    let ids = |list: &[BrokerId]| list.iter().map(|b| b.0).collect::<Vec<_>>();
+    let request = ListPartitionReassignmentsRequest::default().with_timeout_ms(10_000);
+    let response: ListPartitionReassignmentsResponse =
+        Conn::open(addr).call(ApiKey::ListPartitionReassignments, 0, &request);
+    assert_eq!(response.error_code, 0);
+    response
+        .topics
+        .iter()
+        .filter(|t| t.name.as_str() == topic)
+        .flat_map(|t| &t.partitions)
+        .map(|p| {
+            (
+                p.partition_index,
+                ids(&p.replicas),
+                ids(&p.adding_replicas),
+                ids(&p.removing_replicas),
+            )
+        })
+        .collect()
 }
