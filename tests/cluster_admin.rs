@@ -26,6 +26,16 @@ use kafka_protocol::messages::{
 };
 
 const NONE: i16 = 0;
+
+/// One test at a time: each starts brokers on ports picked free a moment
+/// before (a test running beside it could take one meanwhile).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -79,6 +89,7 @@ fn wait_for_replicas(brokers: &[(i32, TestBroker)], topic: &str, targets: &[Vec<
 /// and the broker that left partition 0 removed its files.
 #[test]
 fn partitions_move_between_brokers_under_load_and_lose_nothing() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (brokers, controller) = ready_three(
         dir.path(),
@@ -220,6 +231,7 @@ fn partitions_move_between_brokers_under_load_and_lose_nothing() {
 /// as soon as it answers.
 #[test]
 fn a_waiting_move_is_listed_and_cancelled_and_admin_requests_reach_the_controller() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (mut brokers, controller) = ready_three(dir.path(), &[]);
     let topic = "parked";
@@ -387,6 +399,7 @@ fn a_waiting_move_is_listed_and_cancelled_and_admin_requests_reach_the_controlle
 /// not move: left out (Kafka's answer), here with the topics field given.
 #[test]
 fn a_partition_that_does_not_move_is_not_listed() {
+    let _serial = serial();
     let broker = TestBroker::start();
     common::wire::create_topic(&mut Conn::open(&broker.addr), "still", 2, &[]);
     let request = ListPartitionReassignmentsRequest::default()

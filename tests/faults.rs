@@ -721,8 +721,9 @@ fn a_rolling_restart_fails_no_request() {
 }
 
 /// Every partition of `topic` moved off the busiest leader (to the other
-/// two brokers: the leader hands over) and the leader killed (-9) at once,
-/// racing the handover; then every partition moved back onto all three
+/// two brokers: the leader hands over, in the change that records the
+/// move) and the leader killed (-9) right after; then every partition moved
+/// back onto all three
 /// while it is down (the moves wait for it: listed, the ISR of two); it
 /// starts again, possibly with the logs it had (if it died before removing
 /// them), catches up or truncates, and the moves complete. The history and
@@ -742,7 +743,8 @@ fn moves_off_a_killed_leader_and_back_lose_nothing() {
             assert_eq!(reassign(&asked, &topic, p, Some(&others), true), 0);
         }
         cluster.broker(victim).kill();
-        load.wait_all_acked(at, Duration::from_secs(30));
+        let killed = Instant::now();
+        load.wait_all_acked(killed, Duration::from_secs(30));
         // If the victim was the active controller, the others elect
         // another first: asked meanwhile, the change is refused as an admin
         // client would be told (NOT_CONTROLLER, REQUEST_TIMED_OUT) and asked

@@ -123,9 +123,12 @@ pub fn complete_if_ready(placement: &mut Placement, live: impl Fn(i32) -> bool) 
             None => return false,
         }
     };
-    // Replicas leave: a new leader epoch, whoever leads.
-    placement.leader = leader;
-    placement.leader_epoch += 1;
+    // Replicas leave (or the leader changes): a new leader epoch. A move
+    // that only adds replicas keeps the epoch, and its leader carries on.
+    if leader != placement.leader || !placement.removing.is_empty() {
+        placement.leader = leader;
+        placement.leader_epoch += 1;
+    }
     placement.replicas = target;
     placement.isr = isr;
     placement.adding.clear();
@@ -188,6 +191,16 @@ mod tests {
         let mut waiting = moving;
         assert!(!complete_if_ready(&mut waiting, all));
         assert!(waiting.reassigning());
+    }
+
+    #[test]
+    fn a_move_that_only_adds_keeps_the_leader_epoch() {
+        let current = placement(&[1, 2], &[1, 2], 1);
+        let mut grown = reassigned(&current, Some(&[1, 2, 3]), |_| true).unwrap();
+        grown.isr = vec![1, 2, 3];
+        assert!(complete_if_ready(&mut grown, |_| true));
+        assert_eq!((grown.replicas.clone(), grown.leader), (vec![1, 2, 3], 1));
+        assert_eq!((grown.leader_epoch, grown.partition_epoch), (0, 1));
     }
 
     #[test]
