@@ -14,7 +14,7 @@ use crate::metadata::{MetadataImage, TopicMeta};
 use crate::node::controller_rpc::{
     answer_of, unexpected, AdminChange, ControllerAnswer, ControllerRequest,
 };
-use crate::node::shard::Shard;
+use crate::node::shard::{ControllerCall, Shard};
 use crate::node::topics;
 use crate::protocol::errors::ErrorCode;
 use crate::runtime::CONTROLLER_SHARD;
@@ -57,14 +57,7 @@ pub async fn create_topic(
         replication_factor,
         validate_only,
     };
-    let bytes = serde_json::to_vec(&request).expect("requests encode");
-    let answer = call(bytes).await.map_err(|e| {
-        ApiError::new(
-            ErrorCode::RequestTimedOut,
-            format!("the active controller did not answer: {e}"),
-        )
-    })?;
-    let id = match answer_of(&answer)? {
+    let id = match ask_controller(&call, &request).await? {
         ControllerAnswer::TopicCreated { id } => id,
         other => return Err(unexpected(other)),
     };
@@ -133,6 +126,22 @@ fn applied(change: &AdminChange, answer: &ControllerAnswer, image: &MetadataImag
     }
 }
 
+/// Sends `request` to the active controller over `call`; its answer (a
+/// refusal as its Kafka error, no answer as REQUEST_TIMED_OUT).
+async fn ask_controller(
+    call: &ControllerCall,
+    request: &ControllerRequest,
+) -> Result<ControllerAnswer, ApiError> {
+    let bytes = serde_json::to_vec(request).expect("requests encode");
+    let answer = call(bytes).await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::RequestTimedOut,
+            format!("the active controller did not answer: {e}"),
+        )
+    })?;
+    answer_of(&answer)
+}
+
 /// [`admin_change`] asked from any shard of this broker.
 pub(crate) async fn ask(shard: &Rc<Shard>, change: AdminChange) -> Result<(), ApiError> {
     shard
@@ -152,14 +161,7 @@ pub(crate) async fn admin_change(shard: &Rc<Shard>, change: AdminChange) -> Resu
         return make_admin_change(shard, change).await.map(|_| ());
     };
     let request = ControllerRequest::Admin(change.clone());
-    let bytes = serde_json::to_vec(&request).expect("requests encode");
-    let answer = call(bytes).await.map_err(|e| {
-        ApiError::new(
-            ErrorCode::RequestTimedOut,
-            format!("the active controller did not answer: {e}"),
-        )
-    })?;
-    let answer = match answer_of(&answer)? {
+    let answer = match ask_controller(&call, &request).await? {
         answer @ (ControllerAnswer::Live | ControllerAnswer::Configs { .. }) => answer,
         other => return Err(unexpected(other)),
     };
