@@ -516,15 +516,16 @@ fn whole_isr(cluster: &Cluster, topic: &str) {
 
 /// A fresh cluster with the topic and the load running for a moment.
 fn prepare(name: &str) -> (Cluster, String, Load) {
+    prepare_with(name, &[])
+}
+
+/// [`prepare`], the topic with `configs` too.
+fn prepare_with(name: &str, configs: &[(&str, &str)]) -> (Cluster, String, Load) {
     let cluster = Cluster::start();
     let topic = common::topic(name);
-    create_replicated(
-        &cluster.brokers,
-        &topic,
-        PARTITIONS,
-        3,
-        &[("min.insync.replicas", "2")],
-    );
+    let mut all = vec![("min.insync.replicas", "2")];
+    all.extend_from_slice(configs);
+    create_replicated(&cluster.brokers, &topic, PARTITIONS, 3, &all);
     wait_for_isr(
         &cluster.brokers[0].1.addr,
         &topic,
@@ -789,4 +790,53 @@ fn moves_off_a_killed_leader_and_back_lose_nothing() {
         check(&cluster, &topic, &history, &seen);
     }
     report("moves off a killed leader and back", &mut windows);
+}
+
+/// The disk of the busiest leader fails under load: every partition
+/// directory it holds vanishes (moved away, as when a disk is pulled), so
+/// its next segment roll fails and takes each of its replicas offline
+/// (segments roll every second here). It reports them in its heartbeat; the
+/// controller takes it out of every ISR and another in-sync replica leads,
+/// while it stays live for the quorum. Then it is restarted (SIGTERM: a
+/// clean shutdown with failed logs) on an empty disk, fetches everything
+/// back and rejoins; the history and the three logs are checked.
+#[test]
+fn a_leader_whose_disk_fails_hands_its_partitions_over() {
+    let _serial = serial();
+    let mut windows = Vec::new();
+    for _ in 0..rounds() {
+        let (mut cluster, topic, load) = prepare_with("disk", &[("segment.ms", "1000")]);
+        std::thread::sleep(load_for());
+        let victim = cluster.busiest_leader(1, &topic);
+        let data = cluster.broker(victim).data_dir();
+        let pulled = tempfile::tempdir().unwrap();
+        for p in 0..PARTITIONS {
+            let name = format!("{topic}-{p}");
+            std::fs::rename(data.join(&name), pulled.path().join(&name)).unwrap();
+        }
+        let at = Instant::now();
+        load.wait_all_acked(at, Duration::from_secs(30));
+        // Out of every ISR, leading nothing, as another broker sees it.
+        let other = addr_of(&cluster.brokers, if victim == 1 { 2 } else { 1 });
+        let placed = wait_for_isr(&other, &topic, 2, Duration::from_secs(30));
+        assert!(
+            placed
+                .iter()
+                .all(|(leader, isr)| *leader != victim && !isr.contains(&victim)),
+            "broker {victim}'s failed replicas left every ISR: {placed:?}"
+        );
+        // Still live: listed among the brokers.
+        assert!(
+            listed_brokers(&other).0.iter().any(|(id, _)| *id == victim),
+            "broker {victim} stays registered"
+        );
+        std::thread::sleep(load_for());
+        cluster.broker(victim).stop();
+        cluster.broker(victim).start_again_at_same_address();
+        std::thread::sleep(load_for());
+        windows.push(load.longest_gap(at));
+        let (history, seen) = load.stop();
+        check(&cluster, &topic, &history, &seen);
+    }
+    report("a leader's disk fails", &mut windows);
 }

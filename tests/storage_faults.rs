@@ -458,6 +458,56 @@ fn a_failed_sync_takes_the_log_offline_and_a_restart_recovers_what_was_synced() 
     assert!(points >= 4, "{points} crash points");
 }
 
+/// A roll that fails for another reason than space or descriptors running
+/// short (here the partition's directory is gone, as when a disk is pulled
+/// or remounted read-only) takes the log offline, as Kafka takes a log
+/// directory offline: that append and every later one are refused, even
+/// once the directory is back; a restart recovers every acknowledged record.
+#[test]
+fn a_failed_roll_takes_the_log_offline() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("t-0");
+    let moved = temp.path().join("elsewhere");
+    let config = small_segments(4096);
+    let acked = run(async {
+        let commit = Rc::new(GroupCommit::on(Disk::Real));
+        let log = PartitionLog::open_private_on(&Disk::Real, "t", 0, dir.clone(), config.clone())
+            .expect("log opens");
+        let mut acked = Vec::new();
+        for i in 0..10 {
+            let value = format!("v{i}");
+            let offset = append(&log, &commit, "k", &value, 1).await.expect("append");
+            acked.push((offset, "k".to_string(), value));
+        }
+        std::fs::rename(&dir, &moved).unwrap();
+        let mut failed = None;
+        for i in 10..200 {
+            let value = format!("v{i}");
+            match append(&log, &commit, "k", &value, 1).await {
+                Ok(offset) => acked.push((offset, "k".to_string(), value)),
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        let failed = failed.expect("an append needed a roll, which failed");
+        assert!(
+            matches!(&failed, AppendError::Storage(m) if m.contains("No such file")),
+            "{failed:?}"
+        );
+        std::fs::rename(&moved, &dir).unwrap();
+        let refused = append(&log, &commit, "k", "after", 1).await;
+        assert!(
+            matches!(&refused, Err(AppendError::Storage(m)) if m.contains("rolling a new segment failed")),
+            "the log stays offline: {refused:?}"
+        );
+        acked
+    });
+    assert!(acked.len() > 10, "appends went on until the roll");
+    assert_eq!(reopen_and_read(&dir, &config), acked);
+}
+
 /// A transaction marker is synced whatever the topic's flush policy: on a
 /// topic with `flush.messages` far above its traffic, the image of a crash
 /// right after the marker's append holds the transaction's data and its

@@ -107,6 +107,11 @@ pub struct QuorumStatus {
     /// high watermark.
     pub committed_end: u64,
     pub applied_end: u64,
+    /// Leads, and has applied an entry of its own term: everything
+    /// committed before its term is applied here (a new leader's first
+    /// entry of its term follows them all). Only then may it decide
+    /// anything from what it has applied.
+    pub leads_applied: bool,
     /// On the leader: the index after each voter's last replicated entry.
     pub replicated_end: BTreeMap<NodeId, u64>,
     /// On the leader: how long ago each other voter last acknowledged a
@@ -308,6 +313,10 @@ impl<M: Machine> Quorum<M> {
             log_end: end(metrics.last_log_index),
             committed_end: end(metrics.cluster_committed.map(|id| id.index)),
             applied_end: end(metrics.last_applied.map(|id| id.index)),
+            leads_applied: metrics.state == ServerState::Leader
+                && metrics
+                    .last_applied
+                    .is_some_and(|id| id.leader_id.term == metrics.current_term),
             replicated_end: metrics
                 .replication
                 .iter()

@@ -19,7 +19,7 @@ use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use crate::metadata::reassign;
-use crate::metadata::records::{MetadataRecord, BLOCK_OVERLAP, PRODUCER_ID_BLOCK};
+use crate::metadata::records::{self, MetadataRecord, BLOCK_OVERLAP, PRODUCER_ID_BLOCK};
 use crate::metadata::topic_config::{deprecation_note, TopicConfig};
 use crate::metadata::{
     is_internal_topic, validate_topic_name, PartitionState, Placement, TopicMeta,
@@ -99,9 +99,13 @@ pub trait MetadataLog {
     fn write<'a>(&'a self, record: &MetadataRecord) -> LocalBoxFuture<'a, Result<(), ApiError>>;
     /// The quorum as this node sees it.
     fn status(&self) -> QuorumView;
-    /// Whether this node leads the quorum now (only the leader's writes
-    /// can succeed; asking first spares work that would be undone).
-    fn is_leader(&self) -> bool;
+    /// The index after the last entry applied to this node's image.
+    fn applied_end(&self) -> u64;
+    /// Whether this node leads the quorum now and its image holds
+    /// everything committed before its term (only the leader's writes can
+    /// succeed, and a change planned on an older image could undo a
+    /// predecessor's last ones).
+    fn leads_applied(&self) -> bool;
     /// A block of producer ids, `[start, end)`, granted by the active
     /// controller (this node or another).
     fn producer_id_block(&self) -> LocalBoxFuture<'_, Result<(i64, i64), ApiError>>;
@@ -167,9 +171,14 @@ impl Controller {
         self.log.status()
     }
 
+    /// The index after the last metadata entry this node's image holds.
+    pub fn applied_end(&self) -> u64 {
+        self.log.applied_end()
+    }
+
     /// NOT_CONTROLLER unless this node leads the metadata quorum.
     pub fn check_leader(&self) -> Result<(), ApiError> {
-        if self.log.is_leader() {
+        if self.log.leads_applied() {
             return Ok(());
         }
         let leader = self.log.status().leader_id;
@@ -537,6 +546,42 @@ impl Controller {
             reassigning: None,
         })
         .await
+    }
+
+    /// Broker `broker` (live) reports its replica of `partition` offline:
+    /// its log failed there. The replica leaves the ISR (unless it is the
+    /// last member) and, if it led, the first live in-sync replica leads
+    /// (`records::without_replica`). Nothing to do when it is already out.
+    pub async fn replica_offline(
+        &self,
+        broker: i32,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<(), ApiError> {
+        let _guard = self.lock.lock().await;
+        self.check_leader()?;
+        let image = self.node.image();
+        let Some(topic) = image.topic_by_id(&topic_id) else {
+            return Ok(());
+        };
+        let Some(current) = topic.placement(partition) else {
+            return Ok(());
+        };
+        let Some(next) = records::without_replica(&image, topic, current, broker) else {
+            return Ok(());
+        };
+        tracing::warn!(topic = %topic.name, partition, broker, leader = next.leader, isr = ?next.isr, "a replica's log failed; it leaves the ISR");
+        let record = MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            leader: next.leader,
+            isr: next.isr,
+            leader_epoch: next.leader_epoch,
+            partition_epoch: next.partition_epoch,
+            reassigning: None,
+        };
+        drop(image);
+        self.persist(&record).await
     }
 
     /// AlterPartitionReassignments (KIP-455) for one partition: move it to

@@ -445,48 +445,60 @@ fn is_live(image: &MetadataImage, id: i32) -> bool {
 /// leader the leader epoch.
 fn leave_isrs(image: &mut MetadataImage, id: i32) {
     change_placements(image, |image, topic, p| {
-        // A partition whose one replica this is: nobody else can lead it, it
-        // waits for the broker as it is (Metadata shows it leaderless while
-        // the broker is fenced), and its epoch stays.
-        if (!p.isr.contains(&id) && p.leader != id) || p.replicas == [id] {
-            return None;
-        }
-        let mut next = p.clone();
-        next.partition_epoch += 1;
-        if p.isr.len() > 1 {
-            next.isr.retain(|&r| r != id);
-        }
-        if p.leader == id {
-            let from_isr = p
-                .replicas
-                .iter()
-                .copied()
-                .find(|&r| r != id && next.isr.contains(&r) && is_live(image, r));
-            let unclean = || {
-                topic
-                    .config
-                    .unclean_leader_election
-                    .then(|| {
-                        p.replicas
-                            .iter()
-                            .copied()
-                            .find(|&r| r != id && is_live(image, r))
-                    })
-                    .flatten()
-            };
-            next.leader = match (from_isr, unclean()) {
-                (Some(leader), _) => leader,
-                (None, Some(leader)) => {
-                    tracing::warn!(topic = %topic.name, leader, "unclean leader election: a replica out of the ISR leads; records may be lost");
-                    next.isr = vec![leader];
-                    leader
-                }
-                (None, None) => -1,
-            };
-            next.leader_epoch += 1;
-        }
-        (next != *p).then_some(next)
+        without_replica(image, topic, p, id)
     });
+}
+
+/// Partition `p` of `topic` with broker `id` out of its ISR and not its
+/// leader, as [`leave_isrs`] does for each partition; None if that changes
+/// nothing. (Also for a replica whose log failed on a live broker.)
+pub(crate) fn without_replica(
+    image: &MetadataImage,
+    topic: &TopicMeta,
+    p: &Placement,
+    id: i32,
+) -> Option<Placement> {
+    // A partition whose one replica this is: nobody else can lead it, it
+    // waits for the broker as it is (Metadata shows it leaderless while
+    // the broker is fenced), and its epoch stays.
+    if (!p.isr.contains(&id) && p.leader != id) || p.replicas == [id] {
+        return None;
+    }
+    let mut next = p.clone();
+    next.partition_epoch += 1;
+    if p.isr.len() > 1 {
+        next.isr.retain(|&r| r != id);
+    }
+    if p.leader == id {
+        let from_isr = p
+            .replicas
+            .iter()
+            .copied()
+            .find(|&r| r != id && next.isr.contains(&r) && is_live(image, r));
+        let unclean = || {
+            topic
+                .config
+                .unclean_leader_election
+                .then(|| {
+                    p.replicas
+                        .iter()
+                        .copied()
+                        .find(|&r| r != id && is_live(image, r))
+                })
+                .flatten()
+        };
+        next.leader = match (from_isr, unclean()) {
+            (Some(leader), _) => leader,
+            (None, Some(leader)) => {
+                tracing::warn!(topic = %topic.name, leader, "unclean leader election: a replica out of the ISR leads; records may be lost");
+                next.isr = vec![leader];
+                leader
+            }
+            (None, None) => -1,
+        };
+        next.leader_epoch += 1;
+    }
+    (next != *p).then_some(next)
 }
 
 /// Broker `id` is live (again): the leaderless partitions it is in sync

@@ -223,6 +223,48 @@ fn fencing_a_leader_elects_the_next_in_sync_replica() {
     assert_eq!(state(&image, "u"), (1, vec![1], 0, 0));
 }
 
+/// A replica whose log failed on a live broker (reported in its
+/// heartbeat): the controller plans the partition without it, as for a
+/// fenced broker, and the change applies on the epoch it was planned from.
+#[test]
+fn an_offline_replica_on_a_live_broker_leaves_the_isr_and_the_lead() {
+    let (mut image, config, id) = cluster(vec![1, 2, 3], &[]);
+    let offline = |image: &MetadataImage, broker: i32| {
+        let topic = image.topic_by_id(&id).unwrap();
+        without_replica(image, topic, &topic.placements[0], broker)
+    };
+    let apply = |image: &mut MetadataImage, next: Placement| {
+        MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: 0,
+            leader: next.leader,
+            isr: next.isr,
+            leader_epoch: next.leader_epoch,
+            partition_epoch: next.partition_epoch,
+            reassigning: None,
+        }
+        .apply(image, &config)
+        .unwrap();
+    };
+    // The leader's log failed: the next live in-sync replica leads.
+    let next = offline(&image, 1).expect("a change");
+    apply(&mut image, next);
+    assert_eq!(state(&image, "t"), (2, vec![2, 3], 1, 1));
+    // Reported again (the next heartbeat): nothing left to change.
+    assert!(offline(&image, 1).is_none());
+    // A follower's: it leaves the ISR; the leader and its epoch stay.
+    let next = offline(&image, 3).expect("a change");
+    apply(&mut image, next);
+    assert_eq!(state(&image, "t"), (2, vec![2], 1, 2));
+    // The last in-sync replica's: no leader, the ISR keeps it (the
+    // partition waits for it, as for a fenced broker).
+    let next = offline(&image, 2).expect("a change");
+    apply(&mut image, next);
+    assert_eq!(state(&image, "t"), (-1, vec![2], 2, 3));
+    // The brokers stay live all along.
+    assert!((1..=3).all(|b| !image.brokers[&b].fenced));
+}
+
 #[test]
 fn an_unclean_election_takes_a_live_replica_out_of_sync() {
     let (mut image, config, id) =

@@ -22,11 +22,12 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::metadata::controller::ApiError;
+use crate::metadata::controller::{ApiError, Controller};
 use crate::metadata::records::MetadataRecord;
 use crate::node::controller_rpc::{refused, ControllerAnswer, ControllerRequest, Heartbeat};
 use crate::node::quorum::MetadataQuorum;
 use crate::node::shard::Shard;
+use crate::node::Node;
 use crate::protocol::errors::ErrorCode;
 
 /// How long a forwarded request may take at the active controller
@@ -136,7 +137,10 @@ pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
                 }
                 Ok(ControllerRequest::Admin(change)) => {
                     match crate::node::forward::make_admin_change(&shard, change).await {
-                        Ok(answer) => answer,
+                        Ok(answer) => ControllerAnswer::Made {
+                            through: shard.controller().applied_end(),
+                            answer: Box::new(answer),
+                        },
                         Err(error) => refused(error),
                     }
                 }
@@ -170,7 +174,26 @@ fn this_broker(shard: &Shard) -> Heartbeat {
         incarnation: node.incarnation,
         host: node.config.advertised_host.clone(),
         port: node.advertised_port(),
+        offline: offline_in_sync(node),
     }
+}
+
+/// The partitions this broker leads or is in sync for whose log failed
+/// here (storage errors take a log offline: `storage::log`).
+fn offline_in_sync(node: &Node) -> Vec<(Uuid, i32)> {
+    let me = node.config.node_id;
+    let image = node.image();
+    let mut offline = Vec::new();
+    for topic in image.topics.values() {
+        for (index, (state, placement)) in
+            topic.partitions.iter().zip(&topic.placements).enumerate()
+        {
+            if state.is_offline() && (placement.leader == me || placement.isr.contains(&me)) {
+                offline.push((topic.id, index as i32));
+            }
+        }
+    }
+    offline
 }
 
 async fn send_heartbeat(shard: &Rc<Shard>, quorum: &MetadataQuorum) -> Result<(), String> {
@@ -315,7 +338,7 @@ async fn heartbeat_received(
                 && b.port == heartbeat.port =>
         {
             if !b.fenced {
-                return ControllerAnswer::Live;
+                return offline_replicas(&controller, &heartbeat).await;
             }
             tracing::info!(
                 broker = heartbeat.id,
@@ -335,16 +358,30 @@ async fn heartbeat_received(
             );
             MetadataRecord::RegisterBroker {
                 id: heartbeat.id,
-                host: heartbeat.host,
+                host: heartbeat.host.clone(),
                 port: heartbeat.port,
                 incarnation: heartbeat.incarnation,
             }
         }
     };
     match controller.record_broker(record).await {
-        Ok(()) => ControllerAnswer::Live,
+        Ok(()) => offline_replicas(&controller, &heartbeat).await,
         Err(error) => refused(error),
     }
+}
+
+/// Moves the partitions a live broker reports offline (their log failed
+/// there) off it: out of their ISR, another in-sync replica leading.
+async fn offline_replicas(controller: &Controller, heartbeat: &Heartbeat) -> ControllerAnswer {
+    for &(topic_id, partition) in &heartbeat.offline {
+        if let Err(error) = controller
+            .replica_offline(heartbeat.id, topic_id, partition)
+            .await
+        {
+            return refused(error);
+        }
+    }
+    ControllerAnswer::Live
 }
 
 /// On the leader, fences each broker silent for a whole session; everywhere,

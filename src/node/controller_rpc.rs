@@ -16,6 +16,11 @@ pub(crate) struct Heartbeat {
     pub incarnation: Uuid,
     pub host: String,
     pub port: i32,
+    /// The partitions whose log failed here while this broker leads them
+    /// or is in their ISR (KRaft's heartbeat carries offline log
+    /// directories): the controller moves them off it.
+    #[serde(default)]
+    pub offline: Vec<(Uuid, i32)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -115,6 +120,16 @@ pub(crate) enum ControllerAnswer {
     Configs {
         overrides: std::collections::BTreeMap<String, String>,
     },
+    /// An admin change made: `answer` (Live, Configs, TopicDeleted), and
+    /// the index after the controller's last applied metadata entry then,
+    /// which the asking broker's image must reach before it answers its
+    /// client.
+    Made {
+        through: u64,
+        answer: Box<ControllerAnswer>,
+    },
+    /// DeleteTopics: the topic deleted.
+    TopicDeleted { id: Uuid, name: String },
     /// Each partition's election: (topic, partition, error code, message).
     Elected {
         results: Vec<(String, i32, i16, Option<String>)>,

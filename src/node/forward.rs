@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metadata::controller::ApiError;
-use crate::metadata::{MetadataImage, TopicMeta};
+use crate::metadata::TopicMeta;
 use crate::node::controller_rpc::{
     answer_of, unexpected, AdminChange, ControllerAnswer, ControllerRequest,
 };
@@ -80,52 +80,6 @@ pub async fn create_topic(
     }
 }
 
-/// Whether `image` has `change` made, as the controller `answer`ed it (so
-/// that what the client reads next from this broker shows it).
-fn applied(change: &AdminChange, answer: &ControllerAnswer, image: &MetadataImage) -> bool {
-    match change {
-        AdminChange::DeleteTopic { id, .. } => image.topic_by_id(id).is_none(),
-        AdminChange::CreatePartitions {
-            validate_only: true,
-            ..
-        }
-        | AdminChange::SetTopicConfigs {
-            validate_only: true,
-            ..
-        }
-        | AdminChange::AlterTopicConfigs {
-            validate_only: true,
-            ..
-        } => true,
-        AdminChange::CreatePartitions { name, count, .. } => image
-            .topic(name)
-            .is_none_or(|t| t.partition_count() >= *count),
-        AdminChange::SetTopicConfigs { name, configs, .. } => {
-            image.topic(name).is_none_or(|t| t.overrides == *configs)
-        }
-        AdminChange::AlterTopicConfigs { name, .. } => match answer {
-            ControllerAnswer::Configs { overrides } => {
-                image.topic(name).is_none_or(|t| t.overrides == *overrides)
-            }
-            _ => true,
-        },
-        // The partition moves to the target (or is moving there), or no
-        // longer moves (cancelled).
-        AdminChange::Reassign {
-            topic,
-            partition,
-            target,
-            ..
-        } => image
-            .topic(topic)
-            .and_then(|t| t.placement(*partition))
-            .is_none_or(|p| match target {
-                Some(target) => p.target() == *target,
-                None => !p.reassigning(),
-            }),
-    }
-}
-
 /// Sends `request` to the active controller over `call`; its answer (a
 /// refusal as its Kafka error, no answer as REQUEST_TIMED_OUT).
 async fn ask_controller(
@@ -143,7 +97,10 @@ async fn ask_controller(
 }
 
 /// [`admin_change`] asked from any shard of this broker.
-pub(crate) async fn ask(shard: &Rc<Shard>, change: AdminChange) -> Result<(), ApiError> {
+pub(crate) async fn ask(
+    shard: &Rc<Shard>,
+    change: AdminChange,
+) -> Result<ControllerAnswer, ApiError> {
     shard
         .run_on(CONTROLLER_SHARD, move |shard| async move {
             admin_change(&shard, change).await
@@ -152,21 +109,26 @@ pub(crate) async fn ask(shard: &Rc<Shard>, change: AdminChange) -> Result<(), Ap
 }
 
 /// Makes `change` on the controller shard: here when this node leads the
-/// quorum, else by the active controller; returns once it is committed
-/// and this broker's image has it.
-pub(crate) async fn admin_change(shard: &Rc<Shard>, change: AdminChange) -> Result<(), ApiError> {
+/// quorum, else by the active controller; returns its answer once it is
+/// committed and this broker's image holds every entry the controller had
+/// applied when it answered (so that what the client reads next from this
+/// broker shows the change).
+pub(crate) async fn admin_change(
+    shard: &Rc<Shard>,
+    change: AdminChange,
+) -> Result<ControllerAnswer, ApiError> {
     let controller = shard.controller();
     let call = shard.call_controller.borrow().clone();
     let Some(call) = call.filter(|_| controller.check_leader().is_err()) else {
-        return make_admin_change(shard, change).await.map(|_| ());
+        return make_admin_change(shard, change).await;
     };
-    let request = ControllerRequest::Admin(change.clone());
-    let answer = match ask_controller(&call, &request).await? {
-        answer @ (ControllerAnswer::Live | ControllerAnswer::Configs { .. }) => answer,
+    let request = ControllerRequest::Admin(change);
+    let (through, answer) = match ask_controller(&call, &request).await? {
+        ControllerAnswer::Made { through, answer } => (through, *answer),
         other => return Err(unexpected(other)),
     };
     let deadline = Instant::now() + APPLIED_PATIENCE;
-    while !applied(&change, &answer, &shard.node.image()) {
+    while controller.applied_end() < through {
         if Instant::now() >= deadline {
             return Err(ApiError::new(
                 ErrorCode::RequestTimedOut,
@@ -175,7 +137,7 @@ pub(crate) async fn admin_change(shard: &Rc<Shard>, change: AdminChange) -> Resu
         }
         compio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(())
+    Ok(answer)
 }
 
 /// Makes `change` as the active controller (on its controller shard);
@@ -201,7 +163,9 @@ pub(crate) async fn make_admin_change(
                 }),
             }?;
             drop(image);
+            let (id, name) = (topic.id, topic.name.to_string());
             topics::delete_topic(shard, topic).await?;
+            return Ok(ControllerAnswer::TopicDeleted { id, name });
         }
         AdminChange::CreatePartitions {
             name,

@@ -186,7 +186,7 @@ impl MetadataQuorum {
     pub async fn wait_to_lead(&self, patience: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + patience;
         loop {
-            if self.quorum.status().is_leader {
+            if self.quorum.status().leads_applied {
                 return true;
             }
             if std::time::Instant::now() >= deadline {
@@ -275,8 +275,12 @@ impl MetadataLog for MetadataQuorum {
         }
     }
 
-    fn is_leader(&self) -> bool {
-        self.quorum.status().is_leader
+    fn applied_end(&self) -> u64 {
+        self.quorum.status().applied_end
+    }
+
+    fn leads_applied(&self) -> bool {
+        self.quorum.status().leads_applied
     }
 
     fn producer_id_block(&self) -> LocalBoxFuture<'_, Result<(i64, i64), ApiError>> {

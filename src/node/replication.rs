@@ -129,11 +129,13 @@ async fn run_fetcher(shard: Rc<Shard>, leader: i32, fetcher: Rc<Fetcher>) {
             break;
         }
         let listener = fetcher.changed.listen();
+        // A replica whose log failed here fetches nothing (it could not
+        // append): it stays out of the ISR until the broker restarts.
         let wanted: Vec<(PartitionKey, Followed)> = fetcher
             .partitions
             .borrow()
             .iter()
-            .filter(|(k, _)| shard.partition(k).is_some())
+            .filter(|(k, _)| shard.partition(k).is_some_and(|p| !p.state().is_offline()))
             .map(|(k, f)| (*k, f.clone()))
             .collect();
         if wanted.is_empty() {

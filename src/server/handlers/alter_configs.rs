@@ -67,5 +67,6 @@ pub(crate) async fn set_topic_configs(
     };
     forward::ask(&ctx.conn.shard, change)
         .await
+        .map(|_| ())
         .map_err(|e| (e.code, e.message))
 }

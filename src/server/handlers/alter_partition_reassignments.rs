@@ -40,7 +40,7 @@ pub async fn handle(
             let result = ReassignablePartitionResponse::default()
                 .with_partition_index(partition.partition_index);
             partitions.push(match outcome {
-                Ok(()) => result,
+                Ok(_) => result,
                 Err(error) => result
                     .with_error_code(error.code.code())
                     .with_error_message(Some(str_bytes(error.message))),

@@ -68,7 +68,7 @@ pub async fn handle(
         };
         let outcome = forward::ask(&ctx.conn.shard, change).await;
         results.push(match outcome {
-            Ok(()) => result,
+            Ok(_) => result,
             Err(e) => result
                 .with_error_code(e.code.code())
                 .with_error_message(Some(str_bytes(e.message))),

@@ -5,7 +5,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use uuid::Uuid;
 
 use crate::metadata::is_internal_topic;
-use crate::node::controller_rpc::AdminChange;
+use crate::node::controller_rpc::{AdminChange, ControllerAnswer};
 use crate::node::forward;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
@@ -28,45 +28,45 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let image = ctx.conn.shard.node.image();
-        let topic = match (&name, id.is_nil()) {
+        // By id: the topic this broker knows. By name: the controller
+        // resolves it (this broker may not know a topic just created).
+        let change = match (&name, id.is_nil()) {
             (_, false) => image
                 .user_topic_by_id(&id)
-                .cloned()
+                .map(|topic| AdminChange::DeleteTopic {
+                    id: topic.id,
+                    name: None,
+                })
                 .ok_or((ErrorCode::UnknownTopicId, None)),
             // Kafka's internal topics cannot be deleted. A topic of such a
             // name that an older Sluice let a client create is an ordinary
             // topic, and deleting it is how it is cleaned up.
-            (Some(name), true) if is_internal_topic(name) => {
-                image.user_topic(name).cloned().ok_or((
+            (Some(name), true) if is_internal_topic(name) && image.user_topic(name).is_none() => {
+                Err((
                     ErrorCode::InvalidRequest,
                     Some(format!("internal topic {name} cannot be deleted")),
                 ))
             }
-            (Some(name), true) => image
-                .user_topic(name)
-                .cloned()
-                .ok_or((ErrorCode::UnknownTopicOrPartition, None)),
+            (Some(name), true) => Ok(AdminChange::DeleteTopic {
+                id: Uuid::nil(),
+                name: Some(name.clone()),
+            }),
             (None, true) => Err((ErrorCode::InvalidRequest, None)),
         };
         drop(image);
         let result = DeletableTopicResult::default()
             .with_name(name.as_deref().map(topic_name))
             .with_topic_id(id);
-        let outcome = match topic {
+        let outcome = match change {
             Err(error) => Err(error),
-            Ok(topic) => {
-                let (topic_id, found_name) = (topic.id, topic.name.to_string());
-                // By name when the client named it (the controller resolves
-                // the name itself), else by id.
-                let change = AdminChange::DeleteTopic {
-                    id: topic_id,
-                    name: name.clone().filter(|_| id.is_nil()),
-                };
-                forward::ask(&ctx.conn.shard, change)
-                    .await
-                    .map(|_| (topic_id, found_name))
-                    .map_err(|e| (e.code, Some(e.message)))
-            }
+            Ok(change) => match forward::ask(&ctx.conn.shard, change).await {
+                Ok(ControllerAnswer::TopicDeleted { id, name }) => Ok((id, name)),
+                Ok(other) => Err((
+                    ErrorCode::UnknownServerError,
+                    Some(format!("the controller answered {other:?}")),
+                )),
+                Err(e) => Err((e.code, Some(e.message))),
+            },
         };
         responses.push(match outcome {
             Ok((topic_id, found_name)) if ctx.api_version >= 6 => result

@@ -51,7 +51,7 @@ pub async fn handle(
         };
         let outcome = forward::ask(&ctx.conn.shard, change).await;
         responses.push(match outcome {
-            Ok(()) => response,
+            Ok(_) => response,
             Err(error) => fail(error.code, &error.message),
         });
     }

@@ -34,8 +34,22 @@ impl PartitionLog {
     }
 
     /// Rolls to a new active segment starting at the next offset (the
-    /// active one must not be empty).
+    /// active one must not be empty). A roll that fails for want of space
+    /// or descriptors fails its append and may succeed later; any other
+    /// failure (EIO, a directory gone or read-only) takes the log offline,
+    /// as Kafka takes a log directory offline, so that in a cluster its
+    /// replica leaves the ISR and another leads.
     pub(super) fn roll_now(&mut self, now: i64) -> io::Result<()> {
+        let rolled = self.roll_to_new_segment(now);
+        if let Err(error) = &rolled {
+            if !runs_short(error) {
+                self.fail(format!("rolling a new segment failed: {error}"));
+            }
+        }
+        rolled
+    }
+
+    fn roll_to_new_segment(&mut self, now: i64) -> io::Result<()> {
         let active = self
             .segments
             .last()
@@ -134,5 +148,37 @@ impl PartitionLog {
             tracing::info!(topic = %self.topic, partition = self.partition, removed, log_start_offset = start, "retention removed segments");
         }
         removed
+    }
+}
+
+/// Whether `error` is a resource running short (space, quota, descriptors)
+/// rather than a failing disk: what may pass without intervention.
+fn runs_short(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs_short;
+    use std::io;
+
+    #[test]
+    fn space_and_descriptors_run_short_a_failing_disk_does_not() {
+        for errno in [libc::ENOSPC, libc::EDQUOT, libc::EMFILE, libc::ENFILE] {
+            assert!(runs_short(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        for errno in [
+            libc::EIO,
+            libc::ENOENT,
+            libc::ENOTDIR,
+            libc::EROFS,
+            libc::EACCES,
+        ] {
+            assert!(!runs_short(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        assert!(!runs_short(&io::Error::other("no errno")));
     }
 }

@@ -443,6 +443,10 @@ impl PartitionLog {
         };
         if let Some(reason) = blocker {
             tracing::info!(topic = %self.topic, partition = self.partition, %reason, "no clean-shutdown marker; the next start scans");
+            // Nothing more is written where storage failed.
+            if self.failure.is_some() {
+                return Ok(());
+            }
             if let Some(active) = self.segments.last() {
                 active.write_index_files(&self.disk)?;
             }
