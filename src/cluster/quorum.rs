@@ -286,10 +286,12 @@ impl<M: Machine> Quorum<M> {
     }
 
     /// Appends `command` to the quorum's log and returns once it is
-    /// committed and applied here (on the leader only).
-    pub async fn write(&self, command: String) -> Result<Applied, WriteError> {
+    /// committed and applied here (on the leader only): what applying it
+    /// said, and the index after its entry (the metrics' last applied index
+    /// may not show it yet).
+    pub async fn write(&self, command: String) -> Result<(Applied, u64), WriteError> {
         match self.raft.client_write(Command(command)).await {
-            Ok(response) => Ok(response.response().clone()),
+            Ok(response) => Ok((response.response().clone(), response.log_id().index + 1)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
                 Err(WriteError::NotLeader {
                     leader: to.leader_id,

@@ -122,6 +122,8 @@ pub struct MetadataQuorum {
     request_timeout_ms: u64,
     /// Every voter's controller listener.
     voters: std::collections::BTreeMap<u64, String>,
+    /// The index after the last entry this node wrote (and so applied).
+    written_end: std::cell::Cell<u64>,
 }
 
 impl MetadataQuorum {
@@ -158,6 +160,7 @@ impl MetadataQuorum {
             // controller.quorum.request.timeout.ms's default.
             request_timeout_ms: 2000,
             voters: config.quorum_voters.clone(),
+            written_end: std::cell::Cell::new(0),
         })
     }
 
@@ -223,8 +226,11 @@ impl MetadataLog for MetadataQuorum {
         let command = serde_json::to_string(record).expect("metadata records serialize");
         Box::pin(async move {
             match self.quorum.write(command).await {
-                Ok(applied) => match applied.refused {
-                    None => Ok(()),
+                Ok((applied, end)) => match applied.refused {
+                    None => {
+                        self.written_end.set(self.written_end.get().max(end));
+                        Ok(())
+                    }
                     Some(why) => Err(ApiError::new(ErrorCode::UnknownServerError, why)),
                 },
                 Err(error) => Err(refused(error)),
@@ -276,7 +282,7 @@ impl MetadataLog for MetadataQuorum {
     }
 
     fn applied_end(&self) -> u64 {
-        self.quorum.status().applied_end
+        self.quorum.status().applied_end.max(self.written_end.get())
     }
 
     fn leads_applied(&self) -> bool {

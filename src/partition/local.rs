@@ -157,9 +157,12 @@ impl Partition {
         self.role.borrow()
     }
 
-    /// Whether this broker leads the partition in `leader_epoch`.
+    /// Whether this broker has led the partition without a break since
+    /// `leader_epoch` (its log not cut meanwhile: what was written or
+    /// loaded then still stands).
     pub fn leads_in(&self, leader_epoch: i32) -> bool {
-        matches!(&*self.role.borrow(), Role::Leader(l) if l.leader_epoch == leader_epoch)
+        matches!(&*self.role.borrow(), Role::Leader(l)
+            if l.began_epoch <= leader_epoch && leader_epoch <= l.leader_epoch)
     }
 
     /// Takes the role `placement` gives this broker: leader (stamping its
@@ -186,6 +189,40 @@ impl Partition {
                         &placement.isr,
                         now,
                     );
+                    RoleChange::Unchanged
+                }
+                // The same leader in the next epoch (a replica left the
+                // list): it leads on in place. Its log, the appends waiting
+                // for replication, its followers' positions and a
+                // coordinator loaded from it stay; new batches carry the new
+                // epoch, which starts at the log end. (A jump of more than
+                // one epoch may hide a leadership elsewhere meanwhile: that
+                // starts anew below.)
+                Role::Leader(l) if placement.leader_epoch == l.leader_epoch + 1 => {
+                    let mut log = self.log.borrow_mut();
+                    log.set_stamp_epoch(Some(placement.leader_epoch));
+                    if let Err(error) = log.begin_leader_epoch(placement.leader_epoch) {
+                        tracing::warn!(topic = %self.topic, partition = self.index, %error, "recording the new leader epoch");
+                    }
+                    let log_end = log.log_end_offset();
+                    drop(log);
+                    self.state.set_leader_epoch(placement.leader_epoch);
+                    let replicated = placement.replicas.len() > 1;
+                    if replicated != self.state.is_replicated() {
+                        self.state
+                            .set_replicated(replicated, self.state.high_watermark());
+                    }
+                    l.leader_epoch = placement.leader_epoch;
+                    l.epoch_start_offset = log_end;
+                    l.update(
+                        placement.partition_epoch,
+                        &placement.replicas,
+                        &placement.isr,
+                        now,
+                    );
+                    // Readers waiting with the old epoch look again.
+                    self.state.notify();
+                    tracing::debug!(topic = %self.topic, partition = self.index, epoch = placement.leader_epoch, "leading on in the next epoch");
                     RoleChange::Unchanged
                 }
                 _ => {
@@ -354,9 +391,7 @@ impl Partition {
         let deadline = Instant::now() + timeout;
         loop {
             let listener = self.state.listen();
-            let still_leads =
-                matches!(&*self.role.borrow(), Role::Leader(l) if l.leader_epoch == epoch);
-            if !still_leads || stop.is_triggered() {
+            if !self.leads_in(epoch) || stop.is_triggered() {
                 return Err(ProduceError::Replication(
                     ErrorCode::NotLeaderOrFollower,
                     "the leadership moved before the in-sync replicas had the batch".into(),

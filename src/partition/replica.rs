@@ -42,6 +42,9 @@ pub struct PendingIsr {
 #[derive(Debug, Clone)]
 pub struct Leadership {
     pub leader_epoch: i32,
+    /// The epoch this broker took the lead in: it has led without a break
+    /// since (a bump that keeps the same leader continues in place).
+    pub began_epoch: i32,
     /// Bumped by the controller at every change of the partition (KRaft's
     /// partition epoch); an ISR change names the one it was based on.
     pub partition_epoch: i32,
@@ -100,6 +103,7 @@ impl Leadership {
             .collect();
         Leadership {
             leader_epoch,
+            began_epoch: leader_epoch,
             partition_epoch,
             replicas: replicas.to_vec(),
             isr: isr.to_vec(),

@@ -1,4 +1,4 @@
-//! A partition's high watermark across a restart (`storage::hw_checkpoint`).
+//! A partition's roles: its high watermark across a restart (`storage::hw_checkpoint`), a leader epoch bump in place.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -8,7 +8,7 @@ use bytes::Bytes;
 use kafka_protocol::records::Compression;
 
 use crate::metadata::Placement;
-use crate::partition::local::Partition;
+use crate::partition::local::{Partition, RoleChange};
 use crate::partition::state::PartitionState;
 use crate::protocol::batch::validate_records;
 use crate::protocol::encode;
@@ -74,5 +74,61 @@ fn a_restarted_replica_starts_from_its_checkpointed_high_watermark() {
                 );
             }
         }
+    });
+}
+
+/// A leader epoch bump that keeps the leader (a follower left the replica
+/// list) continues the leadership in place: what was led since the older
+/// epoch still counts (appends waiting for replication, a loaded
+/// coordinator), and the new epoch starts at the log end. A jump of more
+/// than one epoch (a leadership elsewhere may have come between) starts a
+/// new leadership.
+#[test]
+fn the_same_leader_in_the_next_epoch_leads_on_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    compio::runtime::Runtime::new().unwrap().block_on(async {
+        let state = Arc::new(PartitionState::default());
+        let log = PartitionLog::open(
+            Arc::from("t"),
+            0,
+            dir.path().join("t-0"),
+            LogConfig::default(),
+            state.log_state(),
+        )
+        .unwrap();
+        let log = Rc::new(RefCell::new(log));
+        let commit = Rc::new(GroupCommit::default());
+        let partition = Partition::new(Arc::from("t"), 0, state.clone(), log.clone(), 1);
+        let three = Placement {
+            isr: vec![1, 2, 3],
+            ..Placement::new(vec![1, 2, 3])
+        };
+        assert_eq!(partition.apply_placement(&three), RoleChange::Leads);
+        for _ in 0..3 {
+            let records = ten_records();
+            let validated = validate_records(&records, usize::MAX).unwrap();
+            log::append(&log, &commit, records, &validated, true)
+                .await
+                .unwrap();
+        }
+        let two = Placement {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader_epoch: 1,
+            partition_epoch: 1,
+            ..three.clone()
+        };
+        assert_eq!(partition.apply_placement(&two), RoleChange::Unchanged);
+        assert!(partition.leads_in(0) && partition.leads_in(1));
+        assert!(!partition.leads_in(2));
+        assert_eq!(state.leader_epoch(), 1);
+        assert_eq!(log.borrow().end_offset_for_epoch(0), (0, 30));
+        let later = Placement {
+            leader_epoch: 3,
+            partition_epoch: 3,
+            ..two.clone()
+        };
+        assert_eq!(partition.apply_placement(&later), RoleChange::Leads);
+        assert!(!partition.leads_in(1) && partition.leads_in(3));
     });
 }
