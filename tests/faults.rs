@@ -22,9 +22,14 @@
 //! restart (SIGTERM, one broker at a time) that must fail no request;
 //! partitions moved off the busiest leader as it is killed (-9), and moved
 //! back onto it while it is down (the moves wait, and complete once it
-//! returns and catches up). Each
-//! failover's unavailability window (fault to the first acknowledgement on
-//! every partition) is reported.
+//! returns and catches up); the busiest leader's disk pulled (its
+//! partition directories vanish: its replicas go offline, leave the ISRs
+//! and hand over their leads while it stays live; restarted on an empty
+//! disk, it fetches everything back); the busiest leader cut from its
+//! clients and followers (its advertised listener is a proxy) while its
+//! quorum links stand (it keeps leading, shrinks its ISRs to itself, and
+//! regrows them once healed). Each failover's unavailability window (fault
+//! to the first acknowledgement on every partition) is reported.
 //!
 //! `cargo test --release --test faults` runs each scenario once, briefly (CI).
 //! `SLUICE_FAULT_ROUNDS=N` repeats each N times with a longer load (by hand;
@@ -71,12 +76,28 @@ fn rounds() -> usize {
 struct Cluster {
     brokers: Vec<(i32, TestBroker)>,
     links: BTreeMap<(i32, i32), Proxy>,
+    /// With data proxies: each broker's advertised listener, a proxy in
+    /// front of its Kafka listener (what clients and the other brokers'
+    /// replica fetchers reach it through).
+    data: BTreeMap<i32, Proxy>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    /// `data_proxies`: every broker advertises a proxy in front of its
+    /// Kafka listener, so that its data links can be cut apart from its
+    /// quorum links.
+    fn start_with(data_proxies: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
+        let mut data_bound: BTreeMap<i32, common::proxy::Bound> = if data_proxies {
+            (1..=3).map(|id| (id, Proxy::bind())).collect()
+        } else {
+            BTreeMap::new()
+        };
         // The proxies' ports first: a port picked for a broker afterwards
         // cannot be one of theirs.
         let bound: Vec<((i32, i32), common::proxy::Bound)> = (1..=3)
@@ -126,15 +147,31 @@ impl Cluster {
                     "--default-replication-factor".to_string(),
                     "3".to_string(),
                 ];
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let advertised = data_bound
+                    .get(&id)
+                    .map(|b| ["--advertised-listener".to_string(), b.addr()]);
+                let args: Vec<&str> = args
+                    .iter()
+                    .chain(advertised.iter().flatten())
+                    .map(String::as_str)
+                    .collect();
                 (
                     id,
                     TestBroker::start_in(&dir.path().join(format!("node-{id}")), &args),
                 )
             })
             .collect::<Vec<_>>();
+        // Each broker's own address is known once it listens (and stays the
+        // same across restarts at the same address).
+        let data: BTreeMap<i32, Proxy> = brokers
+            .iter()
+            .filter_map(|(id, b)| Some((*id, data_bound.remove(id)?.forward_to(b.addr.clone()))))
+            .collect();
         let controller = agreed_leader(&view(&brokers), Duration::from_secs(20));
-        let everyone: Vec<(i32, i32)> = brokers.iter().map(|(id, b)| (*id, port_of(b))).collect();
+        let everyone: Vec<(i32, i32)> = brokers
+            .iter()
+            .map(|(id, b)| (*id, data.get(id).map_or(port_of(b), |p| i32::from(p.port))))
+            .collect();
         wait_for_brokers(
             &brokers.iter().map(|(_, b)| b).collect::<Vec<_>>(),
             &everyone,
@@ -143,8 +180,19 @@ impl Cluster {
         Cluster {
             brokers,
             links,
+            data,
             _dir: dir,
         }
+    }
+
+    /// Cuts broker `id`'s data links: its advertised listener refuses
+    /// clients and the other brokers' replica fetchers.
+    fn cut_data(&self, id: i32) {
+        self.data[&id].cut();
+    }
+
+    fn heal_data(&self, id: i32) {
+        self.data[&id].heal();
     }
 
     fn broker(&mut self, id: i32) -> &mut TestBroker {
@@ -521,7 +569,10 @@ fn prepare(name: &str) -> (Cluster, String, Load) {
 
 /// [`prepare`], the topic with `configs` too.
 fn prepare_with(name: &str, configs: &[(&str, &str)]) -> (Cluster, String, Load) {
-    let cluster = Cluster::start();
+    prepare_on(Cluster::start(), name, configs)
+}
+
+fn prepare_on(cluster: Cluster, name: &str, configs: &[(&str, &str)]) -> (Cluster, String, Load) {
     let topic = common::topic(name);
     let mut all = vec![("min.insync.replicas", "2")];
     all.extend_from_slice(configs);
@@ -839,4 +890,65 @@ fn a_leader_whose_disk_fails_hands_its_partitions_over() {
         check(&cluster, &topic, &history, &seen);
     }
     report("a leader's disk fails", &mut windows);
+}
+
+/// The busiest leader cut off from its clients and its followers (its
+/// advertised listener, behind a proxy, refuses everyone) while its quorum
+/// links stand: it stays live and keeps its leaderships (its heartbeats
+/// reach the controller), its followers cannot fetch, and after
+/// replica.lag.time.max.ms (2 s here) it takes them out of its ISRs
+/// (AlterPartition over the quorum link); with min.insync.replicas=2
+/// nothing more can be acknowledged there. Healed, the followers catch up
+/// and every ISR is whole again; the history and the logs are checked.
+#[test]
+fn a_leader_cut_from_its_followers_shrinks_and_regrows_its_isrs() {
+    let _serial = serial();
+    let mut windows = Vec::new();
+    for _ in 0..rounds() {
+        let (cluster, topic, load) = prepare_on(Cluster::start_with(true), "data-cut", &[]);
+        std::thread::sleep(load_for());
+        let victim = cluster.busiest_leader(1, &topic);
+        let direct = addr_of(&cluster.brokers, victim);
+        let led: Vec<usize> = leaders(&direct, &topic)
+            .expect("every partition led")
+            .iter()
+            .enumerate()
+            .filter(|(_, (leader, _))| *leader == victim)
+            .map(|(p, _)| p)
+            .collect();
+        cluster.cut_data(victim);
+        let at = Instant::now();
+        let deadline = at + Duration::from_secs(20);
+        loop {
+            let seen = placements(&direct, &topic);
+            if led
+                .iter()
+                .all(|&p| seen[p].0 == victim && seen[p].2 == vec![victim])
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker {victim} never shrank the ISRs of {led:?} to itself: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let shrunk = at.elapsed();
+        // No failover: another broker sees the victim lead them still.
+        let other = addr_of(&cluster.brokers, if victim == 1 { 2 } else { 1 });
+        let seen = placements(&other, &topic);
+        assert!(
+            led.iter().all(|&p| seen[p].0 == victim),
+            "broker {victim} keeps leading {led:?}: {seen:?}"
+        );
+        std::thread::sleep(load_for());
+        cluster.heal_data(victim);
+        load.wait_all_acked(Instant::now(), Duration::from_secs(30));
+        std::thread::sleep(load_for());
+        windows.push(load.longest_gap(at));
+        eprintln!("the ISRs shrank {} ms after the cut", shrunk.as_millis());
+        let (history, seen) = load.stop();
+        check(&cluster, &topic, &history, &seen);
+    }
+    report("a leader cut from its followers", &mut windows);
 }
