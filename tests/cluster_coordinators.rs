@@ -17,8 +17,8 @@ use common::wire::{str_bytes, Conn};
 use common::TestBroker;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, OffsetFetchRequest,
-    OffsetFetchResponse,
+    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, ListGroupsRequest,
+    ListGroupsResponse, OffsetFetchRequest, OffsetFetchResponse,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -27,6 +27,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const NOT_COORDINATOR: i16 = 16;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// FindCoordinator key types.
 const GROUP: i8 = 0;
@@ -239,6 +240,40 @@ async fn committed_offsets_survive_the_loss_of_their_coordinator() {
         .filter(|id| *id != coordinator)
         .collect();
     let next = agreed_coordinator(&brokers, &live, GROUP, group, Some(coordinator));
+    // ListGroups at the new coordinator is never partial: while the
+    // group's partition loads it answers COORDINATOR_LOAD_IN_PROGRESS (and
+    // lists nothing), then the whole list.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut loading_seen = 0;
+    loop {
+        let listed: ListGroupsResponse = Conn::open(&addr_of(&brokers, next)).call(
+            ApiKey::ListGroups,
+            4,
+            &ListGroupsRequest::default(),
+        );
+        let names: Vec<String> = listed
+            .groups
+            .iter()
+            .map(|g| g.group_id.0.to_string())
+            .collect();
+        match listed.error_code {
+            NONE => {
+                assert!(
+                    names.contains(&group.to_string()),
+                    "a partial list: {names:?}"
+                );
+                break;
+            }
+            COORDINATOR_LOAD_IN_PROGRESS => {
+                assert!(names.is_empty(), "listed while loading: {names:?}");
+                loading_seen += 1;
+            }
+            code => panic!("ListGroups answered {code}"),
+        }
+        assert!(Instant::now() < deadline, "ListGroups never answered whole");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("ListGroups answered COORDINATOR_LOAD_IN_PROGRESS {loading_seen} time(s) first");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let fetched = offset_fetch(&addr_of(&brokers, next), group, &name, 2);

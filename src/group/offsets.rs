@@ -207,6 +207,12 @@ impl OffsetStore {
                 .is_some_and(|now| Rc::ptr_eq(&now, loaded))
     }
 
+    /// Whether a partition's load is under way here (its groups are not all
+    /// known yet).
+    pub fn is_loading(&self) -> bool {
+        !self.loading.borrow().is_empty()
+    }
+
     /// A load of `partition` has begun (the leadership was taken).
     pub fn begin_load(&self, partition: i32) {
         self.loading.borrow_mut().insert(partition);

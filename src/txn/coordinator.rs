@@ -316,6 +316,12 @@ impl TxnCoordinator {
         self.loaded.borrow().get(&partition).cloned()
     }
 
+    /// Whether a partition's load is under way here (its ids are not all
+    /// known yet).
+    pub fn is_loading(&self) -> bool {
+        !self.loading.borrow().is_empty()
+    }
+
     /// A load of `partition` has begun (the leadership was taken).
     pub fn begin_load(&self, partition: i32) {
         self.loading.borrow_mut().insert(partition);

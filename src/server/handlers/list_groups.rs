@@ -1,9 +1,11 @@
 //! ListGroups: the groups of every coordinator shard, filtered by state (v4+)
-//! and type (v5+).
+//! and type (v5+); COORDINATOR_LOAD_IN_PROGRESS while a partition of
+//! `__consumer_offsets` led here loads, as Kafka answers.
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
+use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
 use crate::server::handlers::str_bytes;
 
@@ -12,11 +14,13 @@ pub async fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGro
     let shard = &ctx.conn.shard;
     let lists = (0..shard.shard_count()).map(|target| {
         shard.run_on(target, |s| async move {
-            s.groups()
+            let groups = s.groups();
+            let listed = groups
                 .list()
                 .into_iter()
                 .map(|(id, state, protocol_type)| (id, state.name(), protocol_type))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (groups.offsets.is_loading(), listed)
         })
     });
     let states: Vec<String> = request
@@ -29,8 +33,15 @@ pub async fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGro
         .iter()
         .map(|s| s.to_lowercase())
         .collect();
+    let lists = futures_util::future::join_all(lists).await;
+    // Kafka lists nothing while a partition of its groups loads: a list
+    // without that partition's groups would look whole.
+    if lists.iter().any(|(loading, _)| *loading) {
+        return ListGroupsResponse::default()
+            .with_error_code(ErrorCode::CoordinatorLoadInProgress.code());
+    }
     let mut groups = Vec::new();
-    for list in futures_util::future::join_all(lists).await {
+    for (_, list) in lists {
         for (group_id, state, protocol_type) in list {
             if version >= 4 && !states.is_empty() && !states.contains(&state.to_lowercase()) {
                 continue;

@@ -69,11 +69,22 @@ pub async fn handle(
     let filter_states = !request.state_filters.is_empty();
     let producer_ids: BTreeSet<i64> = request.producer_id_filters.iter().map(|p| p.0).collect();
     let shard = &ctx.conn.shard;
-    let lists = (0..shard.shard_count())
-        .map(|target| shard.run_on(target, |s| async move { s.txns().list() }));
+    let lists = (0..shard.shard_count()).map(|target| {
+        shard.run_on(target, |s| async move {
+            let txns = s.txns();
+            (txns.is_loading(), txns.list())
+        })
+    });
+    let lists = futures_util::future::join_all(lists).await;
+    // Kafka lists nothing while a partition of its transaction log loads.
+    if lists.iter().any(|(loading, _)| *loading) {
+        return ListTransactionsResponse::default()
+            .with_error_code(ErrorCode::CoordinatorLoadInProgress.code())
+            .with_unknown_state_filters(unknown);
+    }
     let now = now_ms();
     let mut listed = Vec::new();
-    for list in futures_util::future::join_all(lists).await {
+    for (_, list) in lists {
         for meta in list {
             let keep = meta.state != TxnState::Dead
                 && (producer_ids.is_empty() || producer_ids.contains(&meta.producer_id))
