@@ -207,10 +207,9 @@ impl OffsetStore {
                 .is_some_and(|now| Rc::ptr_eq(&now, loaded))
     }
 
-    /// Whether a partition's load is under way here (its groups are not all
-    /// known yet).
-    pub fn is_loading(&self) -> bool {
-        !self.loading.borrow().is_empty()
+    /// Whether `partition` is loaded here (its load done).
+    pub fn is_loaded(&self, partition: i32) -> bool {
+        self.loaded.borrow().contains_key(&partition)
     }
 
     /// A load of `partition` has begun (the leadership was taken).

@@ -10,7 +10,7 @@
 //! exists there. `node::topics` runs the steps; this file knows only the
 //! metadata.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -149,6 +149,10 @@ pub struct Controller {
     /// One producer id allocation at a time (not `lock`: the block it may
     /// ask for is granted, on the leader, under `lock`).
     ids: async_lock::Mutex<()>,
+    /// Each broker's replicas whose log failed there, as its last
+    /// heartbeat listed them (kept in memory, as Kafka's controller keeps
+    /// heartbeat state): they may not lead or join an ISR.
+    offline: std::cell::RefCell<HashMap<i32, HashSet<(Uuid, i32)>>>,
 }
 
 impl Controller {
@@ -159,7 +163,28 @@ impl Controller {
             log,
             lock: async_lock::Mutex::new(()),
             ids: async_lock::Mutex::new(()),
+            offline: Default::default(),
         }
+    }
+
+    /// Broker `broker`'s heartbeat listed `offline` (all of its replicas
+    /// whose log failed there).
+    pub fn note_offline(&self, broker: i32, offline: &[(Uuid, i32)]) {
+        let mut known = self.offline.borrow_mut();
+        if offline.is_empty() {
+            known.remove(&broker);
+        } else {
+            known.insert(broker, offline.iter().copied().collect());
+        }
+    }
+
+    /// Whether broker `broker`'s replica of `partition` is offline (its log
+    /// failed there).
+    fn is_offline(&self, broker: i32, topic_id: Uuid, partition: i32) -> bool {
+        self.offline
+            .borrow()
+            .get(&broker)
+            .is_some_and(|set| set.contains(&(topic_id, partition)))
     }
 
     pub async fn close(&self) {
@@ -185,6 +210,10 @@ impl Controller {
         Err(ApiError::new(
             ErrorCode::NotController,
             match leader {
+                Some(id) if id == self.node.config.node_id => {
+                    "this node was just elected and has not applied its predecessor's entries yet"
+                        .to_string()
+                }
                 Some(id) => format!("this node is not the active controller; node {id} is"),
                 None => "this node is not the active controller; none is elected yet".to_string(),
             },
@@ -274,7 +303,11 @@ impl Controller {
                 format!("no partition {partition} of topic '{topic}'"),
             ));
         };
-        let live = |id: i32| image.brokers.get(&id).is_some_and(|b| !b.fenced);
+        // Live, and its replica not offline there (a failed log cannot lead).
+        let live = |id: i32| {
+            image.brokers.get(&id).is_some_and(|b| !b.fenced)
+                && !self.is_offline(id, meta.id, partition)
+        };
         let (leader, isr) = if unclean {
             if current.leader >= 0 && live(current.leader) {
                 return Err(ApiError::new(
@@ -310,7 +343,9 @@ impl Controller {
             if !live(preferred) || !current.isr.contains(&preferred) {
                 return Err(ApiError::new(
                     ErrorCode::PreferredLeaderNotAvailable,
-                    format!("the preferred replica, broker {preferred}, is not live and in sync"),
+                    format!(
+                        "the preferred replica, broker {preferred}, is not live, online and in sync"
+                    ),
                 ));
             }
             (preferred, current.isr.clone())
@@ -525,6 +560,15 @@ impl Controller {
                 format!("broker {r} is fenced: it cannot join the ISR"),
             ));
         }
+        let added_offline = isr
+            .iter()
+            .find(|&&r| !current.isr.contains(&r) && self.is_offline(r, topic_id, partition));
+        if let Some(r) = added_offline {
+            return Err(ApiError::new(
+                ErrorCode::IneligibleReplica,
+                format!("broker {r}'s replica is offline: it cannot join the ISR"),
+            ));
+        }
         if !isr.contains(&broker) || isr.iter().any(|r| !current.replicas.contains(r)) {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -567,7 +611,8 @@ impl Controller {
         let Some(current) = topic.placement(partition) else {
             return Ok(());
         };
-        let Some(next) = records::without_replica(&image, topic, current, broker) else {
+        let eligible = |r: i32| !self.is_offline(r, topic_id, partition);
+        let Some(next) = records::without_replica(&image, topic, current, broker, eligible) else {
             return Ok(());
         };
         tracing::warn!(topic = %topic.name, partition, broker, leader = next.leader, isr = ?next.isr, "a replica's log failed; it leaves the ISR");

@@ -445,19 +445,22 @@ fn is_live(image: &MetadataImage, id: i32) -> bool {
 /// leader the leader epoch.
 fn leave_isrs(image: &mut MetadataImage, id: i32) {
     change_placements(image, |image, topic, p| {
-        without_replica(image, topic, p, id)
+        without_replica(image, topic, p, id, |_| true)
     });
 }
 
 /// Partition `p` of `topic` with broker `id` out of its ISR and not its
 /// leader, as [`leave_isrs`] does for each partition; None if that changes
-/// nothing. (Also for a replica whose log failed on a live broker.)
+/// nothing. (Also for a replica whose log failed on a live broker.) A new
+/// leader must be live and `eligible` (not offline where it is).
 pub(crate) fn without_replica(
     image: &MetadataImage,
     topic: &TopicMeta,
     p: &Placement,
     id: i32,
+    eligible: impl Fn(i32) -> bool,
 ) -> Option<Placement> {
+    let can_lead = |r: i32| r != id && is_live(image, r) && eligible(r);
     // A partition whose one replica this is: nobody else can lead it, it
     // waits for the broker as it is (Metadata shows it leaderless while
     // the broker is fenced), and its epoch stays.
@@ -465,7 +468,6 @@ pub(crate) fn without_replica(
         return None;
     }
     let mut next = p.clone();
-    next.partition_epoch += 1;
     if p.isr.len() > 1 {
         next.isr.retain(|&r| r != id);
     }
@@ -474,17 +476,12 @@ pub(crate) fn without_replica(
             .replicas
             .iter()
             .copied()
-            .find(|&r| r != id && next.isr.contains(&r) && is_live(image, r));
+            .find(|&r| next.isr.contains(&r) && can_lead(r));
         let unclean = || {
             topic
                 .config
                 .unclean_leader_election
-                .then(|| {
-                    p.replicas
-                        .iter()
-                        .copied()
-                        .find(|&r| r != id && is_live(image, r))
-                })
+                .then(|| p.replicas.iter().copied().find(|&r| can_lead(r)))
                 .flatten()
         };
         next.leader = match (from_isr, unclean()) {
@@ -498,7 +495,13 @@ pub(crate) fn without_replica(
         };
         next.leader_epoch += 1;
     }
-    (next != *p).then_some(next)
+    // The last in-sync replica, not leading (already out of the lead):
+    // nothing changes, and no new partition epoch is spent on it.
+    if next == *p {
+        return None;
+    }
+    next.partition_epoch += 1;
+    Some(next)
 }
 
 /// Broker `id` is live (again): the leaderless partitions it is in sync

@@ -231,7 +231,7 @@ fn an_offline_replica_on_a_live_broker_leaves_the_isr_and_the_lead() {
     let (mut image, config, id) = cluster(vec![1, 2, 3], &[]);
     let offline = |image: &MetadataImage, broker: i32| {
         let topic = image.topic_by_id(&id).unwrap();
-        without_replica(image, topic, &topic.placements[0], broker)
+        without_replica(image, topic, &topic.placements[0], broker, |_| true)
     };
     let apply = |image: &mut MetadataImage, next: Placement| {
         MetadataRecord::PartitionChange {
@@ -261,6 +261,15 @@ fn an_offline_replica_on_a_live_broker_leaves_the_isr_and_the_lead() {
     let next = offline(&image, 2).expect("a change");
     apply(&mut image, next);
     assert_eq!(state(&image, "t"), (-1, vec![2], 2, 3));
+    // Reported at every heartbeat from then on: nothing more to change
+    // (no partition epoch spent each time).
+    assert!(offline(&image, 2).is_none());
+    // A leader whose log failed is not succeeded by a replica that is
+    // offline too.
+    let (fresh, _, fresh_id) = cluster(vec![1, 2, 3], &[]);
+    let topic = fresh.topic_by_id(&fresh_id).unwrap();
+    let next = without_replica(&fresh, topic, &topic.placements[0], 1, |r| r != 2).unwrap();
+    assert_eq!((next.leader, next.isr.clone()), (3, vec![2, 3]));
     // The brokers stay live all along.
     assert!((1..=3).all(|b| !image.brokers[&b].fenced));
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::metadata::controller::{ApiError, Controller};
+use crate::metadata::controller::ApiError;
 use crate::metadata::records::MetadataRecord;
 use crate::node::controller_rpc::{refused, ControllerAnswer, ControllerRequest, Heartbeat};
 use crate::node::quorum::MetadataQuorum;
@@ -39,6 +39,8 @@ const CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 30_000;
 #[derive(Default)]
 struct Sessions {
     last_seen: RefCell<HashMap<i32, Instant>>,
+    /// Brokers whose offline replicas are being moved off them.
+    moving_offline: RefCell<std::collections::HashSet<i32>>,
     /// Since when this node leads (None: it does not).
     leading_since: Cell<Option<Instant>>,
 }
@@ -174,13 +176,13 @@ fn this_broker(shard: &Shard) -> Heartbeat {
         incarnation: node.incarnation,
         host: node.config.advertised_host.clone(),
         port: node.advertised_port(),
-        offline: offline_in_sync(node),
+        offline: offline_here(node),
     }
 }
 
-/// The partitions this broker leads or is in sync for whose log failed
-/// here (storage errors take a log offline: `storage::log`).
-fn offline_in_sync(node: &Node) -> Vec<(Uuid, i32)> {
+/// The partitions this broker holds a replica of whose log failed here
+/// (storage errors take a log offline: `storage::log`).
+fn offline_here(node: &Node) -> Vec<(Uuid, i32)> {
     let me = node.config.node_id;
     let image = node.image();
     let mut offline = Vec::new();
@@ -188,7 +190,7 @@ fn offline_in_sync(node: &Node) -> Vec<(Uuid, i32)> {
         for (index, (state, placement)) in
             topic.partitions.iter().zip(&topic.placements).enumerate()
         {
-            if state.is_offline() && (placement.leader == me || placement.isr.contains(&me)) {
+            if state.is_offline() && placement.replicas.contains(&me) {
                 offline.push((topic.id, index as i32));
             }
         }
@@ -295,7 +297,7 @@ pub async fn controlled_shutdown(shard: &Rc<Shard>, patience: Duration) -> Resul
 /// run of the broker live.
 async fn heartbeat_received(
     shard: &Rc<Shard>,
-    sessions: &Sessions,
+    sessions: &Rc<Sessions>,
     heartbeat: Heartbeat,
 ) -> ControllerAnswer {
     let controller = shard.controller();
@@ -338,7 +340,7 @@ async fn heartbeat_received(
                 && b.port == heartbeat.port =>
         {
             if !b.fenced {
-                return offline_replicas(&controller, &heartbeat).await;
+                return offline_replicas(shard, sessions, &heartbeat);
             }
             tracing::info!(
                 broker = heartbeat.id,
@@ -365,22 +367,36 @@ async fn heartbeat_received(
         }
     };
     match controller.record_broker(record).await {
-        Ok(()) => offline_replicas(&controller, &heartbeat).await,
+        Ok(()) => offline_replicas(shard, sessions, &heartbeat),
         Err(error) => refused(error),
     }
 }
 
-/// Moves the partitions a live broker reports offline (their log failed
-/// there) off it: out of their ISR, another in-sync replica leading.
-async fn offline_replicas(controller: &Controller, heartbeat: &Heartbeat) -> ControllerAnswer {
-    for &(topic_id, partition) in &heartbeat.offline {
-        if let Err(error) = controller
-            .replica_offline(heartbeat.id, topic_id, partition)
-            .await
-        {
-            return refused(error);
-        }
+/// Notes the replicas a live broker reports offline (their log failed
+/// there: they may not lead or rejoin an ISR) and, in the background,
+/// moves each it leads or is in sync for off it: out of the ISR, another
+/// in-sync replica leading. The heartbeat is answered at once (a failed
+/// disk may hold many partitions; one change failing stops no other).
+fn offline_replicas(
+    shard: &Rc<Shard>,
+    sessions: &Rc<Sessions>,
+    heartbeat: &Heartbeat,
+) -> ControllerAnswer {
+    let controller = shard.controller();
+    controller.note_offline(heartbeat.id, &heartbeat.offline);
+    if heartbeat.offline.is_empty() || !sessions.moving_offline.borrow_mut().insert(heartbeat.id) {
+        return ControllerAnswer::Live;
     }
+    let (sessions, broker, offline) = (sessions.clone(), heartbeat.id, heartbeat.offline.clone());
+    compio::runtime::spawn(async move {
+        for (topic_id, partition) in offline {
+            if let Err(error) = controller.replica_offline(broker, topic_id, partition).await {
+                tracing::warn!(broker, %topic_id, partition, error = %error.message, "moving an offline replica out of the ISR");
+            }
+        }
+        sessions.moving_offline.borrow_mut().remove(&broker);
+    })
+    .detach();
     ControllerAnswer::Live
 }
 
@@ -404,7 +420,13 @@ async fn session_loop(shard: Rc<Shard>, quorum: Rc<MetadataQuorum>, sessions: Rc
             .node
             .active_controller
             .store(leader.unwrap_or(-1), Ordering::Relaxed);
-        if leader != Some(me) {
+        // Sessions count from when this node may act as the controller: a
+        // new leader still applying its predecessor's entries refuses
+        // heartbeats meanwhile, and must not fence the brokers it refused.
+        let ready = shard
+            .try_controller()
+            .is_some_and(|c| c.check_leader().is_ok());
+        if leader != Some(me) || !ready {
             sessions.leading_since.set(None);
             continue;
         }

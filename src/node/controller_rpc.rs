@@ -16,9 +16,10 @@ pub(crate) struct Heartbeat {
     pub incarnation: Uuid,
     pub host: String,
     pub port: i32,
-    /// The partitions whose log failed here while this broker leads them
-    /// or is in their ISR (KRaft's heartbeat carries offline log
-    /// directories): the controller moves them off it.
+    /// This broker's replicas whose log failed here (KRaft's heartbeat
+    /// carries offline log directories): the controller moves their
+    /// leads and ISR places off it, and lets them neither lead nor rejoin
+    /// an ISR while they are listed.
     #[serde(default)]
     pub offline: Vec<(Uuid, i32)>,
 }

@@ -94,6 +94,34 @@ enum Coordinator {
     Transactions,
 }
 
+/// Whether this shard's group coordinator lacks a partition of the offsets
+/// log this broker leads (loading it, or about to: the image that gives it
+/// the lead is published before the load begins), so that a list of its
+/// groups would not be whole.
+pub fn groups_incomplete(shard: &Shard) -> bool {
+    let groups = shard.groups();
+    led_unloaded(shard, OFFSETS_TOPIC, |p| groups.offsets.is_loaded(p))
+}
+
+/// [`groups_incomplete`] for the transaction coordinator.
+pub fn transactions_incomplete(shard: &Shard) -> bool {
+    let txns = shard.txns();
+    led_unloaded(shard, TXN_TOPIC, |p| txns.is_loaded(p))
+}
+
+fn led_unloaded(shard: &Shard, topic: &str, is_loaded: impl Fn(i32) -> bool) -> bool {
+    let image = shard.node.image();
+    let Some(meta) = image.topic(topic) else {
+        return false;
+    };
+    let me = shard.node.config.node_id;
+    shard.partition_list().iter().any(|(key, _)| {
+        key.0 == meta.id
+            && meta.placement(key.1).is_some_and(|p| p.leader == me)
+            && !is_loaded(key.1)
+    })
+}
+
 /// The pause after a failed load of an internal partition (the log cleaner
 /// may swap a segment while it is read), doubling up to the most.
 const LOAD_BACKOFF: Duration = Duration::from_millis(200);

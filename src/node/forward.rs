@@ -146,10 +146,13 @@ pub(crate) async fn make_admin_change(
     shard: &Rc<Shard>,
     change: AdminChange,
 ) -> Result<ControllerAnswer, ApiError> {
+    // Decided from this node's image only while it is the controller and
+    // holds everything committed before its term.
+    shard.controller().check_leader()?;
     match change {
         AdminChange::DeleteTopic { id, name } => {
             let image = shard.node.image();
-            // By name as the client named it: the topic of that name here,
+            // By name as the client named it, or by id: the topic here,
             // which the asking broker may not have known yet.
             let topic = match &name {
                 Some(name) => image.user_topic(name).cloned().ok_or_else(|| {

@@ -220,6 +220,7 @@ impl Partition {
                         &placement.isr,
                         now,
                     );
+                    l.restart_lag_clocks(now);
                     // Readers waiting with the old epoch look again.
                     self.state.notify();
                     tracing::debug!(topic = %self.topic, partition = self.index, epoch = placement.leader_epoch, "leading on in the next epoch");
@@ -638,7 +639,9 @@ impl Partition {
     ) -> Option<(Vec<i32>, i32, i32)> {
         let hw = self.state.high_watermark();
         match &mut *self.role.borrow_mut() {
-            Role::Leader(l) if self.state.is_replicated() => l
+            // A leader whose log failed asks nothing: the controller moves
+            // the partition off it.
+            Role::Leader(l) if self.state.is_replicated() && !self.state.is_offline() => l
                 .isr_change(self.me, hw, now_ms(), lag_max_ms, retry_ms, eligible)
                 .map(|isr| (isr, l.leader_epoch, l.partition_epoch)),
             _ => None,

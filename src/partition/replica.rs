@@ -136,6 +136,17 @@ impl Leadership {
         self.replicas = replicas.to_vec();
     }
 
+    /// A new leader epoch in place: the in-sync followers are refused
+    /// (FENCED_LEADER_EPOCH) until their metadata shows it, so their lag
+    /// counts from now (Kafka resets the replicas' state on a new epoch).
+    pub fn restart_lag_clocks(&mut self, now_ms: i64) {
+        for (r, f) in self.followers.iter_mut() {
+            if self.isr.contains(r) {
+                f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
+            }
+        }
+    }
+
     /// The ISR the high watermark is computed over: the committed one, with
     /// a pending addition counted in and a pending removal not yet out.
     fn maximal_isr(&self) -> impl Iterator<Item = i32> + '_ {

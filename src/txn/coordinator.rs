@@ -316,10 +316,9 @@ impl TxnCoordinator {
         self.loaded.borrow().get(&partition).cloned()
     }
 
-    /// Whether a partition's load is under way here (its ids are not all
-    /// known yet).
-    pub fn is_loading(&self) -> bool {
-        !self.loading.borrow().is_empty()
+    /// Whether `partition` is loaded here (its load done).
+    pub fn is_loaded(&self, partition: i32) -> bool {
+        self.loaded.borrow().contains_key(&partition)
     }
 
     /// A load of `partition` has begun (the leadership was taken).

@@ -28,16 +28,10 @@ pub async fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let image = ctx.conn.shard.node.image();
-        // By id: the topic this broker knows. By name: the controller
-        // resolves it (this broker may not know a topic just created).
+        // The controller resolves the name or id (this broker may not know
+        // a topic just created).
         let change = match (&name, id.is_nil()) {
-            (_, false) => image
-                .user_topic_by_id(&id)
-                .map(|topic| AdminChange::DeleteTopic {
-                    id: topic.id,
-                    name: None,
-                })
-                .ok_or((ErrorCode::UnknownTopicId, None)),
+            (_, false) => Ok(AdminChange::DeleteTopic { id, name: None }),
             // Kafka's internal topics cannot be deleted. A topic of such a
             // name that an older Sluice let a client create is an ordinary
             // topic, and deleting it is how it is cleaned up.

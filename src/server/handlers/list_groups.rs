@@ -20,7 +20,7 @@ pub async fn handle(ctx: &RequestContext, request: ListGroupsRequest) -> ListGro
                 .into_iter()
                 .map(|(id, state, protocol_type)| (id, state.name(), protocol_type))
                 .collect::<Vec<_>>();
-            (groups.offsets.is_loading(), listed)
+            (crate::node::coordinators::groups_incomplete(&s), listed)
         })
     });
     let states: Vec<String> = request

@@ -71,8 +71,8 @@ pub async fn handle(
     let shard = &ctx.conn.shard;
     let lists = (0..shard.shard_count()).map(|target| {
         shard.run_on(target, |s| async move {
-            let txns = s.txns();
-            (txns.is_loading(), txns.list())
+            let incomplete = crate::node::coordinators::transactions_incomplete(&s);
+            (incomplete, s.txns().list())
         })
     });
     let lists = futures_util::future::join_all(lists).await;
