@@ -28,11 +28,11 @@ use kafka_protocol::messages::offset_fetch_request::{
 };
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription, DescribeGroupsRequest,
-    DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-    SyncGroupResponse,
+    ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::records::Compression;
@@ -1320,6 +1320,73 @@ fn librdkafka_lists_describes_and_deletes_groups() {
     );
 }
 
+/// The empty group id, as Kafka treats it "for backwards compatibility"
+/// (KIP-289; clients that commit under `group.id=""`): OffsetCommit,
+/// OffsetFetch (v7 and v8), DescribeGroups, ListGroups and DeleteGroups take
+/// it; JoinGroup, Heartbeat and the other APIs of coordinated groups refuse
+/// it (INVALID_GROUP_ID). kafka-python commits and reads back under it.
+#[test]
+fn the_empty_group_id_commits_offsets_as_kafka_allows() {
+    let broker = start_broker();
+    let name = topic("cg-empty-id");
+    create_topic(&broker, &name, 2);
+    let mut conn = Conn::open(&broker.addr);
+    assert_eq!(offset_commit(&mut conn, "", -1, "", (&name, 0, 5)), NONE);
+    assert_eq!(offset_fetch_v8(&mut conn, "", &name, 0), (NONE, NONE, 5));
+    assert_eq!(offset_fetch_v7(&mut conn, "", &name, 0), (NONE, 5));
+    let described = describe_group(&mut conn, "");
+    assert_eq!(described.group_state.as_str(), "Empty", "{described:?}");
+    assert_eq!(
+        heartbeat(&mut conn, "", 1, "some-member", None),
+        INVALID_GROUP_ID,
+        "Heartbeat with group id \"\""
+    );
+
+    // kafka-python, group_id='' given: a simple commit, read back.
+    let script = "import sys\n\
+         from kafka import KafkaConsumer, TopicPartition\n\
+         from kafka.structs import OffsetAndMetadata\n\
+         c = KafkaConsumer(bootstrap_servers=sys.argv[1], group_id='', enable_auto_commit=False)\n\
+         tp = TopicPartition(sys.argv[2], 1)\n\
+         c.assign([tp])\n\
+         try:\n\
+         \x20   meta = OffsetAndMetadata(7, '', -1)\n\
+         except TypeError:\n\
+         \x20   meta = OffsetAndMetadata(7, '')\n\
+         c.commit({tp: meta})\n\
+         print(c.committed(tp))\n\
+         c.close()\n";
+    let out = Command::new("python3")
+        .args(["-c", script, &broker.addr, &name])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "kafka-python with group_id='': {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
+    assert_eq!(offset_fetch_v8(&mut conn, "", &name, 1), (NONE, NONE, 7));
+
+    // Listed (librdkafka), then deleted with its offsets.
+    let probe = consumer(&broker, &topic("g-probe"), "probe", &[]);
+    let every = probe
+        .fetch_group_list(None, CALL)
+        .expect("fetch_group_list");
+    assert!(
+        every.groups().iter().any(|g| g.name().is_empty()),
+        "ListGroups lists the empty group id"
+    );
+    let deleted: DeleteGroupsResponse = conn.call(
+        ApiKey::DeleteGroups,
+        2,
+        &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(str_bytes(""))]),
+    );
+    assert_eq!(deleted.results.len(), 1, "{deleted:?}");
+    assert_eq!(deleted.results[0].error_code, NONE, "{deleted:?}");
+    assert_eq!(offset_fetch_v8(&mut conn, "", &name, 0), (NONE, NONE, -1));
+}
+
 // ---------------------------------------------------------------- 7. bad input
 
 /// Raw requests a coordinator must refuse, each with Kafka's error code; the
@@ -1470,16 +1537,8 @@ fn group_requests_with_bad_input_are_refused() {
         "LeaveGroup v5 of a member that is not in the group: {left:?}"
     );
 
-    // OffsetCommit / OffsetFetch with an empty group id.
-    let code = offset_commit(&mut conn, "", -1, "", (&name, 0, 1));
-    assert_eq!(code, INVALID_GROUP_ID, "OffsetCommit v8 with group id \"\"");
-    let (group_error, _, _) = offset_fetch_v8(&mut conn, "", &name, 0);
-    assert_eq!(
-        group_error, INVALID_GROUP_ID,
-        "OffsetFetch v8 with group id \"\""
-    );
-    let (error, _) = offset_fetch_v7(&mut conn, "", &name, 0);
-    assert_eq!(error, INVALID_GROUP_ID, "OffsetFetch v7 with group id \"\"");
+    // (OffsetCommit and OffsetFetch take the empty group id, as Kafka does:
+    // `the_empty_group_id_commits_offsets_as_kafka_allows`.)
 
     // None of this disturbed the group: the member is still there, at its generation.
     assert_eq!(

@@ -6,7 +6,7 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use crate::group::state::GroupState;
 use crate::server::connection::RequestContext;
-use crate::server::handlers::{check_group_id, on_coordinator, str_bytes};
+use crate::server::handlers::{check_group_id_len, on_coordinator, str_bytes};
 
 /// Operations a client may perform on a group with no authorizer: READ 3,
 /// DELETE 6, DESCRIBE 8 (AclOperation bits).
@@ -21,7 +21,7 @@ pub async fn handle(
     for group_id in request.groups {
         let id = group_id.0.to_string();
         let mut out = DescribedGroup::default().with_group_id(group_id.clone());
-        if let Err(code) = check_group_id(&id) {
+        if let Err(code) = check_group_id_len(&id) {
             described.push(
                 out.with_error_code(code.code())
                     .with_group_state(str_bytes("Dead")),

@@ -115,9 +115,22 @@ pub(crate) fn from_peer_coordinator(ctx: &RequestContext) -> bool {
         .is_some_and(|id| is_peer_broker(ctx, id))
 }
 
-/// Kafka refuses empty group ids with INVALID_GROUP_ID; so do we, and overlong ones.
+/// The group APIs of a group coordinated by Kafka (JoinGroup, SyncGroup,
+/// Heartbeat, LeaveGroup, TxnOffsetCommit, OffsetDelete) refuse an empty
+/// group id with INVALID_GROUP_ID; so do we, and overlong ones everywhere.
 pub(crate) fn check_group_id(group_id: &str) -> Result<(), ErrorCode> {
-    if group_id.is_empty() || group_id.len() > GROUP_ID_LEN_MAX {
+    if group_id.is_empty() {
+        return Err(ErrorCode::InvalidGroupId);
+    }
+    check_group_id_len(group_id)
+}
+
+/// OffsetCommit, OffsetFetch, DescribeGroups and DeleteGroups take the
+/// empty group id, as Kafka does "for backwards compatibility" (KIP-289:
+/// older clients commit under `group.id=""`); only an overlong one is
+/// refused.
+pub(crate) fn check_group_id_len(group_id: &str) -> Result<(), ErrorCode> {
+    if group_id.len() > GROUP_ID_LEN_MAX {
         return Err(ErrorCode::InvalidGroupId);
     }
     Ok(())

@@ -12,11 +12,11 @@ use crate::io::clock::now_ms;
 use crate::metadata::MetadataImage;
 use crate::protocol::errors::ErrorCode;
 use crate::server::connection::RequestContext;
-use crate::server::handlers::{check_group_id, on_coordinator};
+use crate::server::handlers::{check_group_id_len, on_coordinator};
 
 pub async fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_id = request.group_id.0.to_string();
-    let group_error = check_group_id(&group_id).err();
+    let group_error = check_group_id_len(&group_id).err();
     let decided = decide(
         &ctx.conn.shard.node.image(),
         group_error,

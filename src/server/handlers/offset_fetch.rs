@@ -11,7 +11,7 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse}
 
 use crate::group::offsets::CommittedOffset;
 use crate::server::connection::RequestContext;
-use crate::server::handlers::{check_group_id, on_coordinator, str_bytes, topic_name};
+use crate::server::handlers::{check_group_id_len, on_coordinator, str_bytes, topic_name};
 
 /// (topic, partition, offset if committed, held by an undecided
 /// transaction), or a group-level error.
@@ -27,7 +27,7 @@ async fn lookup(
     wanted: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
 ) -> GroupOffsets {
-    check_group_id(&group_id).map_err(|c| c.code())?;
+    check_group_id_len(&group_id).map_err(|c| c.code())?;
     let gid = group_id.clone();
     on_coordinator(ctx, &group_id, move |coordinator| async move {
         match wanted {
