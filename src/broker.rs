@@ -564,6 +564,7 @@ fn run_shard(
         crate::partition::start_periodic_flush(&shard);
         if shard.id == crate::runtime::CONTROLLER_SHARD {
             crate::partition::start_hw_checkpoints(&shard);
+            start_buffer_trim(&shard);
         }
         let cleaner_interval =
             std::time::Duration::from_millis(shard.node.config.log_cleaner_interval_ms);
@@ -715,6 +716,26 @@ fn new_group_coordinator(shard: &Rc<Shard>) -> Rc<GroupCoordinator> {
         OffsetStore::new(),
         shard.commit.clone(),
     ))
+}
+
+/// How often kept read buffers no request needed meanwhile are freed.
+const BUFFER_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Frees, every [`BUFFER_TRIM_INTERVAL`], the read buffers the process
+/// kept (up to 64 MiB, for large requests) that no request took since the
+/// last round: an idle broker gives that memory back.
+fn start_buffer_trim(shard: &Rc<Shard>) {
+    let shard = shard.clone();
+    compio::runtime::spawn(async move {
+        while !shard.node.shutdown.is_triggered() {
+            compio::time::sleep(BUFFER_TRIM_INTERVAL).await;
+            let freed = crate::io::aligned::trim_idle_buffers();
+            if freed > 0 {
+                tracing::debug!(freed, "freed idle read buffers");
+            }
+        }
+    })
+    .detach();
 }
 
 #[cfg(test)]

@@ -116,6 +116,10 @@ mod pool {
     pub struct Pool {
         free: Vec<ArrayQueue<Free>>,
         kept: AtomicUsize,
+        /// Per class, the fewest buffers it held since the last trim: that
+        /// many sat unused all along (approximate under races: the pool is
+        /// a cache, and a miss only allocates).
+        low: Vec<AtomicUsize>,
     }
 
     impl Pool {
@@ -125,15 +129,43 @@ mod pool {
                     .map(|class| ArrayQueue::new((KEPT_MAX / (SMALLEST << class)).max(1)))
                     .collect(),
                 kept: AtomicUsize::new(0),
+                low: (0..CLASSES).map(|_| AtomicUsize::new(0)).collect(),
             }
         }
 
         /// A kept buffer of exactly `size` (a class size), if there is one.
         pub fn take(&self, size: usize) -> Option<NonNull<u8>> {
             class_size(size)?;
-            let Free(ptr) = self.free[class_of(size)].pop()?;
+            let class = class_of(size);
+            let taken = self.free[class].pop();
+            self.low[class].fetch_min(self.free[class].len(), Ordering::Relaxed);
+            let Free(ptr) = taken?;
             self.kept.fetch_sub(size, Ordering::Relaxed);
             Some(ptr)
+        }
+
+        /// Frees the buffers no take needed since the last trim (each
+        /// class's low-water mark); returns the bytes freed. Called every
+        /// few seconds, it gives back to the system what a burst of large
+        /// requests left behind once the traffic has gone.
+        pub fn trim(&self) -> usize {
+            let mut freed = 0;
+            for (class, queue) in self.free.iter().enumerate() {
+                let size = SMALLEST << class;
+                let unused = self.low[class].load(Ordering::Relaxed);
+                for _ in 0..unused {
+                    let Some(Free(ptr)) = queue.pop() else {
+                        break;
+                    };
+                    self.kept.fetch_sub(size, Ordering::Relaxed);
+                    // SAFETY: every pooled pointer was allocated with its
+                    // class's layout, and popping it made it ours alone.
+                    unsafe { alloc::dealloc(ptr.as_ptr(), layout_of(size)) }
+                    freed += size;
+                }
+                self.low[class].store(queue.len(), Ordering::Relaxed);
+            }
+            freed
         }
 
         /// Keeps a buffer of `size` bytes allocated with `layout_of(size)`;
@@ -241,6 +273,27 @@ mod pool {
         }
 
         #[test]
+        fn a_trim_frees_what_no_take_needed_since_the_last() {
+            let pool = Pool::new();
+            for _ in 0..4 {
+                assert!(pool.give(alloc(1 << 20), 1 << 20));
+            }
+            // Given after the last trim (none yet): not counted as unused.
+            assert_eq!(pool.trim(), 0);
+            assert_eq!(pool.kept(), 4 << 20);
+            // One taken and given back: the queue went down to 3, so 3 sat
+            // unused the whole interval.
+            let a = pool.take(1 << 20).unwrap();
+            assert!(pool.give(a, 1 << 20));
+            assert_eq!(pool.trim(), 3 << 20);
+            assert_eq!(pool.kept(), 1 << 20);
+            // Nothing taken since: the last one goes too.
+            assert_eq!(pool.trim(), 1 << 20);
+            assert_eq!(pool.kept(), 0);
+            assert_eq!(pool.take(1 << 20), None);
+        }
+
+        #[test]
         fn a_buffer_freed_on_another_thread_is_reused() {
             let pool = std::sync::Arc::new(Pool::new());
             let a = alloc(1 << 20);
@@ -265,6 +318,12 @@ mod pool {
 /// Bytes of read buffers the process keeps for reuse (at most 64 MiB).
 pub fn pooled_bytes() -> usize {
     pool::global().kept()
+}
+
+/// Frees the kept read buffers no request needed since the last call;
+/// returns the bytes freed.
+pub fn trim_idle_buffers() -> usize {
+    pool::global().trim()
 }
 
 impl AsRef<[u8]> for AlignedBuf {
