@@ -333,17 +333,8 @@ async fn committed_offsets_survive_the_loss_of_their_coordinator() {
          admin = KafkaAdminClient(bootstrap_servers=sys.argv[1].split(','), request_timeout_ms=20000)\n\
          offsets = admin.list_consumer_group_offsets(sys.argv[2])\n\
          print(sorted((tp.partition, meta.offset) for tp, meta in offsets.items() if tp.topic == sys.argv[3]))\n";
-    let output = std::process::Command::new("python3")
-        .args(["-c", script, &survivors, group, &name])
-        .output()
-        .expect("python3 runs (tools/run-tests installs kafka-python)");
-    assert!(
-        output.status.success(),
-        "kafka-python: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
+        common::python(script, &[&survivors, group, &name]),
         "[(0, 20), (1, 20)]"
     );
 }

@@ -1356,16 +1356,7 @@ fn the_empty_group_id_commits_offsets_as_kafka_allows() {
          c.commit({tp: meta})\n\
          print(c.committed(tp))\n\
          c.close()\n";
-    let out = Command::new("python3")
-        .args(["-c", script, &broker.addr, &name])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "kafka-python with group_id='': {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
+    assert_eq!(common::python(script, &[&broker.addr, &name]), "7");
     assert_eq!(offset_fetch_v8(&mut conn, "", &name, 1), (NONE, NONE, 7));
 
     // Listed (librdkafka), then deleted with its offsets.

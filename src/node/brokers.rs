@@ -161,8 +161,29 @@ pub async fn start(shard: &Rc<Shard>, quorum: Rc<MetadataQuorum>) {
         })
     }));
     if shard.node.config.quorum_voters.len() == 1 {
-        if let Err(why) = send_heartbeat(shard, &quorum).await {
-            tracing::warn!(%why, "registering this broker");
+        // Registered before this returns (the first Metadata answer comes
+        // from the image). The image holds the registration as soon as its
+        // entry is applied here; the write itself completes only once the
+        // other shards took the new image's roles, which they do once every
+        // shard has started, after this returns: so the image is awaited,
+        // not the answer (awaiting it stalled every start by its timeout).
+        let (registering, with) = (shard.clone(), quorum.clone());
+        compio::runtime::spawn(async move {
+            if let Err(why) = send_heartbeat(&registering, &with).await {
+                tracing::warn!(%why, "registering this broker");
+            }
+        })
+        .detach();
+        let node = &shard.node;
+        let registered = || {
+            node.image()
+                .brokers
+                .get(&node.config.node_id)
+                .is_some_and(|b| b.incarnation == node.incarnation && !b.fenced)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !registered() && Instant::now() < deadline {
+            compio::time::sleep(Duration::from_millis(1)).await;
         }
     }
     compio::runtime::spawn(heartbeat_loop(shard.clone(), quorum.clone())).detach();

@@ -14,13 +14,39 @@ use crate::protocol::batch::validate_records;
 use crate::protocol::encode;
 use crate::storage::commit::GroupCommit;
 use crate::storage::config::LogConfig;
-use crate::storage::log::{self, PartitionLog};
+use crate::storage::log::{self, LogRef, PartitionLog};
 
 fn ten_records() -> Bytes {
     let records: Vec<_> = (0..10)
         .map(|i| encode::record(i, 1_000 + i, None, Some(Bytes::from_static(b"v")), None))
         .collect();
     encode::encode_batch(&records, Compression::None)
+}
+
+/// Partition `t-0`'s state and log in `dir`.
+fn open_log(dir: &std::path::Path) -> (Arc<PartitionState>, LogRef) {
+    let state = Arc::new(PartitionState::default());
+    let log = PartitionLog::open(
+        Arc::from("t"),
+        0,
+        dir.join("t-0"),
+        LogConfig::default(),
+        state.log_state(),
+    )
+    .unwrap();
+    (state, Rc::new(RefCell::new(log)))
+}
+
+/// Appends three batches of ten records (offsets 0-29).
+async fn append_thirty(log: &LogRef) {
+    let commit = Rc::new(GroupCommit::default());
+    for _ in 0..3 {
+        let records = ten_records();
+        let validated = validate_records(&records, usize::MAX).unwrap();
+        log::append(log, &commit, records, &validated, true)
+            .await
+            .unwrap();
+    }
 }
 
 /// Broker 1's replica of a partition on brokers 1 and 2, in a log of 30
@@ -31,24 +57,8 @@ fn ten_records() -> Bytes {
 fn a_restarted_replica_starts_from_its_checkpointed_high_watermark() {
     let dir = tempfile::tempdir().unwrap();
     compio::runtime::Runtime::new().unwrap().block_on(async {
-        let state = Arc::new(PartitionState::default());
-        let log = PartitionLog::open(
-            Arc::from("t"),
-            0,
-            dir.path().join("t-0"),
-            LogConfig::default(),
-            state.log_state(),
-        )
-        .unwrap();
-        let log = Rc::new(RefCell::new(log));
-        let commit = Rc::new(GroupCommit::default());
-        for _ in 0..3 {
-            let records = ten_records();
-            let validated = validate_records(&records, usize::MAX).unwrap();
-            log::append(&log, &commit, records, &validated, true)
-                .await
-                .unwrap();
-        }
+        let (state, log) = open_log(dir.path());
+        append_thirty(&log).await;
         let leading = Placement {
             isr: vec![1, 2],
             ..Placement::new(vec![1, 2])
@@ -87,30 +97,14 @@ fn a_restarted_replica_starts_from_its_checkpointed_high_watermark() {
 fn the_same_leader_in_the_next_epoch_leads_on_in_place() {
     let dir = tempfile::tempdir().unwrap();
     compio::runtime::Runtime::new().unwrap().block_on(async {
-        let state = Arc::new(PartitionState::default());
-        let log = PartitionLog::open(
-            Arc::from("t"),
-            0,
-            dir.path().join("t-0"),
-            LogConfig::default(),
-            state.log_state(),
-        )
-        .unwrap();
-        let log = Rc::new(RefCell::new(log));
-        let commit = Rc::new(GroupCommit::default());
+        let (state, log) = open_log(dir.path());
         let partition = Partition::new(Arc::from("t"), 0, state.clone(), log.clone(), 1);
         let three = Placement {
             isr: vec![1, 2, 3],
             ..Placement::new(vec![1, 2, 3])
         };
         assert_eq!(partition.apply_placement(&three), RoleChange::Leads);
-        for _ in 0..3 {
-            let records = ten_records();
-            let validated = validate_records(&records, usize::MAX).unwrap();
-            log::append(&log, &commit, records, &validated, true)
-                .await
-                .unwrap();
-        }
+        append_thirty(&log).await;
         let two = Placement {
             replicas: vec![1, 2],
             isr: vec![1, 2],

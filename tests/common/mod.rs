@@ -329,6 +329,24 @@ pub fn topic(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Runs `script` with python3 (kafka-python installed by tools/run-tests)
+/// and `args` as `sys.argv[1..]`; its standard output, trimmed. Panics with
+/// its standard error if it fails.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs (tools/run-tests installs kafka-python)");
+    assert!(
+        output.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 /// `method path` against the metrics endpoint at `url`: (status line, body).
 pub fn http_get(url: &str, method: &str, path: &str) -> (String, String) {
     let addr = url
