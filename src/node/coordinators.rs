@@ -114,11 +114,13 @@ fn led_unloaded(shard: &Shard, topic: &str, is_loaded: impl Fn(i32) -> bool) -> 
     let Some(meta) = image.topic(topic) else {
         return false;
     };
+    // The internal topic's few partitions, not every partition of the shard.
     let me = shard.node.config.node_id;
-    shard.partition_list().iter().any(|(key, _)| {
-        key.0 == meta.id
-            && meta.placement(key.1).is_some_and(|p| p.leader == me)
-            && !is_loaded(key.1)
+    let hosted = shard.partitions.borrow();
+    (0..meta.partition_count()).any(|index| {
+        meta.placement(index).is_some_and(|p| p.leader == me)
+            && hosted.contains_key(&(meta.id, index))
+            && !is_loaded(index)
     })
 }
 
